@@ -1,0 +1,139 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * FastCDC content-defined chunking (Xia et al., 2016/2020): a gear rolling hash, cut-point
+ * skipping below the minimum size, and normalized chunking (a stricter mask before the average
+ * size, a looser one after it) so chunk sizes cluster around the average.
+ *
+ * The gear table is derived from a seed. Repositories derive the seed from their secret, so
+ * chunk boundaries, and with them the sizes of stored blobs, reveal nothing to someone who
+ * knows a file's content but not the repository key.
+ */
+export interface ChunkerParams {
+  min: number;
+  avg: number;
+  max: number;
+}
+
+export const DEFAULT_CHUNKER_PARAMS: ChunkerParams = { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+
+/** Two extra mask bits below the average size and two fewer above it: FastCDC's normalization level 2. */
+const NORMALIZATION = 2;
+
+export function validateChunkerParams(params: ChunkerParams): void {
+  const { min, avg, max } = params;
+  const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+  if (!isPowerOfTwo(avg) || avg < 256 || avg > 2 ** 24) throw new RangeError('chunker avg must be a power of two from 256 B to 16 MiB');
+  if (!(Number.isInteger(min) && Number.isInteger(max) && min >= 64 && min < avg && avg < max && max <= 2 ** 26)) {
+    throw new RangeError('chunker sizes must satisfy 64 <= min < avg < max <= 64 MiB');
+  }
+}
+
+export function gearTable(seed: Uint8Array): Int32Array {
+  const table = new Int32Array(256);
+  for (let i = 0; i < 256; i++) {
+    table[i] = createHash('sha256').update(seed).update(Uint8Array.of(i)).digest().readInt32LE(0);
+  }
+  return table;
+}
+
+/** A mask of `bits` ones at the top of a 32-bit word: the top bits of a gear hash mix the most bytes. */
+function topBitsMask(bits: number): number {
+  return (((1 << bits) - 1) << (32 - bits)) | 0;
+}
+
+/**
+ * Streaming chunker: push buffers in, take complete chunks out. A chunk that lies inside one
+ * input buffer is returned as a view of it, without copying; callers must not reuse the buffers
+ * they push. `cut()` forces a boundary at the current position (sources use it at record ends).
+ */
+export class Chunker {
+  private readonly gear: Int32Array;
+  private readonly min: number;
+  private readonly avg: number;
+  private readonly max: number;
+  private readonly maskStrict: number;
+  private readonly maskLoose: number;
+  private pending: Uint8Array[] = [];
+  private pendingLength = 0;
+  private hash = 0;
+
+  constructor(params: ChunkerParams, gear: Int32Array) {
+    validateChunkerParams(params);
+    this.gear = gear;
+    this.min = params.min;
+    this.avg = params.avg;
+    this.max = params.max;
+    const bits = Math.log2(params.avg);
+    this.maskStrict = topBitsMask(bits + NORMALIZATION);
+    this.maskLoose = topBitsMask(bits - NORMALIZATION);
+  }
+
+  /** Feeds `data` and returns the chunks it completed, in order. */
+  push(data: Uint8Array): Uint8Array[] {
+    const chunks: Uint8Array[] = [];
+    let start = 0;
+    while (start < data.length) {
+      const end = this.findCut(data, start);
+      if (end < 0) {
+        this.pending.push(start === 0 ? data : data.subarray(start));
+        this.pendingLength += data.length - start;
+        break;
+      }
+      chunks.push(this.takeChunk(data.subarray(start, end)));
+      start = end;
+    }
+    return chunks;
+  }
+
+  /** Ends the current chunk here, if it has any bytes. */
+  cut(): Uint8Array | undefined {
+    if (this.pendingLength === 0) return undefined;
+    return this.takeChunk(new Uint8Array(0));
+  }
+
+  private takeChunk(tail: Uint8Array): Uint8Array {
+    let chunk: Uint8Array;
+    if (this.pendingLength === 0) {
+      chunk = tail;
+    } else {
+      chunk = Buffer.concat([...this.pending, tail], this.pendingLength + tail.length);
+    }
+    this.pending = [];
+    this.pendingLength = 0;
+    this.hash = 0;
+    return chunk;
+  }
+
+  /**
+   * Scans `data` from `start`, continuing the chunk begun in earlier buffers. Returns the index
+   * just past the cut point, or -1 when the buffer ends before one.
+   */
+  private findCut(data: Uint8Array, start: number): number {
+    const gear = this.gear;
+    // Where the current chunk began, relative to `data` (negative when it began in an earlier buffer).
+    const chunkStart = start - this.pendingLength;
+    let i = start;
+    if (i < chunkStart + this.min) {
+      // Nothing below the minimum size can be a cut point, so those bytes are not even hashed.
+      i = chunkStart + this.min;
+      if (i >= data.length) return -1;
+    }
+    let hash = this.hash;
+    const strictEnd = Math.min(data.length, chunkStart + this.avg);
+    const maskStrict = this.maskStrict;
+    for (; i < strictEnd; i++) {
+      hash = ((hash << 1) + gear[data[i]!]!) | 0;
+      if ((hash & maskStrict) === 0) return i + 1;
+    }
+    const looseEnd = Math.min(data.length, chunkStart + this.max);
+    const maskLoose = this.maskLoose;
+    for (; i < looseEnd; i++) {
+      hash = ((hash << 1) + gear[data[i]!]!) | 0;
+      if ((hash & maskLoose) === 0) return i + 1;
+    }
+    if (i === chunkStart + this.max) return i;
+    this.hash = hash;
+    return -1;
+  }
+}

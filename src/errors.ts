@@ -1,0 +1,71 @@
+/**
+ * Every failure strongbox reports is one of these. Only the CLI entry point turns them into
+ * exit codes; library callers branch on the class or on `exitCode`.
+ */
+export const ExitCode = {
+  ok: 0,
+  general: 1,
+  missingDependency: 2,
+  usage: 3,
+  sourceFailed: 4,
+  key: 5,
+  storage: 6,
+  verification: 7,
+  threshold: 8,
+} as const;
+
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+export interface ErrorDetails {
+  /** What the user should do about it, one short sentence. */
+  hint?: string;
+  cause?: unknown;
+}
+
+export class StrongboxError extends Error {
+  readonly exitCode: ExitCodeValue = ExitCode.general;
+  readonly hint: string | undefined;
+
+  constructor(message: string, details: ErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = new.target.name;
+    this.hint = details.hint;
+  }
+}
+
+export class MissingDependencyError extends StrongboxError {
+  override readonly exitCode = ExitCode.missingDependency;
+}
+
+export class ConfigError extends StrongboxError {
+  override readonly exitCode = ExitCode.usage;
+}
+
+export class SourceError extends StrongboxError {
+  override readonly exitCode = ExitCode.sourceFailed;
+}
+
+export class KeyError extends StrongboxError {
+  override readonly exitCode = ExitCode.key;
+}
+
+export class StorageError extends StrongboxError {
+  override readonly exitCode = ExitCode.storage;
+}
+
+export class VerificationError extends StrongboxError {
+  override readonly exitCode = ExitCode.verification;
+}
+
+export class ThresholdError extends StrongboxError {
+  override readonly exitCode = ExitCode.threshold;
+}
+
+/** The repository is held by another process whose lock excludes ours. */
+export class LockedError extends StrongboxError {}
+
+/** A Node.js system error code (ENOENT, EACCES…), or undefined for anything else. */
+export function errnoCode(error: unknown): string | undefined {
+  if (error instanceof Error && 'code' in error && typeof error.code === 'string') return error.code;
+  return undefined;
+}

@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+import { Chunker, gearTable, validateChunkerParams, type ChunkerParams } from '../src/chunking/fastcdc.ts';
+import { seededBytes } from './helpers/data.ts';
+
+const params: ChunkerParams = { min: 2048, avg: 8192, max: 32768 };
+const gear = gearTable(Buffer.from('strongbox test seed'));
+
+function chunkAll(data: Uint8Array, pieceSize: number, chunkerParams = params): Uint8Array[] {
+  const chunker = new Chunker(chunkerParams, gear);
+  const chunks: Uint8Array[] = [];
+  for (let at = 0; at < data.length; at += pieceSize) chunks.push(...chunker.push(data.subarray(at, at + pieceSize)));
+  const last = chunker.cut();
+  if (last) chunks.push(last);
+  return chunks;
+}
+
+const sizes = (chunks: Uint8Array[]) => chunks.map((chunk) => chunk.length);
+
+describe('FastCDC', () => {
+  it('derives the gear table from its seed (vector in docs/FORMAT.md)', () => {
+    expect([...gear.slice(0, 4)]).toEqual([495079924, 83845934, 387587001, 2075882037]);
+  });
+
+  it('cuts a fixed input at fixed points (vector in docs/FORMAT.md)', () => {
+    const data = seededBytes('strongbox fastcdc vector', 1 << 20);
+    expect(sizes(chunkAll(data, 1 << 20)).slice(0, 12)).toEqual([9216, 9706, 11390, 8563, 8721, 14232, 8035, 9257, 8998, 12337, 10092, 2110]);
+    expect(chunkAll(data, 1 << 20)).toHaveLength(109);
+  });
+
+  it('finds the same cut points however the input is split', () => {
+    const data = seededBytes('split', 300_000);
+    const whole = sizes(chunkAll(data, data.length));
+    for (const piece of [1, 7, 1000, 4096, 65536]) expect(sizes(chunkAll(data, piece))).toEqual(whole);
+  });
+
+  it('returns chunks that concatenate to the input and respect min and max', () => {
+    const data = seededBytes('bounds', 500_000);
+    const chunks = chunkAll(data, 10_000);
+    expect(Buffer.concat(chunks).equals(data)).toBe(true);
+    for (const chunk of chunks.slice(0, -1)) {
+      expect(chunk.length).toBeGreaterThanOrEqual(params.min);
+      expect(chunk.length).toBeLessThanOrEqual(params.max);
+    }
+  });
+
+  it('cuts at max on input with no cut points (all zeros)', () => {
+    expect(sizes(chunkAll(Buffer.alloc(100_000), 4096))).toEqual([32768, 32768, 32768, 1696]);
+  });
+
+  it('keeps chunk boundaries after an insertion (content-defined)', () => {
+    const data = seededBytes('shift', 400_000);
+    const shifted = Buffer.concat([data.subarray(0, 1000), Buffer.from('inserted bytes'), data.subarray(1000)]);
+    const before = new Set(chunkAll(data, 8192).map((chunk) => Buffer.from(chunk).toString('hex')));
+    const after = chunkAll(shifted, 8192);
+    const shared = after.filter((chunk) => before.has(Buffer.from(chunk).toString('hex'))).length;
+    expect(shared).toBeGreaterThanOrEqual(after.length - 2);
+  });
+
+  it('averages near the configured size', () => {
+    const chunks = chunkAll(seededBytes('average', 4 << 20), 1 << 20);
+    const mean = (4 << 20) / chunks.length;
+    expect(mean).toBeGreaterThan(params.avg * 0.8);
+    expect(mean).toBeLessThan(params.avg * 1.5);
+  });
+
+  it('ends a chunk where the source forces a boundary', () => {
+    const chunker = new Chunker(params, gear);
+    const first = seededBytes('a', 5000);
+    expect(chunker.push(first)).toEqual([]);
+    const forced = chunker.cut();
+    expect(Buffer.from(forced!).equals(first)).toBe(true);
+    expect(chunker.cut()).toBeUndefined();
+    // After a forced cut the next chunk starts fresh: same cuts as chunking the rest alone.
+    const rest = seededBytes('b', 200_000);
+    const continued = [...chunker.push(rest), chunker.cut()!];
+    expect(sizes(continued)).toEqual(sizes(chunkAll(rest, rest.length)));
+  });
+
+  it('rejects impossible parameters', () => {
+    expect(() => validateChunkerParams({ min: 1000, avg: 3000, max: 8000 })).toThrow(/power of two/);
+    expect(() => validateChunkerParams({ min: 9000, avg: 8192, max: 32768 })).toThrow(/min < avg < max/);
+  });
+});
