@@ -5,12 +5,15 @@ import { seededBytes } from './helpers/data.ts';
 const params: ChunkerParams = { min: 2048, avg: 8192, max: 32768 };
 const gear = gearTable(Buffer.from('strongbox test seed'));
 
-function chunkAll(data: Uint8Array, pieceSize: number, chunkerParams = params): Uint8Array[] {
+/** Chunks `data` fed in pieces; chunks are copied, since the chunker's views last one call. */
+function chunkAll(data: Uint8Array, pieceSize: number, chunkerParams = params): Buffer[] {
   const chunker = new Chunker(chunkerParams, gear);
-  const chunks: Uint8Array[] = [];
-  for (let at = 0; at < data.length; at += pieceSize) chunks.push(...chunker.push(data.subarray(at, at + pieceSize)));
+  const chunks: Buffer[] = [];
+  for (let at = 0; at < data.length; at += pieceSize) {
+    for (const chunk of chunker.push(data.subarray(at, at + pieceSize))) chunks.push(Buffer.from(chunk));
+  }
   const last = chunker.cut();
-  if (last) chunks.push(last);
+  if (last) chunks.push(Buffer.from(last));
   return chunks;
 }
 
@@ -23,7 +26,9 @@ describe('FastCDC', () => {
 
   it('cuts a fixed input at fixed points (vector in docs/FORMAT.md)', () => {
     const data = seededBytes('strongbox fastcdc vector', 1 << 20);
-    expect(sizes(chunkAll(data, 1 << 20)).slice(0, 12)).toEqual([9216, 9706, 11390, 8563, 8721, 14232, 8035, 9257, 8998, 12337, 10092, 2110]);
+    expect(sizes(chunkAll(data, 1 << 20)).slice(0, 12)).toEqual([
+      9216, 9706, 11390, 8563, 8721, 14232, 8035, 9257, 8998, 12337, 10092, 2110,
+    ]);
     expect(chunkAll(data, 1 << 20)).toHaveLength(109);
   });
 
@@ -49,7 +54,11 @@ describe('FastCDC', () => {
 
   it('keeps chunk boundaries after an insertion (content-defined)', () => {
     const data = seededBytes('shift', 400_000);
-    const shifted = Buffer.concat([data.subarray(0, 1000), Buffer.from('inserted bytes'), data.subarray(1000)]);
+    const shifted = Buffer.concat([
+      data.subarray(0, 1000),
+      Buffer.from('inserted bytes'),
+      data.subarray(1000),
+    ]);
     const before = new Set(chunkAll(data, 8192).map((chunk) => Buffer.from(chunk).toString('hex')));
     const after = chunkAll(shifted, 8192);
     const shared = after.filter((chunk) => before.has(Buffer.from(chunk).toString('hex'))).length;
@@ -63,6 +72,21 @@ describe('FastCDC', () => {
     expect(mean).toBeLessThan(params.avg * 1.5);
   });
 
+  it('keeps no reference to its input: a reused read buffer gives the same chunks', () => {
+    const data = seededBytes('reuse', 400_000);
+    const reused = new Uint8Array(5000);
+    const chunker = new Chunker(params, gear);
+    const chunks: Buffer[] = [];
+    for (let at = 0; at < data.length; at += reused.length) {
+      const piece = data.subarray(at, at + reused.length);
+      reused.set(piece);
+      for (const chunk of chunker.push(reused.subarray(0, piece.length))) chunks.push(Buffer.from(chunk));
+      reused.fill(0xee);
+    }
+    chunks.push(Buffer.from(chunker.cut()!));
+    expect(Buffer.concat(chunks).equals(data)).toBe(true);
+  });
+
   it('ends a chunk where the source forces a boundary', () => {
     const chunker = new Chunker(params, gear);
     const first = seededBytes('a', 5000);
@@ -72,8 +96,8 @@ describe('FastCDC', () => {
     expect(chunker.cut()).toBeUndefined();
     // After a forced cut the next chunk starts fresh: same cuts as chunking the rest alone.
     const rest = seededBytes('b', 200_000);
-    const continued = [...chunker.push(rest), chunker.cut()!];
-    expect(sizes(continued)).toEqual(sizes(chunkAll(rest, rest.length)));
+    const continued = [...chunker.push(rest).map((chunk) => chunk.length), chunker.cut()!.length];
+    expect(continued).toEqual(sizes(chunkAll(rest, rest.length)));
   });
 
   it('rejects impossible parameters', () => {

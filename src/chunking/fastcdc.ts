@@ -23,8 +23,16 @@ const NORMALIZATION = 2;
 export function validateChunkerParams(params: ChunkerParams): void {
   const { min, avg, max } = params;
   const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
-  if (!isPowerOfTwo(avg) || avg < 256 || avg > 2 ** 24) throw new RangeError('chunker avg must be a power of two from 256 B to 16 MiB');
-  if (!(Number.isInteger(min) && Number.isInteger(max) && min >= 64 && min < avg && avg < max && max <= 2 ** 26)) {
+  if (!isPowerOfTwo(avg) || avg < 256 || avg > 2 ** 24)
+    throw new RangeError('chunker avg must be a power of two from 256 B to 16 MiB');
+  if (!(
+    Number.isInteger(min) &&
+    Number.isInteger(max) &&
+    min >= 64 &&
+    min < avg &&
+    avg < max &&
+    max <= 2 ** 26
+  )) {
     throw new RangeError('chunker sizes must satisfy 64 <= min < avg < max <= 64 MiB');
   }
 }
@@ -43,9 +51,13 @@ function topBitsMask(bits: number): number {
 }
 
 /**
- * Streaming chunker: push buffers in, take complete chunks out. A chunk that lies inside one
- * input buffer is returned as a view of it, without copying; callers must not reuse the buffers
- * they push. `cut()` forces a boundary at the current position (sources use it at record ends).
+ * Streaming chunker: push buffers in, take complete chunks out. `cut()` forces a boundary at the
+ * current position (sources use it at record ends).
+ *
+ * Chunks are views, valid until the next call to `push()` or `cut()`: of the input when a chunk
+ * lies inside it, else of one of two internal buffers that alternate (one holds the chunk being
+ * returned, the other collects the next one). The chunker keeps no reference to an input after
+ * `push()` returns, so callers may reuse their read buffers.
  */
 export class Chunker {
   private readonly gear: Int32Array;
@@ -54,7 +66,9 @@ export class Chunker {
   private readonly max: number;
   private readonly maskStrict: number;
   private readonly maskLoose: number;
-  private pending: Uint8Array[] = [];
+  /** Two buffers of `max` bytes: the partial chunk carried between inputs is copied into one of them. */
+  private readonly carry: [Uint8Array, Uint8Array];
+  private carryIndex: 0 | 1 = 0;
   private pendingLength = 0;
   private hash = 0;
 
@@ -67,6 +81,7 @@ export class Chunker {
     const bits = Math.log2(params.avg);
     this.maskStrict = topBitsMask(bits + NORMALIZATION);
     this.maskLoose = topBitsMask(bits - NORMALIZATION);
+    this.carry = [new Uint8Array(params.max), new Uint8Array(params.max)];
   }
 
   /** Feeds `data` and returns the chunks it completed, in order. */
@@ -76,7 +91,7 @@ export class Chunker {
     while (start < data.length) {
       const end = this.findCut(data, start);
       if (end < 0) {
-        this.pending.push(start === 0 ? data : data.subarray(start));
+        this.carry[this.carryIndex].set(data.subarray(start), this.pendingLength);
         this.pendingLength += data.length - start;
         break;
       }
@@ -93,13 +108,13 @@ export class Chunker {
   }
 
   private takeChunk(tail: Uint8Array): Uint8Array {
-    let chunk: Uint8Array;
-    if (this.pendingLength === 0) {
-      chunk = tail;
-    } else {
-      chunk = Buffer.concat([...this.pending, tail], this.pendingLength + tail.length);
+    let chunk = tail;
+    if (this.pendingLength > 0) {
+      const carried = this.carry[this.carryIndex];
+      carried.set(tail, this.pendingLength);
+      chunk = carried.subarray(0, this.pendingLength + tail.length);
+      this.carryIndex = this.carryIndex === 0 ? 1 : 0;
     }
-    this.pending = [];
     this.pendingLength = 0;
     this.hash = 0;
     return chunk;
