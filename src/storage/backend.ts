@@ -1,0 +1,36 @@
+import { StorageError } from '../errors.ts';
+
+/**
+ * What the repository needs from a place to keep objects. Names are slash-separated paths
+ * (`data/3f/3fa2…`); backends know nothing of what the bytes mean.
+ */
+export interface ObjectInfo {
+  name: string;
+  size: number;
+}
+
+export interface StorageBackend {
+  /** Where the repository is, for messages; never contains a secret. */
+  readonly location: string;
+  /** Stores `data` under `name` atomically: readers see all of it or nothing. Durable once resolved. */
+  put(name: string, data: Uint8Array): Promise<void>;
+  get(name: string): Promise<Buffer>;
+  getRange(name: string, offset: number, length: number): Promise<Buffer>;
+  /** Every object whose name starts with `prefix` (a folder such as `snapshots/`), in no set order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  stat(name: string): Promise<ObjectInfo | undefined>;
+  /** Removes `name`; removing an object that is not there is not an error. */
+  delete(name: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class ObjectNotFoundError extends StorageError {
+  constructor(
+    readonly objectName: string,
+    location: string,
+  ) {
+    super(`${objectName} is missing from the repository at ${location}`, {
+      hint: 'Run `strongbox check` to see what else is missing.',
+    });
+  }
+}
