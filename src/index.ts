@@ -1,0 +1,49 @@
+/**
+ * strongbox as a library: the same operations the CLI runs, with typed results and typed errors.
+ *
+ *   const repository = await openRepository({ repo: '/var/backups/strongbox', passphrase });
+ *   const result = await backup(repository, filesSource(['/etc/myapp']), { tags: ['env=production'] });
+ */
+import { Repository, type KeySource } from './repository/repository.ts';
+import type { RepositoryOptions } from './repository/config.ts';
+import { openBackend } from './storage/open.ts';
+
+export interface RepositoryLocation {
+  /** A local path or file:// URL. */
+  repo: string;
+}
+
+export async function openRepository(options: RepositoryLocation & KeySource): Promise<Repository> {
+  return Repository.open(openBackend(options.repo), options);
+}
+
+export async function initRepository(
+  options: RepositoryLocation & { passphrase: string } & RepositoryOptions,
+): Promise<Repository> {
+  return Repository.init(openBackend(options.repo), options.passphrase, options);
+}
+
+export { Repository, type KeySource, type SnapshotFilter, type KeyListing } from './repository/repository.ts';
+export type { RepositoryOptions, RepositoryConfig } from './repository/config.ts';
+export type { KeyKind, KeyMaterial } from './repository/keys.ts';
+export type { SnapshotHeader, SnapshotBody, SnapshotInfo } from './repository/snapshot.ts';
+export type { Tree, TreeNode } from './repository/tree.ts';
+export { backup, type BackupOptions, type BackupResult, type BackupProgress } from './ops/backup.ts';
+export { restoreSnapshotFiles as restore, type RestoreFilesOptions } from './ops/restore.ts';
+export { catFile } from './ops/read-content.ts';
+export { check, type CheckOptions, type CheckResult, type CheckProblem } from './ops/check.ts';
+export { unlock } from './ops/unlock.ts';
+export { filesSource } from './sources/files.ts';
+export { stdinSource, commandSource, streamSource } from './sources/stdin.ts';
+export {
+  CHUNK_BOUNDARY,
+  type BackupSource,
+  type ContentSink,
+  type ContentPiece,
+  type SourceResult,
+} from './sources/source.ts';
+export type { StorageBackend, ObjectInfo } from './storage/backend.ts';
+export { LocalBackend } from './storage/local.ts';
+export { openBackend } from './storage/open.ts';
+export { Chunker, gearTable, type ChunkerParams } from './chunking/fastcdc.ts';
+export * from './errors.ts';

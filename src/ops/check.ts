@@ -1,0 +1,265 @@
+import { createHash } from 'node:crypto';
+import { VerificationError } from '../errors.ts';
+import { packName } from '../repository/blob.ts';
+import type { IndexFileContent } from '../repository/master-index.ts';
+import { parsePackTable } from '../repository/pack-format.ts';
+import type { Repository } from '../repository/repository.ts';
+
+export interface CheckOptions {
+  /** Download and verify every pack (1), a fraction of them (0 < f < 1), or none (0, the default). */
+  readData?: number;
+  onProgress?: (message: string) => void;
+}
+
+export interface CheckProblem {
+  object: string;
+  message: string;
+  /** Ids of the snapshots whose data the problem touches. */
+  snapshots: string[];
+}
+
+export interface CheckResult {
+  snapshots: number;
+  indexFiles: number;
+  packs: number;
+  blobs: number;
+  packsRead: number;
+  /** Packs in storage that no index lists: left by interrupted backups, harmless. */
+  unreferencedPacks: number;
+  problems: CheckProblem[];
+}
+
+/**
+ * Verifies the repository's structure (every snapshot's trees and blobs are indexed, every
+ * indexed pack exists with the right size, every file matches its name) and, with `readData`,
+ * decrypts and authenticates the blobs themselves.
+ */
+export async function check(repository: Repository, options: CheckOptions = {}): Promise<CheckResult> {
+  const lock = await repository.lock(false, 'check');
+  try {
+    return await new Checker(repository, options).run();
+  } finally {
+    await lock.release();
+  }
+}
+
+class Checker {
+  private readonly problems: CheckProblem[] = [];
+  /** Which snapshots use each blob, to name the snapshots a damaged blob affects. */
+  private readonly users = new Map<string, Set<string>>();
+  private snapshotCount = 0;
+
+  constructor(
+    private readonly repository: Repository,
+    private readonly options: CheckOptions,
+  ) {}
+
+  private report(object: string, message: string, snapshots: Iterable<string> = []): void {
+    this.problems.push({ object, message, snapshots: [...new Set(snapshots)].sort() });
+  }
+
+  async run(): Promise<CheckResult> {
+    const backend = this.repository.backend;
+    const progress = this.options.onProgress ?? (() => undefined);
+    progress('checking index files');
+    let indexFiles = 0;
+    for await (const object of backend.list('index/')) {
+      indexFiles++;
+      const bytes = await backend.get(object.name);
+      if (!nameMatches(object.name, bytes)) {
+        this.report(object.name, 'index file content does not match its name (damaged)');
+        continue;
+      }
+      let content: IndexFileContent;
+      try {
+        content = this.repository.readIndexFile(object.name, bytes);
+      } catch (error) {
+        this.report(object.name, messageOf(error));
+        continue;
+      }
+      this.repository.index.addIndexFile(object.name, content);
+    }
+
+    progress('checking packs');
+    const stored = new Map<string, number>();
+    for await (const object of backend.list('data/')) stored.set(object.name, object.size);
+    for (const pack of this.repository.index.packIds()) {
+      const size = stored.get(packName(pack));
+      const expected = this.repository.index.pack(pack)!.size;
+      if (size === undefined) this.report(packName(pack), 'pack listed in the index is missing');
+      else if (size !== expected)
+        this.report(packName(pack), `pack is ${size} bytes, the index says ${expected}`);
+    }
+    const indexedNames = new Set([...this.repository.index.packIds()].map(packName));
+    const unreferencedPacks = [...stored.keys()].filter((name) => !indexedNames.has(name)).length;
+
+    progress('checking snapshots');
+    await this.checkSnapshots();
+    this.attributeMissingPacks();
+
+    let packsRead = 0;
+    const fraction = this.options.readData ?? 0;
+    if (fraction > 0 && this.repository.canRead) {
+      const packs = [...this.repository.index.packIds()].filter(
+        (pack) => stored.get(packName(pack)) === this.repository.index.pack(pack)!.size,
+      );
+      const chosen = fraction >= 1 ? packs : sample(packs, Math.max(1, Math.ceil(packs.length * fraction)));
+      for (const pack of chosen) {
+        progress(`reading pack ${++packsRead}/${chosen.length}`);
+        await this.readPack(pack);
+      }
+    }
+
+    return {
+      snapshots: this.snapshotCount,
+      indexFiles,
+      packs: this.repository.index.packCount,
+      blobs: this.repository.index.blobCount,
+      packsRead,
+      unreferencedPacks,
+      problems: this.problems,
+    };
+  }
+
+  private async checkSnapshots(): Promise<void> {
+    const backend = this.repository.backend;
+    const seenTrees = new Set<string>();
+    for await (const object of backend.list('snapshots/')) {
+      this.snapshotCount++;
+      const id = object.name.slice('snapshots/'.length);
+      const bytes = await backend.get(object.name);
+      if (!nameMatches(object.name, bytes)) {
+        this.report(object.name, 'snapshot file content does not match its name (damaged)', [id]);
+        continue;
+      }
+      if (!this.repository.canRead) continue;
+      let tree: string;
+      try {
+        tree = (await this.repository.loadSnapshot(id)).body.tree;
+      } catch (error) {
+        this.report(object.name, messageOf(error), [id]);
+        continue;
+      }
+      await this.walkTree(tree, id, seenTrees);
+    }
+  }
+
+  /** Records every blob the snapshot uses and reports the ones the index lacks. */
+  private async walkTree(root: string, snapshot: string, seenTrees: Set<string>): Promise<void> {
+    const stack = [root];
+    while (stack.length > 0) {
+      const treeId = stack.pop()!;
+      this.use(treeId, snapshot);
+      if (!this.repository.index.has(treeId)) {
+        this.report(`tree ${treeId.slice(0, 16)}`, 'tree blob is not in the index', [snapshot]);
+        continue;
+      }
+      const firstVisit = !seenTrees.has(treeId);
+      seenTrees.add(treeId);
+      let tree;
+      try {
+        tree = await this.repository.readTree(treeId);
+      } catch (error) {
+        this.report(`tree ${treeId.slice(0, 16)}`, messageOf(error), [snapshot]);
+        continue;
+      }
+      for (const node of tree.nodes) {
+        if (node.subtree) stack.push(node.subtree);
+        for (const blob of node.content ?? []) {
+          this.use(blob, snapshot);
+          const entry = this.repository.index.get(blob);
+          if (!entry) {
+            if (firstVisit)
+              this.report(`blob ${blob.slice(0, 16)}`, 'data blob is not in the index', [snapshot]);
+          } else if (entry.base) {
+            this.use(entry.base, snapshot);
+            if (!this.repository.index.has(entry.base))
+              this.report(`blob ${entry.base.slice(0, 16)}`, 'delta base blob is not in the index', [
+                snapshot,
+              ]);
+          }
+        }
+      }
+    }
+  }
+
+  private use(blob: string, snapshot: string): void {
+    let users = this.users.get(blob);
+    if (!users) this.users.set(blob, (users = new Set()));
+    users.add(snapshot);
+  }
+
+  /** Names the snapshots behind problems found before trees were read (missing or resized packs). */
+  private attributeMissingPacks(): void {
+    for (const problem of this.problems) {
+      if (!problem.object.startsWith('data/') || problem.snapshots.length > 0) continue;
+      const pack = problem.object.slice(problem.object.lastIndexOf('/') + 1);
+      problem.snapshots = [...this.usersOfPack(pack)].sort();
+    }
+  }
+
+  private usersOfPack(pack: string): Set<string> {
+    const snapshots = new Set<string>();
+    for (const [blob, entry] of this.repository.index.entries()) {
+      if (entry.pack === pack) for (const user of this.users.get(blob) ?? []) snapshots.add(user);
+    }
+    return snapshots;
+  }
+
+  private async readPack(pack: string): Promise<void> {
+    const name = packName(pack);
+    const bytes = await this.repository.backend.get(name);
+    const intact = nameMatches(name, bytes);
+    const damagedBlobs: string[] = [];
+    for (const [blob, entry] of this.repository.index.entries()) {
+      if (entry.pack !== pack) continue;
+      try {
+        await this.repository.decodeBlob(
+          blob,
+          entry.type,
+          bytes.subarray(entry.offset, entry.offset + entry.length),
+        );
+      } catch (error) {
+        if (!(error instanceof VerificationError)) throw error;
+        damagedBlobs.push(blob);
+      }
+    }
+    let tableReadable = true;
+    try {
+      parsePackTable(bytes, this.repository.packKey(pack));
+    } catch {
+      tableReadable = false;
+    }
+    if (damagedBlobs.length > 0) {
+      const snapshots = damagedBlobs.flatMap((blob) => [...(this.users.get(blob) ?? [])]);
+      this.report(
+        name,
+        `${damagedBlobs.length} blob(s) fail authentication: ${damagedBlobs.map((b) => b.slice(0, 16)).join(', ')}`,
+        snapshots,
+      );
+    } else if (!intact || !tableReadable) {
+      this.report(
+        name,
+        `pack content does not match its name (damaged ${tableReadable ? 'header' : 'trailer'}; every blob still decrypts)`,
+      );
+    }
+  }
+}
+
+function nameMatches(name: string, bytes: Uint8Array): boolean {
+  return createHash('sha256').update(bytes).digest('hex') === name.slice(name.lastIndexOf('/') + 1);
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** A uniform random sample of `count` items. */
+function sample<T>(items: readonly T[], count: number): T[] {
+  const copy = [...items];
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [copy[i], copy[j]] = [copy[j]!, copy[i]!];
+  }
+  return copy.slice(0, count);
+}

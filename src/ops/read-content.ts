@@ -1,0 +1,70 @@
+import { ConfigError } from '../errors.ts';
+import type { Repository } from '../repository/repository.ts';
+import type { TreeNode } from '../repository/tree.ts';
+
+/** Blob reads kept in flight ahead of the writer, so storage latency overlaps decryption. */
+const READ_AHEAD = 4;
+
+/** Yields the plaintext of `ids` in order, reading a few ahead. */
+export async function* readBlobs(repository: Repository, ids: readonly string[]): AsyncGenerator<Buffer> {
+  const pending: Promise<Buffer>[] = [];
+  let next = 0;
+  const fill = () => {
+    while (pending.length < READ_AHEAD && next < ids.length) {
+      const read = repository.readBlob(ids[next++]!);
+      read.catch(() => undefined); // awaited below, in order; this only silences early rejections
+      pending.push(read);
+    }
+  };
+  fill();
+  while (pending.length > 0) {
+    const blob = await pending.shift()!;
+    fill();
+    yield blob;
+  }
+}
+
+/**
+ * Finds the file node at `path` in a snapshot tree. Without a path, the snapshot must hold
+ * exactly one file at its root (as stdin snapshots do).
+ */
+export async function findFile(
+  repository: Repository,
+  rootTree: string,
+  path: string | undefined,
+): Promise<TreeNode> {
+  let tree = await repository.readTree(rootTree);
+  if (path === undefined) {
+    const files = tree.nodes.filter((node) => node.type === 'file');
+    if (tree.nodes.length === 1 && files.length === 1) return files[0]!;
+    throw new ConfigError('this snapshot holds more than one file', {
+      hint: 'Name the file to print: strongbox cat ID PATH.',
+    });
+  }
+  const parts = path.split('/').filter((part) => part !== '');
+  for (const [i, part] of parts.entries()) {
+    const node = tree.nodes.find((candidate) => candidate.name === part);
+    if (!node) break;
+    if (i === parts.length - 1) {
+      if (node.type !== 'file') throw new ConfigError(`${path} is a ${node.type}, not a file`);
+      return node;
+    }
+    if (node.type !== 'dir' || !node.subtree) break;
+    tree = await repository.readTree(node.subtree);
+  }
+  throw new ConfigError(`${path} is not in this snapshot`, {
+    hint: 'Paths are absolute, as backed up (e.g. /etc/myapp/app.conf).',
+  });
+}
+
+/** The content of one file of a snapshot, as a stream of buffers. */
+export async function* catFile(
+  repository: Repository,
+  snapshot: string,
+  path?: string,
+): AsyncGenerator<Buffer> {
+  const { body } = await repository.loadSnapshot(snapshot);
+  await repository.loadIndex();
+  const node = await findFile(repository, body.tree, path);
+  yield* readBlobs(repository, node.content ?? []);
+}

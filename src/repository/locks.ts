@@ -1,0 +1,127 @@
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import { currentUsername } from '../util/host.ts';
+import { LockedError } from '../errors.ts';
+import { AuthenticationFailure } from '../crypto/aead.ts';
+import type { StorageBackend } from '../storage/backend.ts';
+import { MalformedFile, openJson, sealJson } from './sealed-file.ts';
+
+/**
+ * Locks (`locks/<random>`): backups and checks share the repository, maintenance excludes
+ * everyone. A lock is refreshed while its holder runs; one not refreshed for STALE_AFTER_MS, or
+ * held by a process of this host that no longer exists, is stale and ignored.
+ */
+export interface LockInfo {
+  host: string;
+  pid: number;
+  username: string;
+  exclusive: boolean;
+  operation: string;
+  created: string;
+  refreshed: string;
+}
+
+export const REFRESH_EVERY_MS = 5 * 60 * 1000;
+export const STALE_AFTER_MS = 30 * 60 * 1000;
+
+export interface ListedLock {
+  name: string;
+  info?: LockInfo;
+  stale: boolean;
+}
+
+export class Lock {
+  private timer: NodeJS.Timeout | undefined;
+  private released = false;
+
+  constructor(
+    private readonly backend: StorageBackend,
+    private readonly metadataKey: Buffer,
+    readonly name: string,
+    private info: LockInfo,
+  ) {
+    this.timer = setInterval(() => void this.refresh().catch(() => undefined), REFRESH_EVERY_MS);
+    this.timer.unref();
+  }
+
+  async refresh(): Promise<void> {
+    if (this.released) return;
+    this.info = { ...this.info, refreshed: new Date().toISOString() };
+    await this.backend.put(this.name, sealJson('SBLK', this.metadataKey, this.info));
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    clearInterval(this.timer);
+    await this.backend.delete(this.name);
+  }
+}
+
+export async function acquireLock(
+  backend: StorageBackend,
+  metadataKey: Buffer,
+  options: { exclusive: boolean; operation: string },
+): Promise<Lock> {
+  const now = new Date().toISOString();
+  const info: LockInfo = {
+    host: os.hostname(),
+    pid: process.pid,
+    username: currentUsername(),
+    exclusive: options.exclusive,
+    operation: options.operation,
+    created: now,
+    refreshed: now,
+  };
+  const name = `locks/${randomBytes(16).toString('hex')}`;
+  await backend.put(name, sealJson('SBLK', metadataKey, info));
+  // Written first, checked second: two processes racing each see the other's lock.
+  const conflicts = (await listLocks(backend, metadataKey)).filter(
+    (lock) => lock.name !== name && !lock.stale && (options.exclusive || lock.info?.exclusive !== false),
+  );
+  if (conflicts.length > 0) {
+    await backend.delete(name);
+    const holder = conflicts[0]!.info;
+    const who = holder
+      ? `${holder.operation} by pid ${holder.pid} on ${holder.host} since ${holder.created}`
+      : 'an unreadable lock';
+    throw new LockedError(`the repository is locked (${who})`, {
+      hint: 'Wait for it to finish; if that process is gone, run `strongbox unlock`.',
+    });
+  }
+  return new Lock(backend, metadataKey, name, info);
+}
+
+export async function listLocks(backend: StorageBackend, metadataKey: Buffer): Promise<ListedLock[]> {
+  const locks: ListedLock[] = [];
+  for await (const object of backend.list('locks/')) {
+    let info: LockInfo | undefined;
+    try {
+      info = openJson<LockInfo>('SBLK', metadataKey, await backend.get(object.name));
+    } catch (error) {
+      if (!(
+        error instanceof AuthenticationFailure ||
+        error instanceof MalformedFile ||
+        error instanceof SyntaxError
+      ))
+        throw error;
+    }
+    locks.push({ name: object.name, ...(info ? { info } : {}), stale: info ? isStale(info) : false });
+  }
+  return locks;
+}
+
+export function isStale(info: LockInfo, now = Date.now()): boolean {
+  if (now - Date.parse(info.refreshed) > STALE_AFTER_MS) return true;
+  if (info.host === os.hostname() && info.pid !== process.pid) return !processExists(info.pid);
+  return false;
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

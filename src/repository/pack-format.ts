@@ -1,0 +1,189 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { open, seal, sealParts, SEAL_OVERHEAD } from '../crypto/aead.ts';
+import { STANZA_LENGTH, wrapKey } from '../crypto/key-wrap.ts';
+import { zstdCompress } from '../compression/zstd.ts';
+import { encodeDelta } from '../compression/delta.ts';
+import { Compression, type BlobTypeValue, type PackBlobEntry, type PackRecord } from './blob.ts';
+
+/**
+ * Pack layout (docs/FORMAT.md):
+ *   header  "SBPK" | version u8 | stanza count u8 | 0 u16 | stanzas (the pack key wrapped to each recipient)
+ *   blobs   each AES-256-GCM(pack key, stored bytes, aad = type || id)
+ *   trailer AES-256-GCM(pack key, blob table, aad = "SBPT") | sealed length u32le | "SBPT"
+ */
+export const PACK_MAGIC = Buffer.from('SBPK', 'ascii');
+export const TRAILER_MAGIC = Buffer.from('SBPT', 'ascii');
+export const PACK_VERSION = 1;
+/** id 32 | type u8 | compression u8 | level u8 | offset u32 | length u32 | rawLength u32 | flags u8 | base 32 */
+const TABLE_ENTRY_LENGTH = 80;
+const FLAG_DELTA = 1;
+
+export function blobAad(type: BlobTypeValue, id: Uint8Array): Buffer {
+  return Buffer.concat([Uint8Array.of(type), id]);
+}
+
+export function packHeaderLength(stanzaCount: number): number {
+  return 8 + stanzaCount * STANZA_LENGTH;
+}
+
+/**
+ * Builds one pack in memory, in a single buffer of its own (so it can be handed to another
+ * thread without a copy). Compression is skipped for blobs it does not shrink.
+ */
+export class PackBuilder {
+  private readonly dataKey = randomBytes(32);
+  private readonly entries: PackBlobEntry[] = [];
+  private readonly keys: Buffer;
+  private buffer: Buffer;
+  private size = 0;
+  rawBytes = 0;
+
+  /** Builds into `buffer` (reused from an earlier pack), or into a new one of `capacity` bytes. */
+  constructor(
+    recipients: readonly Uint8Array[],
+    private readonly level: number,
+    capacity: number,
+    buffer?: Buffer,
+  ) {
+    this.keys = wrapKey(this.dataKey, recipients);
+    this.buffer = buffer ?? Buffer.allocUnsafeSlow(Math.max(capacity, 8 + this.keys.length + 1024));
+    const header = Buffer.alloc(8);
+    PACK_MAGIC.copy(header, 0);
+    header.writeUInt8(PACK_VERSION, 4);
+    header.writeUInt8(recipients.length, 5);
+    this.append(header, this.keys);
+  }
+
+  get length(): number {
+    return this.size;
+  }
+
+  get blobCount(): number {
+    return this.entries.length;
+  }
+
+  private append(...parts: Uint8Array[]): void {
+    const needed = parts.reduce((sum, part) => sum + part.length, 0);
+    if (this.size + needed > this.buffer.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(2 * this.buffer.length, this.size + needed));
+      this.buffer.copy(grown, 0, 0, this.size);
+      this.buffer = grown;
+    }
+    for (const part of parts) {
+      this.buffer.set(part, this.size);
+      this.size += part.length;
+    }
+  }
+
+  /**
+   * Adds a blob. With `delta`, the blob is stored as a compressed delta against that base when
+   * it comes out smaller than the blob compressed on its own.
+   */
+  add(id: Uint8Array, type: BlobTypeValue, data: Uint8Array, delta?: DeltaBase): void {
+    let stored: Uint8Array = data;
+    let compression: PackBlobEntry['compression'] = Compression.none;
+    let base: string | undefined;
+    if (this.level > 0 && data.length > 64) {
+      const compressed = zstdCompress(data, this.level);
+      if (compressed.length < data.length) {
+        stored = compressed;
+        compression = Compression.zstd;
+      }
+    }
+    if (delta) {
+      const encoded = zstdCompress(encodeDelta(delta.data, data), Math.max(this.level, 1));
+      if (encoded.length < stored.length) {
+        stored = encoded;
+        compression = Compression.zstd;
+        base = delta.id;
+      }
+    }
+    const sealed = sealParts(this.dataKey, stored, blobAad(type, id));
+    const offset = this.size;
+    this.append(...sealed);
+    const entry: PackBlobEntry = {
+      id: Buffer.from(id).toString('hex'),
+      type,
+      offset,
+      length: this.size - offset,
+      rawLength: data.length,
+      compression,
+      level: compression === Compression.zstd ? Math.max(this.level, 1) : 0,
+    };
+    if (base) entry.base = base;
+    this.entries.push(entry);
+    this.rawBytes += data.length;
+  }
+
+  /** Seals the table and returns the pack: a view of a buffer that belongs to this pack alone. */
+  finish(): { bytes: Buffer; record: PackRecord } {
+    const table = Buffer.alloc(this.entries.length * TABLE_ENTRY_LENGTH);
+    this.entries.forEach((entry, i) => {
+      const at = i * TABLE_ENTRY_LENGTH;
+      Buffer.from(entry.id, 'hex').copy(table, at);
+      table.writeUInt8(entry.type, at + 32);
+      table.writeUInt8(entry.compression, at + 33);
+      table.writeUInt8(entry.level, at + 34);
+      table.writeUInt32LE(entry.offset, at + 35);
+      table.writeUInt32LE(entry.length, at + 39);
+      table.writeUInt32LE(entry.rawLength, at + 43);
+      if (entry.base) {
+        table.writeUInt8(FLAG_DELTA, at + 47);
+        Buffer.from(entry.base, 'hex').copy(table, at + 48);
+      }
+    });
+    const sealedTable = seal(this.dataKey, table, TRAILER_MAGIC);
+    const tail = Buffer.alloc(8);
+    tail.writeUInt32LE(sealedTable.length, 0);
+    TRAILER_MAGIC.copy(tail, 4);
+    this.append(sealedTable, tail);
+    const bytes = this.buffer.subarray(0, this.size);
+    const id = createHash('sha256').update(bytes).digest('hex');
+    return { bytes, record: { id, size: bytes.length, keys: this.keys, blobs: this.entries } };
+  }
+}
+
+export interface DeltaBase {
+  id: string;
+  data: Uint8Array;
+}
+
+export class MalformedPack extends Error {}
+
+/** Reads the wrapped key stanzas from a pack's first bytes. */
+export function parsePackHeader(head: Uint8Array): Buffer {
+  const buffer = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
+  if (buffer.length < 8 || !buffer.subarray(0, 4).equals(PACK_MAGIC)) throw new MalformedPack('not a pack');
+  if (buffer.readUInt8(4) !== PACK_VERSION)
+    throw new MalformedPack(`unknown pack version ${buffer.readUInt8(4)}`);
+  const length = packHeaderLength(buffer.readUInt8(5));
+  if (buffer.length < length) throw new MalformedPack('pack header is truncated');
+  return Buffer.from(buffer.subarray(8, length));
+}
+
+/** Decodes a whole pack's blob table with its data key (used by check and by index recovery). */
+export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array): PackBlobEntry[] {
+  const buffer = Buffer.from(pack.buffer, pack.byteOffset, pack.byteLength);
+  if (buffer.length < 8 || !buffer.subarray(buffer.length - 4).equals(TRAILER_MAGIC)) {
+    throw new MalformedPack('pack trailer is missing');
+  }
+  const sealedLength = buffer.readUInt32LE(buffer.length - 8);
+  const start = buffer.length - 8 - sealedLength;
+  if (sealedLength < SEAL_OVERHEAD || start < 8) throw new MalformedPack('pack trailer length is invalid');
+  const table = open(dataKey, buffer.subarray(start, buffer.length - 8), TRAILER_MAGIC);
+  const entries: PackBlobEntry[] = [];
+  for (let at = 0; at + TABLE_ENTRY_LENGTH <= table.length; at += TABLE_ENTRY_LENGTH) {
+    const entry: PackBlobEntry = {
+      id: table.subarray(at, at + 32).toString('hex'),
+      type: table.readUInt8(at + 32) as BlobTypeValue,
+      compression: table.readUInt8(at + 33) as PackBlobEntry['compression'],
+      level: table.readUInt8(at + 34),
+      offset: table.readUInt32LE(at + 35),
+      length: table.readUInt32LE(at + 39),
+      rawLength: table.readUInt32LE(at + 43),
+    };
+    if (table.readUInt8(at + 47) & FLAG_DELTA) entry.base = table.subarray(at + 48, at + 80).toString('hex');
+    entries.push(entry);
+  }
+  return entries;
+}

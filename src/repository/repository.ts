@@ -1,0 +1,479 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { AuthenticationFailure, open } from '../crypto/aead.ts';
+import { unwrapKey } from '../crypto/key-wrap.ts';
+import { decodeDelta } from '../compression/delta.ts';
+import { zstdDecompress } from '../compression/zstd.ts';
+import { ConfigError, KeyError, VerificationError } from '../errors.ts';
+import { ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
+import { Compression, packName, type BlobTypeValue } from './blob.ts';
+import {
+  CONFIG_NAME,
+  createConfig,
+  openIdentities,
+  parseConfig,
+  rotateConfig,
+  verifyConfig,
+  type ReaderIdentities,
+  type RepositoryConfig,
+  type RepositoryOptions,
+} from './config.ts';
+import {
+  createKeySlot,
+  encodeIdentityFile,
+  encodeKeySlot,
+  openKeySlot,
+  type KeyKind,
+  type KeyMaterial,
+  type KeySlot,
+} from './keys.ts';
+import { acquireLock, type Lock } from './locks.ts';
+import {
+  MasterIndex,
+  serializeIndex,
+  type IndexFileContent,
+  type IndexedPackRecord,
+} from './master-index.ts';
+import { blobAad } from './pack-format.ts';
+import { blobId, deriveWriterKeys, type WriterKeys } from './secrets.ts';
+import { openJson, sealJson } from './sealed-file.ts';
+import {
+  decodeSnapshotBody,
+  decodeSnapshotHeader,
+  encodeSnapshot,
+  type SnapshotBody,
+  type SnapshotHeader,
+  type SnapshotInfo,
+} from './snapshot.ts';
+import { decodeTree, type Tree } from './tree.ts';
+
+/** How to unlock a repository: a passphrase that opens one of its key slots, or an identity file's material. */
+export type KeySource = { passphrase: string } | { identity: KeyMaterial };
+
+export interface KeyListing {
+  id: string;
+  kind: KeyKind;
+  created: string;
+  host: string;
+  username: string;
+  current: boolean;
+}
+
+export interface SnapshotFilter {
+  kind?: string;
+  name?: string;
+  host?: string;
+  /** Every one of these tags must be present. */
+  tags?: string[];
+  /** Only snapshots taken at or before this time. */
+  before?: Date;
+}
+
+export class Repository {
+  readonly index = new MasterIndex();
+  private readonly writerKeys: WriterKeys;
+  private readonly reader: ReaderIdentities | undefined;
+  private readonly packKeys = new Map<string, Buffer>();
+  private recipientKeys: Buffer[];
+
+  private constructor(
+    readonly backend: StorageBackend,
+    private configValue: RepositoryConfig,
+    private material: KeyMaterial,
+    /** The key slot this session was opened with; undefined for an identity file. */
+    private keyName: string | undefined,
+  ) {
+    this.writerKeys = deriveWriterKeys(material.writerSecret);
+    if (material.kind === 'full') {
+      this.reader = openIdentities(configValue, material.readerSecret);
+    } else {
+      verifyConfig(configValue, material.adminPublicKey);
+    }
+    this.recipientKeys = configValue.recipients.map((recipient) => Buffer.from(recipient, 'base64'));
+  }
+
+  /** Creates a repository in an empty location, with one full key for `passphrase`. */
+  static async init(
+    backend: StorageBackend,
+    passphrase: string,
+    options: RepositoryOptions = {},
+  ): Promise<Repository> {
+    if (await backend.stat(CONFIG_NAME)) {
+      throw new ConfigError(`${backend.location} is already a strongbox repository`, {
+        hint: 'Use it as it is, or choose an empty location.',
+      });
+    }
+    for await (const object of backend.list('')) {
+      throw new ConfigError(`${backend.location} is not empty (it holds ${object.name})`, {
+        hint: 'Choose an empty or new location for the repository.',
+      });
+    }
+    const writerSecret = randomBytes(32);
+    const readerSecret = randomBytes(32);
+    const config = createConfig(readerSecret, options);
+    const material: KeyMaterial = { kind: 'full', repository: config.id, writerSecret, readerSecret };
+    const slot = encodeKeySlot(await createKeySlot(material, passphrase));
+    await backend.put(slot.name, slot.bytes);
+    // The config goes last: its presence is what makes the location a repository.
+    await backend.put(CONFIG_NAME, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
+    return new Repository(backend, config, material, slot.name);
+  }
+
+  static async open(backend: StorageBackend, key: KeySource): Promise<Repository> {
+    let configBytes: Buffer;
+    try {
+      configBytes = await backend.get(CONFIG_NAME);
+    } catch (error) {
+      if (error instanceof ObjectNotFoundError) {
+        throw new ConfigError(`there is no strongbox repository at ${backend.location}`, {
+          hint: 'Check --repo / STRONGBOX_REPO, or create one with `strongbox init`.',
+        });
+      }
+      throw error;
+    }
+    const config = parseConfig(configBytes);
+    if ('identity' in key) {
+      if (key.identity.repository !== config.id) {
+        throw new KeyError('the identity file belongs to another repository', {
+          hint: 'Use the identity file made for this repository.',
+        });
+      }
+      return new Repository(backend, config, key.identity, undefined);
+    }
+    for await (const object of backend.list('keys/')) {
+      const slot = JSON.parse((await backend.get(object.name)).toString('utf8')) as KeySlot;
+      const material = await openKeySlot(slot, key.passphrase);
+      if (material && material.repository === config.id)
+        return new Repository(backend, config, material, object.name);
+    }
+    throw new KeyError(`wrong password: no key of the repository at ${backend.location} opens with it`, {
+      hint: 'Check STRONGBOX_PASSWORD, --password-file or --password-command.',
+    });
+  }
+
+  get config(): RepositoryConfig {
+    return this.configValue;
+  }
+
+  get keyKind(): KeyKind {
+    return this.material.kind;
+  }
+
+  get canRead(): boolean {
+    return this.reader !== undefined;
+  }
+
+  get recipients(): readonly Buffer[] {
+    return this.recipientKeys;
+  }
+
+  get gear(): Int32Array {
+    return this.writerKeys.gear;
+  }
+
+  get metadataKey(): Buffer {
+    return this.writerKeys.metadataKey;
+  }
+
+  blobId(data: Uint8Array): string {
+    return blobId(this.writerKeys.blobIdKey, data).toString('hex');
+  }
+
+  requireReader(action: string): ReaderIdentities {
+    if (!this.reader) {
+      throw new KeyError(`a write-only key cannot ${action}`, {
+        hint: 'Use a full key (its password or identity file) for this.',
+      });
+    }
+    return this.reader;
+  }
+
+  lock(exclusive: boolean, operation: string): Promise<Lock> {
+    return acquireLock(this.backend, this.writerKeys.metadataKey, { exclusive, operation });
+  }
+
+  // ---- index
+
+  async loadIndex(): Promise<void> {
+    for await (const object of this.backend.list('index/')) {
+      this.index.addIndexFile(
+        object.name,
+        this.readIndexFile(object.name, await this.backend.get(object.name)),
+      );
+    }
+  }
+
+  readIndexFile(name: string, bytes: Buffer): IndexFileContent {
+    try {
+      return openJson<IndexFileContent>('SBIX', this.writerKeys.metadataKey, bytes);
+    } catch (cause) {
+      throw new VerificationError(`index file ${name} is damaged`, {
+        cause,
+        hint: 'Run `strongbox check` to see which snapshots it affects.',
+      });
+    }
+  }
+
+  /** Writes an index file for packs that are already durable; returns its name and size. */
+  async writeIndex(records: readonly IndexedPackRecord[]): Promise<{ name: string; size: number }> {
+    const bytes = sealJson('SBIX', this.writerKeys.metadataKey, serializeIndex(records));
+    const name = `index/${createHash('sha256').update(bytes).digest('hex')}`;
+    await this.backend.put(name, bytes);
+    for (const record of records) this.index.addPack(record, name);
+    return { name, size: bytes.length };
+  }
+
+  // ---- blobs
+
+  /** Reads, decrypts, decompresses and authenticates one blob. */
+  async readBlob(id: string): Promise<Buffer> {
+    const entry = this.index.get(id);
+    if (!entry) {
+      throw new VerificationError(`blob ${id.slice(0, 16)} is not in the index`, {
+        hint: 'Run `strongbox check`.',
+      });
+    }
+    const sealed = await this.backend.getRange(packName(entry.pack), entry.offset, entry.length);
+    return this.decodeBlob(id, entry.type, sealed);
+  }
+
+  /** Turns a blob's stored bytes into its plaintext, checking it against its id. */
+  async decodeBlob(id: string, type: BlobTypeValue, sealed: Uint8Array): Promise<Buffer> {
+    const entry = this.index.get(id);
+    if (!entry) throw new VerificationError(`blob ${id.slice(0, 16)} is not in the index`);
+    const damaged = (cause?: unknown) =>
+      new VerificationError(`blob ${id.slice(0, 16)} in pack ${entry.pack.slice(0, 16)} is damaged`, {
+        cause,
+        hint: 'Run `strongbox check --read-data` to see which snapshots are affected.',
+      });
+    const key = this.packKey(entry.pack);
+    let plain: Buffer;
+    try {
+      plain = open(key, sealed, blobAad(type, Buffer.from(id, 'hex')));
+      if (entry.compression === Compression.zstd) plain = zstdDecompress(plain);
+    } catch (cause) {
+      throw damaged(cause);
+    }
+    if (entry.base) {
+      const base = await this.readBlob(entry.base);
+      try {
+        plain = decodeDelta(base, plain);
+      } catch (cause) {
+        throw damaged(cause);
+      }
+    }
+    const actual = Buffer.from(this.blobId(plain), 'hex');
+    if (plain.length !== entry.rawLength || !timingSafeEqual(actual, Buffer.from(id, 'hex'))) throw damaged();
+    return plain;
+  }
+
+  packKey(pack: string): Buffer {
+    const cached = this.packKeys.get(pack);
+    if (cached) return cached;
+    const reader = this.requireReader('read backed-up data');
+    const indexed = this.index.pack(pack);
+    if (!indexed) throw new VerificationError(`pack ${pack.slice(0, 16)} is not in the index`);
+    let key: Buffer;
+    try {
+      key = unwrapKey(indexed.keys, reader.identities);
+    } catch (cause) {
+      if (!(cause instanceof AuthenticationFailure)) throw cause;
+      throw new VerificationError(`the key of pack ${pack.slice(0, 16)} cannot be unwrapped`, {
+        cause,
+        hint: 'The index entry is damaged, or the pack was written for another repository.',
+      });
+    }
+    this.packKeys.set(pack, key);
+    return key;
+  }
+
+  async readTree(id: string): Promise<Tree> {
+    return decodeTree(await this.readBlob(id));
+  }
+
+  // ---- snapshots
+
+  async saveSnapshot(header: SnapshotHeader, body: SnapshotBody): Promise<{ id: string; size: number }> {
+    const { id, bytes } = encodeSnapshot(header, body, this.writerKeys.metadataKey, this.recipientKeys);
+    await this.backend.put(`snapshots/${id}`, bytes);
+    return { id, size: bytes.length };
+  }
+
+  /** Every snapshot's header, oldest first. */
+  async listSnapshots(filter: SnapshotFilter = {}): Promise<SnapshotInfo[]> {
+    const snapshots: SnapshotInfo[] = [];
+    for await (const object of this.backend.list('snapshots/')) {
+      const id = object.name.slice('snapshots/'.length);
+      const header = this.decodeHeader(id, await this.backend.get(object.name));
+      if (matches(header, filter)) snapshots.push({ id, header });
+    }
+    return snapshots.sort((a, b) => a.header.time.localeCompare(b.header.time) || a.id.localeCompare(b.id));
+  }
+
+  private decodeHeader(id: string, bytes: Buffer): SnapshotHeader {
+    try {
+      return decodeSnapshotHeader(bytes, this.writerKeys.metadataKey);
+    } catch (cause) {
+      throw new VerificationError(`snapshot ${id.slice(0, 8)} is damaged`, {
+        cause,
+        hint: 'Run `strongbox check`.',
+      });
+    }
+  }
+
+  async loadSnapshot(id: string): Promise<SnapshotInfo & { body: SnapshotBody }> {
+    const reader = this.requireReader('read snapshot contents');
+    const bytes = await this.backend.get(`snapshots/${id}`);
+    const header = this.decodeHeader(id, bytes);
+    if (createHash('sha256').update(bytes).digest('hex') !== id) {
+      throw new VerificationError(`snapshot ${id.slice(0, 8)} does not match its name`, {
+        hint: 'Run `strongbox check`.',
+      });
+    }
+    try {
+      return { id, header, body: decodeSnapshotBody(bytes, reader.identities) };
+    } catch (cause) {
+      throw new VerificationError(`snapshot ${id.slice(0, 8)} is damaged`, {
+        cause,
+        hint: 'Run `strongbox check`.',
+      });
+    }
+  }
+
+  /** Resolves `latest`, a full id or a unique id prefix to a snapshot. */
+  async findSnapshot(reference: string, filter: SnapshotFilter = {}): Promise<SnapshotInfo> {
+    const snapshots = await this.listSnapshots(filter);
+    if (reference === 'latest') {
+      const latest = snapshots.at(-1);
+      if (!latest)
+        throw new ConfigError('there is no snapshot to use', {
+          hint: 'Check the filters, or run `strongbox snapshots`.',
+        });
+      return latest;
+    }
+    const found = snapshots.filter((snapshot) => snapshot.id.startsWith(reference.toLowerCase()));
+    if (found.length === 1) return found[0]!;
+    if (found.length === 0)
+      throw new ConfigError(`no snapshot ${reference}`, { hint: 'Run `strongbox snapshots` to list them.' });
+    throw new ConfigError(`snapshot id ${reference} is ambiguous`, {
+      hint: 'Give more characters of the id.',
+    });
+  }
+
+  // ---- keys
+
+  async listKeys(): Promise<KeyListing[]> {
+    const keys: KeyListing[] = [];
+    for await (const object of this.backend.list('keys/')) {
+      const slot = JSON.parse((await this.backend.get(object.name)).toString('utf8')) as KeySlot;
+      keys.push({
+        id: object.name.slice('keys/'.length),
+        kind: slot.kind,
+        created: slot.created,
+        host: slot.host,
+        username: slot.username,
+        current: object.name === this.keyName,
+      });
+    }
+    return keys.sort((a, b) => a.created.localeCompare(b.created));
+  }
+
+  /** Material for a new key of `kind`: only full keys may hand out keys. */
+  private materialFor(kind: KeyKind): KeyMaterial {
+    const material = this.material;
+    if (material.kind !== 'full')
+      throw new KeyError('a write-only key cannot create keys', { hint: 'Use a full key.' });
+    if (kind === 'full') return material;
+    const adminPublicKey = Buffer.from(this.configValue.adminPublicKey, 'base64');
+    return {
+      kind: 'write-only',
+      repository: material.repository,
+      writerSecret: material.writerSecret,
+      adminPublicKey,
+    };
+  }
+
+  async addKey(passphrase: string, kind: KeyKind): Promise<string> {
+    const slot = encodeKeySlot(await createKeySlot(this.materialFor(kind), passphrase));
+    await this.backend.put(slot.name, slot.bytes);
+    return slot.name.slice('keys/'.length);
+  }
+
+  /** The contents of an identity file for a new key of `kind`; the caller writes it with mode 0600. */
+  exportIdentity(kind: KeyKind): string {
+    return encodeIdentityFile(this.materialFor(kind));
+  }
+
+  async removeKey(id: string): Promise<void> {
+    this.requireReader('remove keys');
+    const matching = (await this.listKeys()).filter((key) => key.id.startsWith(id));
+    if (matching.length !== 1) {
+      throw new ConfigError(matching.length ? `key id ${id} is ambiguous` : `no key ${id}`, {
+        hint: 'Run `strongbox key list`.',
+      });
+    }
+    if (matching[0]!.current) {
+      throw new ConfigError('cannot remove the key in use', {
+        hint: 'Open the repository with another key to remove this one.',
+      });
+    }
+    await this.backend.delete(`keys/${matching[0]!.id}`);
+  }
+
+  /** Replaces the current key slot with one for `passphrase`; the new slot is written before the old one goes. */
+  async changePassphrase(passphrase: string): Promise<string> {
+    if (!this.keyName)
+      throw new ConfigError('this session was opened with an identity file, which has no password');
+    const slot = encodeKeySlot(await createKeySlot(this.material, passphrase));
+    await this.backend.put(slot.name, slot.bytes);
+    await this.backend.delete(this.keyName);
+    this.keyName = slot.name;
+    return slot.name.slice('keys/'.length);
+  }
+
+  /**
+   * Adds a new identity for new data under a new reader secret. The current key is rewritten to
+   * hold it; other full keys would still hold the old reader secret, so they are removed and must
+   * be added again. Write-only keys keep working. Returns the ids of the removed keys.
+   */
+  async rotate(
+    passphrase: string | undefined,
+  ): Promise<{ keyId: string | undefined; removed: string[]; identityFile?: string }> {
+    const reader = this.requireReader('rotate keys');
+    if (this.material.kind !== 'full') throw new KeyError('a write-only key cannot rotate keys');
+    const readerSecret = randomBytes(32);
+    const material: KeyMaterial = { ...this.material, readerSecret };
+    const config = rotateConfig(this.configValue, reader, readerSecret);
+    const keysBefore = await this.listKeys();
+    let keyName: string | undefined;
+    if (this.keyName && passphrase !== undefined) {
+      const slot = encodeKeySlot(await createKeySlot(material, passphrase));
+      await this.backend.put(slot.name, slot.bytes);
+      keyName = slot.name;
+    }
+    await this.backend.put(CONFIG_NAME, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
+    const removed = keysBefore.filter((key) => key.kind === 'full').map((key) => key.id);
+    for (const id of removed) await this.backend.delete(`keys/${id}`);
+    this.configValue = config;
+    this.material = material;
+    this.keyName = keyName;
+    this.recipientKeys = config.recipients.map((recipient) => Buffer.from(recipient, 'base64'));
+    return {
+      keyId: keyName?.slice('keys/'.length),
+      removed,
+      ...(keyName ? {} : { identityFile: encodeIdentityFile(material) }),
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.backend.close();
+  }
+}
+
+function matches(header: SnapshotHeader, filter: SnapshotFilter): boolean {
+  if (filter.kind && header.kind !== filter.kind) return false;
+  if (filter.name && header.name !== filter.name) return false;
+  if (filter.host && header.host !== filter.host) return false;
+  if (filter.tags && !filter.tags.every((tag) => header.tags.includes(tag))) return false;
+  if (filter.before && Date.parse(header.time) > filter.before.getTime()) return false;
+  return true;
+}

@@ -1,0 +1,49 @@
+import type { Tree } from '../repository/tree.ts';
+
+/**
+ * What a backup source sees of the repository: somewhere to put content and trees. Sources
+ * produce streams and metadata; they know nothing of packs, keys or storage.
+ */
+export const CHUNK_BOUNDARY: unique symbol = Symbol('strongbox.chunk-boundary');
+
+/** A piece of file content, or a marker where the source wants a chunk to end (a record end, say). */
+export type ContentPiece = Uint8Array | typeof CHUNK_BOUNDARY;
+
+export interface StoredContent {
+  blobs: string[];
+  size: number;
+}
+
+export interface ContentSink {
+  /**
+   * Stores a stream of content. Each piece is consumed before the next is requested and no
+   * reference to it is kept, so a source may hand out the same read buffer every time.
+   */
+  storeContent(content: AsyncIterable<ContentPiece>): Promise<StoredContent>;
+  storeTree(tree: Tree): Promise<string>;
+  /** Records content a source skipped because the parent snapshot already has it. */
+  reuseContent(size: number): void;
+}
+
+/** Trees of the previous snapshot of the same source, when the key can read them. */
+export interface ParentTrees {
+  root: string;
+  readTree(id: string): Promise<Tree>;
+}
+
+export interface SourceResult {
+  tree: string;
+  /** Bytes of content the snapshot holds. */
+  size: number;
+  paths: string[];
+  summary: Record<string, number>;
+  details?: Record<string, unknown>;
+}
+
+export interface BackupSource {
+  /** files, stdin, postgres… */
+  readonly kind: string;
+  /** The snapshot's short name: a file name, a database, the first path. */
+  readonly name: string;
+  run(sink: ContentSink, parent: ParentTrees | undefined): Promise<SourceResult>;
+}

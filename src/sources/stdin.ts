@@ -1,0 +1,103 @@
+import { spawn } from 'node:child_process';
+import { fstatSync } from 'node:fs';
+import { SourceError } from '../errors.ts';
+import type { TreeNode } from '../repository/tree.ts';
+import { readPieces } from './read-pieces.ts';
+import type { BackupSource, ContentSink, SourceResult } from './source.ts';
+
+/** Where a stream comes from: its bytes, the producer's verdict, and how to stop it early. */
+export interface StreamProducer {
+  content: AsyncIterable<Uint8Array>;
+  /** Resolves when the producer succeeded; rejects with a SourceError when it failed. */
+  finished: Promise<void>;
+  stop(): void;
+}
+
+/**
+ * One stream stored as one file node: standard input, or the output of a command whose exit
+ * status decides whether the snapshot may be written.
+ */
+export function streamSource(name: string, open: () => StreamProducer, kind = 'stdin'): BackupSource {
+  return {
+    kind,
+    name,
+    async run(sink: ContentSink): Promise<SourceResult> {
+      const producer = open();
+      // Observed here, awaited below: a producer that fails at once must not be an unhandled rejection.
+      producer.finished.catch(() => undefined);
+      const mtimeNs = (BigInt(Date.now()) * 1_000_000n).toString();
+      let stored;
+      try {
+        stored = await sink.storeContent(producer.content);
+      } catch (error) {
+        // Stop the producer and report what failed on our side.
+        producer.stop();
+        await producer.finished.catch(() => undefined);
+        throw error;
+      }
+      // The stream ended; only a clean exit of the producer makes it a complete backup.
+      await producer.finished;
+      const node: TreeNode = {
+        name,
+        type: 'file',
+        mode: 0o600,
+        mtimeNs,
+        uid: process.getuid?.() ?? 0,
+        gid: process.getgid?.() ?? 0,
+        size: stored.size,
+        content: stored.blobs,
+      };
+      const tree = await sink.storeTree({ nodes: [node] });
+      return { tree, size: stored.size, paths: [name], summary: { files: 1, bytes: stored.size } };
+    },
+  };
+}
+
+/**
+ * Standard input, or `input` when given. A regular file redirected to standard input is read in
+ * 1 MiB reads into one buffer rather than through a stream's 64 KiB ones.
+ */
+export function stdinSource(name: string, input?: AsyncIterable<Uint8Array>): BackupSource {
+  return streamSource(name, () => ({
+    content: input ?? (fstatSync(0).isFile() ? readPieces(0) : process.stdin),
+    finished: Promise.resolve(),
+    stop: () => undefined,
+  }));
+}
+
+/** Runs `command` and stores its standard output; a non-zero exit or a signal fails the backup. */
+export function commandSource(name: string, command: string, args: string[]): BackupSource {
+  return streamSource(name, () => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const finished = new Promise<void>((resolve, reject) => {
+      child.once('error', (cause: NodeJS.ErrnoException) =>
+        reject(
+          new SourceError(`cannot run ${command}: ${cause.code ?? cause.message}`, {
+            cause,
+            hint: 'Check the command name and PATH.',
+          }),
+        ),
+      );
+      child.once('close', (code, signal) => {
+        if (code === 0) resolve();
+        else
+          reject(
+            new SourceError(
+              `${command} ${signal ? `was killed by ${signal}` : `exited with status ${code}`}; no snapshot was written`,
+              {
+                hint: 'Fix the command so that it succeeds, then run the backup again.',
+              },
+            ),
+          );
+      });
+    });
+    return {
+      content: child.stdout,
+      finished,
+      stop: () => {
+        child.stdout.destroy();
+        child.kill('SIGTERM');
+      },
+    };
+  });
+}

@@ -1,0 +1,174 @@
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ConfigError, KeyError, VerificationError, openRepository } from '../src/index.ts';
+import { Repository } from '../src/repository/repository.ts';
+import { decodeIdentityFile } from '../src/repository/keys.ts';
+import { generateSigningKey, signMessage } from '../src/crypto/signing.ts';
+import { seededBytes } from './helpers/data.ts';
+import { PASSWORD, backupBuffer, createTestRepo, readAll, type TestRepo } from './helpers/repo.ts';
+import { LocalBackend } from '../src/storage/local.ts';
+
+let repo: TestRepo | undefined;
+afterEach(async () => {
+  await repo?.repository.close();
+  await repo?.cleanup();
+  repo = undefined;
+});
+
+describe('repository', () => {
+  it('round-trips data and deduplicates an identical second backup', async () => {
+    repo = await createTestRepo();
+    const data = seededBytes('round trip', 3_000_000);
+    const first = await backupBuffer(repo.repository, data);
+    expect(first.newBlobs).toBeGreaterThan(10);
+    const second = await backupBuffer(repo.repository, data);
+    // Only the tree is new: a stdin file node carries the time of its backup.
+    expect(second.newBlobs).toBe(1);
+    expect(second.bytesNew).toBeLessThan(10_000);
+    expect(second.parent).toBe(first.snapshot);
+    const reopened = await repo.reopen();
+    expect((await readAll(reopened, second.snapshot)).equals(data)).toBe(true);
+    await reopened.close();
+  });
+
+  it('refuses to create a repository in a non-empty directory', async () => {
+    repo = await createTestRepo();
+    await writeFile(path.join(repo.dir, 'other'), 'x');
+    await expect(Repository.init(new LocalBackend(repo.dir), PASSWORD)).rejects.toBeInstanceOf(ConfigError);
+    await expect(Repository.init(new LocalBackend(repo.location), PASSWORD)).rejects.toThrow(
+      /already a strongbox repository/,
+    );
+  });
+
+  it('rejects a wrong password with a key error (exit 5)', async () => {
+    repo = await createTestRepo();
+    const error = await repo.reopen('wrong').catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(KeyError);
+    expect((error as KeyError).exitCode).toBe(5);
+    expect((error as KeyError).message).toMatch(/wrong password/);
+  });
+
+  it('stores changed chunks as deltas of similar stored ones, and reads them back exactly', async () => {
+    repo = await createTestRepo();
+    const original = seededBytes('delta base', 2_000_000);
+    await backupBuffer(repo.repository, original);
+    // Scattered small edits: every chunk changes a little, as rows inserted into free space do.
+    const edited = Buffer.from(original);
+    for (let at = 1000; at < edited.length; at += 20_000) edited.write('EDITED ROW', at);
+    const second = await backupBuffer(repo.repository, edited);
+    expect(second.deltaBlobs).toBeGreaterThan(second.newBlobs / 2);
+    expect(second.stored).toBeLessThan(original.length / 10);
+    const reopened = await repo.reopen();
+    expect((await readAll(reopened, second.snapshot)).equals(edited)).toBe(true);
+  });
+
+  it('round-trips random data of random sizes (property)', async () => {
+    repo = await createTestRepo();
+    const repository = repo.repository;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 600_000 }),
+        fc.integer({ min: 1, max: 100_000 }),
+        fc.string(),
+        async (size, piece, seed) => {
+          const data = seededBytes(seed, size);
+          const result = await backupBuffer(repository, data, `random-${size}`, piece);
+          expect((await readAll(repository, result.snapshot)).equals(data)).toBe(true);
+        },
+      ),
+      { numRuns: 12 },
+    );
+  });
+});
+
+describe('keys', () => {
+  it('lets a write-only key back up and list, but not read', async () => {
+    repo = await createTestRepo();
+    await repo.repository.addKey('writer password', 'write-only');
+    const data = seededBytes('write-only', 500_000);
+    const full = await backupBuffer(repo.repository, data, 'db.dump');
+    const writer = await repo.reopen('writer password');
+    expect(writer.keyKind).toBe('write-only');
+    expect(writer.canRead).toBe(false);
+    // Deduplicates against what the full key stored, without reading it.
+    const written = await backupBuffer(writer, data, 'db.dump');
+    expect(written.newBlobs).toBe(1); // the tree alone
+    expect(written.bytesNew).toBeLessThan(10_000);
+    const listed = await writer.listSnapshots();
+    expect(listed.map((snapshot) => snapshot.id).sort()).toEqual([full.snapshot, written.snapshot].sort());
+    expect(listed[0]!.header.name).toBe('db.dump');
+    await expect(writer.loadSnapshot(full.snapshot)).rejects.toBeInstanceOf(KeyError);
+    await writer.loadIndex();
+    const someBlob = writer.index.entries().next().value![0];
+    await expect(writer.readBlob(someBlob)).rejects.toThrow(/write-only key cannot/);
+    await expect(writer.addKey('x', 'full')).rejects.toBeInstanceOf(KeyError);
+    // And the full key reads what the write-only key wrote.
+    expect((await readAll(repo.repository, written.snapshot)).equals(data)).toBe(true);
+    await writer.close();
+  });
+
+  it('refuses a config whose recipients were re-signed by someone else', async () => {
+    repo = await createTestRepo();
+    await repo.repository.addKey('writer password', 'write-only');
+    const backend = new LocalBackend(repo.location);
+    const config = JSON.parse((await backend.get('config')).toString());
+    const attacker = generateSigningKey();
+    config.recipients = [Buffer.alloc(32, 7).toString('base64')];
+    config.adminPublicKey = attacker.publicRaw.toString('base64');
+    config.signature = signMessage(attacker.privateRaw, Buffer.from('anything')).toString('base64');
+    await backend.put('config', Buffer.from(JSON.stringify(config)));
+    await expect(repo.reopen('writer password')).rejects.toBeInstanceOf(VerificationError);
+    await expect(repo.reopen()).rejects.toBeInstanceOf(VerificationError);
+  });
+
+  it('changes a password without touching data', async () => {
+    repo = await createTestRepo();
+    const result = await backupBuffer(repo.repository, seededBytes('passwd', 100_000));
+    await repo.repository.changePassphrase('new password');
+    await expect(repo.reopen()).rejects.toBeInstanceOf(KeyError);
+    const reopened = await repo.reopen('new password');
+    expect((await readAll(reopened, result.snapshot)).length).toBe(100_000);
+    expect(await reopened.listKeys()).toHaveLength(1);
+  });
+
+  it('opens with an identity file instead of a password', async () => {
+    repo = await createTestRepo();
+    const identity = decodeIdentityFile(repo.repository.exportIdentity('full'));
+    const opened = await openRepository({ repo: repo.location, identity });
+    expect(opened.canRead).toBe(true);
+    const writerIdentity = decodeIdentityFile(repo.repository.exportIdentity('write-only'));
+    expect((await openRepository({ repo: repo.location, identity: writerIdentity })).canRead).toBe(false);
+  });
+
+  it('rotates to a new identity: old data stays readable, retired full keys stop working', async () => {
+    repo = await createTestRepo();
+    await repo.repository.addKey('second full', 'full');
+    await repo.repository.addKey('writer', 'write-only');
+    const before = await backupBuffer(repo.repository, seededBytes('before rotation', 200_000));
+    const oldRecipients = repo.repository.config.recipients;
+    const rotated = await repo.repository.rotate(PASSWORD);
+    expect(rotated.removed).toHaveLength(2);
+    expect(repo.repository.config.recipients).not.toEqual(oldRecipients);
+    await expect(repo.reopen('second full')).rejects.toBeInstanceOf(KeyError);
+    const writer = await repo.reopen('writer');
+    const after = await backupBuffer(writer, seededBytes('after rotation', 200_000));
+    const reopened = await repo.reopen();
+    expect((await readAll(reopened, before.snapshot)).equals(seededBytes('before rotation', 200_000))).toBe(
+      true,
+    );
+    expect((await readAll(reopened, after.snapshot)).equals(seededBytes('after rotation', 200_000))).toBe(
+      true,
+    );
+  });
+
+  it('refuses to remove the key in use', async () => {
+    repo = await createTestRepo();
+    const [current] = await repo.repository.listKeys();
+    await expect(repo.repository.removeKey(current!.id)).rejects.toThrow(/key in use/);
+    const other = await repo.repository.addKey('other', 'full');
+    await repo.repository.removeKey(other.slice(0, 12));
+    expect(await repo.repository.listKeys()).toHaveLength(1);
+  });
+});
