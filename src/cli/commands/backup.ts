@@ -1,0 +1,115 @@
+import { Command } from 'commander';
+import { backup, type BackupResult } from '../../ops/backup.ts';
+import { filesSource } from '../../sources/files.ts';
+import { commandSource, stdinSource } from '../../sources/stdin.ts';
+import type { BackupSource } from '../../sources/source.ts';
+import { ConfigError } from '../../errors.ts';
+import { globalOptions, outputFor, withRepository, type GlobalOptions } from '../context.ts';
+import { formatBytes, formatRate, type Output } from '../output.ts';
+
+interface CommonBackupOptions {
+  tag: string[];
+  host?: string;
+  threads?: number;
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+function withCommonOptions(command: Command): Command {
+  return command
+    .option('--tag <key=value>', 'tag the snapshot (repeatable)', collect, [])
+    .option('--host <name>', 'host name recorded in the snapshot (default: this host)')
+    .option('--threads <n>', 'compression and encryption threads (default: CPUs)', (value) => Number(value));
+}
+
+export function registerBackup(program: Command): void {
+  const group = program.command('backup').description('back up a source into a new snapshot');
+
+  withCommonOptions(group.command('files'))
+    .description('back up files and directories, with their metadata')
+    .argument('<paths...>', 'files or directories')
+    .option('--exclude <glob>', 'skip matching paths (repeatable)', collect, [])
+    .action(
+      async (paths: string[], options: CommonBackupOptions & { exclude: string[] }, command: Command) => {
+        const global = globalOptions(command);
+        const output = outputFor(global);
+        const source = filesSource(paths, {
+          exclude: options.exclude,
+          onWarning: (message) => output.warn(`warning: ${message}`),
+        });
+        await runBackup(global, output, source, options);
+      },
+    );
+
+  withCommonOptions(group.command('stdin'))
+    .description('back up standard input, or the output of a command, as one file')
+    .requiredOption('--name <name>', 'file name for the stream in the snapshot')
+    .option(
+      '--stdin-from-command',
+      'run the command given after -- and store its output; a failing command leaves no snapshot',
+    )
+    .argument('[command...]', 'with --stdin-from-command: the command and its arguments, after --')
+    .action(
+      async (
+        commandLine: string[],
+        options: CommonBackupOptions & { name: string; stdinFromCommand?: boolean },
+        command: Command,
+      ) => {
+        const global = globalOptions(command);
+        let source: BackupSource;
+        if (options.stdinFromCommand) {
+          const [executable, ...args] = commandLine;
+          if (!executable)
+            throw new ConfigError('--stdin-from-command needs a command', {
+              hint: 'Give it after --, e.g. -- pg_dump -Fc mydb.',
+            });
+          source = commandSource(options.name, executable, args);
+        } else {
+          if (commandLine.length > 0)
+            throw new ConfigError('unexpected arguments', {
+              hint: "To back up a command's output, add --stdin-from-command.",
+            });
+          if (process.stdin.isTTY)
+            throw new ConfigError('standard input is a terminal', {
+              hint: 'Pipe data in: pg_dump … | strongbox backup stdin --name NAME.',
+            });
+          source = stdinSource(options.name);
+        }
+        await runBackup(global, outputFor(global), source, options);
+      },
+    );
+}
+
+async function runBackup(
+  global: GlobalOptions,
+  output: Output,
+  source: BackupSource,
+  options: CommonBackupOptions,
+): Promise<void> {
+  const result = await withRepository(global, (repository) =>
+    backup(repository, source, {
+      tags: options.tag,
+      ...(options.host ? { host: options.host } : {}),
+      ...(options.threads ? { threads: options.threads } : {}),
+      onProgress: (progress) =>
+        output.progress(
+          `backup: ${formatBytes(progress.bytesRead)} read, ${formatBytes(progress.bytesNew)} new`,
+        ),
+    }),
+  );
+  output.clearProgress();
+  if (global.json) output.data(result);
+  else output.info(summarize(result));
+}
+
+export function summarize(result: BackupResult): string {
+  const share =
+    result.size > 0
+      ? ((100 * result.stored) / result.size).toFixed(result.stored * 100 < result.size ? 2 : 1)
+      : '0';
+  return [
+    `snapshot ${result.snapshot.slice(0, 8)} saved${result.parent ? ` (parent ${result.parent.slice(0, 8)})` : ''}`,
+    `  read ${formatBytes(result.bytesRead)} of ${formatBytes(result.size)} in ${(result.durationMs / 1000).toFixed(1)} s (${formatRate(result.bytesRead, result.durationMs)})`,
+    `  new ${formatBytes(result.bytesNew)} in ${result.newBlobs} blobs (${result.deltaBlobs} as deltas), stored ${formatBytes(result.stored)} (${share}% of the snapshot's size)`,
+  ].join('\n');
+}

@@ -1,0 +1,152 @@
+import type { Command } from 'commander';
+import { promises as fs, constants } from 'node:fs';
+import { ConfigError } from '../../errors.ts';
+import type { KeyKind } from '../../repository/keys.ts';
+import {
+  globalOptions,
+  outputFor,
+  repositoryPassword,
+  usesIdentityFile,
+  withRepository,
+  type GlobalOptions,
+} from '../context.ts';
+import { table } from '../output.ts';
+import { resolvePassword } from '../secrets.ts';
+
+interface NewKeyOptions {
+  newPasswordFile?: string;
+  writeOnly?: boolean;
+  identityFileOut?: string;
+}
+
+function newPassword(options: NewKeyOptions): Promise<string> {
+  return resolvePassword({
+    file: options.newPasswordFile ?? process.env.STRONGBOX_NEW_PASSWORD_FILE,
+    value: process.env.STRONGBOX_NEW_PASSWORD,
+    prompt: 'New password: ',
+    confirm: true,
+    describe: 'STRONGBOX_NEW_PASSWORD_FILE, --new-password-file or STRONGBOX_NEW_PASSWORD',
+  });
+}
+
+/** Writes a secret file that only its owner can read, refusing to replace an existing one. */
+async function writeSecretFile(path: string, text: string): Promise<void> {
+  const handle = await fs
+    .open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
+    .catch((cause: NodeJS.ErrnoException) => {
+      throw new ConfigError(`cannot create ${path}: ${cause.code ?? cause.message}`, {
+        hint: 'Choose a path that does not exist yet.',
+        cause,
+      });
+    });
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+export function registerKey(program: Command): void {
+  const group = program.command('key').description('manage the keys that open the repository');
+
+  group
+    .command('list')
+    .description('list key slots')
+    .action(async (_options: unknown, command: Command) => {
+      const global = globalOptions(command);
+      const output = outputFor(global);
+      const keys = await withRepository(global, (repository) => repository.listKeys());
+      if (global.json) return output.data(keys);
+      const rows = [[' ', 'ID', 'KIND', 'CREATED', 'HOST', 'USER']];
+      for (const key of keys)
+        rows.push([
+          key.current ? '*' : ' ',
+          key.id.slice(0, 8),
+          key.kind,
+          key.created.slice(0, 19).replace('T', ' '),
+          key.host,
+          key.username,
+        ]);
+      output.line(table(rows));
+    });
+
+  group
+    .command('add')
+    .description('add a key: full (reads and writes) or --write-only (backs up, cannot decrypt)')
+    .option('--write-only', 'a key for database hosts: it can back up and list snapshots, never read data')
+    .option('--new-password-file <file>', "read the new key's password from this file")
+    .option('--identity-file-out <file>', 'write the key to this file (mode 0600) instead of a password slot')
+    .action(async (options: NewKeyOptions, command: Command) => {
+      const global = globalOptions(command);
+      const output = outputFor(global);
+      const kind: KeyKind = options.writeOnly ? 'write-only' : 'full';
+      const result = await withRepository(global, async (repository) => {
+        if (options.identityFileOut) {
+          await writeSecretFile(options.identityFileOut, repository.exportIdentity(kind));
+          return { kind, identityFile: options.identityFileOut };
+        }
+        return { kind, id: await repository.addKey(await newPassword(options), kind) };
+      });
+      if (global.json) output.data(result);
+      else
+        output.info(
+          'id' in result
+            ? `added ${kind} key ${result.id!.slice(0, 8)}`
+            : `wrote ${kind} identity file ${result.identityFile}`,
+        );
+    });
+
+  group
+    .command('remove')
+    .description('remove a key slot')
+    .argument('<id>', 'key id or prefix (see key list)')
+    .action(async (id: string, _options: unknown, command: Command) => {
+      const global = globalOptions(command);
+      await withRepository(global, (repository) => repository.removeKey(id));
+      outputFor(global).info(`removed key ${id}`);
+    });
+
+  group
+    .command('passwd')
+    .description('change the password of the key in use (the data is not touched)')
+    .option('--new-password-file <file>', 'read the new password from this file')
+    .action(async (options: NewKeyOptions, command: Command) => {
+      const global = globalOptions(command);
+      const id = await withRepository(global, async (repository) =>
+        repository.changePassphrase(await newPassword(options)),
+      );
+      outputFor(global).info(`password changed; the key is now ${id.slice(0, 8)}`);
+    });
+
+  group
+    .command('rotate')
+    .description('start a new identity for new data; other full keys are removed and must be added again')
+    .option('--identity-file-out <file>', 'when opened with an identity file: where to write the new one')
+    .action(async (options: NewKeyOptions, command: Command) => {
+      const global: GlobalOptions = globalOptions(command);
+      const output = outputFor(global);
+      const usingIdentity = usesIdentityFile(global);
+      if (usingIdentity && !options.identityFileOut) {
+        throw new ConfigError('rotating with an identity file needs --identity-file-out', {
+          hint: 'Name a new file for the rotated identity.',
+        });
+      }
+      const result = await withRepository(global, async (repository) => {
+        const rotated = await repository.rotate(
+          usingIdentity ? undefined : await repositoryPassword(global, false),
+        );
+        if (rotated.identityFile && options.identityFileOut)
+          await writeSecretFile(options.identityFileOut, rotated.identityFile);
+        return { key: rotated.keyId, removed: rotated.removed };
+      });
+      if (global.json) output.data(result);
+      else {
+        output.info('new data is now encrypted to a new identity');
+        if (result.removed.length)
+          output.info(
+            `removed full keys that held the old reader secret: ${result.removed.map((id) => id.slice(0, 8)).join(', ')}`,
+          );
+      }
+    });
+}

@@ -1,0 +1,35 @@
+import type { Command } from 'commander';
+import { globalOptions, outputFor, withRepository } from '../context.ts';
+import { formatBytes, table } from '../output.ts';
+import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
+
+export function registerSnapshots(program: Command): void {
+  filterOptions(program.command('snapshots'))
+    .description('list snapshots (write-only keys can too)')
+    .action(async (options: FilterOptions, command: Command) => {
+      const global = globalOptions(command);
+      const output = outputFor(global);
+      const snapshots = await withRepository(global, (repository) =>
+        repository.listSnapshots(snapshotFilter(options)),
+      );
+      if (global.json) {
+        output.data(snapshots.map(({ id, header }) => ({ id, ...header })));
+        return;
+      }
+      const rows = [['ID', 'TIME', 'HOST', 'KIND', 'NAME', 'SIZE', 'STORED', 'TAGS']];
+      for (const { id, header } of snapshots) {
+        rows.push([
+          id.slice(0, 8),
+          header.time.replace('T', ' ').slice(0, 19),
+          header.host,
+          header.kind,
+          header.name,
+          formatBytes(header.size),
+          formatBytes(header.stored),
+          header.tags.join(','),
+        ]);
+      }
+      output.line(table(rows));
+      output.info(`${snapshots.length} snapshot(s)`);
+    });
+}

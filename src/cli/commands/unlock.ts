@@ -1,0 +1,19 @@
+import type { Command } from 'commander';
+import { unlock } from '../../ops/unlock.ts';
+import { globalOptions, outputFor, withRepository } from '../context.ts';
+
+export function registerUnlock(program: Command): void {
+  program
+    .command('unlock')
+    .description('remove stale locks (of dead processes on this host, or not refreshed for 30 minutes)')
+    .option('--remove-all', 'remove every lock, including live ones')
+    .action(async (options: { removeAll?: boolean }, command: Command) => {
+      const global = globalOptions(command);
+      const removed = await withRepository(global, (repository) =>
+        unlock(repository, { all: Boolean(options.removeAll) }),
+      );
+      const output = outputFor(global);
+      if (global.json) output.data({ removed });
+      else output.info(`removed ${removed} lock(s)`);
+    });
+}

@@ -1,0 +1,104 @@
+import type { Command } from 'commander';
+import { ConfigError } from '../errors.ts';
+import { Repository } from '../repository/repository.ts';
+import type { RepositoryOptions } from '../repository/config.ts';
+import { openBackend } from '../storage/open.ts';
+import { Output } from './output.ts';
+import { readIdentityFile, resolvePassword } from './secrets.ts';
+
+/** Options every command accepts, with their environment forms. */
+export interface GlobalOptions {
+  repo?: string;
+  passwordFile?: string;
+  passwordCommand?: string;
+  identityFile?: string;
+  json?: boolean;
+  quiet?: boolean;
+  debug?: boolean;
+}
+
+export function globalOptions(command: Command): GlobalOptions {
+  return command.optsWithGlobals<GlobalOptions>();
+}
+
+export function outputFor(options: GlobalOptions): Output {
+  return new Output(Boolean(options.json), Boolean(options.quiet));
+}
+
+function repositoryLocation(options: GlobalOptions): string {
+  const location = options.repo ?? process.env.STRONGBOX_REPO;
+  if (!location) throw new ConfigError('no repository given', { hint: 'Pass --repo or set STRONGBOX_REPO.' });
+  return location;
+}
+
+interface KeySources {
+  identityFile?: string | undefined;
+  passwordFile?: string | undefined;
+  passwordCommand?: string | undefined;
+  password?: string | undefined;
+}
+
+/**
+ * Options on the command line win over the environment, so that an explicit --password-file is
+ * not silently overridden by a STRONGBOX_PASSWORD_FILE left in the environment.
+ */
+function keySources(options: GlobalOptions): KeySources {
+  if (options.identityFile || options.passwordFile || options.passwordCommand) {
+    return {
+      identityFile: options.identityFile,
+      passwordFile: options.passwordFile,
+      passwordCommand: options.passwordCommand,
+    };
+  }
+  return {
+    identityFile: process.env.STRONGBOX_IDENTITY_FILE,
+    passwordFile: process.env.STRONGBOX_PASSWORD_FILE,
+    passwordCommand: process.env.STRONGBOX_PASSWORD_COMMAND,
+    password: process.env.STRONGBOX_PASSWORD,
+  };
+}
+
+export function usesIdentityFile(options: GlobalOptions): boolean {
+  return Boolean(keySources(options).identityFile);
+}
+
+export async function openRepository(options: GlobalOptions): Promise<Repository> {
+  const backend = openBackend(repositoryLocation(options));
+  const { identityFile } = keySources(options);
+  if (identityFile) return Repository.open(backend, { identity: await readIdentityFile(identityFile) });
+  return Repository.open(backend, { passphrase: await repositoryPassword(options, false) });
+}
+
+export function repositoryPassword(options: GlobalOptions, confirm: boolean): Promise<string> {
+  const sources = keySources(options);
+  return resolvePassword({
+    file: sources.passwordFile,
+    command: sources.passwordCommand,
+    value: sources.password,
+    prompt: 'Repository password: ',
+    confirm,
+    describe:
+      '--password-file, --password-command, STRONGBOX_PASSWORD_FILE, STRONGBOX_PASSWORD_COMMAND or STRONGBOX_PASSWORD',
+  });
+}
+
+export async function initRepository(
+  options: GlobalOptions,
+  settings: RepositoryOptions,
+): Promise<Repository> {
+  const backend = openBackend(repositoryLocation(options));
+  return Repository.init(backend, await repositoryPassword(options, true), settings);
+}
+
+/** Runs `action` with an open repository and always closes it. */
+export async function withRepository<T>(
+  options: GlobalOptions,
+  action: (repository: Repository) => Promise<T>,
+): Promise<T> {
+  const repository = await openRepository(options);
+  try {
+    return await action(repository);
+  } finally {
+    await repository.close();
+  }
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { ExitCode, StrongboxError } from '../errors.ts';
+import { VERSION } from '../version.ts';
+import { registerBackup } from './commands/backup.ts';
+import { registerCat } from './commands/cat.ts';
+import { registerCheck } from './commands/check.ts';
+import { registerInit } from './commands/init.ts';
+import { registerKey } from './commands/key.ts';
+import { registerRestore } from './commands/restore.ts';
+import { registerSnapshots } from './commands/snapshots.ts';
+import { registerUnlock } from './commands/unlock.ts';
+
+function buildProgram(): Command {
+  const program = new Command('strongbox')
+    .description('Backups of PostgreSQL, Redis and files into an encrypted, deduplicating repository.')
+    .version(VERSION)
+    .option('-r, --repo <location>', 'repository location (env STRONGBOX_REPO)')
+    .option(
+      '--password-file <file>',
+      'read the repository password from a file (env STRONGBOX_PASSWORD_FILE)',
+    )
+    .option(
+      '--password-command <command>',
+      'run a command that prints the password (env STRONGBOX_PASSWORD_COMMAND)',
+    )
+    .option(
+      '--identity-file <file>',
+      'open the repository with an identity file instead of a password (env STRONGBOX_IDENTITY_FILE)',
+    )
+    .option('--json', 'print data as JSON')
+    .option('-q, --quiet', 'print no progress or informational messages')
+    .option('--debug', 'print stack traces of errors')
+    .showHelpAfterError('(add --help for usage)')
+    .exitOverride();
+  program.configureOutput({ writeErr: (text) => process.stderr.write(text) });
+  for (const register of [
+    registerInit,
+    registerBackup,
+    registerSnapshots,
+    registerRestore,
+    registerCat,
+    registerCheck,
+    registerKey,
+    registerUnlock,
+  ]) {
+    register(program);
+  }
+  for (const command of program.commands) applyExitOverride(command);
+  return program;
+}
+
+function applyExitOverride(command: Command): void {
+  command.exitOverride();
+  for (const sub of command.commands) applyExitOverride(sub);
+}
+
+/** The only place errors become exit codes. */
+function report(error: unknown, debug: boolean): number {
+  if (error instanceof CommanderError) {
+    // --help, --version and `help` exit 0; help shown because a subcommand is missing does not.
+    return error.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+  }
+  if (error instanceof StrongboxError) {
+    process.stderr.write(`strongbox: ${error.message}\n`);
+    if (error.hint) process.stderr.write(`  ${error.hint}\n`);
+    if (debug) process.stderr.write(`${error.stack}\n`);
+    return error.exitCode;
+  }
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'EPIPE') return ExitCode.general;
+  process.stderr.write(
+    `strongbox: unexpected error: ${error instanceof Error ? error.message : String(error)}\n`,
+  );
+  process.stderr.write(
+    debug
+      ? `${(error as Error)?.stack}\n`
+      : '  Run again with --debug for details, and report it if it persists.\n',
+  );
+  return ExitCode.general;
+}
+
+const debug = process.argv.includes('--debug');
+try {
+  await buildProgram().parseAsync(process.argv);
+} catch (error) {
+  process.exitCode = report(error, debug);
+}

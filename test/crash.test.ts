@@ -1,0 +1,73 @@
+import { spawn } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, cleanEnv, runCli, tempRepo, type TempRepo } from './helpers/cli.ts';
+
+/** A producer that writes pseudo-random, poorly compressible data for a few seconds. */
+const PRODUCER = [
+  process.execPath,
+  '-e',
+  `const c=require('crypto');let n=0;const t=setInterval(()=>{process.stdout.write(c.createHash('sha512').update(String(n++)).digest().toString('hex').repeat(4000))},1);setTimeout(()=>{clearInterval(t)},4000)`,
+];
+
+async function countFiles(dir: string): Promise<number> {
+  try {
+    return (await readdir(dir, { recursive: true, withFileTypes: true })).filter((entry) => entry.isFile())
+      .length;
+  } catch {
+    return 0;
+  }
+}
+
+describe('a backup killed with SIGKILL', () => {
+  let repo: TempRepo;
+  beforeAll(async () => {
+    repo = await tempRepo();
+    expect((await runCli(['init'], { env: repo.env })).code).toBe(0);
+  });
+  afterAll(() => repo.cleanup());
+
+  it('leaves no snapshot and no damage, whenever it dies', async () => {
+    const baseline = await runCli(['backup', 'stdin', '--name', 'ok.bin'], {
+      env: repo.env,
+      input: 'kept\n',
+    });
+    expect(baseline.code).toBe(0);
+    for (const delay of [150, 400, 700, 1000, 1400, 1900, 2500]) {
+      const child = spawn(
+        process.execPath,
+        [CLI, 'backup', 'stdin', '--name', 'killed.bin', '--stdin-from-command', '--', ...PRODUCER],
+        {
+          env: { ...cleanEnv(), ...repo.env },
+          stdio: 'ignore',
+        },
+      );
+      await sleep(delay);
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.once('close', resolve));
+
+      const listed = await runCli(['snapshots', '--json'], { env: repo.env });
+      expect(listed.code).toBe(0);
+      expect(JSON.parse(listed.stdout.toString()).map((snapshot: { name: string }) => snapshot.name)).toEqual(
+        ['ok.bin'],
+      );
+      const checked = await runCli(['check', '--read-data'], { env: repo.env });
+      expect(checked.stderr, `killed after ${delay} ms`).toMatch(/no errors were found/);
+      expect(checked.code).toBe(0);
+    }
+    // Packs were written by the killed runs: the kills did land mid-backup.
+    expect(await countFiles(path.join(repo.repo, 'data'))).toBeGreaterThan(1);
+    // The dead processes' locks are stale: the next backup proceeds and the original data is intact.
+    const next = await runCli(['backup', 'stdin', '--name', 'after.bin'], {
+      env: repo.env,
+      input: 'after\n',
+    });
+    expect(next.code).toBe(0);
+    expect((await runCli(['cat', 'latest'], { env: repo.env })).stdout.toString()).toBe('after\n');
+    const unlocked = await runCli(['unlock', '--json'], { env: repo.env });
+    expect(JSON.parse(unlocked.stdout.toString()).removed).toBeGreaterThan(0);
+    expect(await countFiles(path.join(repo.repo, 'locks'))).toBe(0);
+  });
+});

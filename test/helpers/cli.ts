@@ -1,0 +1,81 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The built command-line entry point; `npm test` builds before running the tests. */
+export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+export interface RunOptions {
+  env?: Record<string, string | undefined>;
+  input?: Buffer | string;
+  cwd?: string;
+}
+
+/** Runs the real `strongbox` binary and collects what it printed. */
+export function runCli(args: string[], options: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: { ...cleanEnv(), ...options.env },
+      cwd: options.cwd ?? process.cwd(),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const stdout: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (data: Buffer) => stdout.push(data));
+    child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(stdout), stderr }));
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+/**
+ * Starts the binary without waiting for it, as the leader of its own process group, for tests
+ * that kill it: `process.kill(-child.pid, ...)` then also reaches the commands it started.
+ */
+export function startCli(args: string[], options: Omit<RunOptions, 'input'> = {}): ChildProcess {
+  return spawn(process.execPath, [CLI, ...args], {
+    env: { ...cleanEnv(), ...options.env },
+    cwd: options.cwd ?? process.cwd(),
+    stdio: ['ignore', 'ignore', 'pipe'],
+    detached: true,
+  });
+}
+
+/** The environment without any STRONGBOX_ variable of the machine running the tests. */
+export function cleanEnv(): Record<string, string | undefined> {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('STRONGBOX_')));
+}
+
+export interface TempRepo {
+  dir: string;
+  repo: string;
+  passwordFile: string;
+  env: Record<string, string>;
+  cleanup(): Promise<void>;
+}
+
+/** A temp directory with a repository path (not yet initialised) and a password file. */
+export async function tempRepo(password = 'correct horse battery staple'): Promise<TempRepo> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'strongbox-test-'));
+  const repo = path.join(dir, 'repo');
+  const passwordFile = path.join(dir, 'password');
+  await writeFile(passwordFile, password + '\n', { mode: 0o600 });
+  return {
+    dir,
+    repo,
+    passwordFile,
+    env: { STRONGBOX_REPO: repo, STRONGBOX_PASSWORD_FILE: passwordFile },
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+}
