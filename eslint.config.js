@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'dist-bench/', 'node_modules/', 'coverage/', '.bench-cache/'] },
+  { ignores: ['dist/', 'dist-bench/', 'node_modules/', 'coverage/', '.bench-cache/', '.scratch/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

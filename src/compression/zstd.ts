@@ -38,10 +38,13 @@ function loadCodec(): ZstdCodec {
   try {
     addon = createRequire(import.meta.url)('zstd-napi') as ZstdNapi;
   } catch (cause) {
-    throw new MissingDependencyError('zstd is not available: this Node.js has no built-in zstd and zstd-napi did not load', {
-      hint: 'Use Node.js 22.15 or later, or reinstall strongbox so that the zstd-napi addon builds (it needs python3, make and g++).',
-      cause,
-    });
+    throw new MissingDependencyError(
+      'zstd is not available: this Node.js has no built-in zstd and zstd-napi did not load',
+      {
+        hint: 'Use Node.js 22.15 or later, or reinstall strongbox so that the zstd-napi addon builds (it needs python3, make and g++).',
+        cause,
+      },
+    );
   }
   return {
     compress: (data, level) => addon.compress(data, { compressionLevel: level }),
