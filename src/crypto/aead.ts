@@ -15,12 +15,21 @@ export class AuthenticationFailure extends Error {
 }
 
 export function seal(key: Uint8Array, plaintext: Uint8Array, aad?: Uint8Array): Buffer {
+  return Buffer.concat(sealParts(key, plaintext, aad));
+}
+
+/** The three parts of a sealed message (nonce, ciphertext, tag), for callers that place them themselves. */
+export function sealParts(
+  key: Uint8Array,
+  plaintext: Uint8Array,
+  aad?: Uint8Array,
+): [Buffer, Buffer, Buffer] {
   const nonce = randomBytes(NONCE_LENGTH);
   const cipher = createCipheriv('aes-256-gcm', key, nonce);
   if (aad) cipher.setAAD(aad);
   const body = cipher.update(plaintext);
   cipher.final();
-  return Buffer.concat([nonce, body, cipher.getAuthTag()]);
+  return [nonce, body, cipher.getAuthTag()];
 }
 
 export function open(key: Uint8Array, sealed: Uint8Array, aad?: Uint8Array): Buffer {

@@ -17,8 +17,12 @@ export function derivePassphraseKey(passphrase: string, params: ScryptParams): P
   const salt = Buffer.from(params.salt, 'base64');
   const maxmem = 256 * params.N * params.r + 16 * 1024 * 1024;
   return new Promise((resolve, reject) => {
-    scrypt(passphrase.normalize('NFC'), salt, 32, { N: params.N, r: params.r, p: params.p, maxmem }, (err, key) =>
-      err ? reject(err) : resolve(key),
+    scrypt(
+      passphrase.normalize('NFC'),
+      salt,
+      32,
+      { N: params.N, r: params.r, p: params.p, maxmem },
+      (err, key) => (err ? reject(err) : resolve(key)),
     );
   });
 }

@@ -24,7 +24,10 @@ export interface Identity {
 
 export function generateIdentity(): { identity: Identity; privateRaw: Buffer } {
   const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  return { identity: { privateKey, publicKey: rawX25519Public(publicKey) }, privateRaw: rawPrivate(privateKey) };
+  return {
+    identity: { privateKey, publicKey: rawX25519Public(publicKey) },
+    privateRaw: rawPrivate(privateKey),
+  };
 }
 
 export function identityFromRaw(privateRaw: Uint8Array): Identity {
@@ -44,7 +47,11 @@ export function wrapKey(dataKey: Uint8Array, recipients: readonly Uint8Array[]):
   const stanzas = recipients.map((recipient) => {
     const ephemeral = generateKeyPairSync('x25519');
     const ephemeralPublic = rawX25519Public(ephemeral.publicKey);
-    const wrapping = wrappingKey(diffieHellman({ privateKey: ephemeral.privateKey, publicKey: x25519Public(recipient) }), ephemeralPublic, recipient);
+    const wrapping = wrappingKey(
+      diffieHellman({ privateKey: ephemeral.privateKey, publicKey: x25519Public(recipient) }),
+      ephemeralPublic,
+      recipient,
+    );
     return Buffer.concat([recipientTag(recipient), ephemeralPublic, seal(wrapping, dataKey)]);
   });
   return Buffer.concat(stanzas);
@@ -57,8 +64,14 @@ export function unwrapKey(stanzas: Uint8Array, identities: readonly Identity[]):
     const identity = identities.find((candidate) => recipientTag(candidate.publicKey).equals(tag));
     if (!identity) continue;
     const ephemeralPublic = stanzas.subarray(at + 8, at + 40);
-    const shared = diffieHellman({ privateKey: identity.privateKey, publicKey: x25519Public(ephemeralPublic) });
-    return open(wrappingKey(shared, ephemeralPublic, identity.publicKey), stanzas.subarray(at + 40, at + STANZA_LENGTH));
+    const shared = diffieHellman({
+      privateKey: identity.privateKey,
+      publicKey: x25519Public(ephemeralPublic),
+    });
+    return open(
+      wrappingKey(shared, ephemeralPublic, identity.publicKey),
+      stanzas.subarray(at + 40, at + STANZA_LENGTH),
+    );
   }
   throw new AuthenticationFailure();
 }
@@ -69,7 +82,10 @@ function wrappingKey(shared: Buffer, ephemeralPublic: Uint8Array, recipient: Uin
 }
 
 function x25519Public(raw: Uint8Array): KeyObject {
-  return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(raw).toString('base64url') }, format: 'jwk' });
+  return createPublicKey({
+    key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(raw).toString('base64url') },
+    format: 'jwk',
+  });
 }
 
 function rawX25519Public(key: KeyObject): Buffer {

@@ -29,8 +29,9 @@ export function verifySignature(publicRaw: Uint8Array, message: Uint8Array, sign
 function privateKeyFromRaw(privateRaw: Uint8Array) {
   const d = Buffer.from(privateRaw).toString('base64url');
   const x = Buffer.from(
-    createPublicKey(createPrivateKey({ key: { kty: 'OKP', crv: 'Ed25519', d, x: '' }, format: 'jwk' })).export({ format: 'jwk' })
-      .x as string,
+    createPublicKey(
+      createPrivateKey({ key: { kty: 'OKP', crv: 'Ed25519', d, x: '' }, format: 'jwk' }),
+    ).export({ format: 'jwk' }).x as string,
     'base64url',
   ).toString('base64url');
   return createPrivateKey({ key: { kty: 'OKP', crv: 'Ed25519', d, x }, format: 'jwk' });
