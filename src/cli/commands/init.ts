@@ -10,7 +10,7 @@ export function registerInit(program: Command): void {
       '--compression <level>',
       'zstd level for new data, 0 to store uncompressed',
       (value) => Number(value),
-      3,
+      1,
     )
     .action(async (options: { packSize: number; compression: number }, command: Command) => {
       const global = globalOptions(command);

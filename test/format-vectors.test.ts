@@ -1,0 +1,45 @@
+import { createHmac } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { gearTable } from '../src/chunking/fastcdc.ts';
+import { sketch } from '../src/chunking/similarity.ts';
+import { decodeDelta, encodeDelta } from '../src/compression/delta.ts';
+import { deriveSubkey } from '../src/crypto/kdf.ts';
+import { recipientTag } from '../src/crypto/key-wrap.ts';
+
+/** The test vectors printed in docs/FORMAT.md, so that the document stays true. */
+describe('docs/FORMAT.md test vectors', () => {
+  const writerSecret = Buffer.alloc(32, 1);
+
+  it('derives the documented keys from a writer secret', () => {
+    expect(deriveSubkey(writerSecret, 'blob-id').toString('hex')).toBe(
+      '2ded2d5bbcad7e8393e4b4498575835cd82042c82727df6adf6390fc3c8627ed',
+    );
+    expect(deriveSubkey(writerSecret, 'metadata').toString('hex')).toBe(
+      '7329129d8a9cf2dfcf581ad7d61bb87ec8c2d78c50fd8c99496abe9b4b8872cf',
+    );
+    const seed = deriveSubkey(writerSecret, 'chunker-gear');
+    expect(seed.toString('hex')).toBe('512079ea6883b2388f9ec282ae30503e4e748d8130b6e9519e3c7586e17fca01');
+    expect([...gearTable(seed).slice(0, 4)]).toEqual([-1977361885, -958202355, 1674077442, 1106425262]);
+  });
+
+  it('computes the documented blob id and recipient tag', () => {
+    const id = createHmac('sha256', deriveSubkey(writerSecret, 'blob-id')).update('strongbox').digest('hex');
+    expect(id).toBe('1ee1444b1d648ef2f820e6ade70e3ecf5c9615b781f2e9545687ec38072cad6b');
+    expect(recipientTag(Buffer.alloc(32, 2)).toString('hex')).toBe('a7f73878110c1fee');
+  });
+
+  it('encodes the documented delta', () => {
+    const base = Buffer.from(Array.from({ length: 100 }, (_, i) => i));
+    const target = Buffer.concat([base.subarray(0, 50), Buffer.from('XY'), base.subarray(50)]);
+    const delta = encodeDelta(base, target);
+    expect(delta.toString('hex')).toBe('01646665000458596500');
+    expect(decodeDelta(base, delta).equals(target)).toBe(true);
+  });
+
+  it('computes the documented sketch', () => {
+    const data = Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7919) % 251));
+    expect(sketch(data)).toEqual([
+      1476849280, 3444459451, 3554651420, 3045577179, 1892904275, 3772718079, 1892372283, 1888115169,
+    ]);
+  });
+});
