@@ -1,0 +1,121 @@
+import type { ChunkerFigures } from './chunker.ts';
+import type { TwoBackups } from './contenders.ts';
+import type { Measurement } from './process.ts';
+import type { Baseline, Row } from './report.ts';
+
+/** A baseline's measurement, or why it could not be made (its programs are missing). */
+export type Outcome<T> = { ok: T } | { missing: string };
+
+export interface Results {
+  dumpBytes: { before: number; after: number };
+  chunker: ChunkerFigures;
+  pgDump: Measurement;
+  strongbox: TwoBackups;
+  restic: Outcome<TwoBackups>;
+  zstdAge: Outcome<Measurement>;
+}
+
+const MB = 1e6;
+const MiB = 1024 * 1024;
+
+const rate = (bytes: number, seconds: number) => bytes / MB / seconds;
+const share = (backups: TwoBackups) => (100 * backups.second.stored) / backups.first.stored;
+
+function baseline<T>(what: string, outcome: Outcome<T>, value: (result: T) => number): Baseline {
+  return 'ok' in outcome ? { what, value: value(outcome.ok) } : { what, missing: outcome.missing };
+}
+
+function chunkerRow({ chunker }: Results): Row {
+  return {
+    measure: 'chunker throughput (FastCDC, 1 MiB pieces)',
+    unit: 'MB/s',
+    strongbox: rate(chunker.bytes, chunker.chunkerSeconds),
+    baseline: {
+      what: 'SHA-256 of the same pieces, in process',
+      value: rate(chunker.bytes, chunker.sha256Seconds),
+    },
+    goal: { op: '>=', value: 500 },
+  };
+}
+
+function ingestRows({ dumpBytes, pgDump, strongbox, restic, zstdAge }: Results): Row[] {
+  const measure = 'ingest, 1st backup (dump bytes / wall time)';
+  const strongboxRate = rate(dumpBytes.before, strongbox.first.seconds);
+  return [
+    {
+      measure,
+      unit: 'MB/s',
+      strongbox: strongboxRate,
+      baseline: { what: 'pg_dump -Fc -Z0 > /dev/null', value: rate(dumpBytes.after, pgDump.seconds) },
+      goal: { op: '>=', value: 250 },
+    },
+    {
+      measure,
+      unit: 'MB/s',
+      strongbox: strongboxRate,
+      baseline: baseline('zstd -3 -T2 | age > /dev/null', zstdAge, (m) => rate(dumpBytes.before, m.seconds)),
+    },
+    {
+      measure,
+      unit: 'MB/s',
+      strongbox: strongboxRate,
+      baseline: baseline('restic backup --stdin, 1st run', restic, (r) =>
+        rate(dumpBytes.before, r.first.seconds),
+      ),
+    },
+    {
+      measure: 'ingest, 2nd backup (after day.sql)',
+      unit: 'MB/s',
+      strongbox: rate(dumpBytes.after, strongbox.second.seconds),
+      baseline: baseline('restic, 2nd run', restic, (r) => rate(dumpBytes.after, r.second.seconds)),
+    },
+  ];
+}
+
+function memoryRows({ strongbox, restic }: Results): Row[] {
+  return [
+    {
+      measure: 'peak RSS, 1st backup',
+      unit: 'MiB',
+      strongbox: strongbox.first.maxRssBytes / MiB,
+      baseline: baseline('restic, 1st run', restic, (r) => r.first.maxRssBytes / MiB),
+      goal: { op: '<', value: 256 },
+    },
+    {
+      measure: 'peak RSS, 2nd backup',
+      unit: 'MiB',
+      strongbox: strongbox.second.maxRssBytes / MiB,
+      baseline: baseline('restic, 2nd run', restic, (r) => r.second.maxRssBytes / MiB),
+    },
+  ];
+}
+
+function storedRows({ strongbox, restic }: Results): Row[] {
+  const reported = strongbox.second.reportedStored! / strongbox.first.reportedStored!;
+  return [
+    {
+      measure: 'stored by 1st backup (repository growth)',
+      unit: 'MB',
+      strongbox: strongbox.first.stored / MB,
+      baseline: baseline('restic, 1st run', restic, (r) => r.first.stored / MB),
+    },
+    {
+      measure: 'stored by 2nd backup / 1st (repository growth)',
+      unit: '%',
+      strongbox: share(strongbox),
+      baseline: baseline('restic, same pair', restic, share),
+      goal: { op: '<=', value: 4 },
+    },
+    {
+      measure: 'stored by 2nd backup / 1st (--json "stored")',
+      unit: '%',
+      strongbox: 100 * reported,
+      baseline: baseline('restic, repository growth', restic, share),
+      goal: { op: '<=', value: 4 },
+    },
+  ];
+}
+
+export function rows(results: Results): Row[] {
+  return [chunkerRow(results), ...ingestRows(results), ...memoryRows(results), ...storedRows(results)];
+}

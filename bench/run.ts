@@ -1,0 +1,90 @@
+import { existsSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { measureChunker } from './chunker.ts';
+import { ageRecipient, pgDump, restic, strongbox, twoBackups, zstdAge } from './contenders.ts';
+import { ensureDataset, type Dataset } from './dataset.ts';
+import { fileSize, warmFile } from './files.ts';
+import { formatTable, judge } from './report.ts';
+import { rows, type Outcome, type Results } from './rows.ts';
+import { missingBaselines, missingRequirements, SETUP_HINT } from './tools.ts';
+
+const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+const cacheDir = path.join(repoRoot, '.bench-cache');
+const sqlDir = path.resolve(repoRoot, '../shared/bench');
+const cli = path.join(repoRoot, 'dist/cli/main.js');
+
+const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+
+function scaleFromEnv(): string {
+  const scale = process.env.BENCH_SCALE ?? '10';
+  if (!(Number(scale) > 0)) throw new Error(`BENCH_SCALE must be a positive number, not ${scale}`);
+  return scale;
+}
+
+function checkPrerequisites(): void {
+  const missing = missingRequirements();
+  if (missing.length > 0) throw new Error(`missing ${missing.join(', ')}: ${SETUP_HINT}`);
+  if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build (npm run bench does)`);
+}
+
+/** Runs `measure` unless one of `programs` is missing, which the table then reports. */
+async function ifInstalled<T>(programs: string[], measure: () => Promise<T>): Promise<Outcome<T>> {
+  const missing = missingBaselines(programs);
+  return missing ? { missing } : { ok: await measure() };
+}
+
+async function measureAll(dataset: Dataset, workDir: string): Promise<Results> {
+  log('reading both dumps once, so every contender finds them in the page cache');
+  await warmFile(dataset.before);
+  await warmFile(dataset.after);
+  log('chunker');
+  const chunker = await measureChunker(dataset.before);
+  log('pg_dump');
+  const pgDumpRun = await pgDump(dataset);
+  log('strongbox: two backups');
+  const strongboxRuns = await twoBackups(strongbox(cli, workDir), dataset);
+  log('restic: two backups');
+  const resticRuns = await ifInstalled(['restic'], () => twoBackups(restic(workDir), dataset));
+  log('zstd | age');
+  const zstdAgeRun = await ifInstalled(['zstd', 'age', 'age-keygen'], async () =>
+    zstdAge(dataset.before, await ageRecipient(cacheDir)),
+  );
+  return {
+    dumpBytes: { before: await fileSize(dataset.before), after: await fileSize(dataset.after) },
+    chunker,
+    pgDump: pgDumpRun,
+    strongbox: strongboxRuns,
+    restic: resticRuns,
+    zstdAge: zstdAgeRun,
+  };
+}
+
+async function main(): Promise<void> {
+  checkPrerequisites();
+  const scale = scaleFromEnv();
+  await mkdir(cacheDir, { recursive: true });
+  const dataset = await ensureDataset(cacheDir, scale, sqlDir, log);
+  const workDir = path.join(cacheDir, 'run');
+  await rm(workDir, { recursive: true, force: true });
+  await mkdir(workDir);
+  let results: Results;
+  try {
+    results = await measureAll(dataset, workDir);
+  } finally {
+    await rm(workDir, { recursive: true, force: true });
+  }
+  const judged = rows(results).map(judge);
+  const machine = { cpus: os.cpus().length, node: process.version };
+  const report = { date: new Date().toISOString(), scale, machine, rows: judged, results };
+  await writeFile(path.join(cacheDir, 'results.json'), JSON.stringify(report, null, 2) + '\n');
+  process.stdout.write(`strongbox benchmark, scale ${scale}, ${report.date}\n\n${formatTable(judged)}\n`);
+  log(`written to ${path.relative(process.cwd(), path.join(cacheDir, 'results.json'))}`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exitCode = 1;
+});
