@@ -10,10 +10,10 @@ function chunkAll(data: Uint8Array, pieceSize: number, chunkerParams = params): 
   const chunker = new Chunker(chunkerParams, gear);
   const chunks: Buffer[] = [];
   for (let at = 0; at < data.length; at += pieceSize) {
-    for (const chunk of chunker.push(data.subarray(at, at + pieceSize))) chunks.push(Buffer.from(chunk));
+    for (const chunk of chunker.push(data.subarray(at, at + pieceSize))) chunks.push(Buffer.from(chunk.data));
   }
   const last = chunker.cut();
-  if (last) chunks.push(Buffer.from(last));
+  if (last) chunks.push(Buffer.from(last.data));
   return chunks;
 }
 
@@ -80,10 +80,11 @@ describe('FastCDC', () => {
     for (let at = 0; at < data.length; at += reused.length) {
       const piece = data.subarray(at, at + reused.length);
       reused.set(piece);
-      for (const chunk of chunker.push(reused.subarray(0, piece.length))) chunks.push(Buffer.from(chunk));
+      for (const chunk of chunker.push(reused.subarray(0, piece.length)))
+        chunks.push(Buffer.from(chunk.data));
       reused.fill(0xee);
     }
-    chunks.push(Buffer.from(chunker.cut()!));
+    chunks.push(Buffer.from(chunker.cut()!.data));
     expect(Buffer.concat(chunks).equals(data)).toBe(true);
   });
 
@@ -92,11 +93,11 @@ describe('FastCDC', () => {
     const first = seededBytes('a', 5000);
     expect(chunker.push(first)).toEqual([]);
     const forced = chunker.cut();
-    expect(Buffer.from(forced!).equals(first)).toBe(true);
+    expect(Buffer.from(forced!.data).equals(first)).toBe(true);
     expect(chunker.cut()).toBeUndefined();
     // After a forced cut the next chunk starts fresh: same cuts as chunking the rest alone.
     const rest = seededBytes('b', 200_000);
-    const continued = [...chunker.push(rest).map((chunk) => chunk.length), chunker.cut()!.length];
+    const continued = [...chunker.push(rest).map((chunk) => chunk.data.length), chunker.cut()!.data.length];
     expect(continued).toEqual(sizes(chunkAll(rest, rest.length)));
   });
 

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { gearTable } from '../src/chunking/fastcdc.ts';
-import { sketch } from '../src/chunking/similarity.ts';
+import { Chunker, gearTable } from '../src/chunking/fastcdc.ts';
+import { seededBytes } from './helpers/data.ts';
 import { decodeDelta, encodeDelta } from '../src/compression/delta.ts';
 import { deriveSubkey } from '../src/crypto/kdf.ts';
 import { recipientTag } from '../src/crypto/key-wrap.ts';
@@ -36,10 +36,15 @@ describe('docs/FORMAT.md test vectors', () => {
     expect(decodeDelta(base, delta).equals(target)).toBe(true);
   });
 
-  it('computes the documented sketch', () => {
-    const data = Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7919) % 251));
-    expect(sketch(data)).toEqual([
-      1476849280, 3444459451, 3554651420, 3045577179, 1892904275, 3772718079, 1892372283, 1888115169,
+  it('computes the documented sketch of the first FastCDC vector chunk', () => {
+    const chunker = new Chunker(
+      { min: 2048, avg: 8192, max: 32768 },
+      gearTable(Buffer.from('strongbox test seed')),
+    );
+    const [first] = chunker.push(seededBytes('strongbox fastcdc vector', 1 << 20));
+    expect(first!.data.length).toBe(9216);
+    expect(first!.sketch).toEqual([
+      2086421588, 2724401372, 1860194788, 3787221403, 2370097256, 529631443, 858180235, 4180048590,
     ]);
   });
 });

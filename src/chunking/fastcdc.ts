@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { sketchFromCandidates } from './similarity.ts';
 
 /**
  * FastCDC content-defined chunking (Xia et al., 2016/2020): a gear rolling hash, cut-point
@@ -19,6 +20,18 @@ export const DEFAULT_CHUNKER_PARAMS: ChunkerParams = { min: 16 * 1024, avg: 64 *
 
 /** Two extra mask bits below the average size and two fewer above it: FastCDC's normalization level 2. */
 const NORMALIZATION = 2;
+/** Sketch candidates expected in a chunk of average size; the sketch keeps the 8 best. */
+const EXPECTED_CANDIDATES = 32;
+/** Room for candidates; a maximum-size chunk expects about (max - min) / (avg - min) · 32 of them. */
+const CANDIDATE_CAPACITY = 4096;
+/** XOR with this maps unsigned order onto signed order, so one signed comparison tests a rank. */
+const BIAS = 0x80000000 | 0;
+
+/** A chunk and its resemblance sketch (docs/FORMAT.md, "Deltas"). */
+export interface Chunk {
+  data: Uint8Array;
+  sketch: number[];
+}
 
 export function validateChunkerParams(params: ChunkerParams): void {
   const { min, avg, max } = params;
@@ -54,6 +67,8 @@ function topBitsMask(bits: number): number {
  * Streaming chunker: push buffers in, take complete chunks out. `cut()` forces a boundary at the
  * current position (sources use it at record ends).
  *
+ * Each chunk comes with its resemblance sketch, gathered from the same hash that finds the cuts.
+ *
  * Chunks are views, valid until the next call to `push()` or `cut()`: of the input when a chunk
  * lies inside it, else of one of two internal buffers that alternate (one holds the chunk being
  * returned, the other collects the next one). The chunker keeps no reference to an input after
@@ -71,6 +86,12 @@ export class Chunker {
   private carryIndex: 0 | 1 = 0;
   private pendingLength = 0;
   private hash = 0;
+  /** Sketch candidates of the current chunk: their ranks (gear hashes) and window end positions. */
+  private readonly candidateRanks = new Int32Array(CANDIDATE_CAPACITY);
+  private readonly candidateEnds = new Int32Array(CANDIDATE_CAPACITY);
+  private candidates = 0;
+  /** Signed form of the highest rank that makes a window a sketch candidate. */
+  private readonly candidateLimit: number;
 
   constructor(params: ChunkerParams, gear: Int32Array) {
     validateChunkerParams(params);
@@ -82,11 +103,18 @@ export class Chunker {
     this.maskStrict = topBitsMask(bits + NORMALIZATION);
     this.maskLoose = topBitsMask(bits - NORMALIZATION);
     this.carry = [new Uint8Array(params.max), new Uint8Array(params.max)];
+    // Every cut point must rank below the limit, so that cuts are found inside the candidate branch.
+    const everyCut = 2 ** (32 - (bits - NORMALIZATION));
+    const limit = Math.min(
+      2 ** 32 - 1,
+      Math.max(everyCut, Math.floor((2 ** 32 * EXPECTED_CANDIDATES) / (params.avg - params.min))),
+    );
+    this.candidateLimit = (limit ^ BIAS) | 0;
   }
 
   /** Feeds `data` and returns the chunks it completed, in order. */
-  push(data: Uint8Array): Uint8Array[] {
-    const chunks: Uint8Array[] = [];
+  push(data: Uint8Array): Chunk[] {
+    const chunks: Chunk[] = [];
     let start = 0;
     while (start < data.length) {
       const end = this.findCut(data, start);
@@ -102,22 +130,24 @@ export class Chunker {
   }
 
   /** Ends the current chunk here, if it has any bytes. */
-  cut(): Uint8Array | undefined {
+  cut(): Chunk | undefined {
     if (this.pendingLength === 0) return undefined;
     return this.takeChunk(new Uint8Array(0));
   }
 
-  private takeChunk(tail: Uint8Array): Uint8Array {
-    let chunk = tail;
+  private takeChunk(tail: Uint8Array): Chunk {
+    let data = tail;
     if (this.pendingLength > 0) {
       const carried = this.carry[this.carryIndex];
       carried.set(tail, this.pendingLength);
-      chunk = carried.subarray(0, this.pendingLength + tail.length);
+      data = carried.subarray(0, this.pendingLength + tail.length);
       this.carryIndex = this.carryIndex === 0 ? 1 : 0;
     }
+    const sketch = sketchFromCandidates(data, this.candidateRanks, this.candidateEnds, this.candidates);
     this.pendingLength = 0;
     this.hash = 0;
-    return chunk;
+    this.candidates = 0;
+    return { data, sketch };
   }
 
   /**
@@ -135,18 +165,43 @@ export class Chunker {
       if (i >= data.length) return -1;
     }
     let hash = this.hash;
+    let candidates = this.candidates;
+    const ranks = this.candidateRanks;
+    const ends = this.candidateEnds;
+    const limit = this.candidateLimit;
+    // Cut points rank below the candidate limit, so the cut test lives inside the rare branch:
+    // the common path is one comparison per byte.
     const strictEnd = Math.min(data.length, chunkStart + this.avg);
     const maskStrict = this.maskStrict;
     for (; i < strictEnd; i++) {
       hash = ((hash << 1) + gear[data[i]!]!) | 0;
-      if ((hash & maskStrict) === 0) return i + 1;
+      if ((hash ^ BIAS) < limit) {
+        if ((hash & maskStrict) === 0) {
+          this.candidates = candidates;
+          return i + 1;
+        }
+        if (candidates < CANDIDATE_CAPACITY) {
+          ranks[candidates] = hash;
+          ends[candidates++] = i - chunkStart;
+        }
+      }
     }
     const looseEnd = Math.min(data.length, chunkStart + this.max);
     const maskLoose = this.maskLoose;
     for (; i < looseEnd; i++) {
       hash = ((hash << 1) + gear[data[i]!]!) | 0;
-      if ((hash & maskLoose) === 0) return i + 1;
+      if ((hash ^ BIAS) < limit) {
+        if ((hash & maskLoose) === 0) {
+          this.candidates = candidates;
+          return i + 1;
+        }
+        if (candidates < CANDIDATE_CAPACITY) {
+          ranks[candidates] = hash;
+          ends[candidates++] = i - chunkStart;
+        }
+      }
     }
+    this.candidates = candidates;
     if (i === chunkStart + this.max) return i;
     this.hash = hash;
     return -1;

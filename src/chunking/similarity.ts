@@ -1,61 +1,33 @@
 /**
  * Resemblance sketches, for finding a stored chunk that a new chunk can be delta-encoded against.
  *
- * Design: bottom-k min-hash (k = 8) over every 32-byte window, ranked by a gear rolling hash.
- * Why this rather than super-features (Shilane et al. 2012; Finesse; Odess):
- *  - Speed. It runs on every new chunk on the main thread, and in V8 a gear hash over every byte
- *    is already about 1 GB/s per dependency chain. Bottom-k adds only a comparison per byte:
- *    windows whose rank has its top 9 bits zero go to a small buffer, and the k smallest are
- *    picked from those afterwards. Super-features need N independent transforms per byte (or
- *    per sampled anchor, after a gear pass that costs as much as all of this). Two lanes (the
- *    two halves of the chunk) break the add-per-byte dependency chain and roughly double speed.
- *  - Graceful degradation. A super-feature matches only if all of its 3-4 features do, so its
- *    hit rate falls off steeply when chunks share, say, 60% of their content (shifted chunk
- *    boundaries); each bottom-k value matches with probability about the Jaccard similarity of
- *    the two window sets, and the count of shared values ranks candidate bases.
- *  - Robustness to boilerplate. Windows repeated across a whole table (column separators, JSON
- *    keys) are one element each of a set of tens of thousands of distinct windows per chunk,
- *    so they rarely reach the k smallest; the index still requires two shared values.
- * Ranks use the gear hash itself, but the k smallest ranks carry only ~19 bits of entropy, so
- * each reported value is a separate 32-bit hash of the window's bytes: a chance collision
- * between unrelated chunks then costs about k²/2³² per pair, not k²/2¹⁹.
- * The gear table is fixed and independent of the chunker's: the chunker cuts where its own gear
- * hash is small, so sharing its table would pull every sketch toward chunk ends. Being unkeyed,
- * sketches reveal content equality to anyone who reads them: keep them in encrypted metadata.
- * The definition (see sketch()) is persisted in repository indexes: changing any constant here
- * makes old and new sketches incomparable.
+ * Design: a bottom-k min-hash (k = 8) over the chunk's 32-byte windows, ranked by the chunker's
+ * own gear hash. The chunker computes that hash for every byte past the minimum chunk size
+ * anyway, and every cut point ranks below the candidate threshold (a cut needs the hash's top
+ * bits to be zero), so one comparison per byte serves both: sketches cost the backup almost
+ * nothing, where a separate pass cost a quarter of a core. Because the gear table is derived
+ * from the repository secret, sketches are keyed too.
+ *
+ * Why bottom-k rather than super-features (Shilane et al. 2012; Finesse; Odess): a super-feature
+ * matches only when all of its features match, so it falls off steeply as the shared fraction
+ * drops (chunks with shifted boundaries), while bottom-k values match with a probability close
+ * to the share of common windows, and the number of shared values tells SimilarityIndex which
+ * candidate is closest. Windows repeated across a whole table (separators, JSON keys) rarely
+ * crowd the sketch out: a 64 KiB chunk has tens of thousands of distinct windows.
+ *
+ * The reported values are not the ranks (the k smallest ranks carry only ~19 bits) but a 32-bit
+ * hash of each chosen window's bytes, so unrelated chunks collide with probability ~k²/2³².
  */
-import { createHash } from 'node:crypto';
 
-/** Number of values in a sketch (fewer only for chunks with fewer distinct 32-byte windows). */
+/** Number of values in a sketch (fewer for chunks with fewer candidate windows). */
 export const SKETCH_SIZE = 8;
-/** The gear hash at position i depends on bytes i-31..i: one bit of shift per byte. */
-const WINDOW = 32;
-/** Shorter inputs take the exact path: the fast path expects only n/512 candidates. */
-const FAST_MIN = 8192;
-/** Room for fast-path candidates: enough for chunks up to about 2 MiB. */
-const CAPACITY = 4096;
+/** The gear hash at a position depends on the 32 bytes ending there. */
+export const SKETCH_WINDOW = 32;
 
-const GEAR: Int32Array = (() => {
-  const table = new Int32Array(256);
-  for (let i = 0; i < 256; i++) {
-    table[i] = createHash('sha256')
-      .update('strongbox similarity sketch v1')
-      .update(Uint8Array.of(i))
-      .digest()
-      .readInt32LE(0);
-  }
-  return table;
-})();
-
-// Scratch space for the fast path (sketch() is synchronous, so one set serves every call).
-const candidateHash = new Int32Array(CAPACITY);
-const candidateEnd = new Int32Array(CAPACITY);
-
-/** FNV-1a over the window ending at `end` (inclusive), then the murmur3 finalizer. */
-function windowHash(data: Uint8Array, end: number): number {
+/** FNV-1a over the 32-byte window ending at `end` (inclusive), then the murmur3 finalizer. */
+export function windowHash(data: Uint8Array, end: number): number {
   let x = 0x811c9dc5;
-  for (let i = end - WINDOW + 1; i <= end; i++) x = Math.imul(x ^ data[i]!, 0x01000193);
+  for (let i = end - SKETCH_WINDOW + 1; i <= end; i++) x = Math.imul(x ^ data[i]!, 0x01000193);
   x ^= x >>> 16;
   x = Math.imul(x, 0x85ebca6b);
   x ^= x >>> 13;
@@ -65,134 +37,30 @@ function windowHash(data: Uint8Array, end: number): number {
 }
 
 /**
- * Resemblance sketch of `data`: up to SKETCH_SIZE distinct uint32 values (fewer when the data
- * has fewer distinct 32-byte windows; none when it is shorter than 32 bytes). Chunks that share
- * a fraction J of their windows share about J·SKETCH_SIZE values. The order carries no meaning.
- *
- * Precisely: rank every window ending at i = 31..n-1 by its gear hash as an unsigned number;
- * among the windows of each rank keep the first; take the SKETCH_SIZE smallest ranks; report
- * windowHash of each, dropping repeats.
+ * The sketch of `chunk` from its candidate windows: `ranks[i]` (a gear hash, compared as
+ * unsigned) of the window ending at `ends[i]`. Takes the SKETCH_SIZE smallest distinct ranks
+ * (the first window of each rank) and reports the window hash of each, without repeats.
  */
-export function sketch(data: Uint8Array): number[] {
-  const ends = (data.length >= FAST_MIN && fastBottomK(data)) || exactBottomK(data);
+export function sketchFromCandidates(
+  chunk: Uint8Array,
+  ranks: Int32Array,
+  ends: Int32Array,
+  count: number,
+): number[] {
+  const order = Array.from({ length: count }, (_, k) => k);
+  order.sort((x, y) => (ranks[x]! >>> 0) - (ranks[y]! >>> 0) || ends[x]! - ends[y]!);
   const values: number[] = [];
-  for (const end of ends) {
-    const value = windowHash(data, end);
+  let distinctRanks = 0;
+  let lastRank = -1;
+  for (const k of order) {
+    const rank = ranks[k]! >>> 0;
+    if (rank === lastRank) continue;
+    lastRank = rank;
+    const value = windowHash(chunk, ends[k]!);
     if (!values.includes(value)) values.push(value);
+    if (++distinctRanks === SKETCH_SIZE) break;
   }
   return values;
-}
-
-/**
- * The hot path. Only windows whose rank has its top 9 bits zero (1 in 512, so 128 expected in
- * 64 KiB) are candidates; if they include SKETCH_SIZE distinct ranks and none were dropped for
- * lack of room, those are exactly the smallest ranks. Otherwise (short, huge or repetitive data)
- * returns undefined and the caller takes the exact path.
- * Speed notes, measured in V8 on 64 KiB chunks: two lanes (first and second half) break the gear
- * hash's one-add-per-byte dependency chain (~1.0 -> 2.0 GB/s for the bare loop); no call in the
- * loop keeps everything in registers; the test must be against a literal constant (`h & C`
- * with C a variable, or even `h < limit`, is 20-40% slower); unrolling by two gains 30%.
- */
-function fastBottomK(data: Uint8Array): number[] | undefined {
-  const n = data.length;
-  const half = n >>> 1;
-  const offset = half - (WINDOW - 1);
-  let a = 0;
-  let b = 0;
-  let count = 0;
-  for (let i = 0; i < WINDOW - 1; i++) {
-    a = ((a << 1) + GEAR[data[i]!]!) | 0;
-    b = ((b << 1) + GEAR[data[i + offset]!]!) | 0;
-  }
-  // Lane a ranks windows ending at 31 .. half-1, lane b those ending at half .. n-1, two bytes
-  // per iteration (unrolling gains about 30%). -0x800000 is 0xff800000, the candidate test,
-  // spelled out so that V8 sees a constant.
-  let i = WINDOW - 1;
-  let j = half;
-  for (; i + 1 < half; i += 2, j += 2) {
-    a = ((a << 1) + GEAR[data[i]!]!) | 0;
-    b = ((b << 1) + GEAR[data[j]!]!) | 0;
-    if ((a & -0x800000) === 0 && count < CAPACITY) {
-      candidateHash[count] = a;
-      candidateEnd[count++] = i;
-    }
-    if ((b & -0x800000) === 0 && count < CAPACITY) {
-      candidateHash[count] = b;
-      candidateEnd[count++] = j;
-    }
-    a = ((a << 1) + GEAR[data[i + 1]!]!) | 0;
-    b = ((b << 1) + GEAR[data[j + 1]!]!) | 0;
-    if ((a & -0x800000) === 0 && count < CAPACITY) {
-      candidateHash[count] = a;
-      candidateEnd[count++] = i + 1;
-    }
-    if ((b & -0x800000) === 0 && count < CAPACITY) {
-      candidateHash[count] = b;
-      candidateEnd[count++] = j + 1;
-    }
-  }
-  if (i < half) {
-    a = ((a << 1) + GEAR[data[i]!]!) | 0;
-    if ((a & -0x800000) === 0 && count < CAPACITY) {
-      candidateHash[count] = a;
-      candidateEnd[count++] = i;
-    }
-  }
-  for (; j < n; j++) {
-    b = ((b << 1) + GEAR[data[j]!]!) | 0;
-    if ((b & -0x800000) === 0 && count < CAPACITY) {
-      candidateHash[count] = b;
-      candidateEnd[count++] = j;
-    }
-  }
-  // A full buffer may have dropped candidates, so it proves nothing.
-  if (count === CAPACITY || count < SKETCH_SIZE) return undefined;
-  const ranks: number[] = [];
-  const ends: number[] = [];
-  for (let k = 0; k < count; k++) {
-    const rank = candidateHash[k]!; // top bit clear, so signed order is unsigned order
-    const end = candidateEnd[k]!;
-    if (ranks.length === SKETCH_SIZE && rank > ranks[SKETCH_SIZE - 1]!) continue;
-    let at = ranks.length;
-    while (at > 0 && ranks[at - 1]! > rank) at--;
-    if (at > 0 && ranks[at - 1] === rank) {
-      // The lanes interleave, so the first window of a rank is the one ending earliest.
-      if (end < ends[at - 1]!) ends[at - 1] = end;
-      continue;
-    }
-    ranks.splice(at, 0, rank);
-    ends.splice(at, 0, end);
-    if (ranks.length > SKETCH_SIZE) {
-      ranks.pop();
-      ends.pop();
-    }
-  }
-  return ranks.length === SKETCH_SIZE ? ends : undefined;
-}
-
-/** The reference definition, one window at a time; used for short and repetitive inputs. */
-function exactBottomK(data: Uint8Array): number[] {
-  const n = data.length;
-  const ranks: number[] = [];
-  const ends: number[] = [];
-  const gear = GEAR;
-  let h = 0;
-  for (let i = 0; i < n; i++) {
-    h = ((h << 1) + gear[data[i]!]!) | 0;
-    if (i < WINDOW - 1) continue;
-    const rank = h >>> 0;
-    if (ranks.length === SKETCH_SIZE && rank >= ranks[SKETCH_SIZE - 1]!) continue;
-    let at = ranks.length;
-    while (at > 0 && ranks[at - 1]! > rank) at--;
-    if (at > 0 && ranks[at - 1] === rank) continue; // a repeated window (or a gear collision): keep the first
-    ranks.splice(at, 0, rank);
-    ends.splice(at, 0, i);
-    if (ranks.length > SKETCH_SIZE) {
-      ranks.pop();
-      ends.pop();
-    }
-  }
-  return ends;
 }
 
 export interface SimilarityIndexOptions {

@@ -1,5 +1,5 @@
 import os from 'node:os';
-import { Chunker } from '../chunking/fastcdc.ts';
+import { Chunker, type Chunk } from '../chunking/fastcdc.ts';
 import { BlobType } from '../repository/blob.ts';
 import { BlobWriter } from '../repository/blob-writer.ts';
 import type { Repository } from '../repository/repository.ts';
@@ -134,8 +134,8 @@ class RepositorySink implements ContentSink {
     const chunker = new Chunker(this.repository.config.chunker, this.repository.gear);
     const blobs: string[] = [];
     let size = 0;
-    const save = async (chunk: Uint8Array | undefined) => {
-      if (chunk) blobs.push((await this.writer.save(BlobType.data, chunk)).id);
+    const save = async (chunk: Chunk | undefined) => {
+      if (chunk) blobs.push((await this.writer.save(BlobType.data, chunk.data, chunk.sketch)).id);
     };
     for await (const piece of content) {
       if (piece === CHUNK_BOUNDARY) {

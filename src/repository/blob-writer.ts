@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { sketch as resemblanceSketch, SimilarityIndex } from '../chunking/similarity.ts';
+import { SimilarityIndex } from '../chunking/similarity.ts';
 import { StrongboxError } from '../errors.ts';
 import { BlobType, packName, type BlobTypeValue, type PackRecord } from './blob.ts';
 import type { IndexedPackRecord } from './master-index.ts';
@@ -55,9 +55,10 @@ export class BlobWriter {
   readonly stats: WriteStats = { newBlobs: 0, newRawBytes: 0, deltaBlobs: 0, storedBytes: 0, packs: 0 };
   private readonly slots: WorkerSlot[];
   private readonly inFlight = new Set<string>();
-  private readonly sketches = new Map<string, number[]>();
   private readonly similarity = new SimilarityIndex();
   private readonly deltas: boolean;
+  /** Sketches of blobs on their way to a pack, recorded in the index once the pack is durable. */
+  private readonly sketches = new Map<string, number[]>();
   private unindexed: IndexedPackRecord[] = [];
   /** Bytes of blobs handed to workers and not yet packed. */
   private queuedBytes = 0;
@@ -131,17 +132,23 @@ export class BlobWriter {
     }
   }
 
-  /** Saves `data` as a blob of `type`; returns its id and whether it was new to the repository. */
-  async save(type: BlobTypeValue, data: Uint8Array): Promise<{ id: string; isNew: boolean }> {
+  /**
+   * Saves `data` as a blob of `type`; returns its id and whether it was new to the repository.
+   * A data chunk's resemblance `sketch` lets it be stored as a delta of a similar stored blob.
+   */
+  async save(
+    type: BlobTypeValue,
+    data: Uint8Array,
+    sketch?: number[],
+  ): Promise<{ id: string; isNew: boolean }> {
     this.throwIfFailed();
     const id = this.repository.blobId(data);
     if (this.repository.index.has(id) || this.inFlight.has(id)) return { id, isNew: false };
     this.inFlight.add(id);
     let delta: { id: string; data: Uint8Array } | undefined;
-    if (type === BlobType.data) {
-      const sketch = resemblanceSketch(data);
-      if (sketch.length > 0) this.sketches.set(id, sketch);
-      const base = this.deltas && sketch.length > 0 ? this.similarity.findBase(sketch) : undefined;
+    if (type === BlobType.data && sketch && sketch.length > 0) {
+      this.sketches.set(id, sketch);
+      const base = this.deltas && this.similarity.size > 0 ? this.similarity.findBase(sketch) : undefined;
       if (base) delta = { id: base, data: await this.repository.readBlob(base) };
     }
     const slot = this.slots[this.next++ % this.slots.length]!;
@@ -230,7 +237,7 @@ export class BlobWriter {
     for (const blob of record.blobs) {
       const sketch = this.sketches.get(blob.id);
       this.sketches.delete(blob.id);
-      // Deltas are never bases themselves, so restores never follow chains.
+      // Only blobs stored whole keep sketches: deltas are never bases, so reads never follow chains.
       if (sketch && !blob.base) {
         sketches.set(blob.id, sketch);
         if (this.deltas) this.similarity.add(blob.id, sketch);

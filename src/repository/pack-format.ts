@@ -79,7 +79,7 @@ export class PackBuilder {
    * Adds a blob. With `delta`, the blob is stored as a compressed delta against that base when
    * it comes out smaller than the blob compressed on its own.
    */
-  add(id: Uint8Array, type: BlobTypeValue, data: Uint8Array, delta?: DeltaBase): void {
+  add(id: Uint8Array, type: BlobTypeValue, data: Uint8Array, delta?: DeltaBase): PackBlobEntry {
     let stored: Uint8Array = data;
     let compression: PackBlobEntry['compression'] = Compression.none;
     let base: string | undefined;
@@ -113,6 +113,7 @@ export class PackBuilder {
     if (base) entry.base = base;
     this.entries.push(entry);
     this.rawBytes += data.length;
+    return entry;
   }
 
   /** Seals the table and returns the pack: a view of a buffer that belongs to this pack alone. */

@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import type { BlobTypeValue } from './blob.ts';
+import type { BlobTypeValue, PackRecord } from './blob.ts';
 import { PackBuilder, type DeltaBase } from './pack-format.ts';
 
 /**
@@ -30,7 +30,7 @@ export type ToWorker =
 
 export type FromWorker =
   | { kind: 'consumed'; bytes: number; buffer: ArrayBuffer }
-  | { kind: 'pack'; bytes: Uint8Array; record: import('./blob.ts').PackRecord; rawBytes: number }
+  | { kind: 'pack'; bytes: Uint8Array; record: PackRecord; rawBytes: number }
   | { kind: 'flushed' }
   | { kind: 'failed'; message: string; stack?: string };
 
