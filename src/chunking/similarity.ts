@@ -19,6 +19,9 @@
  * hash of each chosen window's bytes, so unrelated chunks collide with probability ~k²/2³².
  */
 
+/** An unused slot of the similarity table. */
+const EMPTY = -1;
+
 /** Number of values in a sketch (fewer for chunks with fewer candidate windows). */
 export const SKETCH_SIZE = 8;
 /** The gear hash at a position depends on the 32 bytes ending there. */
@@ -76,12 +79,20 @@ export interface SimilarityIndexOptions {
 }
 
 /**
- * In-memory map from sketch values to the ids of chunks that have them. Memory is bounded per
- * value (the most recent `maxIdsPerValue` ids), so a window common to many chunks costs no
- * more than a rare one. Total memory grows with the number of distinct values added.
+ * In-memory map from sketch values to the ids (small integers: index positions) of chunks that
+ * have them, as an open-addressing table in typed arrays: it holds a value for every chunk stored
+ * whole in the repository, so each entry costs 12 bytes rather than a map entry and an array.
+ * Each value keeps its `maxIdsPerValue` newest ids, so a window common to many chunks costs no
+ * more than a rare one.
  */
 export class SimilarityIndex {
-  private readonly byValue = new Map<number, string[]>();
+  private keys = new Uint32Array(1024);
+  private ids = new Int32Array(1024).fill(EMPTY);
+  /** When each entry was added or refreshed: newer ids win ties and outlive older ones. */
+  private ages = new Uint32Array(1024);
+  private entries = 0;
+  private distinctValues = 0;
+  private clock = 0;
   private readonly minShared: number;
   private readonly maxIdsPerValue: number;
 
@@ -97,20 +108,38 @@ export class SimilarityIndex {
 
   /** Number of distinct sketch values held. */
   get size(): number {
-    return this.byValue.size;
+    return this.distinctValues;
   }
 
-  add(id: string, sketch: number[]): void {
+  add(id: number, sketch: readonly number[]): void {
     for (const value of new Set(sketch)) {
-      let ids = this.byValue.get(value);
-      if (!ids) {
-        ids = [];
-        this.byValue.set(value, ids);
+      const age = ++this.clock;
+      const mask = this.keys.length - 1;
+      let at = value & mask;
+      let held = 0;
+      let oldest = -1;
+      let refreshed = false;
+      for (; this.ids[at] !== EMPTY; at = (at + 1) & mask) {
+        if (this.keys[at] !== value) continue;
+        if (this.ids[at] === id) {
+          this.ages[at] = age;
+          refreshed = true;
+          break;
+        }
+        held++;
+        if (oldest < 0 || this.ages[at]! < this.ages[oldest]!) oldest = at;
       }
-      const at = ids.indexOf(id);
-      if (at >= 0) ids.splice(at, 1);
-      ids.push(id);
-      if (ids.length > this.maxIdsPerValue) ids.shift();
+      if (refreshed) continue;
+      if (held >= this.maxIdsPerValue) {
+        this.ids[oldest] = id;
+        this.ages[oldest] = age;
+        continue;
+      }
+      if (held === 0) this.distinctValues++;
+      this.keys[at] = value;
+      this.ids[at] = id;
+      this.ages[at] = age;
+      if (++this.entries * 10 > this.keys.length * 7) this.grow();
     }
   }
 
@@ -119,26 +148,46 @@ export class SimilarityIndex {
    * min(minShared, distinct values in `sketch`). Ties go to the id found first, looking at the
    * query's values in order and at each value's ids newest first.
    */
-  findBase(sketch: number[]): string | undefined {
+  findBase(sketch: readonly number[]): number | undefined {
     const values = new Set(sketch);
     const required = Math.min(this.minShared, values.size);
     if (required === 0) return undefined;
-    const counts = new Map<string, number>();
-    let bestId: string | undefined;
+    const counts = new Map<number, number>();
+    let best: number | undefined;
     let bestCount = 0;
+    const mask = this.keys.length - 1;
     for (const value of values) {
-      const ids = this.byValue.get(value);
-      if (!ids) continue;
-      for (let i = ids.length - 1; i >= 0; i--) {
-        const id = ids[i]!;
+      const holders: number[] = [];
+      for (let at = value & mask; this.ids[at] !== EMPTY; at = (at + 1) & mask) {
+        if (this.keys[at] === value) holders.push(at);
+      }
+      holders.sort((a, b) => this.ages[b]! - this.ages[a]!);
+      for (const at of holders) {
+        const id = this.ids[at]!;
         const count = (counts.get(id) ?? 0) + 1;
         counts.set(id, count);
         if (count > bestCount) {
           bestCount = count;
-          bestId = id;
+          best = id;
         }
       }
     }
-    return bestCount >= required ? bestId : undefined;
+    return bestCount >= required ? best : undefined;
+  }
+
+  private grow(): void {
+    const { keys, ids, ages } = this;
+    this.keys = new Uint32Array(keys.length * 2);
+    this.ids = new Int32Array(keys.length * 2).fill(EMPTY);
+    this.ages = new Uint32Array(keys.length * 2);
+    const mask = this.keys.length - 1;
+    for (let from = 0; from < keys.length; from++) {
+      if (ids[from] === EMPTY) continue;
+      let at = keys[from]! & mask;
+      while (this.ids[at] !== EMPTY) at = (at + 1) & mask;
+      this.keys[at] = keys[from]!;
+      this.ids[at] = ids[from]!;
+      this.ages[at] = ages[from]!;
+    }
   }
 }

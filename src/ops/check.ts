@@ -83,14 +83,14 @@ class Checker {
     progress('checking packs');
     const stored = new Map<string, number>();
     for await (const object of backend.list('data/')) stored.set(object.name, object.size);
-    for (const pack of this.repository.index.packIds()) {
+    for (const pack of this.repository.index.packIdList()) {
       const size = stored.get(packName(pack));
       const expected = this.repository.index.pack(pack)!.size;
       if (size === undefined) this.report(packName(pack), 'pack listed in the index is missing');
       else if (size !== expected)
         this.report(packName(pack), `pack is ${size} bytes, the index says ${expected}`);
     }
-    const indexedNames = new Set([...this.repository.index.packIds()].map(packName));
+    const indexedNames = new Set([...this.repository.index.packIdList()].map(packName));
     const unreferencedPacks = [...stored.keys()].filter((name) => !indexedNames.has(name)).length;
 
     progress('checking snapshots');
@@ -100,7 +100,7 @@ class Checker {
     let packsRead = 0;
     const fraction = this.options.readData ?? 0;
     if (fraction > 0 && this.repository.canRead) {
-      const packs = [...this.repository.index.packIds()].filter(
+      const packs = [...this.repository.index.packIdList()].filter(
         (pack) => stored.get(packName(pack)) === this.repository.index.pack(pack)!.size,
       );
       const chosen = fraction >= 1 ? packs : sample(packs, Math.max(1, Math.ceil(packs.length * fraction)));

@@ -26,8 +26,11 @@ export interface WriteStats {
   packs: number;
 }
 
-/** Packs whose entries are written to one index file at most; a crash loses at most this many packs' worth of index. */
-const PACKS_PER_INDEX_FILE = 64;
+/**
+ * Packs listed by one index file at most: their records wait in memory until it is written,
+ * and a crash leaves at most this many packs unindexed.
+ */
+const PACKS_PER_INDEX_FILE = 16;
 /** Messages to workers carry about this many bytes of blobs. */
 const BATCH_BYTES = 1024 * 1024;
 
@@ -91,11 +94,8 @@ export class BlobWriter {
       level: repository.config.compression.level,
     };
     this.slots = Array.from({ length: threads }, () => this.startWorker(workerOptions));
-    if (this.deltas) {
-      for (const [id, blob] of repository.index.entries()) {
-        if (blob.sketch && !blob.base) this.similarity.add(id, blob.sketch);
-      }
-    }
+    if (this.deltas)
+      for (const [slot, sketch] of repository.index.sketches()) this.similarity.add(slot, sketch);
   }
 
   private startWorker(options: PackWorkerOptions): WorkerSlot {
@@ -148,8 +148,11 @@ export class BlobWriter {
     let delta: { id: string; data: Uint8Array } | undefined;
     if (type === BlobType.data && sketch && sketch.length > 0) {
       this.sketches.set(id, sketch);
-      const base = this.deltas && this.similarity.size > 0 ? this.similarity.findBase(sketch) : undefined;
-      if (base) delta = { id: base, data: await this.repository.readBlob(base) };
+      const baseSlot = this.deltas && this.similarity.size > 0 ? this.similarity.findBase(sketch) : undefined;
+      if (baseSlot !== undefined) {
+        const base = this.repository.index.idAt(baseSlot);
+        delta = { id: base, data: await this.repository.readBlob(base) };
+      }
     }
     const slot = this.slots[this.next++ % this.slots.length]!;
     const bytes = data.length + (delta?.data.length ?? 0);
@@ -238,13 +241,13 @@ export class BlobWriter {
       const sketch = this.sketches.get(blob.id);
       this.sketches.delete(blob.id);
       // Only blobs stored whole keep sketches: deltas are never bases, so reads never follow chains.
-      if (sketch && !blob.base) {
-        sketches.set(blob.id, sketch);
-        if (this.deltas) this.similarity.add(blob.id, sketch);
-      }
+      if (sketch && !blob.base) sketches.set(blob.id, sketch);
     }
     const indexed: IndexedPackRecord = { ...record, keys: Buffer.from(record.keys), sketches };
     this.repository.index.addPack(indexed);
+    if (this.deltas) {
+      for (const [id, sketch] of sketches) this.similarity.add(this.repository.index.slotOf(id)!, sketch);
+    }
     for (const blob of record.blobs) this.inFlight.delete(blob.id);
     this.unindexed.push(indexed);
     if (this.unindexed.length >= PACKS_PER_INDEX_FILE) this.writeIndex();
