@@ -4,13 +4,19 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { SimilarityIndex } from '../chunking/similarity.ts';
 import { StrongboxError } from '../errors.ts';
-import { BlobType, packName, type BlobTypeValue, type PackRecord } from './blob.ts';
+import { BlobType, packName, type BlobTypeValue } from './blob.ts';
 import type { IndexedPackRecord } from './master-index.ts';
-import type { FromWorker, PackWorkerOptions, StoreItem, ToWorker } from './pack-worker.ts';
+import {
+  PackAssembler,
+  type FinishedPack,
+  type PackAssemblerOptions,
+  type StoreItem,
+} from './pack-assembler.ts';
+import type { FromWorker, ToWorker } from './pack-worker.ts';
 import type { Repository } from './repository.ts';
 
 export interface BlobWriterOptions {
-  /** Worker threads compressing and encrypting; defaults to the number of CPUs. */
+  /** Worker threads compressing and encrypting; defaults to one less than the CPUs, at least one. */
   threads?: number;
   /** Store changed chunks as deltas against similar stored ones (needs a full key). */
   deltas?: boolean;
@@ -77,28 +83,33 @@ export class BlobWriter {
   private failure: Error | undefined;
   private closing = false;
   private next = 0;
+  /** Packs blobs on this thread when the workers fall behind, rather than waiting for them. */
+  private readonly inline: PackAssembler;
 
   constructor(
     private readonly repository: Repository,
     options: BlobWriterOptions = {},
   ) {
-    const threads = Math.max(1, options.threads ?? os.availableParallelism());
+    // The main thread chunks and hashes, and packs too when the workers fall behind: one worker
+    // per remaining CPU keeps every core busy without threads competing for one.
+    const threads = Math.max(1, options.threads ?? os.availableParallelism() - 1);
     this.deltas = (options.deltas ?? true) && repository.canRead;
     // Enough queued for every worker to have its next batch ready, and no more: memory stays
     // bounded whatever the input size, and a slow storage slows the reader instead of piling up packs.
     this.queuedLimit = threads * 3 * BATCH_BYTES;
     this.batchCapacity = BATCH_BYTES + 2 * repository.config.chunker.max + 64;
-    const workerOptions: PackWorkerOptions = {
+    const assemblerOptions: PackAssemblerOptions = {
       recipients: [...repository.recipients],
       packSize: repository.config.packSize,
       level: repository.config.compression.level,
     };
-    this.slots = Array.from({ length: threads }, () => this.startWorker(workerOptions));
+    this.slots = Array.from({ length: threads }, () => this.startWorker(assemblerOptions));
+    this.inline = new PackAssembler(assemblerOptions);
     if (this.deltas)
       for (const [slot, sketch] of repository.index.sketches()) this.similarity.add(slot, sketch);
   }
 
-  private startWorker(options: PackWorkerOptions): WorkerSlot {
+  private startWorker(options: PackAssemblerOptions): WorkerSlot {
     const worker = startPackWorker(options);
     const slot: WorkerSlot = { worker, batch: [], batchBytes: 0, buffer: undefined, used: 0 };
     worker.on('message', (message: FromWorker) => this.onMessage(slot, message));
@@ -116,12 +127,16 @@ export class BlobWriter {
         if (this.spareBuffers.length < SPARE_BUFFERS && message.buffer.byteLength === this.batchCapacity)
           this.spareBuffers.push(message.buffer);
         this.queuedBytes -= message.bytes;
-        this.wakeIfRoom();
         break;
-      case 'pack':
-        this.pendingUploads++;
-        this.track(this.upload(slot, message.record, message.bytes));
+      case 'pack': {
+        // Structured cloning turns Buffers into plain Uint8Arrays.
+        const bytes = Buffer.from(message.bytes.buffer, message.bytes.byteOffset, message.bytes.length);
+        this.startUpload({ bytes, record: message.record, rawBytes: message.rawBytes }, (buffer) => {
+          if (!this.closing)
+            slot.worker.postMessage({ kind: 'recycle', buffer } satisfies ToWorker, [buffer]);
+        });
         break;
+      }
       case 'flushed':
         slot.flushed?.();
         slot.flushed = undefined;
@@ -154,6 +169,32 @@ export class BlobWriter {
         delta = { id: base, data: await this.repository.readBlob(base) };
       }
     }
+    // Storage is the bottleneck when uploads pile up: then the reader waits.
+    while (this.pendingUploads >= MAX_PENDING_UPLOADS && !this.failure) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    this.throwIfFailed();
+    this.stats.newBlobs++;
+    this.stats.newRawBytes += data.length;
+    if (this.queuedBytes > this.queuedLimit) {
+      // The workers are behind: pack this blob here instead of waiting for them.
+      const item: StoreItem = { id: Buffer.from(id, 'hex'), type, data };
+      if (delta) item.delta = delta;
+      const pack = this.inline.add(item);
+      if (pack) this.startUpload(pack, (buffer) => this.inline.recycle(Buffer.from(buffer)));
+    } else {
+      this.queue(id, type, data, delta);
+    }
+    return { id, isNew: true };
+  }
+
+  /** Copies a blob into the next worker's batch, sending the batch once it is full. */
+  private queue(
+    id: string,
+    type: BlobTypeValue,
+    data: Uint8Array,
+    delta: { id: string; data: Uint8Array } | undefined,
+  ): void {
     const slot = this.slots[this.next++ % this.slots.length]!;
     const bytes = data.length + (delta?.data.length ?? 0);
     this.reserve(slot, 32 + bytes);
@@ -166,14 +207,7 @@ export class BlobWriter {
     slot.batch.push(item);
     slot.batchBytes += bytes;
     this.queuedBytes += bytes;
-    this.stats.newBlobs++;
-    this.stats.newRawBytes += data.length;
     if (slot.batchBytes >= BATCH_BYTES) this.send(slot);
-    while (!this.hasRoom() && !this.failure) {
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
-    }
-    this.throwIfFailed();
-    return { id, isNew: true };
   }
 
   /** Makes room for `bytes` in the slot's batch buffer, sending the batch first when it is full. */
@@ -203,12 +237,8 @@ export class BlobWriter {
     slot.buffer = undefined;
   }
 
-  private hasRoom(): boolean {
-    return this.queuedBytes <= this.queuedLimit && this.pendingUploads < MAX_PENDING_UPLOADS;
-  }
-
   private wakeIfRoom(): void {
-    if (!this.hasRoom()) return;
+    if (this.pendingUploads >= MAX_PENDING_UPLOADS) return;
     const waiters = this.waiters;
     this.waiters = [];
     for (const wake of waiters) wake();
@@ -221,9 +251,16 @@ export class BlobWriter {
     this.uploads.add(tracked);
   }
 
-  private async upload(slot: WorkerSlot, record: PackRecord, packBytes: Uint8Array): Promise<void> {
-    // Structured cloning turns Buffers into plain Uint8Arrays.
-    const bytes = Buffer.from(packBytes.buffer, packBytes.byteOffset, packBytes.length);
+  private startUpload(pack: FinishedPack, recycle: (buffer: ArrayBuffer) => void): void {
+    this.pendingUploads++;
+    this.track(this.upload(pack, recycle));
+  }
+
+  /** Stores a finished pack, hands its buffer back for the next one, and indexes its blobs. */
+  private async upload(
+    { bytes, record }: FinishedPack,
+    recycle: (buffer: ArrayBuffer) => void,
+  ): Promise<void> {
     const size = bytes.length;
     try {
       await this.repository.backend.put(packName(record.id), bytes);
@@ -231,8 +268,7 @@ export class BlobWriter {
       this.pendingUploads--;
       this.wakeIfRoom();
     }
-    const buffer = bytes.buffer as ArrayBuffer;
-    if (!this.closing) slot.worker.postMessage({ kind: 'recycle', buffer } satisfies ToWorker, [buffer]);
+    recycle(bytes.buffer as ArrayBuffer);
     this.stats.storedBytes += size;
     this.stats.packs++;
     this.stats.deltaBlobs += record.blobs.filter((blob) => blob.base).length;
@@ -278,6 +314,8 @@ export class BlobWriter {
           }),
       ),
     );
+    const last = this.inline.finish();
+    if (last) this.startUpload(last, (buffer) => this.inline.recycle(Buffer.from(buffer)));
     while (this.uploads.size > 0) await Promise.all([...this.uploads]);
     this.throwIfFailed();
     await this.writeIndex();
@@ -311,7 +349,7 @@ export class BlobWriter {
  * file, loaded through tsx's loader: a worker does not inherit the parent's loader, and Node 20
  * ignores `--import` in a worker's execArgv.
  */
-function startPackWorker(workerData: PackWorkerOptions): Worker {
+function startPackWorker(workerData: PackAssemblerOptions): Worker {
   // A small young generation makes the worker collect often, and every collection frees the
   // compressed and encrypted copies it no longer needs: measured here, 30 MB less peak memory
   // per worker than the default, for no loss of speed.

@@ -1,0 +1,61 @@
+import type { BlobTypeValue, PackRecord } from './blob.ts';
+import { PackBuilder, type DeltaBase } from './pack-format.ts';
+
+export interface PackAssemblerOptions {
+  recipients: Uint8Array[];
+  packSize: number;
+  level: number;
+}
+
+export interface StoreItem {
+  id: Uint8Array;
+  type: BlobTypeValue;
+  data: Uint8Array;
+  delta?: DeltaBase;
+}
+
+export interface FinishedPack {
+  /** A view of a buffer that belongs to this pack alone. */
+  bytes: Buffer;
+  record: PackRecord;
+  rawBytes: number;
+}
+
+/**
+ * Fills one pack at a time and hands it over once it reaches the target size. The buffer of an
+ * uploaded pack comes back through `recycle()` to hold a later one, so packs cost no garbage.
+ * Pack workers run one each; the main thread runs one too, for when the workers fall behind.
+ */
+export class PackAssembler {
+  /** Room for the pack and the blob that takes it past the target size. */
+  readonly capacity: number;
+  private pack: PackBuilder | undefined;
+  private spare: Buffer | undefined;
+
+  constructor(private readonly options: PackAssemblerOptions) {
+    this.capacity = options.packSize + 1024 * 1024;
+  }
+
+  /** Adds a blob; returns the pack if this blob filled it. */
+  add(item: StoreItem): FinishedPack | undefined {
+    if (!this.pack) {
+      this.pack = new PackBuilder(this.options.recipients, this.options.level, this.capacity, this.spare);
+      this.spare = undefined;
+    }
+    this.pack.add(item.id, item.type, item.data, item.delta);
+    return this.pack.length >= this.options.packSize ? this.finish() : undefined;
+  }
+
+  /** Closes the open pack, if it holds any blob. */
+  finish(): FinishedPack | undefined {
+    const pack = this.pack;
+    if (!pack || pack.blobCount === 0) return undefined;
+    this.pack = undefined;
+    const { bytes, record } = pack.finish();
+    return { bytes, record, rawBytes: pack.rawBytes };
+  }
+
+  recycle(buffer: Buffer): void {
+    if (!this.spare && buffer.byteLength >= this.capacity) this.spare = buffer;
+  }
+}
