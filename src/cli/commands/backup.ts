@@ -19,7 +19,16 @@ function withCommonOptions(command: Command): Command {
   return command
     .option('--tag <key=value>', 'tag the snapshot (repeatable)', collect, [])
     .option('--host <name>', 'host name recorded in the snapshot (default: this host)')
-    .option('--threads <n>', 'compression and encryption threads (default: CPUs)', (value) => Number(value));
+    .option(
+      '--threads <n>',
+      'worker threads that compress and encrypt (default: CPUs - 1, at least 1)',
+      (value) => {
+        const threads = Number(value);
+        if (!Number.isInteger(threads) || threads < 1)
+          throw new ConfigError(`--threads ${value} is not a whole number of at least 1`);
+        return threads;
+      },
+    );
 }
 
 export function registerBackup(program: Command): void {
