@@ -1,17 +1,7 @@
 import { createHash } from 'node:crypto';
 import { describe, it, expect } from 'vitest';
+import { seededBytes } from './helpers/data.ts';
 import { decodeDelta, encodeDelta, MAX_DELTA_TARGET_LENGTH } from '../src/compression/delta.ts';
-
-/** `length` deterministic pseudo-random bytes: sha256(seed || counter) blocks. */
-function randomBytes(seed: string, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  for (let i = 0; i * 32 < length; i++)
-    createHash('sha256')
-      .update(`${seed}/${i}`)
-      .digest()
-      .copy(out, i * 32);
-  return out;
-}
 
 /** Deterministic integers in [0, n) for choosing edit positions. */
 function picker(seed: string): (n: number) => number {
@@ -39,7 +29,7 @@ function edit(base: Buffer, seed: string, count: number): Buffer {
   for (let i = 0; i < count; i++) {
     const at = pick(out.length + 1);
     const length = 1 + pick(200);
-    const fresh = randomBytes(`${seed}/edit/${i}`, length);
+    const fresh = seededBytes(`${seed}/edit/${i}`, length);
     if (i % 3 === 0) out = Buffer.concat([out.subarray(0, at), fresh, out.subarray(at)]);
     else if (i % 3 === 1)
       out = Buffer.concat([out.subarray(0, at), out.subarray(Math.min(out.length, at + length))]);
@@ -87,14 +77,14 @@ describe('encodeDelta / decodeDelta round trips', () => {
 
   it('handles empty inputs', () => {
     expect([...roundTrip(new Uint8Array(0), new Uint8Array(0))]).toEqual([1, 0, 0]);
-    roundTrip(new Uint8Array(0), randomBytes('t', 1000));
+    roundTrip(new Uint8Array(0), seededBytes('t', 1000));
     expect(roundTrip(base, new Uint8Array(0)).length).toBeLessThanOrEqual(5);
   });
 
   it('handles inputs shorter than the hash window', () => {
     roundTrip(Buffer.from('abc'), Buffer.from('abc'));
     roundTrip(Buffer.from('abc'), Buffer.from('abcd'));
-    roundTrip(randomBytes('b', 5), randomBytes('t', 3));
+    roundTrip(seededBytes('b', 5), seededBytes('t', 3));
     roundTrip(base, base.subarray(100, 105));
   });
 
@@ -104,7 +94,7 @@ describe('encodeDelta / decodeDelta round trips', () => {
   });
 
   it('emits the documented instructions for an insertion', () => {
-    const b = randomBytes('doc', 100);
+    const b = seededBytes('doc', 100);
     b[50] = 0; // differs from the inserted 'X' and 'Y'
     b[51] = 0;
     const target = Buffer.concat([b.subarray(0, 50), Buffer.from('XY'), b.subarray(50)]);
@@ -127,7 +117,7 @@ describe('encodeDelta / decodeDelta round trips', () => {
   it('finds rows inserted every ~6 KiB, like a day of writes to a table', () => {
     const parts: Buffer[] = [];
     for (let at = 0; at < base.length; at += 6400) {
-      parts.push(base.subarray(at, at + 6400), randomBytes(`row${at}`, 164));
+      parts.push(base.subarray(at, at + 6400), seededBytes(`row${at}`, 164));
     }
     const target = Buffer.concat(parts);
     const delta = roundTrip(base, target);
@@ -146,15 +136,15 @@ describe('encodeDelta / decodeDelta round trips', () => {
   });
 
   it('falls back to inserts for unrelated data', () => {
-    const target = randomBytes('unrelated', 65536);
+    const target = seededBytes('unrelated', 65536);
     const delta = roundTrip(base, target);
     expect(delta.length).toBeLessThan(target.length + 16);
-    roundTrip(randomBytes('a', 65536), randomBytes('b', 70000));
+    roundTrip(seededBytes('a', 65536), seededBytes('b', 70000));
   });
 
   it('round-trips random edits of random and structured data', () => {
     for (let i = 0; i < 20; i++) {
-      const b = i % 2 === 0 ? randomBytes(`base${i}`, 1000 + i * 3001) : rows(`rows${i}`, 1000 + i * 3001);
+      const b = i % 2 === 0 ? seededBytes(`base${i}`, 1000 + i * 3001) : rows(`rows${i}`, 1000 + i * 3001);
       roundTrip(b, edit(b, `e${i}`, i));
     }
   });
@@ -166,7 +156,7 @@ describe('encodeDelta / decodeDelta round trips', () => {
 });
 
 describe('decodeDelta rejects malformed input', () => {
-  const base = randomBytes('base', 100);
+  const base = seededBytes('base', 100);
   const cases: [string, number[]][] = [
     ['empty', []],
     ['unknown version', [2, 100, 0]],

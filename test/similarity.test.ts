@@ -1,18 +1,8 @@
 import { createHash } from 'node:crypto';
 import { describe, it, expect } from 'vitest';
+import { seededBytes } from './helpers/data.ts';
 import { Chunker, gearTable } from '../src/chunking/fastcdc.ts';
 import { SimilarityIndex, SKETCH_SIZE } from '../src/chunking/similarity.ts';
-
-/** `length` deterministic pseudo-random bytes: sha256(seed || counter) blocks. */
-function randomBytes(seed: string, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  for (let i = 0; i * 32 < length; i++)
-    createHash('sha256')
-      .update(`${seed}/${i}`)
-      .digest()
-      .copy(out, i * 32);
-  return out;
-}
 
 /** One pg_dump-like COPY row (~160 bytes): fixed structure, a few pseudo-random fields. */
 function row(seed: string, id: number): string {
@@ -133,14 +123,14 @@ describe('sketches from the chunker', () => {
   });
 
   it('matches the documented definition', () => {
-    for (const data of [rows('db', 0, 600_000).text, randomBytes('r', 600_000), Buffer.alloc(300_000)]) {
+    for (const data of [rows('db', 0, 600_000).text, seededBytes('r', 600_000), Buffer.alloc(300_000)]) {
       for (const chunk of chunkSketches(data)) expect(chunk.sketch).toEqual(referenceSketch(chunk.data));
     }
   });
 
   it('is empty for a chunk no longer than the minimum size', () => {
     const chunker = new Chunker(params, gear);
-    chunker.push(randomBytes('short', params.min));
+    chunker.push(seededBytes('short', params.min));
     expect(chunker.cut()!.sketch).toEqual([]);
   });
 
@@ -154,7 +144,7 @@ describe('sketches from the chunker', () => {
   });
 
   it('finds no base for unrelated content, even with the same table layout', () => {
-    expect(basesFound(randomBytes('u1', 1_000_000), randomBytes('u2', 1_000_000)).found).toBe(0);
+    expect(basesFound(seededBytes('u1', 1_000_000), seededBytes('u2', 1_000_000)).found).toBe(0);
     const sameLayout = basesFound(rows('db', 0, 1_000_000).text, rows('db', 500_000, 1_000_000).text);
     expect(sameLayout.found).toBeLessThanOrEqual(1);
   });
