@@ -42,6 +42,15 @@ describe('local storage', () => {
     expect((await readdir(store.location)).filter((name) => name.startsWith('.'))).toEqual([]);
   });
 
+  it('makes deferred writes visible at once and durable on syncDeferred', async () => {
+    const store = await backend();
+    await store.put('data/ab/deferred', Buffer.from('later'), { deferSync: true });
+    expect((await store.get('data/ab/deferred')).toString()).toBe('later');
+    await store.syncDeferred();
+    await store.syncDeferred();
+    expect((await store.get('data/ab/deferred')).toString()).toBe('later');
+  });
+
   it('hides temporary files of interrupted writes and can remove them', async () => {
     const store = await backend();
     await store.put('data/ab/real', Buffer.from('x'));

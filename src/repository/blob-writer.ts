@@ -263,7 +263,8 @@ export class BlobWriter {
   ): Promise<void> {
     const size = bytes.length;
     try {
-      await this.repository.backend.put(packName(record.id), bytes);
+      // Durable before the index file that lists it, not before: see writeIndex().
+      await this.repository.backend.put(packName(record.id), bytes, { deferSync: true });
     } finally {
       this.pendingUploads--;
       this.wakeIfRoom();
@@ -294,6 +295,7 @@ export class BlobWriter {
     this.unindexed = [];
     if (records.length === 0) return this.indexWrite;
     this.indexWrite = this.indexWrite.then(async () => {
+      await this.repository.backend.syncDeferred();
       const { size } = await this.repository.writeIndex(records);
       this.stats.storedBytes += size;
     });

@@ -9,11 +9,22 @@ export interface ObjectInfo {
   size: number;
 }
 
+export interface PutOptions {
+  /**
+   * The object may become durable only at the next `syncDeferred()`. For objects nothing refers
+   * to until then (packs, before the index file that lists them): a crash may leave them damaged,
+   * but unreferenced, so nothing is lost.
+   */
+  deferSync?: boolean;
+}
+
 export interface StorageBackend {
   /** Where the repository is, for messages; never contains a secret. */
   readonly location: string;
-  /** Stores `data` under `name` atomically: readers see all of it or nothing. Durable once resolved. */
-  put(name: string, data: Uint8Array): Promise<void>;
+  /** Stores `data` under `name` atomically: readers see all of it or nothing. Durable once resolved, unless deferred. */
+  put(name: string, data: Uint8Array, options?: PutOptions): Promise<void>;
+  /** Makes every object put with `deferSync` durable. */
+  syncDeferred(): Promise<void>;
   get(name: string): Promise<Buffer>;
   getRange(name: string, offset: number, length: number): Promise<Buffer>;
   /** Every object whose name starts with `prefix` (a folder such as `snapshots/`), in no set order. */

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { errnoCode, StorageError } from '../errors.ts';
-import { ObjectNotFoundError, type ObjectInfo, type StorageBackend } from './backend.ts';
+import { ObjectNotFoundError, type ObjectInfo, type PutOptions, type StorageBackend } from './backend.ts';
 
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
@@ -12,12 +12,15 @@ const TEMP_PREFIX = '.tmp-';
 /** A repository in a local (or mounted) directory. */
 export class LocalBackend implements StorageBackend {
   readonly location: string;
+  /** Files written with deferSync, and their directories, not yet synced. */
+  private unsyncedFiles = new Set<string>();
+  private unsyncedDirs = new Set<string>();
 
   constructor(private readonly root: string) {
     this.location = path.resolve(root);
   }
 
-  async put(name: string, data: Uint8Array): Promise<void> {
+  async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
     const target = this.pathOf(name);
     const dir = path.dirname(target);
     const temp = path.join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
@@ -30,15 +33,34 @@ export class LocalBackend implements StorageBackend {
       );
       try {
         await handle.writeFile(data);
-        await handle.sync();
+        if (!options.deferSync) await handle.sync();
       } finally {
         await handle.close();
       }
       await fs.rename(temp, target);
-      await syncDir(dir);
+      if (options.deferSync) {
+        this.unsyncedFiles.add(target);
+        this.unsyncedDirs.add(dir);
+      } else {
+        await syncDir(dir);
+      }
     } catch (error) {
       await fs.rm(temp, { force: true }).catch(() => undefined);
       throw this.wrap(error, `write ${name}`);
+    }
+  }
+
+  async syncDeferred(): Promise<void> {
+    const files = [...this.unsyncedFiles];
+    const dirs = [...this.unsyncedDirs];
+    this.unsyncedFiles.clear();
+    this.unsyncedDirs.clear();
+    try {
+      // The kernel has been writing these back since they were written; this waits for the rest.
+      await Promise.all(files.map((file) => syncFile(file)));
+      await Promise.all(dirs.map((dir) => syncDir(dir)));
+    } catch (error) {
+      throw this.wrap(error, 'sync written files');
     }
   }
 
@@ -190,6 +212,15 @@ export class LocalBackend implements StorageBackend {
       hint,
       cause: error,
     });
+  }
+}
+
+async function syncFile(file: string): Promise<void> {
+  const handle = await fs.open(file, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 
