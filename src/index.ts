@@ -35,6 +35,7 @@ export { check, type CheckOptions, type CheckResult, type CheckProblem } from '.
 export { unlock } from './ops/unlock.ts';
 export { filesSource } from './sources/files.ts';
 export { stdinSource, commandSource, streamSource } from './sources/stdin.ts';
+export { postgresSource, type PostgresBackupOptions } from './sources/postgres/index.ts';
 export {
   CHUNK_BOUNDARY,
   type BackupSource,

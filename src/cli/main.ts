@@ -5,6 +5,7 @@ import { VERSION } from '../version.ts';
 import { registerBackup } from './commands/backup.ts';
 import { registerCat } from './commands/cat.ts';
 import { registerCheck } from './commands/check.ts';
+import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
 import { registerRestore } from './commands/restore.ts';
@@ -40,6 +41,7 @@ function buildProgram(): Command {
     registerSnapshots,
     registerRestore,
     registerCat,
+    registerDump,
     registerCheck,
     registerKey,
     registerUnlock,

@@ -17,7 +17,17 @@ export interface StreamProducer {
  * One stream stored as one file node: standard input, or the output of a command whose exit
  * status decides whether the snapshot may be written.
  */
-export function streamSource(name: string, open: () => StreamProducer, kind = 'stdin'): BackupSource {
+export interface StreamDescription {
+  /** The snapshot's name. */
+  name: string;
+  /** The file's name in the snapshot (default: the snapshot's name). */
+  fileName?: string;
+  kind?: string;
+  details?: Record<string, unknown>;
+}
+
+export function streamSource(description: StreamDescription, open: () => StreamProducer): BackupSource {
+  const { name, fileName = name, kind = 'stdin', details } = description;
   return {
     kind,
     name,
@@ -38,7 +48,7 @@ export function streamSource(name: string, open: () => StreamProducer, kind = 's
       // The stream ended; only a clean exit of the producer makes it a complete backup.
       await producer.finished;
       const node: TreeNode = {
-        name,
+        name: fileName,
         type: 'file',
         mode: 0o600,
         mtimeNs,
@@ -48,7 +58,13 @@ export function streamSource(name: string, open: () => StreamProducer, kind = 's
         content: stored.blobs,
       };
       const tree = await sink.storeTree({ nodes: [node] });
-      return { tree, size: stored.size, paths: [name], summary: { files: 1, bytes: stored.size } };
+      return {
+        tree,
+        size: stored.size,
+        paths: [fileName],
+        summary: { files: 1, bytes: stored.size },
+        ...(details ? { details } : {}),
+      };
     },
   };
 }
@@ -58,7 +74,7 @@ export function streamSource(name: string, open: () => StreamProducer, kind = 's
  * 1 MiB reads into one buffer rather than through a stream's 64 KiB ones.
  */
 export function stdinSource(name: string, input?: AsyncIterable<Uint8Array>): BackupSource {
-  return streamSource(name, () => ({
+  return streamSource({ name }, () => ({
     content: input ?? (fstatSync(0).isFile() ? readPieces(0) : process.stdin),
     finished: Promise.resolve(),
     stop: () => undefined,
@@ -67,7 +83,7 @@ export function stdinSource(name: string, input?: AsyncIterable<Uint8Array>): Ba
 
 /** Runs `command` and stores its standard output; a non-zero exit or a signal fails the backup. */
 export function commandSource(name: string, command: string, args: string[]): BackupSource {
-  return streamSource(name, () => {
+  return streamSource({ name }, () => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     const finished = new Promise<void>((resolve, reject) => {
       child.once('error', (cause: NodeJS.ErrnoException) =>

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { backup, type BackupResult } from '../../ops/backup.ts';
 import { filesSource } from '../../sources/files.ts';
+import { postgresSource } from '../../sources/postgres/index.ts';
 import { commandSource, stdinSource } from '../../sources/stdin.ts';
 import type { BackupSource } from '../../sources/source.ts';
 import { ConfigError } from '../../errors.ts';
@@ -84,6 +85,38 @@ export function registerBackup(program: Command): void {
             });
           source = stdinSource(options.name);
         }
+        await runBackup(global, outputFor(global), source, options);
+      },
+    );
+  withCommonOptions(group.command('postgres'))
+    .description('back up one PostgreSQL database with pg_dump (custom format), streamed')
+    .argument('[url]', 'postgres://user@host:port/database (default: PG* or DB_* environment variables)')
+    .option(
+      '--pg-bin <dir>',
+      'directory of pg_dump and psql (default: the newest on PATH or in /usr/lib/postgresql)',
+    )
+    .option('--schema-only', 'dump the schema, no data')
+    .option('--table <name>', 'dump only this table (repeatable; pg_dump patterns)', collect, [])
+    .option('--exclude-table <name>', 'leave this table out (repeatable; pg_dump patterns)', collect, [])
+    .action(
+      async (
+        url: string | undefined,
+        options: CommonBackupOptions & {
+          pgBin?: string;
+          schemaOnly?: boolean;
+          table: string[];
+          excludeTable: string[];
+        },
+        command: Command,
+      ) => {
+        const global = globalOptions(command);
+        const source = await postgresSource({
+          ...(url ? { url } : {}),
+          ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+          ...(options.schemaOnly ? { schemaOnly: true } : {}),
+          ...(options.table.length ? { tables: options.table } : {}),
+          ...(options.excludeTable.length ? { excludeTables: options.excludeTable } : {}),
+        });
         await runBackup(global, outputFor(global), source, options);
       },
     );

@@ -1,0 +1,27 @@
+import type { BackupSource } from '../source.ts';
+import { resolveConnection } from './connection.ts';
+import { logicalSource } from './logical.ts';
+import { findTools } from './tools.ts';
+
+export interface PostgresBackupOptions {
+  /** postgres://user@host:port/database; else libpq's and the DB_* environment variables. */
+  url?: string;
+  /** Directory of pg_dump and psql; else the newest found on PATH or in /usr/lib/postgresql. */
+  pgBin?: string;
+  schemaOnly?: boolean;
+  tables?: string[];
+  excludeTables?: string[];
+}
+
+/** A logical backup source for one database, its connection resolved and its pg_dump checked against the server. */
+export async function postgresSource(options: PostgresBackupOptions = {}): Promise<BackupSource> {
+  const connection = resolveConnection(options.url);
+  const tools = await findTools(connection, options.pgBin);
+  return logicalSource({
+    connection,
+    tools,
+    ...(options.schemaOnly ? { schemaOnly: true } : {}),
+    ...(options.tables ? { tables: options.tables } : {}),
+    ...(options.excludeTables ? { excludeTables: options.excludeTables } : {}),
+  });
+}

@@ -1,0 +1,80 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { SourceError } from '../../errors.ts';
+import type { BackupSource } from '../source.ts';
+import { streamSource } from '../stdin.ts';
+import type { PostgresConnection } from './connection.ts';
+import { firstError, type PostgresTools, type ServerVersion } from './tools.ts';
+
+export interface LogicalBackupOptions {
+  connection: PostgresConnection;
+  tools: PostgresTools & { server: ServerVersion };
+  schemaOnly?: boolean;
+  tables?: string[];
+  excludeTables?: string[];
+}
+
+/** Kept of pg_dump's standard error, for the message when it fails. */
+const STDERR_KEPT = 4096;
+
+/**
+ * One database as pg_dump's custom-format archive (-Fc -Z0: uncompressed, so deduplication and
+ * our own compression see the data, and pg_restore can still restore selectively and in
+ * parallel), streamed into the repository without a temporary file. The snapshot is written
+ * only when pg_dump exits 0.
+ */
+export function logicalSource(options: LogicalBackupOptions): BackupSource {
+  const { connection, tools } = options;
+  const args = ['--format=custom', '--compress=0', '--no-password'];
+  if (options.schemaOnly) args.push('--schema-only');
+  for (const table of options.tables ?? []) args.push(`--table=${table}`);
+  for (const table of options.excludeTables ?? []) args.push(`--exclude-table=${table}`);
+  const details = {
+    database: connection.database,
+    connection: connection.display,
+    serverVersion: tools.server.number,
+    pgDumpMajor: tools.major,
+    format: 'custom',
+  };
+  return streamSource(
+    { name: connection.database, fileName: `${connection.database}.dump`, kind: 'postgres', details },
+    () => {
+      const child = spawn(path.join(tools.binDir, 'pg_dump'), args, {
+        env: { ...process.env, ...connection.env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (data: Buffer) => (stderr = (stderr + data.toString()).slice(-STDERR_KEPT)));
+      const finished = new Promise<void>((resolve, reject) => {
+        child.once('error', (cause) =>
+          reject(
+            new SourceError(`cannot run pg_dump: ${(cause as NodeJS.ErrnoException).code ?? cause.message}`, {
+              cause,
+            }),
+          ),
+        );
+        child.once('close', (code, signal) => {
+          if (code === 0) return resolve();
+          const reason = signal ? `was killed by ${signal}` : `failed (exit ${code})`;
+          const detail = firstError(stderr, 'pg_dump');
+          reject(
+            new SourceError(
+              `pg_dump of ${connection.display} ${reason}${detail ? `: ${detail}` : ''}; no snapshot was written`,
+              {
+                hint: 'Fix the cause and run the backup again.',
+              },
+            ),
+          );
+        });
+      });
+      return {
+        content: child.stdout,
+        finished,
+        stop: () => {
+          child.stdout.destroy();
+          child.kill('SIGTERM');
+        },
+      };
+    },
+  );
+}

@@ -1,0 +1,119 @@
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { MissingDependencyError, SourceError } from '../../errors.ts';
+import type { PostgresConnection } from './connection.ts';
+
+const run = promisify(execFile);
+
+/** A directory of PostgreSQL client programs (pg_dump, pg_restore, psql) and their major version. */
+export interface PostgresTools {
+  binDir: string;
+  major: number;
+}
+
+/** Where Debian and Ubuntu install each PostgreSQL version's programs. */
+const DEBIAN_ROOT = '/usr/lib/postgresql';
+
+/**
+ * The newest PostgreSQL client programs, checked against the server: pg_dump refuses servers
+ * newer than itself. Looks in `binDir` when given, else on PATH and in /usr/lib/postgresql/<version>/bin.
+ */
+export async function findTools(
+  connection: PostgresConnection,
+  binDir?: string,
+): Promise<PostgresTools & { server: ServerVersion }> {
+  const found: PostgresTools[] = [];
+  for (const dir of binDir ? [binDir] : await candidateDirs()) {
+    const major = await pgDumpMajor(dir);
+    if (major !== undefined) found.push({ binDir: dir, major });
+  }
+  const newest = found.sort((a, b) => b.major - a.major)[0];
+  if (!newest) {
+    throw new MissingDependencyError(`pg_dump was not found${binDir ? ` in ${binDir}` : ''}`, {
+      hint: 'Install the PostgreSQL client programs (Debian: postgresql-client), or point --pg-bin at them.',
+    });
+  }
+  const server = await serverVersion(connection, newest.binDir);
+  if (newest.major < server.major) {
+    throw new MissingDependencyError(
+      `pg_dump ${server.major} or later is needed for this PostgreSQL ${server.major} server (the newest found is ${newest.major}, in ${newest.binDir})`,
+      {
+        hint: `Install the PostgreSQL ${server.major} client programs (Debian: postgresql-client-${server.major}), or point --pg-bin at them.`,
+      },
+    );
+  }
+  return { ...newest, server };
+}
+
+export interface ServerVersion {
+  /** server_version_num, e.g. 150019. */
+  number: number;
+  major: number;
+}
+
+async function candidateDirs(): Promise<string[]> {
+  const dirs = (process.env.PATH ?? '').split(path.delimiter).filter(Boolean);
+  const versions = await fs.readdir(DEBIAN_ROOT).catch(() => [] as string[]);
+  for (const version of versions) dirs.push(path.join(DEBIAN_ROOT, version, 'bin'));
+  return [...new Set(dirs)];
+}
+
+async function pgDumpMajor(dir: string): Promise<number | undefined> {
+  const program = path.join(dir, 'pg_dump');
+  try {
+    await fs.access(program, fs.constants.X_OK);
+    const { stdout } = await run(program, ['--version']);
+    const match = /\(PostgreSQL\)\s+(\d+)/.exec(stdout);
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The server's version number (e.g. 150019) and major version, asked with psql. */
+export async function serverVersion(connection: PostgresConnection, psqlDir: string): Promise<ServerVersion> {
+  const output = await psql(connection, psqlDir, 'show server_version_num');
+  const number = Number(output.trim());
+  if (!Number.isInteger(number))
+    throw new SourceError(`cannot read the server version of ${connection.display}`);
+  return { number, major: Math.floor(number / 10000) };
+}
+
+/** Runs one SQL statement with psql and returns its unaligned output. */
+export async function psql(connection: PostgresConnection, binDir: string, sql: string): Promise<string> {
+  try {
+    const { stdout } = await run(
+      path.join(binDir, 'psql'),
+      ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql],
+      {
+        env: { ...process.env, ...connection.env },
+        maxBuffer: 64 * 1024 * 1024,
+      },
+    );
+    return stdout;
+  } catch (cause) {
+    const stderr = firstError((cause as { stderr?: string }).stderr ?? '', 'psql');
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new MissingDependencyError(`psql is missing from ${binDir}`, {
+        hint: 'Install the PostgreSQL client programs.',
+        cause,
+      });
+    }
+    throw new SourceError(`cannot query ${connection.display}: ${stderr ?? 'psql failed'}`, {
+      hint: 'Check the connection settings (URL, PGHOST/PGUSER/PGPASSWORD, ~/.pgpass) and that the server is up.',
+      cause,
+    });
+  }
+}
+
+/** The first error line a PostgreSQL program printed, without its "program: error:" prefix. */
+export function firstError(stderr: string, program: string): string | undefined {
+  const lines = stderr
+    .split('\n')
+    .map((line) => line.trim())
+    .filter(Boolean);
+  const line = lines.find((candidate) => candidate.includes('error:')) ?? lines.at(-1);
+  return line?.replace(new RegExp(`^${program}: (error: )?`), '');
+}
