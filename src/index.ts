@@ -30,6 +30,11 @@ export type { SnapshotHeader, SnapshotBody, SnapshotInfo } from './repository/sn
 export type { Tree, TreeNode } from './repository/tree.ts';
 export { backup, type BackupOptions, type BackupResult, type BackupProgress } from './ops/backup.ts';
 export { restoreSnapshotFiles as restore, type RestoreFilesOptions } from './ops/restore.ts';
+export {
+  restorePostgres,
+  type PostgresRestoreOptions,
+  type PostgresRestoreResult,
+} from './ops/restore-postgres.ts';
 export { catFile } from './ops/read-content.ts';
 export { check, type CheckOptions, type CheckResult, type CheckProblem } from './ops/check.ts';
 export { unlock } from './ops/unlock.ts';

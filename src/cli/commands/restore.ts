@@ -1,5 +1,8 @@
 import type { Command } from 'commander';
 import { restoreSnapshotFiles } from '../../ops/restore.ts';
+import { restorePostgres } from '../../ops/restore-postgres.ts';
+import { ConfigError } from '../../errors.ts';
+import { promptLine } from '../prompt.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
 import { formatBytes } from '../output.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
@@ -8,6 +11,70 @@ const collect = (value: string, previous: string[]) => [...previous, value];
 
 export function registerRestore(program: Command): void {
   const group = program.command('restore').description('restore a snapshot');
+  filterOptions(group)
+    .argument('[snapshot]', 'PostgreSQL snapshot: id, id prefix, or latest (default)', 'latest')
+    .option(
+      '--to <url>',
+      'database to restore into: postgres://user@host:port/database (default: PG*/DB_* variables)',
+    )
+    .option('--at <time>', 'the newest snapshot taken at or before this time (e.g. "2026-11-20 14:30")')
+    .option(
+      '--replace',
+      'replace an existing database: restore beside it, then swap names, keeping the old one',
+    )
+    .option(
+      '--drop-old',
+      'with --replace: drop the old database instead of keeping it as <name>_before_<time>',
+    )
+    .option('--yes', 'do not ask before replacing a database')
+    .option('--dry-run', 'print the plan and change nothing')
+    .option('--single-transaction', 'restore as one transaction: all or nothing')
+    .option('--table <name>', 'restore only this table (repeatable)', collect, [])
+    .option('--schema-only', 'restore the schema, no data')
+    .option('--data-only', 'restore the data into an existing schema')
+    .option('--no-owner', 'do not set object owners (restore as the connecting user)')
+    .option('--pg-bin <dir>', 'directory of pg_restore and psql')
+    .action(async (reference: string, options: PostgresRestoreCliOptions, command: Command) => {
+      const global = globalOptions(command);
+      const output = outputFor(global);
+      const filter = snapshotFilter(options);
+      if (options.at) {
+        const before = new Date(options.at);
+        if (Number.isNaN(before.getTime()))
+          throw new ConfigError(`--at ${options.at} is not a time`, {
+            hint: 'Use e.g. "2026-11-20 14:30" or an ISO time.',
+          });
+        filter.before = before;
+      }
+      const result = await withRepository(global, (repository) =>
+        restorePostgres(repository, reference, {
+          ...(options.to ? { to: options.to } : {}),
+          ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+          replace: Boolean(options.replace),
+          dropOld: Boolean(options.dropOld),
+          dryRun: Boolean(options.dryRun),
+          singleTransaction: Boolean(options.singleTransaction),
+          schemaOnly: Boolean(options.schemaOnly),
+          dataOnly: Boolean(options.dataOnly),
+          noOwner: options.owner === false,
+          ...(options.table.length ? { tables: options.table } : {}),
+          filter,
+          confirm: (database) => (options.yes ? Promise.resolve(true) : confirmByName(database)),
+          onStep: (message) => output.info(message),
+        }),
+      );
+      if (global.json) output.data(result);
+      else if (result.dryRun) {
+        output.line(
+          `plan: restore snapshot ${result.snapshot.slice(0, 8)} of ${result.sourceDatabase} (${result.snapshotTime}, ${formatBytes(result.archiveBytes)}) into ${result.target}`,
+        );
+        for (const planned of result.steps) output.line(`  - ${planned}`);
+      } else {
+        output.info(
+          `restored snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s${result.keptAs ? `; the old database is kept as ${result.keptAs}` : ''}`,
+        );
+      }
+    });
   filterOptions(group.command('files'))
     .description('restore files and directories under a target directory')
     .argument('<snapshot>', 'snapshot id, id prefix, or latest')
@@ -38,4 +105,31 @@ export function registerRestore(program: Command): void {
           );
       },
     );
+}
+
+interface PostgresRestoreCliOptions extends FilterOptions {
+  to?: string;
+  at?: string;
+  replace?: boolean;
+  dropOld?: boolean;
+  yes?: boolean;
+  dryRun?: boolean;
+  singleTransaction?: boolean;
+  table: string[];
+  schemaOnly?: boolean;
+  dataOnly?: boolean;
+  owner?: boolean;
+  pgBin?: string;
+}
+
+/** Asks for the database's name to be typed; without a terminal there is no one to ask. */
+async function confirmByName(database: string): Promise<boolean> {
+  if (!process.stdin.isTTY || !process.stderr.isTTY) {
+    throw new ConfigError(`replacing database ${database} needs confirmation, and no terminal is attached`, {
+      hint: 'Pass --yes to replace it without asking.',
+    });
+  }
+  return (
+    (await promptLine(`This replaces database ${database}. Type its name to go on: `)).trim() === database
+  );
 }

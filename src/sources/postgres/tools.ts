@@ -4,6 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { MissingDependencyError, SourceError } from '../../errors.ts';
 import type { PostgresConnection } from './connection.ts';
+import { SERVER_VERSION } from './queries.ts';
 
 const run = promisify(execFile);
 
@@ -74,7 +75,7 @@ async function pgDumpMajor(dir: string): Promise<number | undefined> {
 
 /** The server's version number (e.g. 150019) and major version, asked with psql. */
 export async function serverVersion(connection: PostgresConnection, psqlDir: string): Promise<ServerVersion> {
-  const output = await psql(connection, psqlDir, 'show server_version_num');
+  const output = await psql(connection, psqlDir, SERVER_VERSION);
   const number = Number(output.trim());
   if (!Number.isInteger(number))
     throw new SourceError(`cannot read the server version of ${connection.display}`);

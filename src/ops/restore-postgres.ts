@@ -1,0 +1,174 @@
+import { ConfigError } from '../errors.ts';
+import type { Repository, SnapshotFilter } from '../repository/repository.ts';
+import { resolveConnection } from '../sources/postgres/connection.ts';
+import { RestoreTarget } from '../sources/postgres/target.ts';
+import { findTools } from '../sources/postgres/tools.ts';
+import { catFile } from './read-content.ts';
+
+export interface PostgresRestoreOptions {
+  /** postgres://…/database to restore into; else the PG* and DB_* environment variables. */
+  to?: string;
+  pgBin?: string;
+  /** Replace an existing database: restore beside it, then swap names, keeping the old one. */
+  replace?: boolean;
+  /** With replace: drop the old database after the swap instead of keeping it. */
+  dropOld?: boolean;
+  /** Asked before replacing a database; the restore goes ahead only on true. */
+  confirm?: (database: string) => Promise<boolean>;
+  singleTransaction?: boolean;
+  tables?: string[];
+  schemaOnly?: boolean;
+  dataOnly?: boolean;
+  noOwner?: boolean;
+  /** Work out and return the plan, change nothing. */
+  dryRun?: boolean;
+  filter?: SnapshotFilter;
+  onStep?: (message: string) => void;
+}
+
+export interface PostgresRestorePlan {
+  snapshot: string;
+  snapshotTime: string;
+  sourceDatabase: string;
+  target: string;
+  database: string;
+  replace: boolean;
+  /** Bytes of the archive to restore. */
+  archiveBytes: number;
+  steps: string[];
+}
+
+export interface PostgresRestoreResult extends PostgresRestorePlan {
+  dryRun: boolean;
+  /** With replace: what the old database is called now (unless dropped). */
+  keptAs?: string;
+  durationMs: number;
+}
+
+/**
+ * Restores a PostgreSQL snapshot into a database. Into a new database: create, restore, and on
+ * failure drop what was created. Over an existing one (replace): restore into a scratch
+ * database beside it; only when that succeeded are the names swapped, so any failure leaves
+ * the original untouched.
+ */
+export async function restorePostgres(
+  repository: Repository,
+  reference: string,
+  options: PostgresRestoreOptions = {},
+): Promise<PostgresRestoreResult> {
+  const started = Date.now();
+  const step = options.onStep ?? (() => undefined);
+  if (options.schemaOnly && options.dataOnly)
+    throw new ConfigError('--schema-only and --data-only exclude each other');
+  const lock = await repository.lock(false, 'restore postgres');
+  try {
+    const connection = resolveConnection(options.to);
+    const snapshot = await repository.findSnapshot(
+      reference,
+      await databaseFilter(repository, options.filter ?? {}, connection.database),
+    );
+    const target = new RestoreTarget(
+      connection,
+      await findTools({ ...connection, env: { ...connection.env, PGDATABASE: 'postgres' } }, options.pgBin),
+    );
+    const database = connection.database;
+    const exists = await target.exists(database);
+    if (exists && !options.replace) {
+      throw new ConfigError(`database ${database} already exists on ${connection.display}`, {
+        hint: 'Restore into a new database, or pass --replace to swap it for the restored one.',
+      });
+    }
+    const replace = exists && Boolean(options.replace);
+    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '_');
+    const scratch = replace ? `${database}_restore_${stamp}` : database;
+    const keptAs = `${database}_before_${stamp}`;
+    const plan: PostgresRestorePlan = {
+      snapshot: snapshot.id,
+      snapshotTime: snapshot.header.time,
+      sourceDatabase: snapshot.header.name,
+      target: connection.display,
+      database,
+      replace,
+      archiveBytes: snapshot.header.size,
+      steps: [
+        `create database ${scratch}`,
+        `restore snapshot ${snapshot.id.slice(0, 8)} (${snapshot.header.name}, ${snapshot.header.time}) into ${scratch} with pg_restore`,
+        ...(replace
+          ? [
+              `end sessions on ${database} and rename it to ${keptAs}`,
+              `rename ${scratch} to ${database}`,
+              ...(options.dropOld ? [`drop ${keptAs}`] : []),
+            ]
+          : []),
+      ],
+    };
+    if (options.dryRun) return { ...plan, dryRun: true, durationMs: Date.now() - started };
+    if (replace && !(await options.confirm?.(database))) {
+      throw new ConfigError(`replacing database ${database} was not confirmed`, {
+        hint: 'Type the database name when asked, or pass --yes.',
+      });
+    }
+    await repository.loadIndex();
+    step(plan.steps[0]!);
+    await target.create(scratch);
+    try {
+      step(plan.steps[1]!);
+      await target.restore(scratch, catFile(repository, snapshot.id), restoreArguments(options));
+    } catch (error) {
+      await target.drop(scratch).catch(() => undefined);
+      throw error;
+    }
+    if (!replace) return { ...plan, dryRun: false, durationMs: Date.now() - started };
+    step(plan.steps[2]!);
+    await target.rename(database, keptAs);
+    try {
+      step(plan.steps[3]!);
+      await target.rename(scratch, database);
+    } catch (error) {
+      // Put the original back under its name before reporting.
+      await target.rename(keptAs, database).catch(() => undefined);
+      throw error;
+    }
+    if (options.dropOld) {
+      step(plan.steps[4]!);
+      await target.drop(keptAs);
+    }
+    return {
+      ...plan,
+      dryRun: false,
+      ...(options.dropOld ? {} : { keptAs }),
+      durationMs: Date.now() - started,
+    };
+  } finally {
+    await lock.release();
+  }
+}
+
+/**
+ * Snapshots of one database: the one named by the filter; else, when the repository holds
+ * snapshots of several databases, the target's namesake if there is one.
+ */
+async function databaseFilter(
+  repository: Repository,
+  filter: SnapshotFilter,
+  targetDatabase: string,
+): Promise<SnapshotFilter> {
+  const postgres: SnapshotFilter = { ...filter, kind: 'postgres' };
+  if (filter.name) return postgres;
+  const names = new Set((await repository.listSnapshots(postgres)).map((snapshot) => snapshot.header.name));
+  if (names.size <= 1) return postgres;
+  if (names.has(targetDatabase)) return { ...postgres, name: targetDatabase };
+  throw new ConfigError(`snapshots of several databases match (${[...names].sort().join(', ')})`, {
+    hint: 'Choose one with --name DATABASE.',
+  });
+}
+
+function restoreArguments(options: PostgresRestoreOptions): string[] {
+  const args: string[] = [];
+  if (options.singleTransaction) args.push('--single-transaction');
+  if (options.schemaOnly) args.push('--schema-only');
+  if (options.dataOnly) args.push('--data-only');
+  if (options.noOwner) args.push('--no-owner');
+  for (const table of options.tables ?? []) args.push(`--table=${table}`);
+  return args;
+}

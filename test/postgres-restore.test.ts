@@ -1,0 +1,140 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
+import { startCluster, type TestCluster } from './helpers/postgres.ts';
+
+function expectExit(result: RunResult, code: number): void {
+  expect(result.code, result.stderr).toBe(code);
+}
+
+describe('restore postgres', () => {
+  let cluster: TestCluster;
+  let repo: TempRepo;
+  let sourceEnv: Record<string, string>;
+  const to = (database: string) =>
+    `postgres:///${database}?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`;
+  const count = async (database: string, table: string) =>
+    Number((await cluster.psql(`select count(*) from ${table}`, database)).trim());
+  const databases = async () =>
+    (await cluster.psql(`select datname from pg_database where datname like 'app%' order by 1`))
+      .trim()
+      .split('\n')
+      .filter(Boolean);
+
+  beforeAll(async () => {
+    cluster = await startCluster();
+    repo = await tempRepo();
+    expectExit(await runCli(['init'], { env: repo.env }), 0);
+    await cluster.createDatabase('app');
+    await cluster.psql(
+      `create table items (id int primary key, name text); insert into items select g, 'item ' || g from generate_series(1, 1000) g`,
+      'app',
+    );
+    sourceEnv = { ...repo.env, ...cluster.env(), PGDATABASE: 'app' };
+    expectExit(await runCli(['backup', 'postgres'], { env: sourceEnv }), 0);
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+    await repo?.cleanup();
+  });
+
+  it('restores into a new database', async () => {
+    const restored = await runCli(['restore', 'latest', '--to', to('app_copy'), '--json'], { env: repo.env });
+    expectExit(restored, 0);
+    expect(JSON.parse(restored.stdout.toString())).toMatchObject({
+      database: 'app_copy',
+      replace: false,
+      dryRun: false,
+    });
+    expect(await count('app_copy', 'items')).toBe(1000);
+    expect(await cluster.psql('select name from items where id = 7', 'app_copy')).toBe('item 7\n');
+  });
+
+  it('refuses an existing database without --replace, and a replace nobody confirmed', async () => {
+    const exists = await runCli(['restore', 'latest', '--to', to('app')], { env: repo.env });
+    expectExit(exists, 3);
+    expect(exists.stderr).toMatch(/database app already exists/);
+    const unconfirmed = await runCli(['restore', 'latest', '--to', to('app'), '--replace'], {
+      env: repo.env,
+    });
+    expectExit(unconfirmed, 3);
+    expect(unconfirmed.stderr).toMatch(/needs confirmation/);
+    expect(await count('app', 'items')).toBe(1000);
+  });
+
+  it('prints the plan and changes nothing with --dry-run', async () => {
+    const before = await databases();
+    const planned = await runCli(['restore', 'latest', '--to', to('app'), '--replace', '--dry-run'], {
+      env: repo.env,
+    });
+    expectExit(planned, 0);
+    expect(planned.stdout.toString()).toMatch(/plan: restore snapshot \w{8} of app/);
+    expect(planned.stdout.toString()).toMatch(/rename it to app_before_/);
+    expect(await databases()).toEqual(before);
+  });
+
+  it('replaces a database by restoring beside it and swapping names, keeping the old one', async () => {
+    await cluster.psql('delete from items where id > 10', 'app');
+    const replaced = await runCli(['restore', 'latest', '--to', to('app'), '--replace', '--yes', '--json'], {
+      env: repo.env,
+    });
+    expectExit(replaced, 0);
+    const keptAs = JSON.parse(replaced.stdout.toString()).keptAs as string;
+    expect(keptAs).toMatch(/^app_before_\d{8}_\d{6}$/);
+    expect(await count('app', 'items')).toBe(1000);
+    expect(await count(keptAs, 'items')).toBe(10);
+    expect((await databases()).filter((name) => name.includes('_restore_'))).toEqual([]);
+    await cluster.psql(`drop database "${keptAs}"`);
+  });
+
+  it('leaves the original untouched when the restore fails', async () => {
+    // A backup that pg_restore cannot replay: its table belongs to a role that is gone.
+    await cluster.psql(`create role app_owner; create database app_roles; `);
+    await cluster.psql(`create table owned (id int); alter table owned owner to app_owner`, 'app_roles');
+    expectExit(
+      await runCli(['backup', 'postgres'], {
+        env: { ...repo.env, ...cluster.env(), PGDATABASE: 'app_roles' },
+      }),
+      0,
+    );
+    await cluster.psql(`drop database app_roles; drop role app_owner; create database app_roles`);
+    await cluster.psql(
+      `create table survivor (note text); insert into survivor values ('original')`,
+      'app_roles',
+    );
+
+    const failed = await runCli(
+      ['restore', 'latest', '--name', 'app_roles', '--to', to('app_roles'), '--replace', '--yes'],
+      { env: repo.env },
+    );
+    expectExit(failed, 4);
+    expect(failed.stderr).toMatch(
+      /pg_restore into app_roles_restore_\S+ failed: .*role "app_owner" does not exist/,
+    );
+    expect(await cluster.psql('select note from survivor', 'app_roles')).toBe('original\n');
+    expect((await databases()).filter((name) => name.startsWith('app_roles'))).toEqual(['app_roles']);
+
+    // Without owners it restores.
+    expectExit(
+      await runCli(
+        ['restore', 'latest', '--name', 'app_roles', '--to', to('app_roles_noowner'), '--no-owner'],
+        { env: repo.env },
+      ),
+      0,
+    );
+  });
+
+  it('picks the newest snapshot at or before --at', async () => {
+    const listed = JSON.parse(
+      (await runCli(['snapshots', '--json', '--name', 'app'], { env: repo.env })).stdout.toString(),
+    ) as { time: string }[];
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await cluster.psql('insert into items values (5000, $$later$$)', 'app');
+    expectExit(await runCli(['backup', 'postgres'], { env: sourceEnv }), 0);
+    const restored = await runCli(
+      ['restore', '--at', listed.at(-1)!.time, '--name', 'app', '--to', to('app_then')],
+      { env: repo.env },
+    );
+    expectExit(restored, 0);
+    expect(await count('app_then', 'items')).toBe(1000);
+  });
+});
