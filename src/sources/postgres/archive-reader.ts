@@ -21,7 +21,10 @@ import { SourceError, type ErrorDetails } from '../../errors.ts';
  *
  * An int is a sign byte (0 or 1) and intSize magnitude bytes, least significant first; a string
  * is an int length (-1 for null) and that many bytes. A TABLE DATA block holds the table's COPY
- * text rows, each ending with "\n", and no "\." terminator line (pg_restore adds that itself).
+ * text rows, each ending with "\n", then "\\.\n\n\n": the terminator line and two empty lines,
+ * which are not rows (pg_dump writes them as it would into a plain-text dump). A row "\\." cannot
+ * be data, since COPY writes a backslash in a value as two; an empty row can (one empty text
+ * column, or no columns). The reader also accepts a block without the terminator.
  * Custom format cannot be dumped in parallel, and to a pipe nothing follows the last block, so
  * an archive whose input ends before every entry with data had its block is truncated.
  *
@@ -49,7 +52,10 @@ export interface TocEntry {
   /** The object's schema, '' when it belongs to none. */
   namespace: string;
   owner: string;
-  /** "COPY schema.table (columns…) FROM stdin;\n" for TABLE DATA in COPY form, else null. */
+  /**
+   * "COPY schema.table (columns…) FROM stdin;\n" for TABLE DATA; null for other entries and for
+   * data dumped as INSERT statements (pg_dump --inserts), whose rows the reader does not report.
+   */
   copyStatement: string | null;
   /** Dump ids of the entries this one depends on. */
   dependencies: number[];
@@ -117,11 +123,15 @@ const COMPRESSION_NONE = 0;
 const NO_DATA = 3;
 const MAX_INT_SIZE = 8;
 const MAX_OFFSET_SIZE = 16;
+/** PostgreSQL's largest allocation (MaxAllocSize), so no string pg_dump writes is longer. */
+const MAX_STRING_BYTES = 0x3fffffff;
 /** pg_dump writes the creation time as seconds, minutes, hours, day, month, year, DST flag. */
 const TIMESTAMP_INTS = 7;
 const BLOCK_DATA = 1;
 const BLOCK_LARGE_OBJECTS = 3;
 const NEWLINE = 0x0a;
+const BACKSLASH = 0x5c;
+const DOT = 0x2e;
 /** A gathered row or TOC entry larger than this is not kept around for the next one. */
 const KEPT_BUFFER_BYTES = 1 << 20;
 
@@ -172,6 +182,8 @@ export class ArchiveReader {
   private blockOffset = 0;
   private block: TocEntry | undefined;
   private blockRows = 0;
+  /** The block's COPY data has had its "\\." line: only empty lines may follow. */
+  private copyTerminated = false;
   private chunkLeft = 0;
   /** The start of a row that began in an earlier piece or chunk. */
   private readonly partialRow = new ByteBuffer();
@@ -181,6 +193,8 @@ export class ArchiveReader {
    */
   private nextNewline = -1;
   private nextNul = -1;
+  /** The piece being read, as a Buffer. */
+  private searchable: Buffer = Buffer.alloc(0);
 
   private failure: unknown;
   private ended = false;
@@ -208,9 +222,12 @@ export class ArchiveReader {
     this.ended = true;
     const at = this.position;
     if (this.step === Step.Header) throw new TruncatedArchiveError('the input ends inside the header', at);
-    if (this.step === Step.TocEntry) throw new TruncatedArchiveError('the input ends inside the table of contents', at);
-    if (this.block) throw new TruncatedArchiveError(`the input ends inside the data of ${describe(this.block)}`, at);
-    if (this.step !== Step.BlockType) throw new TruncatedArchiveError('the input ends inside a data block header', at);
+    if (this.step === Step.TocEntry)
+      throw new TruncatedArchiveError('the input ends inside the table of contents', at);
+    if (this.block)
+      throw new TruncatedArchiveError(`the input ends inside the data of ${describe(this.block)}`, at);
+    if (this.step !== Step.BlockType)
+      throw new TruncatedArchiveError('the input ends inside a data block header', at);
     const missing = this.awaitingData.values().next();
     if (!missing.done) {
       throw new TruncatedArchiveError(
@@ -220,7 +237,11 @@ export class ArchiveReader {
     }
   }
 
-  private read(piece: Uint8Array): void {
+  private read(input: Uint8Array): void {
+    // Rows are cut from a plain view, whose subarray is cheaper than a Buffer's, and searched
+    // for in a Buffer view, whose indexOf (memchr) is faster than a typed array's.
+    const piece = new Uint8Array(input.buffer, input.byteOffset, input.length);
+    this.searchable = Buffer.from(input.buffer, input.byteOffset, input.length);
     this.nextNewline = -1;
     this.nextNul = -1;
     let at = 0;
@@ -262,7 +283,12 @@ export class ArchiveReader {
     const take = Math.min(this.structureNeeds - this.structure.length, piece.length - at);
     this.structure.append(piece, at, at + take);
     if (this.structure.length >= this.structureNeeds) {
-      const parsed = this.parseStructure(this.structure.bytes, 0, this.structure.length, this.structureOffset);
+      const parsed = this.parseStructure(
+        this.structure.bytes,
+        0,
+        this.structure.length,
+        this.structureOffset,
+      );
       // A structure never needs fewer bytes than a failed read of it did, so a parse completes
       // exactly at the end of what was gathered.
       if (parsed > 0) this.structure.clear();
@@ -303,18 +329,28 @@ export class ArchiveReader {
     const intSize = cursor.byte();
     const offsetSize = cursor.byte();
     if (intSize < 1 || intSize > MAX_INT_SIZE || offsetSize < 1 || offsetSize > MAX_OFFSET_SIZE) {
-      throw new ArchiveFormatError(`implausible integer size ${intSize} or offset size ${offsetSize}`, cursor.offset);
+      throw new ArchiveFormatError(
+        `implausible integer size ${intSize} or offset size ${offsetSize}`,
+        cursor.offset,
+      );
     }
     cursor.intSize = intSize;
     const format = cursor.byte();
     if (format !== CUSTOM_FORMAT) {
-      throw new UnsupportedArchiveError(`archive format ${format} is not the custom format (${CUSTOM_FORMAT})`, cursor.offset);
+      throw new UnsupportedArchiveError(
+        `archive format ${format} is not the custom format (${CUSTOM_FORMAT})`,
+        cursor.offset,
+      );
     }
     const compression = minor >= COMPRESSION_ALGORITHM_SINCE_MINOR ? cursor.byte() : cursor.int();
     if (compression !== COMPRESSION_NONE) {
-      throw new UnsupportedArchiveError('the archive is compressed, so its rows cannot be read', cursor.offset, {
-        hint: 'Run pg_dump with --compress=0; strongbox compresses the data itself.',
-      });
+      throw new UnsupportedArchiveError(
+        'the archive is compressed, so its rows cannot be read',
+        cursor.offset,
+        {
+          hint: 'Run pg_dump with --compress=0; strongbox compresses the data itself.',
+        },
+      );
     }
     for (let i = 0; i < TIMESTAMP_INTS; i++) cursor.int();
     const header: ArchiveHeader = {
@@ -354,11 +390,13 @@ export class ArchiveReader {
     const dependencies: number[] = [];
     for (let dependency = cursor.string(); dependency !== null; dependency = cursor.string()) {
       const id = Number(dependency);
-      if (!Number.isInteger(id)) throw new ArchiveFormatError(`dependency "${dependency}" is not a dump id`, cursor.offset);
+      if (!Number.isInteger(id))
+        throw new ArchiveFormatError(`dependency "${dependency}" is not a dump id`, cursor.offset);
       dependencies.push(id);
     }
     const dataFlag = cursor.byte();
-    if (dataFlag < 1 || dataFlag > NO_DATA) throw new ArchiveFormatError(`unknown data offset flag ${dataFlag}`, cursor.offset);
+    if (dataFlag < 1 || dataFlag > NO_DATA)
+      throw new ArchiveFormatError(`unknown data offset flag ${dataFlag}`, cursor.offset);
     cursor.skip(this.offsetSize);
 
     const entry: TocEntry = {
@@ -373,7 +411,8 @@ export class ArchiveReader {
     };
     if (desc === 'TABLE DATA') entry.table = { schema: namespace, name: tag, dumpId: dependencies[0] };
     if (entry.hasData) {
-      if (this.awaitingData.has(dumpId)) throw new ArchiveFormatError(`two TOC entries with dump id ${dumpId}`, entryOffset);
+      if (this.awaitingData.has(dumpId))
+        throw new ArchiveFormatError(`two TOC entries with dump id ${dumpId}`, entryOffset);
       this.awaitingData.set(dumpId, entry);
     }
     if (--this.tocEntriesLeft === 0) this.step = Step.BlockType;
@@ -419,7 +458,7 @@ export class ArchiveReader {
       value = decodeInt(this.intBytes, 0, this.intSize);
       offset = this.intOffset;
     }
-    if (Number.isNaN(value)) throw new ArchiveFormatError('an integer with an invalid sign byte', offset);
+    if (Number.isNaN(value)) throw new ArchiveFormatError('an integer with an invalid sign', offset);
     this.intRead(value, offset, this.position + at);
     return at;
   }
@@ -450,7 +489,10 @@ export class ArchiveReader {
   private startBlock(dumpId: number, offset: number): void {
     const entry = this.awaitingData.get(dumpId);
     if (!entry) {
-      throw new ArchiveFormatError(`a data block for dump id ${dumpId}, which has none (or has had it) in the TOC`, offset);
+      throw new ArchiveFormatError(
+        `a data block for dump id ${dumpId}, which has none (or has had it) in the TOC`,
+        offset,
+      );
     }
     if ((this.blockType === BLOCK_LARGE_OBJECTS) !== (entry.desc === 'BLOBS')) {
       throw new ArchiveFormatError(`a data block of type ${this.blockType} for ${describe(entry)}`, offset);
@@ -458,6 +500,7 @@ export class ArchiveReader {
     this.awaitingData.delete(dumpId);
     this.block = entry;
     this.blockRows = 0;
+    this.copyTerminated = false;
     this.expectInt(this.blockType === BLOCK_LARGE_OBJECTS ? IntRole.LargeObjectOid : IntRole.ChunkLength);
     this.handler.dataStart?.({ entry, offset: this.blockOffset });
   }
@@ -486,32 +529,38 @@ export class ArchiveReader {
     const start = at;
     const chunkEnd = Math.min(piece.length, at + this.chunkLeft);
     while (at < chunkEnd) {
+      if (this.copyTerminated) {
+        at = this.skipEmptyLines(piece, at, chunkEnd);
+        break;
+      }
       let newline = this.nextNewline;
       if (newline < at) {
-        newline = piece.indexOf(NEWLINE, at);
+        newline = this.searchable.indexOf(NEWLINE, at);
         if (newline < 0) newline = piece.length;
         this.nextNewline = newline;
       }
       let nul = this.nextNul;
       if (nul < at) {
-        nul = piece.indexOf(0, at);
+        nul = this.searchable.indexOf(0, at);
         if (nul < 0) nul = piece.length;
         this.nextNul = nul;
       }
       if (nul < chunkEnd && nul < newline) {
-        throw new ArchiveFormatError(`a NUL byte in the COPY data of ${describe(this.block!)}`, this.position + nul);
+        throw new ArchiveFormatError(
+          `a NUL byte in the COPY data of ${describe(this.block!)}`,
+          this.position + nul,
+        );
       }
       if (newline >= chunkEnd) {
         this.partialRow.append(piece, at, chunkEnd);
         at = chunkEnd;
         break;
       }
-      this.blockRows++;
       if (this.partialRow.length === 0) {
-        this.handler.row?.(piece.subarray(at, newline), this.position + newline + 1);
+        this.handRow(piece, at, newline, this.position + newline + 1);
       } else {
         this.partialRow.append(piece, at, newline);
-        this.handler.row?.(this.partialRow.bytes.subarray(0, this.partialRow.length), this.position + newline + 1);
+        this.handRow(this.partialRow.bytes, 0, this.partialRow.length, this.position + newline + 1);
         this.partialRow.clear();
       }
       at = newline + 1;
@@ -519,6 +568,28 @@ export class ArchiveReader {
     this.chunkLeft -= at - start;
     if (this.chunkLeft === 0) this.expectInt(IntRole.ChunkLength);
     return at;
+  }
+
+  /** Gives bytes[start, end) to the handler as a row ending at rowEnd, unless it is the COPY terminator. */
+  private handRow(bytes: Uint8Array, start: number, end: number, rowEnd: number): void {
+    if (end - start === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === DOT) {
+      this.copyTerminated = true;
+      return;
+    }
+    this.blockRows++;
+    this.handler.row?.(bytes.subarray(start, end), rowEnd);
+  }
+
+  private skipEmptyLines(piece: Uint8Array, at: number, end: number): number {
+    for (; at < end; at++) {
+      if (piece[at] !== NEWLINE) {
+        throw new ArchiveFormatError(
+          `data after the COPY terminator of ${describe(this.block!)}`,
+          this.position + at,
+        );
+      }
+    }
+    return end;
   }
 
   private skipChunk(piece: Uint8Array, at: number): number {
@@ -535,15 +606,15 @@ function describe(entry: TocEntry): string {
 }
 
 /**
- * A WriteInt value: NaN when the sign byte is neither 0 nor 1, which pg_dump never writes, so a
- * misaligned read is caught at once.
+ * A WriteInt value, or NaN for what pg_dump never writes (a sign byte other than 0 or 1, or a
+ * negative zero), so that a misaligned read or a damaged int is caught at once.
  */
 function decodeInt(bytes: Uint8Array, at: number, intSize: number): number {
   const sign = bytes[at]!;
-  if (sign > 1) return NaN;
   let magnitude = 0;
   for (let i = intSize; i >= 1; i--) magnitude = magnitude * 256 + bytes[at + i]!;
-  return sign === 0 ? magnitude : -magnitude;
+  if (sign === 0) return magnitude;
+  return sign === 1 && magnitude > 0 ? -magnitude : NaN;
 }
 
 /** Thrown by a StructureCursor read that runs past the bytes it has; caught within the reader. */
@@ -603,7 +674,7 @@ class StructureCursor {
     const offset = this.offset;
     this.need(1 + this.intSize);
     const value = decodeInt(this.source, this.at, this.intSize);
-    if (Number.isNaN(value)) throw new ArchiveFormatError('an integer with an invalid sign byte', offset);
+    if (Number.isNaN(value)) throw new ArchiveFormatError('an integer with an invalid sign', offset);
     this.at += 1 + this.intSize;
     return value;
   }
@@ -628,7 +699,9 @@ class StructureCursor {
   private stringLength(): number {
     const offset = this.offset;
     const length = this.int();
-    if (length < -1) throw new ArchiveFormatError(`string length ${length}`, offset);
+    if (length < -1 || length > MAX_STRING_BYTES) {
+      throw new ArchiveFormatError(`implausible string length ${length}`, offset);
+    }
     return length;
   }
 

@@ -52,7 +52,9 @@ export class TableFingerprint {
     // The last 16 bits: two full base64 digits and the top four bits of a third.
     lanes[FULL_LANES] =
       lanes[FULL_LANES]! +
-      ((BASE64[digest.charCodeAt(40)]! << 10) | (BASE64[digest.charCodeAt(41)]! << 4) | (BASE64[digest.charCodeAt(42)]! >> 2));
+      ((BASE64[digest.charCodeAt(40)]! << 10) |
+        (BASE64[digest.charCodeAt(41)]! << 4) |
+        (BASE64[digest.charCodeAt(42)]! >> 2));
     if (++this.count % ROWS_BETWEEN_CARRIES === 0) this.settleCarries();
   }
 
