@@ -99,6 +99,62 @@ describe('backup postgres', () => {
     expect(await schema(cluster, 'shop_restored')).toBe(await schema(cluster, 'shop'));
   });
 
+  it('restores the dataset with every table checked against its fingerprint', async () => {
+    const restored = await runCli(
+      [
+        'restore',
+        'latest',
+        '--name',
+        'shop',
+        '--json',
+        '--to',
+        `postgres:///shop_verified?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`,
+      ],
+      {
+        env: repo.env,
+      },
+    );
+    expectExit(restored, 0);
+    const { verification } = JSON.parse(restored.stdout.toString()) as {
+      verification: { tables: number; rows: number; mismatched: unknown[] };
+    };
+    const tablesWithRows = Object.values(await tableContents(cluster, 'shop')).filter(
+      (rows) => rows !== '',
+    ).length;
+    expect(verification.tables).toBeGreaterThanOrEqual(tablesWithRows);
+    expect(verification.rows).toBeGreaterThan(1000);
+    expect(verification.mismatched).toEqual([]);
+  });
+
+  it('refuses to record a dump that ends early even though pg_dump exited 0', async () => {
+    // A stand-in pg_dump: the real one, its output cut short, and a successful exit.
+    const bin = path.join(repo.dir, 'truncating-bin');
+    await mkdir(bin, { recursive: true });
+    await writeFile(
+      path.join(bin, 'pg_dump'),
+      `#!/bin/sh
+[ "$1" = --version ] && exec ${path.join(cluster.binDir, 'pg_dump')} --version
+${path.join(cluster.binDir, 'pg_dump')} "$@" | head -c 200000
+exit 0
+`,
+    );
+    await chmod(path.join(bin, 'pg_dump'), 0o755);
+    await writeFile(
+      path.join(bin, 'psql'),
+      `#!/bin/sh
+exec ${path.join(cluster.binDir, 'psql')} "$@"
+`,
+    );
+    await chmod(path.join(bin, 'psql'), 0o755);
+    const before = await snapshotNames(repo);
+    const truncated = await runCli(['backup', 'postgres', '--pg-bin', bin], {
+      env: { ...repo.env, ...cluster.env(), PGDATABASE: 'shop' },
+    });
+    expectExit(truncated, 4);
+    expect(truncated.stderr).toMatch(/pg_dump archive: .*(ends|truncated)/i);
+    expect(await snapshotNames(repo)).toEqual(before);
+  });
+
   it('takes the connection from the DB_* variables the replaced scripts used', async () => {
     const env = {
       ...repo.env,

@@ -49,6 +49,23 @@ describe('restore postgres', () => {
     expect(await cluster.psql('select name from items where id = 7', 'app_copy')).toBe('item 7\n');
   });
 
+  it('catches a changed value in a restored database by its fingerprints (exit 7)', async () => {
+    const target = to('app_copy');
+    const untouched = await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env });
+    expectExit(untouched, 0);
+    expect(untouched.stderr).toMatch(/1 tables, 1000 rows, all match/);
+    await cluster.psql(`update items set name = 'tampered' where id = 500`, 'app_copy');
+    const tampered = await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env });
+    expectExit(tampered, 7);
+    expect(tampered.stderr).toMatch(
+      /app_copy differs from snapshot \w{8} in 1 table\(s\): public\.items \(1000 rows backed up, 1000 found, contents differ\)/,
+    );
+    await cluster.psql('delete from items where id = 1', 'app_copy');
+    expect((await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env })).stderr).toMatch(
+      /1000 rows backed up, 999 found/,
+    );
+  });
+
   it('refuses an existing database without --replace, and a replace nobody confirmed', async () => {
     const exists = await runCli(['restore', 'latest', '--to', to('app')], { env: repo.env });
     expectExit(exists, 3);

@@ -11,6 +11,7 @@ import { registerKey } from './commands/key.ts';
 import { registerRestore } from './commands/restore.ts';
 import { registerSnapshots } from './commands/snapshots.ts';
 import { registerUnlock } from './commands/unlock.ts';
+import { registerVerify } from './commands/verify.ts';
 
 function buildProgram(): Command {
   const program = new Command('strongbox')
@@ -45,6 +46,7 @@ function buildProgram(): Command {
     registerCheck,
     registerKey,
     registerUnlock,
+    registerVerify,
   ]) {
     register(program);
   }

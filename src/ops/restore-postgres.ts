@@ -3,6 +3,8 @@ import type { Repository, SnapshotFilter } from '../repository/repository.ts';
 import { resolveConnection } from '../sources/postgres/connection.ts';
 import { RestoreTarget } from '../sources/postgres/target.ts';
 import { findTools } from '../sources/postgres/tools.ts';
+import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
+import { verifyDatabase, type DatabaseVerification, type RecordedTable } from '../sources/postgres/verify.ts';
 import { catFile } from './read-content.ts';
 
 export interface PostgresRestoreOptions {
@@ -40,6 +42,7 @@ export interface PostgresRestorePlan {
 
 export interface PostgresRestoreResult extends PostgresRestorePlan {
   dryRun: boolean;
+  verification?: DatabaseVerification;
   /** With replace: what the old database is called now (unless dropped). */
   keptAs?: string;
   durationMs: number;
@@ -93,6 +96,7 @@ export async function restorePostgres(
       steps: [
         `create database ${scratch}`,
         `restore snapshot ${snapshot.id.slice(0, 8)} (${snapshot.header.name}, ${snapshot.header.time}) into ${scratch} with pg_restore`,
+        'compare every restored table with the fingerprints taken at backup',
         ...(replace
           ? [
               `end sessions on ${database} and rename it to ${keptAs}`,
@@ -108,6 +112,9 @@ export async function restorePostgres(
         hint: 'Type the database name when asked, or pass --yes.',
       });
     }
+    const recorded =
+      ((await repository.loadSnapshot(snapshot.id)).body.source as PostgresSnapshotDetails | undefined)
+        ?.tables ?? [];
     await repository.loadIndex();
     step(plan.steps[0]!);
     await target.create(scratch);
@@ -118,11 +125,31 @@ export async function restorePostgres(
       await target.drop(scratch).catch(() => undefined);
       throw error;
     }
-    if (!replace) return { ...plan, dryRun: false, durationMs: Date.now() - started };
     step(plan.steps[2]!);
+    let verification: DatabaseVerification;
+    try {
+      verification = await verifyDatabase(
+        connection,
+        target.tools,
+        scratch,
+        tablesToCheck(recorded, options),
+        {
+          snapshot: snapshot.id,
+          // Over an existing database nothing is swapped; a new one is left for inspection.
+          hint: replace
+            ? `${database} was left as it was.`
+            : `${scratch} was left for inspection; drop it when done.`,
+        },
+      );
+    } catch (error) {
+      if (replace) await target.drop(scratch).catch(() => undefined);
+      throw error;
+    }
+    if (!replace) return { ...plan, dryRun: false, verification, durationMs: Date.now() - started };
+    step(plan.steps[3]!);
     await target.rename(database, keptAs);
     try {
-      step(plan.steps[3]!);
+      step(plan.steps[4]!);
       await target.rename(scratch, database);
     } catch (error) {
       // Put the original back under its name before reporting.
@@ -130,12 +157,13 @@ export async function restorePostgres(
       throw error;
     }
     if (options.dropOld) {
-      step(plan.steps[4]!);
+      step(plan.steps[5]!);
       await target.drop(keptAs);
     }
     return {
       ...plan,
       dryRun: false,
+      verification,
       ...(options.dropOld ? {} : { keptAs }),
       durationMs: Date.now() - started,
     };
@@ -148,7 +176,7 @@ export async function restorePostgres(
  * Snapshots of one database: the one named by the filter; else, when the repository holds
  * snapshots of several databases, the target's namesake if there is one.
  */
-async function databaseFilter(
+export async function databaseFilter(
   repository: Repository,
   filter: SnapshotFilter,
   targetDatabase: string,
@@ -161,6 +189,14 @@ async function databaseFilter(
   throw new ConfigError(`snapshots of several databases match (${[...names].sort().join(', ')})`, {
     hint: 'Choose one with --name DATABASE.',
   });
+}
+
+/** The recorded tables a restore with these options brings back: all, or the --table ones. */
+function tablesToCheck(recorded: readonly RecordedTable[], options: PostgresRestoreOptions): RecordedTable[] {
+  if (options.schemaOnly) return [];
+  if (!options.tables?.length) return [...recorded];
+  const wanted = new Set(options.tables);
+  return recorded.filter((table) => wanted.has(table.name) || wanted.has(`${table.schema}.${table.name}`));
 }
 
 function restoreArguments(options: PostgresRestoreOptions): string[] {

@@ -3,11 +3,11 @@ import { fstatSync } from 'node:fs';
 import { SourceError } from '../errors.ts';
 import type { TreeNode } from '../repository/tree.ts';
 import { readPieces } from './read-pieces.ts';
-import type { BackupSource, ContentSink, SourceResult } from './source.ts';
+import type { BackupSource, ContentPiece, ContentSink, SourceResult } from './source.ts';
 
 /** Where a stream comes from: its bytes, the producer's verdict, and how to stop it early. */
 export interface StreamProducer {
-  content: AsyncIterable<Uint8Array>;
+  content: AsyncIterable<ContentPiece>;
   /** Resolves when the producer succeeded; rejects with a SourceError when it failed. */
   finished: Promise<void>;
   stop(): void;
@@ -23,7 +23,8 @@ export interface StreamDescription {
   /** The file's name in the snapshot (default: the snapshot's name). */
   fileName?: string;
   kind?: string;
-  details?: Record<string, unknown>;
+  /** Facts about the stream for the snapshot, asked for once the stream is complete. */
+  details?: () => Record<string, unknown>;
 }
 
 export function streamSource(description: StreamDescription, open: () => StreamProducer): BackupSource {
@@ -36,11 +37,26 @@ export function streamSource(description: StreamDescription, open: () => StreamP
       // Observed here, awaited below: a producer that fails at once must not be an unhandled rejection.
       producer.finished.catch(() => undefined);
       const mtimeNs = (BigInt(Date.now()) * 1_000_000n).toString();
+      let contentFailed = false;
+      const content = (async function* () {
+        try {
+          yield* producer.content;
+        } catch (error) {
+          contentFailed = true;
+          throw error;
+        }
+      })();
       let stored;
       try {
-        stored = await sink.storeContent(producer.content);
+        stored = await sink.storeContent(content);
       } catch (error) {
-        // Stop the producer and report what failed on our side.
+        // A stream that broke off usually means the producer died: its own failure is the
+        // cause to report. Anything else failed on our side: stop the producer and say so.
+        if (contentFailed) {
+          const producerFailure = await settledWithin(producer.finished, PRODUCER_GRACE_MS);
+          producer.stop();
+          throw producerFailure ?? error;
+        }
         producer.stop();
         await producer.finished.catch(() => undefined);
         throw error;
@@ -63,7 +79,7 @@ export function streamSource(description: StreamDescription, open: () => StreamP
         size: stored.size,
         paths: [fileName],
         summary: { files: 1, bytes: stored.size },
-        ...(details ? { details } : {}),
+        ...(details ? { details: details() } : {}),
       };
     },
   };
@@ -116,4 +132,25 @@ export function commandSource(name: string, command: string, args: string[]): Ba
       },
     };
   });
+}
+
+/** How long a producer whose stream broke off may take to exit and say why. */
+const PRODUCER_GRACE_MS = 2000;
+
+/** The rejection of `finished` if it fails within `ms`, else undefined. */
+async function settledWithin(finished: Promise<void>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
+  try {
+    const outcome = await Promise.race([
+      finished.then(
+        () => 'ok' as const,
+        (error: unknown) => ({ error }),
+      ),
+      timeout,
+    ]);
+    return typeof outcome === 'object' ? outcome.error : undefined;
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -70,6 +70,11 @@ export function registerRestore(program: Command): void {
         );
         for (const planned of result.steps) output.line(`  - ${planned}`);
       } else {
+        if (result.verification) {
+          output.info(
+            `verified ${result.verification.tables} tables, ${result.verification.rows} rows: all match the backup`,
+          );
+        }
         output.info(
           `restored snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s${result.keptAs ? `; the old database is kept as ${result.keptAs}` : ''}`,
         );

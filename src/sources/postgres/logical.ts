@@ -4,7 +4,21 @@ import { SourceError } from '../../errors.ts';
 import type { BackupSource } from '../source.ts';
 import { streamSource } from '../stdin.ts';
 import type { PostgresConnection } from './connection.ts';
+import { DumpFollower } from './dump-follower.ts';
 import { firstError, type PostgresTools, type ServerVersion } from './tools.ts';
+import type { RecordedTable } from './verify.ts';
+
+/** What a logical snapshot records of its source (the snapshot body's `source`). */
+export type PostgresSnapshotDetails = {
+  database: string;
+  connection: string;
+  serverVersion: number;
+  pgDumpMajor: number;
+  format: 'custom';
+  archiveVersion: string;
+  /** Every table's row count and fingerprint, from the dump itself. */
+  tables: RecordedTable[];
+};
 
 export interface LogicalBackupOptions {
   connection: PostgresConnection;
@@ -29,18 +43,22 @@ export function logicalSource(options: LogicalBackupOptions): BackupSource {
   if (options.schemaOnly) args.push('--schema-only');
   for (const table of options.tables ?? []) args.push(`--table=${table}`);
   for (const table of options.excludeTables ?? []) args.push(`--exclude-table=${table}`);
-  const details = {
+  const follower = new DumpFollower();
+  const details = (): PostgresSnapshotDetails => ({
     database: connection.database,
     connection: connection.display,
     serverVersion: tools.server.number,
     pgDumpMajor: tools.major,
     format: 'custom',
-  };
+    archiveVersion: follower.header?.archiveVersion ?? '',
+    tables: follower.tables,
+  });
   return streamSource(
     { name: connection.database, fileName: `${connection.database}.dump`, kind: 'postgres', details },
     () => {
       const child = spawn(path.join(tools.binDir, 'pg_dump'), args, {
-        env: { ...process.env, ...connection.env },
+        // UTC, as the fingerprint check after a restore reads timestamptz values in (verify.ts).
+        env: { ...process.env, ...connection.env, PGTZ: 'UTC' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stderr = '';
@@ -68,7 +86,7 @@ export function logicalSource(options: LogicalBackupOptions): BackupSource {
         });
       });
       return {
-        content: child.stdout,
+        content: follower.follow(child.stdout),
         finished,
         stop: () => {
           child.stdout.destroy();

@@ -43,3 +43,24 @@ export function openDatabase(database: string): string {
 export function databaseSize(database: string): string {
   return `select pg_database_size(${quoteLiteral(database)})`;
 }
+
+/**
+ * Session settings under which COPY text reads as pg_dump wrote it: pg_dump sets the same ones.
+ * They print nothing under psql -q, so the session's output is the COPY text alone. The client
+ * encoding (the database's, as pg_dump uses) and the time zone (UTC, in which strongbox also runs
+ * pg_dump) go in through the environment: PGCLIENTENCODING and PGTZ.
+ */
+export function sessionLikePgDump(): string[] {
+  return ['set datestyle = iso', 'set intervalstyle = postgres', 'set extra_float_digits = 3'];
+}
+
+/** pg_dump's "COPY t (cols) FROM stdin;" for a table, turned into the matching COPY … TO STDOUT. */
+export function copyOutStatement(copyFromStatement: string): string {
+  const match = /^COPY (.+) FROM stdin;\s*$/s.exec(copyFromStatement.trim());
+  if (!match) throw new Error(`not a COPY FROM stdin statement: ${copyFromStatement.slice(0, 80)}`);
+  return `COPY ${match[1]} TO STDOUT`;
+}
+
+export function databaseEncoding(database: string): string {
+  return `select pg_encoding_to_char(encoding) from pg_database where datname = ${quoteLiteral(database)}`;
+}

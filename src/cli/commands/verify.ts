@@ -1,0 +1,39 @@
+import type { Command } from 'commander';
+import { verifyPostgres } from '../../ops/verify-postgres.ts';
+import { globalOptions, outputFor, withRepository } from '../context.ts';
+import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
+
+export function registerVerify(program: Command): void {
+  filterOptions(program.command('verify'))
+    .description(
+      'compare a PostgreSQL database with the fingerprints of a snapshot (exit 7 on any difference)',
+    )
+    .argument('[snapshot]', 'snapshot id, id prefix, or latest (default)', 'latest')
+    .option(
+      '--to <url>',
+      'the database to check: postgres://user@host:port/database (default: PG*/DB_* variables)',
+    )
+    .option('--pg-bin <dir>', 'directory of psql')
+    .action(
+      async (
+        reference: string,
+        options: FilterOptions & { to?: string; pgBin?: string },
+        command: Command,
+      ) => {
+        const global = globalOptions(command);
+        const output = outputFor(global);
+        const result = await withRepository(global, (repository) =>
+          verifyPostgres(repository, reference, {
+            ...(options.to ? { to: options.to } : {}),
+            ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+            filter: snapshotFilter(options),
+          }),
+        );
+        if (global.json) output.data(result);
+        else
+          output.info(
+            `${result.target}: ${result.verification.tables} tables, ${result.verification.rows} rows, all match snapshot ${result.snapshot.slice(0, 8)}`,
+          );
+      },
+    );
+}

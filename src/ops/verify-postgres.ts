@@ -1,0 +1,49 @@
+import type { Repository, SnapshotFilter } from '../repository/repository.ts';
+import { resolveConnection } from '../sources/postgres/connection.ts';
+import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
+import { findTools } from '../sources/postgres/tools.ts';
+import { verifyDatabase, type DatabaseVerification } from '../sources/postgres/verify.ts';
+import { databaseFilter } from './restore-postgres.ts';
+
+export interface PostgresVerifyOptions {
+  /** The database to check: postgres://…/database; else the PG* and DB_* environment variables. */
+  to?: string;
+  pgBin?: string;
+  filter?: SnapshotFilter;
+}
+
+export interface PostgresVerifyResult {
+  snapshot: string;
+  target: string;
+  verification: DatabaseVerification;
+}
+
+/**
+ * Compares a database with the fingerprints a PostgreSQL snapshot recorded: every table's row
+ * count and content hash. Any difference is a VerificationError (exit 7) naming the tables.
+ */
+export async function verifyPostgres(
+  repository: Repository,
+  reference: string,
+  options: PostgresVerifyOptions = {},
+): Promise<PostgresVerifyResult> {
+  const lock = await repository.lock(false, 'verify postgres');
+  try {
+    const connection = resolveConnection(options.to);
+    const snapshot = await repository.findSnapshot(
+      reference,
+      await databaseFilter(repository, options.filter ?? {}, connection.database),
+    );
+    const recorded =
+      ((await repository.loadSnapshot(snapshot.id)).body.source as PostgresSnapshotDetails | undefined)
+        ?.tables ?? [];
+    const tools = await findTools(connection, options.pgBin);
+    const verification = await verifyDatabase(connection, tools, connection.database, recorded, {
+      snapshot: snapshot.id,
+      hint: 'Restore the database again from the snapshot, or find out what changed it.',
+    });
+    return { snapshot: snapshot.id, target: connection.display, verification };
+  } finally {
+    await lock.release();
+  }
+}

@@ -1,0 +1,58 @@
+import { CHUNK_BOUNDARY, type ContentPiece } from '../source.ts';
+import { ArchiveReader, type ArchiveHeader, type TocEntry } from './archive-reader.ts';
+import { TableFingerprint } from './fingerprint.ts';
+import type { RecordedTable } from './verify.ts';
+
+/**
+ * Follows pg_dump's archive as it streams into the repository, reading it once: a chunk
+ * boundary before each table's data (so a table's chunks do not depend on the table before
+ * it), a fingerprint of every table from its rows as they pass, and proof that the archive is
+ * complete (a truncated one fails the backup instead of being recorded).
+ */
+export class DumpFollower {
+  header: ArchiveHeader | undefined;
+  readonly tables: RecordedTable[] = [];
+  private current: { entry: TocEntry; fingerprint: TableFingerprint } | undefined;
+  private boundaries: number[] = [];
+  private readonly reader = new ArchiveReader({
+    header: (header) => (this.header = header),
+    dataStart: ({ entry, offset }) => {
+      this.boundaries.push(offset);
+      if (entry.desc === 'TABLE DATA' && entry.table && entry.copyStatement) {
+        this.current = { entry, fingerprint: new TableFingerprint() };
+      }
+    },
+    row: (row) => this.current?.fingerprint.addRow(row),
+    dataEnd: ({ entry }) => {
+      const current = this.current;
+      if (!current || current.entry !== entry) return;
+      this.current = undefined;
+      this.tables.push({
+        schema: entry.table!.schema,
+        name: entry.table!.name,
+        copyStatement: entry.copyStatement!,
+        rows: current.fingerprint.rows,
+        hash: current.fingerprint.digest(),
+      });
+    },
+  });
+
+  /** Passes the archive through, with CHUNK_BOUNDARY before every data block. */
+  async *follow(archive: AsyncIterable<Uint8Array>): AsyncGenerator<ContentPiece> {
+    let offset = 0;
+    for await (const piece of archive) {
+      this.boundaries = [];
+      this.reader.push(piece);
+      let start = 0;
+      for (const boundary of this.boundaries) {
+        const at = boundary - offset;
+        if (at > start) yield piece.subarray(start, at);
+        yield CHUNK_BOUNDARY;
+        start = at;
+      }
+      if (start < piece.length) yield start === 0 ? piece : piece.subarray(start);
+      offset += piece.length;
+    }
+    this.reader.end();
+  }
+}
