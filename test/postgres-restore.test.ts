@@ -26,7 +26,8 @@ describe('restore postgres', () => {
     expectExit(await runCli(['init'], { env: repo.env }), 0);
     await cluster.createDatabase('app');
     await cluster.psql(
-      `create table items (id int primary key, name text); insert into items select g, 'item ' || g from generate_series(1, 1000) g`,
+      `create table items (id int primary key, name text); insert into items select g, 'item ' || g from generate_series(1, 1000) g;
+       create index items_name on items (name); create sequence app_seq; select setval('app_seq', 42)`,
       'app',
     );
     sourceEnv = { ...repo.env, ...cluster.env(), PGDATABASE: 'app' };
@@ -53,17 +54,31 @@ describe('restore postgres', () => {
     const target = to('app_copy');
     const untouched = await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env });
     expectExit(untouched, 0);
-    expect(untouched.stderr).toMatch(/1 tables, 1000 rows, all match/);
+    expect(untouched.stderr).toMatch(
+      /1 tables \(1000 rows\), 1 sequences and the objects of 1 schemas all match/,
+    );
     await cluster.psql(`update items set name = 'tampered' where id = 500`, 'app_copy');
     const tampered = await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env });
     expectExit(tampered, 7);
     expect(tampered.stderr).toMatch(
-      /app_copy differs from snapshot \w{8} in 1 table\(s\): public\.items \(1000 rows backed up, 1000 found, contents differ\)/,
+      /app_copy differs from snapshot \w{8}: 1 table\(s\): public\.items \(1000 rows backed up, 1000 found, contents differ\)/,
     );
     await cluster.psql('delete from items where id = 1', 'app_copy');
     expect((await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env })).stderr).toMatch(
       /1000 rows backed up, 999 found/,
     );
+  });
+
+  it('catches a moved sequence and a missing index (exit 7)', async () => {
+    expectExit(
+      await runCli(['restore', 'latest', '--name', 'app', '--to', to('app_catalog')], { env: repo.env }),
+      0,
+    );
+    await cluster.psql(`select setval('app_seq', 43); drop index items_name`, 'app_catalog');
+    const changed = await runCli(['verify', '--name', 'app', '--to', to('app_catalog')], { env: repo.env });
+    expectExit(changed, 7);
+    expect(changed.stderr).toMatch(/sequence public\.app_seq: 42 backed up, 43 found/);
+    expect(changed.stderr).toMatch(/schema public: indexes: 2 backed up, 1 found/);
   });
 
   it('refuses an existing database without --replace, and a replace nobody confirmed', async () => {

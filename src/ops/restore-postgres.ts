@@ -4,7 +4,11 @@ import { resolveConnection } from '../sources/postgres/connection.ts';
 import { RestoreTarget } from '../sources/postgres/target.ts';
 import { findTools } from '../sources/postgres/tools.ts';
 import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
-import { verifyDatabase, type DatabaseVerification, type RecordedTable } from '../sources/postgres/verify.ts';
+import {
+  verifyDatabase,
+  type CatalogExpectations,
+  type DatabaseVerification,
+} from '../sources/postgres/verify.ts';
 import { catFile } from './read-content.ts';
 
 export interface PostgresRestoreOptions {
@@ -112,9 +116,8 @@ export async function restorePostgres(
         hint: 'Type the database name when asked, or pass --yes.',
       });
     }
-    const recorded =
-      ((await repository.loadSnapshot(snapshot.id)).body.source as PostgresSnapshotDetails | undefined)
-        ?.tables ?? [];
+    const recorded = (await repository.loadSnapshot(snapshot.id)).body.source as
+      PostgresSnapshotDetails | undefined;
     await repository.loadIndex();
     step(plan.steps[0]!);
     await target.create(scratch);
@@ -132,7 +135,7 @@ export async function restorePostgres(
         connection,
         target.tools,
         scratch,
-        tablesToCheck(recorded, options),
+        expectedAfter(recorded, options),
         {
           snapshot: snapshot.id,
           // Over an existing database nothing is swapped; a new one is left for inspection.
@@ -191,12 +194,27 @@ export async function databaseFilter(
   });
 }
 
-/** The recorded tables a restore with these options brings back: all, or the --table ones. */
-function tablesToCheck(recorded: readonly RecordedTable[], options: PostgresRestoreOptions): RecordedTable[] {
-  if (options.schemaOnly) return [];
-  if (!options.tables?.length) return [...recorded];
-  const wanted = new Set(options.tables);
-  return recorded.filter((table) => wanted.has(table.name) || wanted.has(`${table.schema}.${table.name}`));
+/**
+ * What a restore with these options brings back of what the backup recorded: every table's rows
+ * (or only the --table ones), sequences unless only the schema came back, object counts unless
+ * only data or some tables did.
+ */
+function expectedAfter(recorded: PostgresSnapshotDetails | undefined, options: PostgresRestoreOptions) {
+  const subset = Boolean(options.tables?.length);
+  const wanted = new Set(options.tables ?? []);
+  const tables = options.schemaOnly
+    ? []
+    : (recorded?.tables ?? []).filter(
+        (table) => !subset || wanted.has(table.name) || wanted.has(`${table.schema}.${table.name}`),
+      );
+  return {
+    tables,
+    catalog: recorded?.catalog,
+    expect: {
+      sequences: !options.schemaOnly && !subset,
+      objects: !options.dataOnly && !subset,
+    } satisfies CatalogExpectations,
+  };
 }
 
 function restoreArguments(options: PostgresRestoreOptions): string[] {

@@ -34,11 +34,15 @@ export async function verifyPostgres(
       reference,
       await databaseFilter(repository, options.filter ?? {}, connection.database),
     );
-    const recorded =
-      ((await repository.loadSnapshot(snapshot.id)).body.source as PostgresSnapshotDetails | undefined)
-        ?.tables ?? [];
+    const recorded = (await repository.loadSnapshot(snapshot.id)).body.source as
+      PostgresSnapshotDetails | undefined;
     const tools = await findTools(connection, options.pgBin);
-    const verification = await verifyDatabase(connection, tools, connection.database, recorded, {
+    const expected = {
+      tables: recorded?.tables ?? [],
+      catalog: recorded?.catalog,
+      expect: { sequences: true, objects: true },
+    };
+    const verification = await verifyDatabase(connection, tools, connection.database, expected, {
       snapshot: snapshot.id,
       hint: 'Restore the database again from the snapshot, or find out what changed it.',
     });

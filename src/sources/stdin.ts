@@ -27,13 +27,16 @@ export interface StreamDescription {
   details?: () => Record<string, unknown>;
 }
 
-export function streamSource(description: StreamDescription, open: () => StreamProducer): BackupSource {
+export function streamSource(
+  description: StreamDescription,
+  open: () => StreamProducer | Promise<StreamProducer>,
+): BackupSource {
   const { name, fileName = name, kind = 'stdin', details } = description;
   return {
     kind,
     name,
     async run(sink: ContentSink): Promise<SourceResult> {
-      const producer = open();
+      const producer = await open();
       // Observed here, awaited below: a producer that fails at once must not be an unhandled rejection.
       producer.finished.catch(() => undefined);
       const mtimeNs = (BigInt(Date.now()) * 1_000_000n).toString();

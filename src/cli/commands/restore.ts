@@ -71,8 +71,9 @@ export function registerRestore(program: Command): void {
         for (const planned of result.steps) output.line(`  - ${planned}`);
       } else {
         if (result.verification) {
+          const { tables, rows, sequences, schemas } = result.verification;
           output.info(
-            `verified ${result.verification.tables} tables, ${result.verification.rows} rows: all match the backup`,
+            `verified ${tables} tables (${rows} rows), ${sequences} sequences and the objects of ${schemas} schemas: all match the backup`,
           );
         }
         output.info(

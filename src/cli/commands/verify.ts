@@ -29,11 +29,11 @@ export function registerVerify(program: Command): void {
             filter: snapshotFilter(options),
           }),
         );
-        if (global.json) output.data(result);
-        else
-          output.info(
-            `${result.target}: ${result.verification.tables} tables, ${result.verification.rows} rows, all match snapshot ${result.snapshot.slice(0, 8)}`,
-          );
+        if (global.json) return output.data(result);
+        const { tables, rows, sequences, schemas } = result.verification;
+        output.info(
+          `${result.target}: ${tables} tables (${rows} rows), ${sequences} sequences and the objects of ${schemas} schemas all match snapshot ${result.snapshot.slice(0, 8)}`,
+        );
       },
     );
 }

@@ -5,8 +5,10 @@ import type { BackupSource } from '../source.ts';
 import { streamSource } from '../stdin.ts';
 import type { PostgresConnection } from './connection.ts';
 import { DumpFollower } from './dump-follower.ts';
+import { CATALOG_FINGERPRINT, EXPORT_SNAPSHOT } from './queries.ts';
+import { PsqlSession } from './session.ts';
 import { firstError, type PostgresTools, type ServerVersion } from './tools.ts';
-import type { RecordedTable } from './verify.ts';
+import type { CatalogFingerprint, RecordedTable } from './verify.ts';
 
 /** What a logical snapshot records of its source (the snapshot body's `source`). */
 export type PostgresSnapshotDetails = {
@@ -18,6 +20,8 @@ export type PostgresSnapshotDetails = {
   archiveVersion: string;
   /** Every table's row count and fingerprint, from the dump itself. */
   tables: RecordedTable[];
+  /** Sequences and object counts, read in the dump's own snapshot. */
+  catalog?: CatalogFingerprint;
 };
 
 export interface LogicalBackupOptions {
@@ -44,6 +48,7 @@ export function logicalSource(options: LogicalBackupOptions): BackupSource {
   for (const table of options.tables ?? []) args.push(`--table=${table}`);
   for (const table of options.excludeTables ?? []) args.push(`--exclude-table=${table}`);
   const follower = new DumpFollower();
+  let catalog: CatalogFingerprint | undefined;
   const details = (): PostgresSnapshotDetails => ({
     database: connection.database,
     connection: connection.display,
@@ -52,11 +57,25 @@ export function logicalSource(options: LogicalBackupOptions): BackupSource {
     format: 'custom',
     archiveVersion: follower.header?.archiveVersion ?? '',
     tables: follower.tables,
+    ...(catalog ? { catalog } : {}),
   });
   return streamSource(
     { name: connection.database, fileName: `${connection.database}.dump`, kind: 'postgres', details },
-    () => {
-      const child = spawn(path.join(tools.binDir, 'pg_dump'), args, {
+    async () => {
+      // pg_dump dumps the snapshot this session exports, and the catalog is read in it too:
+      // both describe the database at the same instant.
+      const session = new PsqlSession(connection, tools.binDir);
+      let snapshot: string;
+      try {
+        let exported = '';
+        for (const sql of EXPORT_SNAPSHOT) exported = await session.query(sql);
+        snapshot = exported.trim();
+        catalog = JSON.parse(await session.query(CATALOG_FINGERPRINT)) as CatalogFingerprint;
+      } catch (error) {
+        await session.close();
+        throw error;
+      }
+      const child = spawn(path.join(tools.binDir, 'pg_dump'), [...args, `--snapshot=${snapshot}`], {
         // UTC, as the fingerprint check after a restore reads timestamptz values in (verify.ts).
         env: { ...process.env, ...connection.env, PGTZ: 'UTC' },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -87,7 +106,7 @@ export function logicalSource(options: LogicalBackupOptions): BackupSource {
       });
       return {
         content: follower.follow(child.stdout),
-        finished,
+        finished: finished.finally(() => session.close()),
         stop: () => {
           child.stdout.destroy();
           child.kill('SIGTERM');

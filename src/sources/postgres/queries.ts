@@ -64,3 +64,54 @@ export function copyOutStatement(copyFromStatement: string): string {
 export function databaseEncoding(database: string): string {
   return `select pg_encoding_to_char(encoding) from pg_database where datname = ${quoteLiteral(database)}`;
 }
+
+export const EXPORT_SNAPSHOT = [
+  'begin isolation level repeatable read read only',
+  'select pg_export_snapshot()',
+];
+
+/**
+ * What a database holds beyond its table rows, as one JSON object: every sequence's last value,
+ * and per schema the number of tables, views, materialized views, sequences, indexes,
+ * constraints, triggers and functions; the server version and database size for the record.
+ * Run in the dump's snapshot at backup and on the restored database after: the same query, so
+ * the same meaning on both sides.
+ */
+export const CATALOG_FINGERPRINT = `
+with schemas as (
+  select oid, nspname from pg_namespace
+  where nspname not in ('pg_catalog', 'information_schema', 'pg_toast') and nspname not like 'pg_temp_%' and nspname not like 'pg_toast_temp_%'
+),
+relations as (
+  select s.nspname,
+    count(*) filter (where c.relkind in ('r', 'p')) as tables,
+    count(*) filter (where c.relkind = 'v') as views,
+    count(*) filter (where c.relkind = 'm') as materialized_views,
+    count(*) filter (where c.relkind = 'S') as sequences,
+    count(*) filter (where c.relkind in ('i', 'I')) as indexes
+  from schemas s join pg_class c on c.relnamespace = s.oid group by s.nspname
+),
+constraints as (
+  select s.nspname, count(*) as constraints from schemas s join pg_constraint k on k.connamespace = s.oid group by s.nspname
+),
+triggers as (
+  select s.nspname, count(*) as triggers from schemas s join pg_class c on c.relnamespace = s.oid
+  join pg_trigger t on t.tgrelid = c.oid and not t.tgisinternal group by s.nspname
+),
+functions as (
+  select s.nspname, count(*) as functions from schemas s join pg_proc p on p.pronamespace = s.oid group by s.nspname
+),
+counts as (
+  select s.nspname, json_build_object(
+    'tables', coalesce(r.tables, 0), 'views', coalesce(r.views, 0), 'materializedViews', coalesce(r.materialized_views, 0),
+    'sequences', coalesce(r.sequences, 0), 'indexes', coalesce(r.indexes, 0), 'constraints', coalesce(k.constraints, 0),
+    'triggers', coalesce(t.triggers, 0), 'functions', coalesce(f.functions, 0)) as objects
+  from schemas s left join relations r using (nspname) left join constraints k using (nspname)
+  left join triggers t using (nspname) left join functions f using (nspname)
+)
+select json_build_object(
+  'sequences', (select coalesce(json_object_agg(format('%I.%I', schemaname, sequencename), last_value order by schemaname, sequencename), '{}') from pg_sequences),
+  'objects', (select coalesce(json_object_agg(nspname, objects order by nspname), '{}') from counts),
+  'serverVersion', current_setting('server_version_num')::int,
+  'databaseSize', pg_database_size(current_database())
+)`;

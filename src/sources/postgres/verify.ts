@@ -3,7 +3,7 @@ import path from 'node:path';
 import { SourceError, VerificationError } from '../../errors.ts';
 import type { PostgresConnection } from './connection.ts';
 import { TableFingerprint } from './fingerprint.ts';
-import { copyOutStatement, databaseEncoding, sessionLikePgDump } from './queries.ts';
+import { CATALOG_FINGERPRINT, copyOutStatement, databaseEncoding, sessionLikePgDump } from './queries.ts';
 import { firstError, psql, type PostgresTools } from './tools.ts';
 
 /** What a backup recorded of one table, to compare a restore against. */
@@ -14,6 +14,20 @@ export interface RecordedTable {
   copyStatement: string;
   rows: number;
   hash: string;
+}
+
+/** The catalog query's answer (queries.ts, CATALOG_FINGERPRINT). */
+export interface CatalogFingerprint {
+  sequences: Record<string, number | null>;
+  objects: Record<string, Record<string, number>>;
+  serverVersion: number;
+  databaseSize: number;
+}
+
+/** Which parts of the catalog a restore is expected to bring back. */
+export interface CatalogExpectations {
+  sequences: boolean;
+  objects: boolean;
 }
 
 export interface TableComparison {
@@ -27,39 +41,92 @@ export interface TableComparison {
 export interface DatabaseVerification {
   tables: number;
   rows: number;
+  sequences: number;
+  schemas: number;
   /** Tables whose row count or fingerprint differs from the snapshot's. */
   mismatched: TableComparison[];
+  /** Sequences and object counts that differ, one sentence each. */
+  catalogDifferences: string[];
 }
 
-/** Compares `database` with the recorded tables; throws VerificationError (exit 7) naming every table that differs. */
+/**
+ * Compares `database` with what a backup recorded: every table's rows, and (as far as the
+ * restore was meant to bring them back) sequences and object counts. Throws VerificationError
+ * (exit 7) naming every difference.
+ */
 export async function verifyDatabase(
   connection: PostgresConnection,
   tools: PostgresTools,
   database: string,
-  tables: readonly RecordedTable[],
+  recorded: {
+    tables: readonly RecordedTable[];
+    catalog?: CatalogFingerprint | undefined;
+    expect: CatalogExpectations;
+  },
   onMismatch: { snapshot: string; hint: string },
 ): Promise<DatabaseVerification> {
-  const comparisons = await compareTables(connection, tools, database, tables);
+  const comparisons = await compareTables(connection, tools, database, recorded.tables);
   const mismatched = comparisons.filter((comparison) => !comparison.matches);
-  if (mismatched.length > 0) {
-    const list = mismatched
-      .map(
-        (table) =>
-          `${table.schema}.${table.name} (${table.expectedRows} rows backed up, ${table.actualRows} found${table.expectedRows === table.actualRows ? ', contents differ' : ''})`,
-      )
-      .join(', ');
+  const catalogDifferences: string[] = [];
+  let sequences = 0;
+  let schemas = 0;
+  if (recorded.catalog && (recorded.expect.sequences || recorded.expect.objects)) {
+    const on = { ...connection, env: { ...connection.env, PGDATABASE: database }, database };
+    const actual = JSON.parse(await psql(on, tools.binDir, CATALOG_FINGERPRINT)) as CatalogFingerprint;
+    if (recorded.expect.sequences) {
+      sequences = Object.keys(recorded.catalog.sequences).length;
+      catalogDifferences.push(...differences('sequence', recorded.catalog.sequences, actual.sequences));
+    }
+    if (recorded.expect.objects) {
+      schemas = Object.keys(recorded.catalog.objects).length;
+      for (const schema of new Set([
+        ...Object.keys(recorded.catalog.objects),
+        ...Object.keys(actual.objects),
+      ])) {
+        catalogDifferences.push(
+          ...differences(
+            `schema ${schema}:`,
+            recorded.catalog.objects[schema] ?? {},
+            actual.objects[schema] ?? {},
+          ),
+        );
+      }
+    }
+  }
+  if (mismatched.length > 0 || catalogDifferences.length > 0) {
+    const tables = mismatched.map(
+      (table) =>
+        `${table.schema}.${table.name} (${table.expectedRows} rows backed up, ${table.actualRows} found${table.expectedRows === table.actualRows ? ', contents differ' : ''})`,
+    );
     throw new VerificationError(
-      `${database} differs from snapshot ${onMismatch.snapshot.slice(0, 8)} in ${mismatched.length} table(s): ${list}`,
-      {
-        hint: onMismatch.hint,
-      },
+      `${database} differs from snapshot ${onMismatch.snapshot.slice(0, 8)}: ${[...(tables.length ? [`${tables.length} table(s): ${tables.join(', ')}`] : []), ...catalogDifferences].join('; ')}`,
+      { hint: onMismatch.hint },
     );
   }
   return {
     tables: comparisons.length,
     rows: comparisons.reduce((sum, comparison) => sum + comparison.actualRows, 0),
+    sequences,
+    schemas,
     mismatched,
+    catalogDifferences,
   };
+}
+
+/** "sequence shop.orders_id_seq: 5000 backed up, 4999 found" for every key whose values differ. */
+function differences(
+  what: string,
+  expected: Record<string, unknown>,
+  actual: Record<string, unknown>,
+): string[] {
+  const found: string[] = [];
+  for (const key of new Set([...Object.keys(expected), ...Object.keys(actual)])) {
+    if (expected[key] !== actual[key])
+      found.push(
+        `${what} ${key}: ${String(expected[key] ?? 'none')} backed up, ${String(actual[key] ?? 'none')} found`,
+      );
+  }
+  return found;
 }
 
 /**
