@@ -35,6 +35,16 @@ export {
   type PostgresRestoreOptions,
   type PostgresRestoreResult,
 } from './ops/restore-postgres.ts';
+export {
+  restorePostgresCluster,
+  type ClusterRestoreOptions,
+  type ClusterRestoreResult,
+} from './ops/restore-postgres-cluster.ts';
+export {
+  verifyPostgres,
+  type PostgresVerifyOptions,
+  type PostgresVerifyResult,
+} from './ops/verify-postgres.ts';
 export { catFile } from './ops/read-content.ts';
 export { check, type CheckOptions, type CheckResult, type CheckProblem } from './ops/check.ts';
 export { unlock } from './ops/unlock.ts';

@@ -36,55 +36,67 @@ export function streamSource(
     kind,
     name,
     async run(sink: ContentSink): Promise<SourceResult> {
-      const producer = await open();
-      // Observed here, awaited below: a producer that fails at once must not be an unhandled rejection.
-      producer.finished.catch(() => undefined);
-      const mtimeNs = (BigInt(Date.now()) * 1_000_000n).toString();
-      let contentFailed = false;
-      const content = (async function* () {
-        try {
-          yield* producer.content;
-        } catch (error) {
-          contentFailed = true;
-          throw error;
-        }
-      })();
-      let stored;
-      try {
-        stored = await sink.storeContent(content);
-      } catch (error) {
-        // A stream that broke off usually means the producer died: its own failure is the
-        // cause to report. Anything else failed on our side: stop the producer and say so.
-        if (contentFailed) {
-          const producerFailure = await settledWithin(producer.finished, PRODUCER_GRACE_MS);
-          producer.stop();
-          throw producerFailure ?? error;
-        }
-        producer.stop();
-        await producer.finished.catch(() => undefined);
-        throw error;
-      }
-      // The stream ended; only a clean exit of the producer makes it a complete backup.
-      await producer.finished;
-      const node: TreeNode = {
-        name: fileName,
-        type: 'file',
-        mode: 0o600,
-        mtimeNs,
-        uid: process.getuid?.() ?? 0,
-        gid: process.getgid?.() ?? 0,
-        size: stored.size,
-        content: stored.blobs,
-      };
+      const node = await storeProduced(sink, await open(), fileName);
       const tree = await sink.storeTree({ nodes: [node] });
       return {
         tree,
-        size: stored.size,
+        size: node.size ?? 0,
         paths: [fileName],
-        summary: { files: 1, bytes: stored.size },
+        summary: { files: 1, bytes: node.size ?? 0 },
         ...(details ? { details: details() } : {}),
       };
     },
+  };
+}
+
+/**
+ * Stores what a producer streams as one file node named `fileName`. Only a producer that
+ * finishes cleanly makes a node: its failure fails the backup, and so does a stream that breaks
+ * off, reported as the producer's own failure when it has one.
+ */
+export async function storeProduced(
+  sink: ContentSink,
+  producer: StreamProducer,
+  fileName: string,
+): Promise<TreeNode> {
+  // Observed here, awaited below: a producer that fails at once must not be an unhandled rejection.
+  producer.finished.catch(() => undefined);
+  const mtimeNs = (BigInt(Date.now()) * 1_000_000n).toString();
+  let contentFailed = false;
+  const content = (async function* () {
+    try {
+      yield* producer.content;
+    } catch (error) {
+      contentFailed = true;
+      throw error;
+    }
+  })();
+  let stored;
+  try {
+    stored = await sink.storeContent(content);
+  } catch (error) {
+    // A stream that broke off usually means the producer died: its own failure is the cause to
+    // report. Anything else failed on our side: stop the producer and say so.
+    if (contentFailed) {
+      const producerFailure = await settledWithin(producer.finished, PRODUCER_GRACE_MS);
+      producer.stop();
+      throw producerFailure ?? error;
+    }
+    producer.stop();
+    await producer.finished.catch(() => undefined);
+    throw error;
+  }
+  // The stream ended; only a clean exit of the producer makes it a complete backup.
+  await producer.finished;
+  return {
+    name: fileName,
+    type: 'file',
+    mode: 0o600,
+    mtimeNs,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    size: stored.size,
+    content: stored.blobs,
   };
 }
 

@@ -95,6 +95,7 @@ export function registerBackup(program: Command): void {
       '--pg-bin <dir>',
       'directory of pg_dump and psql (default: the newest on PATH or in /usr/lib/postgresql)',
     )
+    .option('--all', 'every database of the cluster, and its roles and tablespaces, as one snapshot')
     .option('--schema-only', 'dump the schema, no data')
     .option('--table <name>', 'dump only this table (repeatable; pg_dump patterns)', collect, [])
     .option('--exclude-table <name>', 'leave this table out (repeatable; pg_dump patterns)', collect, [])
@@ -102,6 +103,7 @@ export function registerBackup(program: Command): void {
       async (
         url: string | undefined,
         options: CommonBackupOptions & {
+          all?: boolean;
           pgBin?: string;
           schemaOnly?: boolean;
           table: string[];
@@ -113,6 +115,7 @@ export function registerBackup(program: Command): void {
         const source = await postgresSource({
           ...(url ? { url } : {}),
           ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+          ...(options.all ? { all: true } : {}),
           ...(options.schemaOnly ? { schemaOnly: true } : {}),
           ...(options.table.length ? { tables: options.table } : {}),
           ...(options.excludeTable.length ? { excludeTables: options.excludeTable } : {}),

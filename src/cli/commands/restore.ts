@@ -1,9 +1,12 @@
 import type { Command } from 'commander';
 import { restoreSnapshotFiles } from '../../ops/restore.ts';
 import { restorePostgres } from '../../ops/restore-postgres.ts';
+import { restorePostgresCluster } from '../../ops/restore-postgres-cluster.ts';
+import type { SnapshotFilter } from '../../repository/repository.ts';
+import type { Output } from '../output.ts';
 import { ConfigError } from '../../errors.ts';
 import { promptLine } from '../prompt.ts';
-import { globalOptions, outputFor, withRepository } from '../context.ts';
+import { globalOptions, outputFor, withRepository, type GlobalOptions } from '../context.ts';
 import { formatBytes } from '../output.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
 
@@ -18,6 +21,7 @@ export function registerRestore(program: Command): void {
       'database to restore into: postgres://user@host:port/database (default: PG*/DB_* variables)',
     )
     .option('--at <time>', 'the newest snapshot taken at or before this time (e.g. "2026-11-20 14:30")')
+    .option('--all', 'restore a cluster snapshot (backup postgres --all): roles, then every database')
     .option(
       '--replace',
       'replace an existing database: restore beside it, then swap names, keeping the old one',
@@ -38,6 +42,7 @@ export function registerRestore(program: Command): void {
       const global = globalOptions(command);
       const output = outputFor(global);
       const filter = snapshotFilter(options);
+      if (options.all) return restoreCluster(global, output, reference, options, filter);
       if (options.at) {
         const before = new Date(options.at);
         if (Number.isNaN(before.getTime()))
@@ -114,6 +119,7 @@ export function registerRestore(program: Command): void {
 }
 
 interface PostgresRestoreCliOptions extends FilterOptions {
+  all?: boolean;
   to?: string;
   at?: string;
   replace?: boolean;
@@ -137,5 +143,49 @@ async function confirmByName(database: string): Promise<boolean> {
   }
   return (
     (await promptLine(`This replaces database ${database}. Type its name to go on: `)).trim() === database
+  );
+}
+
+async function restoreCluster(
+  global: GlobalOptions,
+  output: Output,
+  reference: string,
+  options: PostgresRestoreCliOptions,
+  filter: SnapshotFilter,
+): Promise<void> {
+  if (
+    options.replace ||
+    options.table.length ||
+    options.schemaOnly ||
+    options.dataOnly ||
+    options.singleTransaction
+  ) {
+    throw new ConfigError('--all restores whole databases into new ones', {
+      hint: 'Leave out --replace, --table, --schema-only, --data-only and --single-transaction, or restore one database with --name.',
+    });
+  }
+  const result = await withRepository(global, (repository) =>
+    restorePostgresCluster(repository, reference, {
+      ...(options.to ? { to: options.to } : {}),
+      ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+      noOwner: options.owner === false,
+      dryRun: Boolean(options.dryRun),
+      filter,
+      onStep: (message) => output.info(message),
+    }),
+  );
+  if (global.json) return output.data(result);
+  if (result.dryRun) {
+    output.line(`plan: restore cluster snapshot ${result.snapshot.slice(0, 8)} into ${result.target}`);
+    for (const planned of result.steps) output.line(`  - ${planned}`);
+    return;
+  }
+  for (const [database, verification] of Object.entries(result.verification)) {
+    output.info(
+      `${database}: verified ${verification.tables} tables (${verification.rows} rows), ${verification.sequences} sequences`,
+    );
+  }
+  output.info(
+    `restored ${result.databases.length} databases and the roles of snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s`,
   );
 }

@@ -39,6 +39,15 @@ const SCRIPT_VARIABLES: Record<string, string> = {
   DB_PASSWORD: 'PGPASSWORD',
 };
 
+/** The same server and credentials, another database. */
+export function withDatabase(connection: PostgresConnection, database: string): PostgresConnection {
+  return {
+    env: { ...connection.env, PGDATABASE: database },
+    database,
+    display: connection.display.replace(/\/[^/]*$/, `/${database}`),
+  };
+}
+
 export function resolveConnection(
   url: string | undefined,
   environment: NodeJS.ProcessEnv = process.env,

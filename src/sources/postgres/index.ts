@@ -1,5 +1,6 @@
 import type { BackupSource } from '../source.ts';
 import { resolveConnection } from './connection.ts';
+import { clusterSource } from './cluster.ts';
 import { logicalSource } from './logical.ts';
 import { findTools } from './tools.ts';
 
@@ -11,12 +12,24 @@ export interface PostgresBackupOptions {
   schemaOnly?: boolean;
   tables?: string[];
   excludeTables?: string[];
+  /** Every database of the cluster, and its roles and tablespaces, as one snapshot. */
+  all?: boolean;
 }
 
 /** A logical backup source for one database, its connection resolved and its pg_dump checked against the server. */
 export async function postgresSource(options: PostgresBackupOptions = {}): Promise<BackupSource> {
-  const connection = resolveConnection(options.url);
+  // For a whole cluster the URL names the server; any database (by default `postgres`) reaches it.
+  const connection = resolveConnection(
+    options.url,
+    options.all ? { PGDATABASE: 'postgres', ...process.env } : process.env,
+  );
   const tools = await findTools(connection, options.pgBin);
+  if (options.all) {
+    return clusterSource(connection, tools, {
+      ...(options.schemaOnly ? { schemaOnly: true } : {}),
+      ...(options.excludeTables ? { excludeTables: options.excludeTables } : {}),
+    });
+  }
   return logicalSource({
     connection,
     tools,

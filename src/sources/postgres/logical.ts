@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { SourceError } from '../../errors.ts';
 import type { BackupSource } from '../source.ts';
-import { streamSource } from '../stdin.ts';
+import { streamSource, type StreamProducer } from '../stdin.ts';
 import type { PostgresConnection } from './connection.ts';
 import { DumpFollower } from './dump-follower.ts';
 import { CATALOG_FINGERPRINT, EXPORT_SNAPSHOT } from './queries.ts';
@@ -10,7 +10,7 @@ import { PsqlSession } from './session.ts';
 import { firstError, type PostgresTools, type ServerVersion } from './tools.ts';
 import type { CatalogFingerprint, RecordedTable } from './verify.ts';
 
-/** What a logical snapshot records of its source (the snapshot body's `source`). */
+/** What a logical backup records of one database (the snapshot body's `source`). */
 export type PostgresSnapshotDetails = {
   database: string;
   connection: string;
@@ -24,94 +24,124 @@ export type PostgresSnapshotDetails = {
   catalog?: CatalogFingerprint;
 };
 
-export interface LogicalBackupOptions {
-  connection: PostgresConnection;
-  tools: PostgresTools & { server: ServerVersion };
+export interface DumpOptions {
   schemaOnly?: boolean;
   tables?: string[];
   excludeTables?: string[];
 }
 
-/** Kept of pg_dump's standard error, for the message when it fails. */
+export interface LogicalBackupOptions extends DumpOptions {
+  connection: PostgresConnection;
+  tools: PostgresTools & { server: ServerVersion };
+}
+
+/** Kept of a program's standard error, for the message when it fails. */
 const STDERR_KEPT = 4096;
 
 /**
  * One database as pg_dump's custom-format archive (-Fc -Z0: uncompressed, so deduplication and
  * our own compression see the data, and pg_restore can still restore selectively and in
  * parallel), streamed into the repository without a temporary file. The snapshot is written
- * only when pg_dump exits 0.
+ * only when pg_dump exits 0 and the archive is complete.
  */
 export function logicalSource(options: LogicalBackupOptions): BackupSource {
-  const { connection, tools } = options;
-  const args = ['--format=custom', '--compress=0', '--no-password'];
+  const { connection } = options;
+  let dump: Awaited<ReturnType<typeof openDump>> | undefined;
+  return streamSource(
+    {
+      name: connection.database,
+      fileName: `${connection.database}.dump`,
+      kind: 'postgres',
+      details: () => dump!.details(),
+    },
+    async () => (dump = await openDump(connection, options.tools, options)).producer,
+  );
+}
+
+/**
+ * Starts pg_dump of one database, in a snapshot a psql session exports and reads the catalog in
+ * (both describe the database at the same instant), its archive followed as it streams.
+ */
+export async function openDump(
+  connection: PostgresConnection,
+  tools: PostgresTools & { server: ServerVersion },
+  options: DumpOptions,
+): Promise<{ producer: StreamProducer; details: () => PostgresSnapshotDetails }> {
+  const session = new PsqlSession(connection, tools.binDir);
+  let snapshot: string;
+  let catalog: CatalogFingerprint;
+  try {
+    let exported = '';
+    for (const sql of EXPORT_SNAPSHOT) exported = await session.query(sql);
+    snapshot = exported.trim();
+    catalog = JSON.parse(await session.query(CATALOG_FINGERPRINT)) as CatalogFingerprint;
+  } catch (error) {
+    await session.close();
+    throw error;
+  }
+  const args = ['--format=custom', '--compress=0', '--no-password', `--snapshot=${snapshot}`];
   if (options.schemaOnly) args.push('--schema-only');
   for (const table of options.tables ?? []) args.push(`--table=${table}`);
   for (const table of options.excludeTables ?? []) args.push(`--exclude-table=${table}`);
   const follower = new DumpFollower();
-  let catalog: CatalogFingerprint | undefined;
-  const details = (): PostgresSnapshotDetails => ({
-    database: connection.database,
-    connection: connection.display,
-    serverVersion: tools.server.number,
-    pgDumpMajor: tools.major,
-    format: 'custom',
-    archiveVersion: follower.header?.archiveVersion ?? '',
-    tables: follower.tables,
-    ...(catalog ? { catalog } : {}),
-  });
-  return streamSource(
-    { name: connection.database, fileName: `${connection.database}.dump`, kind: 'postgres', details },
-    async () => {
-      // pg_dump dumps the snapshot this session exports, and the catalog is read in it too:
-      // both describe the database at the same instant.
-      const session = new PsqlSession(connection, tools.binDir);
-      let snapshot: string;
-      try {
-        let exported = '';
-        for (const sql of EXPORT_SNAPSHOT) exported = await session.query(sql);
-        snapshot = exported.trim();
-        catalog = JSON.parse(await session.query(CATALOG_FINGERPRINT)) as CatalogFingerprint;
-      } catch (error) {
-        await session.close();
-        throw error;
-      }
-      const child = spawn(path.join(tools.binDir, 'pg_dump'), [...args, `--snapshot=${snapshot}`], {
-        // UTC, as the fingerprint check after a restore reads timestamptz values in (verify.ts).
-        env: { ...process.env, ...connection.env, PGTZ: 'UTC' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stderr = '';
-      child.stderr.on('data', (data: Buffer) => (stderr = (stderr + data.toString()).slice(-STDERR_KEPT)));
-      const finished = new Promise<void>((resolve, reject) => {
-        child.once('error', (cause) =>
-          reject(
-            new SourceError(`cannot run pg_dump: ${(cause as NodeJS.ErrnoException).code ?? cause.message}`, {
-              cause,
-            }),
-          ),
-        );
-        child.once('close', (code, signal) => {
-          if (code === 0) return resolve();
-          const reason = signal ? `was killed by ${signal}` : `failed (exit ${code})`;
-          const detail = firstError(stderr, 'pg_dump');
-          reject(
-            new SourceError(
-              `pg_dump of ${connection.display} ${reason}${detail ? `: ${detail}` : ''}; no snapshot was written`,
-              {
-                hint: 'Fix the cause and run the backup again.',
-              },
-            ),
-          );
-        });
-      });
-      return {
-        content: follower.follow(child.stdout),
-        finished: finished.finally(() => session.close()),
-        stop: () => {
-          child.stdout.destroy();
-          child.kill('SIGTERM');
-        },
-      };
+  const dump = spawnTool(tools, 'pg_dump', args, connection);
+  return {
+    producer: {
+      ...dump,
+      content: follower.follow(dump.content),
+      finished: dump.finished.finally(() => session.close()),
     },
-  );
+    details: () => ({
+      database: connection.database,
+      connection: connection.display,
+      serverVersion: tools.server.number,
+      pgDumpMajor: tools.major,
+      format: 'custom',
+      archiveVersion: follower.header?.archiveVersion ?? '',
+      tables: follower.tables,
+      catalog,
+    }),
+  };
+}
+
+/** A PostgreSQL program's standard output as a stream producer; its failure is a SourceError (exit 4). */
+export function spawnTool(
+  tools: PostgresTools,
+  program: string,
+  args: string[],
+  connection: PostgresConnection,
+): StreamProducer & { content: AsyncIterable<Uint8Array> } {
+  const child = spawn(path.join(tools.binDir, program), args, {
+    // UTC, as the fingerprint check after a restore reads timestamptz values in (verify.ts).
+    env: { ...process.env, ...connection.env, PGTZ: 'UTC' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (data: Buffer) => (stderr = (stderr + data.toString()).slice(-STDERR_KEPT)));
+  const finished = new Promise<void>((resolve, reject) => {
+    child.once('error', (cause: NodeJS.ErrnoException) =>
+      reject(new SourceError(`cannot run ${program}: ${cause.code ?? cause.message}`, { cause })),
+    );
+    child.once('close', (code, signal) => {
+      if (code === 0) return resolve();
+      const reason = signal ? `was killed by ${signal}` : `failed (exit ${code})`;
+      const detail = firstError(stderr, program);
+      reject(
+        new SourceError(
+          `${program} of ${connection.display} ${reason}${detail ? `: ${detail}` : ''}; no snapshot was written`,
+          {
+            hint: 'Fix the cause and run the backup again.',
+          },
+        ),
+      );
+    });
+  });
+  return {
+    content: child.stdout,
+    finished,
+    stop: () => {
+      child.stdout.destroy();
+      child.kill('SIGTERM');
+    },
+  };
 }

@@ -115,3 +115,11 @@ select json_build_object(
   'serverVersion', current_setting('server_version_num')::int,
   'databaseSize', pg_database_size(current_database())
 )`;
+
+/** The databases a cluster backup dumps: every one that accepts connections, templates aside. */
+export const LIST_DATABASES =
+  'select datname from pg_database where datallowconn and not datistemplate order by datname';
+
+/** How many tables of its own a database holds: a fresh `postgres` database holds none. */
+export const USER_TABLE_COUNT = `select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+  where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema')`;

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { SourceError } from '../../errors.ts';
-import type { PostgresConnection } from './connection.ts';
+import { withDatabase, type PostgresConnection } from './connection.ts';
 import * as queries from './queries.ts';
 import { firstError, psql, type PostgresTools } from './tools.ts';
 
@@ -43,6 +43,51 @@ export class RestoreTarget {
     }
   }
 
+  /** Whether `database` holds no table of its own (a fresh `postgres` database). */
+  async isEmpty(database: string): Promise<boolean> {
+    return (
+      (
+        await psql(withDatabase(this.connection, database), this.tools.binDir, queries.USER_TABLE_COUNT)
+      ).trim() === '0'
+    );
+  }
+
+  /**
+   * Runs a SQL script (pg_dumpall's globals) with psql. Errors that say an object already exists
+   * (SQLSTATE 42710: the roles a fresh cluster has, such as its superuser) are expected; any
+   * other fails the restore.
+   */
+  async runScript(script: AsyncIterable<Uint8Array>): Promise<{ existing: number }> {
+    const child = spawn(
+      path.join(this.tools.binDir, 'psql'),
+      ['-X', '-q', '-v', 'VERBOSITY=verbose', '-f', '-'],
+      {
+        env: { ...process.env, ...this.admin.env },
+        stdio: ['pipe', 'ignore', 'pipe'],
+      },
+    );
+    let stderr = '';
+    child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+    const exited = new Promise<number | null>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('close', (code) => resolve(code));
+    });
+    const fed = pipeline(Readable.from(script), child.stdin).catch((error: unknown) => error);
+    const [code, feedError] = await Promise.all([exited, fed]);
+    const errors = [...stderr.matchAll(/ERROR:\s+([0-9A-Z]{5}):\s*(.*)/g)];
+    const unexpected = errors.filter((match) => match[1] !== '42710');
+    if (code !== 0 || unexpected.length > 0) {
+      throw new SourceError(
+        `restoring roles and tablespaces failed: ${unexpected[0]?.[2] ?? firstError(stderr, 'psql') ?? `psql exit ${code}`}`,
+        {
+          hint: 'No database was restored; fix the cause and run the restore again.',
+        },
+      );
+    }
+    if (feedError) throw feedError;
+    return { existing: errors.length };
+  }
+
   /** Streams a custom-format archive into pg_restore for `database`. */
   async restore(database: string, archive: AsyncIterable<Uint8Array>, args: string[]): Promise<void> {
     // As a conninfo string, so that a database name with '=' in it is still just a name.
@@ -68,7 +113,7 @@ export class RestoreTarget {
       throw new SourceError(
         `pg_restore into ${database} failed: ${firstError(stderr, 'pg_restore') ?? `exit ${code}`}`,
         {
-          hint: 'The partly restored database was dropped; fix the cause and restore again.',
+          hint: 'Fix the cause and restore again.',
         },
       );
     }

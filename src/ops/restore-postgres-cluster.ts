@@ -1,0 +1,98 @@
+import { ConfigError } from '../errors.ts';
+import type { Repository, SnapshotFilter } from '../repository/repository.ts';
+import { CLUSTER_KIND, GLOBALS_FILE, type PostgresClusterDetails } from '../sources/postgres/cluster.ts';
+import { resolveConnection, withDatabase } from '../sources/postgres/connection.ts';
+import { RestoreTarget } from '../sources/postgres/target.ts';
+import { findTools } from '../sources/postgres/tools.ts';
+import { verifyDatabase, type DatabaseVerification } from '../sources/postgres/verify.ts';
+import { catFile } from './read-content.ts';
+
+export interface ClusterRestoreOptions {
+  /** postgres://user@host:port/ of the server to restore into; else the PG* and DB_* variables. */
+  to?: string;
+  pgBin?: string;
+  noOwner?: boolean;
+  dryRun?: boolean;
+  filter?: SnapshotFilter;
+  onStep?: (message: string) => void;
+}
+
+export interface ClusterRestoreResult {
+  snapshot: string;
+  target: string;
+  dryRun: boolean;
+  databases: string[];
+  steps: string[];
+  verification: Record<string, DatabaseVerification>;
+  durationMs: number;
+}
+
+/**
+ * Rebuilds a cluster's logical content from a cluster snapshot: roles and tablespaces first,
+ * then every database, each created, restored and verified. A database that already exists is
+ * refused (restore it alone with --replace), except a `postgres` database that holds no tables,
+ * as every new cluster has.
+ */
+export async function restorePostgresCluster(
+  repository: Repository,
+  reference: string,
+  options: ClusterRestoreOptions = {},
+): Promise<ClusterRestoreResult> {
+  const started = Date.now();
+  const step = options.onStep ?? (() => undefined);
+  const lock = await repository.lock(false, 'restore postgres cluster');
+  try {
+    const snapshot = await repository.findSnapshot(reference, { ...options.filter, kind: CLUSTER_KIND });
+    const details = (await repository.loadSnapshot(snapshot.id)).body.source as PostgresClusterDetails;
+    const connection = resolveConnection(options.to, { PGDATABASE: 'postgres', ...process.env });
+    const target = new RestoreTarget(connection, await findTools(connection, options.pgBin));
+    const databases = Object.keys(details.databases);
+    const reuse = new Set<string>();
+    for (const database of databases) {
+      if (!(await target.exists(database))) continue;
+      if (database === 'postgres' && (await target.isEmpty(database))) reuse.add(database);
+      else
+        throw new ConfigError(`database ${database} already exists on ${connection.display}`, {
+          hint: 'Drop it, or restore it alone with --name and --replace.',
+        });
+    }
+    const steps = [
+      `restore roles and tablespaces (${GLOBALS_FILE})`,
+      ...databases.map(
+        (database) =>
+          `${reuse.has(database) ? 'restore into the empty' : 'create and restore'} database ${database}, then verify it`,
+      ),
+    ];
+    const result = {
+      snapshot: snapshot.id,
+      target: connection.display,
+      databases,
+      steps,
+      verification: {} as Record<string, DatabaseVerification>,
+    };
+    if (options.dryRun) return { ...result, dryRun: true, durationMs: Date.now() - started };
+    await repository.loadIndex();
+    step(steps[0]!);
+    await target.runScript(catFile(repository, snapshot.id, GLOBALS_FILE));
+    for (const [i, database] of databases.entries()) {
+      step(steps[i + 1]!);
+      const recorded = details.databases[database]!;
+      if (!reuse.has(database)) await target.create(database);
+      await target.restore(
+        database,
+        catFile(repository, snapshot.id, recorded.file),
+        options.noOwner ? ['--no-owner'] : [],
+      );
+      result.verification[database] = await verifyDatabase(
+        withDatabase(connection, database),
+        target.tools,
+        database,
+        { tables: recorded.tables, catalog: recorded.catalog, expect: { sequences: true, objects: true } },
+        { snapshot: snapshot.id, hint: `${database} was left for inspection.` },
+      );
+    }
+    return { ...result, dryRun: false, durationMs: Date.now() - started };
+  } finally {
+    await lock.release();
+  }
+}
