@@ -22,7 +22,7 @@ export class PsqlSession {
     private readonly connection: PostgresConnection,
     binDir: string,
   ) {
-    this.child = spawn(path.join(binDir, 'psql'), ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1'], {
+    this.child = spawn(path.join(binDir, 'psql'), ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1'], {
       env: { ...process.env, ...connection.env, PGTZ: 'UTC' },
       stdio: ['pipe', 'pipe', 'pipe'],
     });

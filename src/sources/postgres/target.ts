@@ -60,7 +60,7 @@ export class RestoreTarget {
   async runScript(script: AsyncIterable<Uint8Array>): Promise<{ existing: number }> {
     const child = spawn(
       path.join(this.tools.binDir, 'psql'),
-      ['-X', '-q', '-v', 'VERBOSITY=verbose', '-f', '-'],
+      ['-X', '-w', '-q', '-v', 'VERBOSITY=verbose', '-f', '-'],
       {
         env: { ...process.env, ...this.admin.env },
         stdio: ['pipe', 'ignore', 'pipe'],
@@ -94,7 +94,7 @@ export class RestoreTarget {
     const dbname = `dbname='${database.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
     const child = spawn(
       path.join(this.tools.binDir, 'pg_restore'),
-      ['--exit-on-error', `--dbname=${dbname}`, ...args],
+      ['--exit-on-error', '--no-password', `--dbname=${dbname}`, ...args],
       {
         env: { ...process.env, ...this.connection.env, PGDATABASE: database },
         stdio: ['pipe', 'ignore', 'pipe'],

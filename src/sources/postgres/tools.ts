@@ -82,12 +82,16 @@ export async function serverVersion(connection: PostgresConnection, psqlDir: str
   return { number, major: Math.floor(number / 10000) };
 }
 
-/** Runs one SQL statement with psql and returns its unaligned output. */
+/**
+ * Runs one SQL statement with psql and returns its unaligned output. Like every PostgreSQL
+ * program strongbox runs, psql never prompts for a password (-w): a scheduled backup must fail
+ * with a message, not wait for a keyboard.
+ */
 export async function psql(connection: PostgresConnection, binDir: string, sql: string): Promise<string> {
   try {
     const { stdout } = await run(
       path.join(binDir, 'psql'),
-      ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql],
+      ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql],
       {
         env: { ...process.env, ...connection.env },
         maxBuffer: 64 * 1024 * 1024,

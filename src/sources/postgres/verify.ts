@@ -160,7 +160,7 @@ async function fingerprintTable(
   tools: PostgresTools,
   copyStatement: string,
 ): Promise<TableFingerprint> {
-  const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1'];
+  const args = ['-X', '-w', '-q', '-v', 'ON_ERROR_STOP=1'];
   for (const sql of [...sessionLikePgDump(), copyOutStatement(copyStatement)]) args.push('-c', sql);
   const child = spawn(path.join(tools.binDir, 'psql'), args, {
     env: { ...process.env, ...env },
