@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -393,28 +392,5 @@ describe('ArchiveReader on pg_dump -Fc -Z0 output', () => {
 
   it('throws on bytes after the last data block', () => {
     expect(parseFails(Buffer.concat([dump, Buffer.of(1)]))).toBeInstanceOf(ArchiveFormatError);
-  });
-});
-
-describe('TableFingerprint', () => {
-  const rows = Array.from({ length: 500 }, (_, i) => seededBytes(`row ${i}`, i % 300));
-
-  it("is the sum modulo 2^256 of the rows' SHA-256", () => {
-    let sum = 0n;
-    for (const row of rows) sum += BigInt(`0x${createHash('sha256').update(row).digest('hex')}`);
-    const expected = (sum % 2n ** 256n).toString(16).padStart(64, '0');
-    const fingerprint = new TableFingerprint();
-    for (const row of rows) fingerprint.addRow(row);
-    expect(fingerprint.digest()).toBe(expected);
-    expect(fingerprint.rows).toBe(rows.length);
-    expect(fingerprintRows(rows)).toBe(expected);
-    fingerprint.addRow(rows[0]!);
-    expect(fingerprint.digest()).toBe(fingerprintRows([...rows, rows[0]!]));
-  });
-
-  it('ignores order and counts duplicates', () => {
-    expect(fingerprintRows([...rows].reverse())).toBe(fingerprintRows(rows));
-    expect(fingerprintRows([...rows, rows[0]!])).not.toBe(fingerprintRows(rows));
-    expect(fingerprintRows([])).toBe('0'.repeat(64));
   });
 });
