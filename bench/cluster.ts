@@ -15,6 +15,9 @@ export const LOADING_SETTINGS = [
   'maintenance_work_mem=512MB',
 ];
 
+/** psql as a script runner: no ~/.psqlrc, no chatter, stop at the first error. */
+const PSQL_SCRIPT = ['-X', '-q', '-v', 'ON_ERROR_STOP=1'];
+
 const runningAsRoot = process.getuid?.() === 0;
 
 /** PostgreSQL refuses to run as root, so the server programs run as the postgres user then. */
@@ -94,17 +97,35 @@ export class Cluster {
     return ['-h', this.socketDir, '-p', String(this.port), '-U', 'postgres'];
   }
 
-  client(program: 'psql' | 'pg_dump', database: string, args: string[]): CommandSpec {
-    return { command: path.join(PG_BIN, program), args: [...this.connection(), '-d', database, ...args] };
+  /** A client program of PG_BIN, connecting to this cluster. */
+  program(name: string, args: string[]): CommandSpec {
+    return { command: path.join(PG_BIN, name), args: [...this.connection(), ...args] };
+  }
+
+  client(program: 'psql' | 'pg_dump' | 'pg_restore', database: string, args: string[]): CommandSpec {
+    return this.program(program, ['-d', database, ...args]);
+  }
+
+  /** The same connection as libpq variables, for programs that take no connection arguments. */
+  env(database: string): Record<string, string> {
+    return { PGHOST: this.socketDir, PGPORT: String(this.port), PGUSER: 'postgres', PGDATABASE: database };
   }
 
   async createDatabase(name: string): Promise<void> {
-    await run({ command: path.join(PG_BIN, 'createdb'), args: [...this.connection(), name] });
+    await run(this.program('createdb', [name]));
+  }
+
+  async dropDatabaseIfExists(name: string): Promise<void> {
+    await run(this.program('dropdb', ['--if-exists', name]));
+  }
+
+  async sql(database: string, statement: string): Promise<void> {
+    await run(this.client('psql', database, [...PSQL_SCRIPT, '-c', statement]));
   }
 
   async psqlFile(database: string, file: string, variables: Record<string, string>): Promise<void> {
     const sets = Object.entries(variables).flatMap(([name, value]) => ['-v', `${name}=${value}`]);
-    await run(this.client('psql', database, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', ...sets, '-f', file]), {
+    await run(this.client('psql', database, [...PSQL_SCRIPT, ...sets, '-f', file]), {
       discardStdout: true,
     });
   }

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { DATABASE, type Dataset } from './dataset.ts';
-import { withCluster } from './cluster.ts';
+import { PG_BIN, withCluster, type Cluster } from './cluster.ts';
 import { treeSize, warmTree } from './files.ts';
 import { measure, run, type CommandSpec, type Measurement } from './process.ts';
 
@@ -21,10 +21,18 @@ export interface TwoBackups {
   second: BackupRun;
 }
 
+/** What a backup reads: a dump file on standard input, or the shop database of a running cluster. */
+export type Source = { dump: string } | { cluster: Cluster };
+
 /** A backup tool and a fresh repository of its own. */
-interface Contender {
+export interface Contender {
   init(): Promise<void>;
-  backup(dump: string): Promise<BackupRun>;
+  backup(source: Source): Promise<BackupRun>;
+}
+
+export interface StrongboxContender extends Contender {
+  /** `strongbox restore latest` into a new database of `cluster`, which strongbox creates. */
+  restore(cluster: Cluster, database: string): Promise<Measurement>;
 }
 
 async function measureGrowth(
@@ -39,45 +47,65 @@ async function measureGrowth(
 /** The first backup of the dump, then the second after the day's writes, into one repository. */
 export async function twoBackups(contender: Contender, dataset: Dataset): Promise<TwoBackups> {
   await contender.init();
-  const first = await contender.backup(dataset.before);
-  const second = await contender.backup(dataset.after);
+  const first = await contender.backup({ dump: dataset.before });
+  const second = await contender.backup({ dump: dataset.after });
   return { first, second };
 }
 
-export function strongbox(cli: string, workDir: string): Contender {
-  const repository = path.join(workDir, 'strongbox-repo');
-  const command = (args: string[]): CommandSpec => ({
+/** The shop database's dump, as pg_dump writes it to standard output. */
+const pgDumpOf = (cluster: Cluster) => cluster.client('pg_dump', DATABASE, ['-Fc', '-Z0']);
+
+/** A fresh strongbox repository in `dir`, used through the built CLI. */
+export function strongbox(cli: string, dir: string): StrongboxContender {
+  const repository = path.join(dir, 'strongbox-repo');
+  const command = (args: string[], env: Record<string, string> = {}): CommandSpec => ({
     command: process.execPath,
     args: [cli, '--repo', repository, ...args],
-    env: { STRONGBOX_PASSWORD: PASSWORD },
+    env: { ...env, STRONGBOX_PASSWORD: PASSWORD },
   });
+  const backupOnce = (source: Source) =>
+    'dump' in source
+      ? measure(command(['--json', 'backup', 'stdin', '--name', STREAM_NAME]), { stdinFile: source.dump })
+      : measure(command(['--json', 'backup', 'postgres', '--pg-bin', PG_BIN], source.cluster.env(DATABASE)));
   return {
     init: async () => void (await run(command(['init']))),
-    backup: (dump) =>
+    backup: (source) =>
       measureGrowth(repository, async () => {
-        const result = await measure(command(['--json', 'backup', 'stdin', '--name', STREAM_NAME]), {
-          stdinFile: dump,
-        });
+        const result = await backupOnce(source);
         return { ...result, reportedStored: (JSON.parse(result.stdout) as { stored: number }).stored };
       }),
+    restore: (cluster, database) =>
+      measure(
+        command(
+          ['restore', 'latest', '--to', `postgres:///${database}`, '--pg-bin', PG_BIN],
+          cluster.env(database),
+        ),
+      ),
   };
 }
 
-export function restic(workDir: string): Contender {
-  const repository = path.join(workDir, 'restic-repo');
+/** `producer | consumer` in bash, failing if either fails; the producer's arguments reach it unparsed. */
+function pipe(producer: CommandSpec, consumer: string, env: Record<string, string>): CommandSpec {
+  const script = `set -o pipefail; "$@" | ${consumer}`;
+  return { command: 'bash', args: ['-c', script, 'bash', producer.command, ...producer.args], env };
+}
+
+/** A fresh restic repository in `dir`, its cache beside it so that it is not counted as stored. */
+export function restic(dir: string): Contender {
+  const repository = path.join(dir, 'restic-repo');
   const env = {
     RESTIC_REPOSITORY: repository,
     RESTIC_PASSWORD: PASSWORD,
-    RESTIC_CACHE_DIR: path.join(workDir, 'restic-cache'),
+    RESTIC_CACHE_DIR: path.join(dir, 'restic-cache'),
   };
+  const backupArgs = ['backup', '--stdin', '--stdin-filename', STREAM_NAME];
   return {
     init: async () => void (await run({ command: 'restic', args: ['init'], env })),
-    backup: (dump) =>
+    backup: (source) =>
       measureGrowth(repository, () =>
-        measure(
-          { command: 'restic', args: ['backup', '--stdin', '--stdin-filename', STREAM_NAME], env },
-          { stdinFile: dump },
-        ),
+        'dump' in source
+          ? measure({ command: 'restic', args: backupArgs, env }, { stdinFile: source.dump })
+          : measure(pipe(pgDumpOf(source.cluster), `restic ${backupArgs.join(' ')}`, env)),
       ),
   };
 }
@@ -96,7 +124,7 @@ export function pgDump(dataset: Dataset): Promise<Measurement> {
   return withCluster(dataset.dataDir, [], async (cluster) => {
     // The relation files: pg_dump reads tables and catalogs, never the WAL.
     for (const dir of ['base', 'global']) await warmTree(path.join(dataset.dataDir, dir));
-    return measure(cluster.client('pg_dump', DATABASE, ['-Fc', '-Z0']), { discardStdout: true });
+    return measure(pgDumpOf(cluster), { discardStdout: true });
   });
 }
 

@@ -1,8 +1,10 @@
-export type Unit = 'MB/s' | 'MB' | 'MiB' | '%';
+export type Unit = 'MB/s' | 'MB' | 'MiB' | '%' | 's';
 
 export interface Goal {
   op: '>=' | '<' | '<=';
   value: number;
+  /** For the ratio to the baseline (strongbox ÷ baseline) rather than for strongbox's figure. */
+  relative?: boolean;
 }
 
 /** A figure of another program (or of the machine) from the same run, or why there is none. */
@@ -21,7 +23,7 @@ export interface Row {
 }
 
 export interface JudgedRow extends Row {
-  /** strongbox / baseline: above 1 is faster for rates, bigger for sizes. */
+  /** strongbox / baseline: above 1 is faster for rates, longer for times, bigger for sizes. */
   ratio?: number;
   verdict?: 'PASS' | 'MISS';
 }
@@ -36,10 +38,12 @@ function meets(value: number, goal: Goal): boolean {
 
 export function judge(row: Row): JudgedRow {
   const { value } = row.baseline;
+  const ratio = value !== undefined && value > 0 ? row.strongbox / value : undefined;
+  const judged = row.goal?.relative ? ratio : row.strongbox;
   return {
     ...row,
-    ...(value !== undefined && value > 0 ? { ratio: row.strongbox / value } : {}),
-    ...(row.goal ? { verdict: meets(row.strongbox, row.goal) ? 'PASS' : 'MISS' } : {}),
+    ...(ratio !== undefined ? { ratio } : {}),
+    ...(row.goal && judged !== undefined ? { verdict: meets(judged, row.goal) ? 'PASS' : 'MISS' } : {}),
   };
 }
 
@@ -47,6 +51,11 @@ function formatValue(value: number, unit: Unit): string {
   // One decimal up to 1000, so that a figure just under its goal does not print as the goal.
   const digits = Math.abs(value) >= 1000 ? 0 : Math.abs(value) >= 10 ? 1 : 2;
   return `${value.toFixed(digits)} ${unit}`;
+}
+
+function formatGoal(goal: Goal, unit: Unit): string {
+  const target = goal.relative ? `${goal.value.toFixed(2)}×` : `${goal.value} ${unit}`;
+  return `${SYMBOL[goal.op]} ${target}`;
 }
 
 function cells(row: JudgedRow): string[] {
@@ -58,7 +67,7 @@ function cells(row: JudgedRow): string[] {
       ? `${baseline.missing ?? 'not measured'} (${baseline.what})`
       : `${formatValue(baseline.value, row.unit)} (${baseline.what})`,
     row.ratio === undefined ? '—' : `${row.ratio.toFixed(2)}×`,
-    row.goal ? `${SYMBOL[row.goal.op]} ${row.goal.value} ${row.unit}` : '—',
+    row.goal ? formatGoal(row.goal, row.unit) : '—',
     row.verdict ?? '',
   ];
 }

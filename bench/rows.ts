@@ -1,5 +1,6 @@
 import type { ChunkerFigures } from './chunker.ts';
 import type { TwoBackups } from './contenders.ts';
+import type { PostgresResults } from './postgres.ts';
 import type { Measurement } from './process.ts';
 import type { Baseline, Row } from './report.ts';
 
@@ -13,6 +14,7 @@ export interface Results {
   strongbox: TwoBackups;
   restic: Outcome<TwoBackups>;
   zstdAge: Outcome<Measurement>;
+  postgres: PostgresResults;
 }
 
 const MB = 1e6;
@@ -116,6 +118,116 @@ function storedRows({ strongbox, restic }: Results): Row[] {
   ];
 }
 
+/** The baseline of the `backup postgres` rows: restic fed by pg_dump, as a script would do it. */
+const PG_DUMP_RESTIC = 'pg_dump -Fc -Z0 | restic backup --stdin';
+
+function postgresBackupRows({ pgDump, strongbox, restic }: PostgresResults): Row[] {
+  const measure = 'backup postgres, 1st (wall time)';
+  return [
+    {
+      measure,
+      unit: 's',
+      strongbox: strongbox.first.seconds,
+      baseline: { what: 'pg_dump -Fc -Z0 > /dev/null, same database', value: pgDump.seconds },
+      goal: { op: '<=', value: 1.15, relative: true },
+    },
+    {
+      measure,
+      unit: 's',
+      strongbox: strongbox.first.seconds,
+      baseline: baseline(`${PG_DUMP_RESTIC}, 1st run`, restic, (r) => r.first.seconds),
+    },
+    {
+      measure: 'backup postgres, 2nd (after day.sql)',
+      unit: 's',
+      strongbox: strongbox.second.seconds,
+      baseline: baseline(`${PG_DUMP_RESTIC}, 2nd run`, restic, (r) => r.second.seconds),
+    },
+  ];
+}
+
+function postgresStoredRows({ strongbox, restic }: PostgresResults): Row[] {
+  const reported = strongbox.second.reportedStored! / strongbox.first.reportedStored!;
+  return [
+    {
+      measure: 'stored by backup postgres, 1st (repository growth)',
+      unit: 'MB',
+      strongbox: strongbox.first.stored / MB,
+      baseline: baseline(`${PG_DUMP_RESTIC}, 1st run`, restic, (r) => r.first.stored / MB),
+    },
+    {
+      measure: 'stored by backup postgres, 2nd / 1st (repository growth)',
+      unit: '%',
+      strongbox: share(strongbox),
+      baseline: baseline(`${PG_DUMP_RESTIC}, same pair`, restic, share),
+      goal: { op: '<=', value: 1 },
+    },
+    {
+      measure: 'stored by backup postgres, 2nd / 1st (--json "stored")',
+      unit: '%',
+      strongbox: 100 * reported,
+      baseline: baseline(`${PG_DUMP_RESTIC}, repository growth`, restic, share),
+      goal: { op: '<=', value: 1 },
+    },
+  ];
+}
+
+function restoreRows({ restores }: PostgresResults): Row[] {
+  const measure = 'restore into a new database (wall time)';
+  return [
+    {
+      measure,
+      unit: 's',
+      strongbox: restores.strongbox.seconds,
+      baseline: { what: 'pg_restore -j 2 of the before dump', value: restores.pgRestoreParallel.seconds },
+      goal: { op: '<=', value: 1, relative: true },
+    },
+    {
+      measure,
+      unit: 's',
+      strongbox: restores.strongbox.seconds,
+      baseline: { what: 'pg_restore (serial) of the before dump', value: restores.pgRestoreSerial.seconds },
+    },
+  ];
+}
+
+function postgresMemoryRows({ strongbox, restic, restores }: PostgresResults): Row[] {
+  const goal = { op: '<', value: 256 } as const;
+  return [
+    {
+      measure: 'peak RSS, backup postgres 1st',
+      unit: 'MiB',
+      strongbox: strongbox.first.maxRssBytes / MiB,
+      baseline: baseline(`${PG_DUMP_RESTIC}, 1st run`, restic, (r) => r.first.maxRssBytes / MiB),
+      goal,
+    },
+    {
+      measure: 'peak RSS, backup postgres 2nd',
+      unit: 'MiB',
+      strongbox: strongbox.second.maxRssBytes / MiB,
+      baseline: baseline(`${PG_DUMP_RESTIC}, 2nd run`, restic, (r) => r.second.maxRssBytes / MiB),
+      goal,
+    },
+    {
+      measure: 'peak RSS, restore',
+      unit: 'MiB',
+      strongbox: restores.strongbox.maxRssBytes / MiB,
+      baseline: { what: 'pg_restore -j 2', value: restores.pgRestoreParallel.maxRssBytes / MiB },
+      goal,
+    },
+  ];
+}
+
 export function rows(results: Results): Row[] {
-  return [chunkerRow(results), ...ingestRows(results), ...memoryRows(results), ...storedRows(results)];
+  const { postgres } = results;
+  return [
+    chunkerRow(results),
+    ...ingestRows(results),
+    ...memoryRows(results),
+    ...storedRows(results),
+    ...postgresBackupRows(postgres),
+    ...postgresStoredRows(postgres),
+    ...restoreRows(postgres),
+    ...postgresMemoryRows(postgres),
+  ];
 }

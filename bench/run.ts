@@ -7,6 +7,7 @@ import { measureChunker } from './chunker.ts';
 import { ageRecipient, pgDump, restic, strongbox, twoBackups, zstdAge } from './contenders.ts';
 import { ensureDataset, type Dataset } from './dataset.ts';
 import { fileSize, warmFile } from './files.ts';
+import { measurePostgres } from './postgres.ts';
 import { formatTable, judge } from './report.ts';
 import { rows, type Outcome, type Results } from './rows.ts';
 import { missingBaselines, missingRequirements, SETUP_HINT } from './tools.ts';
@@ -52,6 +53,9 @@ async function measureAll(dataset: Dataset, workDir: string): Promise<Results> {
   const zstdAgeRun = await ifInstalled(['zstd', 'age', 'age-keygen'], async () =>
     zstdAge(dataset.before, await ageRecipient(cacheDir)),
   );
+  const postgresDir = path.join(workDir, 'postgres');
+  await mkdir(postgresDir);
+  const postgres = await measurePostgres({ cli, dataset, sqlDir, workDir: postgresDir, log });
   return {
     dumpBytes: { before: await fileSize(dataset.before), after: await fileSize(dataset.after) },
     chunker,
@@ -59,6 +63,7 @@ async function measureAll(dataset: Dataset, workDir: string): Promise<Results> {
     strongbox: strongboxRuns,
     restic: resticRuns,
     zstdAge: zstdAgeRun,
+    postgres,
   };
 }
 

@@ -31,8 +31,8 @@ function isGnuTime(): boolean {
 
 /** What the harness cannot measure without: the dataset's server and the memory probe. */
 export function missingRequirements(): string[] {
-  const serverPrograms = ['initdb', 'pg_ctl', 'psql', 'createdb', 'pg_dump'].map((name) =>
-    path.join(PG_BIN, name),
+  const serverPrograms = ['initdb', 'pg_ctl', 'psql', 'createdb', 'dropdb', 'pg_dump', 'pg_restore'].map(
+    (name) => path.join(PG_BIN, name),
   );
   const missing = serverPrograms.filter((program) => !isExecutable(program));
   if (!isGnuTime()) missing.push(`GNU time at ${GNU_TIME}`);

@@ -1,0 +1,176 @@
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import { initCluster, withCluster, type Cluster } from './cluster.ts';
+import {
+  restic,
+  strongbox,
+  type BackupRun,
+  type Contender,
+  type StrongboxContender,
+  type TwoBackups,
+} from './contenders.ts';
+import { DATABASE, type Dataset } from './dataset.ts';
+import { warmTree } from './files.ts';
+import { measure, run, type Measurement } from './process.ts';
+import type { Outcome } from './rows.ts';
+import { missingBaselines } from './tools.ts';
+
+/** `strongbox backup postgres` and `restore` against a live database, beside PostgreSQL's own tools. */
+export interface PostgresResults {
+  /** `pg_dump -Fc -Z0 > /dev/null` of the database in its before state. */
+  pgDump: Measurement;
+  /** `strongbox backup postgres` before and after day.sql, into one repository. */
+  strongbox: TwoBackups;
+  /** `pg_dump -Fc -Z0 | restic backup --stdin` of the same two states. */
+  restic: Outcome<TwoBackups>;
+  restores: Restores;
+}
+
+/** Restores of the before state, each into a new database. */
+export interface Restores {
+  /** `strongbox restore latest`: pg_restore, serial, then every table verified. */
+  strongbox: Measurement;
+  /** `pg_restore -j 2` of the before dump, createdb included. */
+  pgRestoreParallel: Measurement;
+  /** Serial `pg_restore` of the before dump, createdb included. */
+  pgRestoreSerial: Measurement;
+}
+
+export interface PostgresBench {
+  cli: string;
+  dataset: Dataset;
+  sqlDir: string;
+  /** Removed by the caller afterwards. */
+  workDir: string;
+  log: (line: string) => void;
+}
+
+/**
+ * Autovacuum would start on the freshly written tables at moments no run controls and take one of
+ * the 2 cores from whatever is being timed; the harness vacuums each state itself instead.
+ */
+const SCRATCH_SETTINGS = ['autovacuum=off'];
+
+/**
+ * The cached cluster already holds the state after day.sql, and must stay so. The before state is
+ * built instead in a throwaway cluster from the before dump: no copy of the cached data directory
+ * (mostly WAL left from loading), and the cache is never written to.
+ */
+export async function measurePostgres(bench: PostgresBench): Promise<PostgresResults> {
+  const dataDir = path.join(bench.workDir, 'pgdata');
+  await initCluster(dataDir);
+  try {
+    return await withCluster(dataDir, SCRATCH_SETTINGS, (cluster) => measureOn(cluster, bench));
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function measureOn(cluster: Cluster, bench: PostgresBench): Promise<PostgresResults> {
+  const { dataset, log } = bench;
+  log('postgres: restoring the before dump into a throwaway cluster');
+  await loadBeforeState(cluster, dataset.before);
+  log('postgres: pg_dump');
+  const pgDump = await measure(cluster.client('pg_dump', DATABASE, ['-Fc', '-Z0']), { discardStdout: true });
+
+  const strongboxRepo = strongbox(bench.cli, bench.workDir);
+  const missing = missingBaselines(['restic']);
+  const resticRepo: Outcome<Contender> = missing ? { missing } : { ok: restic(bench.workDir) };
+  const source = { cluster };
+  await strongboxRepo.init();
+  await ifPresent(resticRepo, (repo) => repo.init());
+
+  log('postgres: 1st backups (strongbox, pg_dump | restic)');
+  const firstStrongbox = await strongboxRepo.backup(source);
+  const firstRestic = await ifPresent(resticRepo, (repo) => repo.backup(source));
+  const restores = await measureRestores(cluster, strongboxRepo, dataset.before, log);
+  log('postgres: applying day.sql');
+  await cluster.psqlFile(DATABASE, path.join(bench.sqlDir, 'day.sql'), { scale: dataset.scale });
+  await settle(cluster);
+  log('postgres: 2nd backups');
+  const secondStrongbox = await strongboxRepo.backup(source);
+  const secondRestic = await ifPresent(resticRepo, (repo) => repo.backup(source));
+
+  return {
+    pgDump,
+    strongbox: { first: firstStrongbox, second: secondStrongbox },
+    restic: pairOf(firstRestic, secondRestic),
+    restores,
+  };
+}
+
+async function loadBeforeState(cluster: Cluster, dump: string): Promise<void> {
+  await cluster.createDatabase(DATABASE);
+  await run(cluster.client('pg_restore', DATABASE, ['-j', '2', dump]));
+  await settle(cluster);
+  await warmTree(path.join(cluster.dataDir, 'base'));
+}
+
+/** Runs `action` on a baseline that is installed, or passes on why it is not. */
+async function ifPresent<T, R>(outcome: Outcome<T>, action: (ok: T) => Promise<R>): Promise<Outcome<R>> {
+  return 'ok' in outcome ? { ok: await action(outcome.ok) } : outcome;
+}
+
+function pairOf(first: Outcome<BackupRun>, second: Outcome<BackupRun>): Outcome<TwoBackups> {
+  if ('missing' in first) return first;
+  if ('missing' in second) return second;
+  return { ok: { first: first.ok, second: second.ok } };
+}
+
+/**
+ * Vacuums and checkpoints, so that no timed command pays for the last writes: hint bits and the
+ * visibility map on the first read, dirty buffers flushed in the middle of a restore. The vacuum
+ * also fills the free space map, which pg_restore's COPY leaves empty: without it day.sql would
+ * append its new rows to the ends of the tables instead of scattering them into free space across
+ * them, as it did in the cluster built from dataset.sql, and the 2nd backup would store less.
+ */
+async function settle(cluster: Cluster): Promise<void> {
+  await cluster.sql(DATABASE, 'VACUUM (ANALYZE)');
+  await cluster.sql(DATABASE, 'CHECKPOINT');
+}
+
+async function measureRestores(
+  cluster: Cluster,
+  strongboxRepo: StrongboxContender,
+  dump: string,
+  log: (line: string) => void,
+): Promise<Restores> {
+  log('postgres: strongbox restore latest');
+  const strongboxRun = await intoNewDatabase(cluster, 'shop_strongbox', (database) =>
+    strongboxRepo.restore(cluster, database),
+  );
+  log('postgres: pg_restore -j 2');
+  const parallel = await intoNewDatabase(cluster, 'shop_pg_restore_j2', (database) =>
+    pgRestore(cluster, database, ['-j', '2', dump]),
+  );
+  log('postgres: pg_restore (serial)');
+  const serial = await intoNewDatabase(cluster, 'shop_pg_restore', (database) =>
+    pgRestore(cluster, database, [dump]),
+  );
+  return { strongbox: strongboxRun, pgRestoreParallel: parallel, pgRestoreSerial: serial };
+}
+
+/**
+ * Times one restore into `database` and drops the database afterwards. Each starts with nothing
+ * left to write, in PostgreSQL's buffers or the kernel's, by whatever ran before it.
+ */
+async function intoNewDatabase(
+  cluster: Cluster,
+  database: string,
+  restore: (database: string) => Promise<Measurement>,
+): Promise<Measurement> {
+  await cluster.sql(DATABASE, 'CHECKPOINT');
+  await run({ command: 'sync', args: [] });
+  try {
+    return await restore(database);
+  } finally {
+    await cluster.dropDatabaseIfExists(database);
+  }
+}
+
+/** createdb, then pg_restore: both timed, as `strongbox restore` creates the database too. */
+async function pgRestore(cluster: Cluster, database: string, args: string[]): Promise<Measurement> {
+  const created = await measure(cluster.program('createdb', [database]));
+  const restored = await measure(cluster.client('pg_restore', database, args));
+  return { ...restored, seconds: created.seconds + restored.seconds };
+}
