@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import { fstatSync } from 'node:fs';
 import { SourceError } from '../errors.ts';
 import type { TreeNode } from '../repository/tree.ts';
+import { processProducer } from './process-producer.ts';
 import { readPieces } from './read-pieces.ts';
 import type { BackupSource, ContentPiece, ContentSink, SourceResult } from './source.ts';
 
@@ -114,39 +114,14 @@ export function stdinSource(name: string, input?: AsyncIterable<Uint8Array>): Ba
 
 /** Runs `command` and stores its standard output; a non-zero exit or a signal fails the backup. */
 export function commandSource(name: string, command: string, args: string[]): BackupSource {
-  return streamSource({ name }, () => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    const finished = new Promise<void>((resolve, reject) => {
-      child.once('error', (cause: NodeJS.ErrnoException) =>
-        reject(
-          new SourceError(`cannot run ${command}: ${cause.code ?? cause.message}`, {
-            cause,
-            hint: 'Check the command name and PATH.',
-          }),
-        ),
-      );
-      child.once('close', (code, signal) => {
-        if (code === 0) resolve();
-        else
-          reject(
-            new SourceError(
-              `${command} ${signal ? `was killed by ${signal}` : `exited with status ${code}`}; no snapshot was written`,
-              {
-                hint: 'Fix the command so that it succeeds, then run the backup again.',
-              },
-            ),
-          );
-      });
-    });
-    return {
-      content: child.stdout,
-      finished,
-      stop: () => {
-        child.stdout.destroy();
-        child.kill('SIGTERM');
-      },
-    };
-  });
+  return streamSource({ name }, () =>
+    processProducer(command, args, {
+      failure: (reason) =>
+        new SourceError(`${command} ${reason}; no snapshot was written`, {
+          hint: 'Fix the command so that it succeeds, then run the backup again.',
+        }),
+    }),
+  );
 }
 
 /** How long a producer whose stream broke off may take to exit and say why. */

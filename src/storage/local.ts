@@ -42,7 +42,7 @@ export class LocalBackend implements StorageBackend {
         this.unsyncedFiles.add(target);
         this.unsyncedDirs.add(dir);
       } else {
-        await syncDir(dir);
+        await syncPath(dir);
       }
     } catch (error) {
       await fs.rm(temp, { force: true }).catch(() => undefined);
@@ -57,8 +57,8 @@ export class LocalBackend implements StorageBackend {
     this.unsyncedDirs.clear();
     try {
       // The kernel has been writing these back since they were written; this waits for the rest.
-      await Promise.all(files.map((file) => syncFile(file)));
-      await Promise.all(dirs.map((dir) => syncDir(dir)));
+      await Promise.all(files.map((file) => syncPath(file)));
+      await Promise.all(dirs.map((dir) => syncPath(dir)));
     } catch (error) {
       throw this.wrap(error, 'sync written files');
     }
@@ -138,7 +138,7 @@ export class LocalBackend implements StorageBackend {
     const target = this.pathOf(name);
     try {
       await fs.rm(target, { force: true });
-      await syncDir(path.dirname(target));
+      await syncPath(path.dirname(target));
     } catch (error) {
       if (errnoCode(error) === 'ENOENT') return;
       throw this.wrap(error, `delete ${name}`);
@@ -195,7 +195,7 @@ export class LocalBackend implements StorageBackend {
     await fs.mkdir(dir, { mode: DIR_MODE }).catch((error: unknown) => {
       if (errnoCode(error) !== 'EEXIST') throw error;
     });
-    await syncDir(path.dirname(dir));
+    await syncPath(path.dirname(dir));
   }
 
   private wrap(error: unknown, action: string, objectName?: string): Error {
@@ -215,17 +215,9 @@ export class LocalBackend implements StorageBackend {
   }
 }
 
-async function syncFile(file: string): Promise<void> {
+/** fsync of a file, or of a directory (which makes the names in it durable). */
+async function syncPath(file: string): Promise<void> {
   const handle = await fs.open(file, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r');
   try {
     await handle.sync();
   } finally {

@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { SourceError } from '../../errors.ts';
 import type { BackupSource } from '../source.ts';
+import { processProducer } from '../process-producer.ts';
 import { streamSource, type StreamProducer } from '../stdin.ts';
 import type { PostgresConnection } from './connection.ts';
 import { DumpFollower } from './dump-follower.ts';
@@ -34,9 +34,6 @@ export interface LogicalBackupOptions extends DumpOptions {
   connection: PostgresConnection;
   tools: PostgresTools & { server: ServerVersion };
 }
-
-/** Kept of a program's standard error, for the message when it fails. */
-const STDERR_KEPT = 4096;
 
 /**
  * One database as pg_dump's custom-format archive (-Fc -Z0: uncompressed, so deduplication and
@@ -110,38 +107,19 @@ export function spawnTool(
   program: string,
   args: string[],
   connection: PostgresConnection,
-): StreamProducer & { content: AsyncIterable<Uint8Array> } {
-  const child = spawn(path.join(tools.binDir, program), args, {
+) {
+  return processProducer(path.join(tools.binDir, program), args, {
     // UTC, as the fingerprint check after a restore reads timestamptz values in (verify.ts).
     env: { ...process.env, ...connection.env, PGTZ: 'UTC' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (data: Buffer) => (stderr = (stderr + data.toString()).slice(-STDERR_KEPT)));
-  const finished = new Promise<void>((resolve, reject) => {
-    child.once('error', (cause: NodeJS.ErrnoException) =>
-      reject(new SourceError(`cannot run ${program}: ${cause.code ?? cause.message}`, { cause })),
-    );
-    child.once('close', (code, signal) => {
-      if (code === 0) return resolve();
-      const reason = signal ? `was killed by ${signal}` : `failed (exit ${code})`;
+    captureStderr: true,
+    failure: (reason, stderr) => {
       const detail = firstError(stderr, program);
-      reject(
-        new SourceError(
-          `${program} of ${connection.display} ${reason}${detail ? `: ${detail}` : ''}; no snapshot was written`,
-          {
-            hint: 'Fix the cause and run the backup again.',
-          },
-        ),
+      return new SourceError(
+        `${program} of ${connection.display} ${reason.replace(/^exited with status/, 'failed, exit')}${detail ? `: ${detail}` : ''}; no snapshot was written`,
+        {
+          hint: 'Fix the cause and run the backup again.',
+        },
       );
-    });
-  });
-  return {
-    content: child.stdout,
-    finished,
-    stop: () => {
-      child.stdout.destroy();
-      child.kill('SIGTERM');
     },
-  };
+  });
 }
