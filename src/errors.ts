@@ -57,10 +57,6 @@ export class VerificationError extends StrongboxError {
   override readonly exitCode = ExitCode.verification;
 }
 
-export class ThresholdError extends StrongboxError {
-  override readonly exitCode = ExitCode.threshold;
-}
-
 /** The repository is held by another process whose lock excludes ours. */
 export class LockedError extends StrongboxError {}
 

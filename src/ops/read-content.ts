@@ -6,7 +6,10 @@ import type { TreeNode } from '../repository/tree.ts';
 const READ_AHEAD = 4;
 
 /** Yields the plaintext of `ids` in order, reading a few ahead. */
-export async function* readBlobs(repository: Repository, ids: readonly string[]): AsyncGenerator<Buffer> {
+export async function* readBlobs(
+  repository: Pick<Repository, 'readBlob'>,
+  ids: readonly string[],
+): AsyncGenerator<Buffer> {
   const pending: Promise<Buffer>[] = [];
   let next = 0;
   const fill = () => {

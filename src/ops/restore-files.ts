@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { ConfigError, errnoCode, StrongboxError, VerificationError } from '../errors.ts';
 import type { Tree, TreeNode } from '../repository/tree.ts';
 import { globMatcher } from '../sources/files.ts';
+import { readBlobs } from './read-content.ts';
 
 export interface SnapshotReader {
   readTree(id: string): Promise<Tree>;
@@ -180,8 +181,7 @@ class FilesRestore {
     const handle = await onTarget(destination, () => fs.open(destination, 'wx', 0o600));
     let written = 0;
     try {
-      for (const id of node.content ?? []) {
-        const blob = await this.reader.readBlob(id);
+      for await (const blob of readBlobs(this.reader, node.content ?? [])) {
         await onTarget(destination, () => writeAll(handle, blob));
         written += blob.length;
         this.result.bytes += blob.length;

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { open, seal, sealParts, SEAL_OVERHEAD } from '../crypto/aead.ts';
-import { STANZA_LENGTH, wrapKey } from '../crypto/key-wrap.ts';
+import { wrapKey } from '../crypto/key-wrap.ts';
 import { zstdCompress } from '../compression/zstd.ts';
 import { encodeDelta } from '../compression/delta.ts';
 import { Compression, type BlobTypeValue, type PackBlobEntry, type PackRecord } from './blob.ts';
@@ -20,10 +20,6 @@ const FLAG_DELTA = 1;
 
 export function blobAad(type: BlobTypeValue, id: Uint8Array): Buffer {
   return Buffer.concat([Uint8Array.of(type), id]);
-}
-
-export function packHeaderLength(stanzaCount: number): number {
-  return 8 + stanzaCount * STANZA_LENGTH;
 }
 
 /**
@@ -150,17 +146,6 @@ export interface DeltaBase {
 }
 
 export class MalformedPack extends Error {}
-
-/** Reads the wrapped key stanzas from a pack's first bytes. */
-export function parsePackHeader(head: Uint8Array): Buffer {
-  const buffer = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
-  if (buffer.length < 8 || !buffer.subarray(0, 4).equals(PACK_MAGIC)) throw new MalformedPack('not a pack');
-  if (buffer.readUInt8(4) !== PACK_VERSION)
-    throw new MalformedPack(`unknown pack version ${buffer.readUInt8(4)}`);
-  const length = packHeaderLength(buffer.readUInt8(5));
-  if (buffer.length < length) throw new MalformedPack('pack header is truncated');
-  return Buffer.from(buffer.subarray(8, length));
-}
 
 /** Decodes a whole pack's blob table with its data key (used by check and by index recovery). */
 export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array): PackBlobEntry[] {

@@ -70,6 +70,7 @@ export interface SnapshotFilter {
 
 export class Repository {
   readonly index = new MasterIndex();
+  private readonly loadedIndexFiles = new Set<string>();
   private readonly writerKeys: WriterKeys;
   private readonly reader: ReaderIdentities | undefined;
   private readonly packKeys = new Map<string, Buffer>();
@@ -193,8 +194,14 @@ export class Repository {
 
   // ---- index
 
+  /**
+   * Brings the in-memory index up to date. Index files never change once written, so only those
+   * not loaded yet are read: operations can call this freely without reading the index twice.
+   */
   async loadIndex(): Promise<void> {
     for await (const object of this.backend.list('index/')) {
+      if (this.loadedIndexFiles.has(object.name)) continue;
+      this.loadedIndexFiles.add(object.name);
       this.index.addIndexFile(
         object.name,
         this.readIndexFile(object.name, await this.backend.get(object.name)),
@@ -218,6 +225,7 @@ export class Repository {
     const bytes = sealJson('SBIX', this.writerKeys.metadataKey, serializeIndex(records));
     const name = `index/${createHash('sha256').update(bytes).digest('hex')}`;
     await this.backend.put(name, bytes);
+    this.loadedIndexFiles.add(name);
     for (const record of records) this.index.addPack(record, name);
     return { name, size: bytes.length };
   }

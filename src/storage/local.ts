@@ -147,16 +147,6 @@ export class LocalBackend implements StorageBackend {
 
   async close(): Promise<void> {}
 
-  /** Lists the names directly inside the root, temporary files included: to tell an empty target from a used one. */
-  async rootEntries(): Promise<string[]> {
-    try {
-      return await fs.readdir(this.location);
-    } catch (error) {
-      if (errnoCode(error) === 'ENOENT') return [];
-      throw this.wrap(error, 'list the repository folder');
-    }
-  }
-
   /** Removes temporary files left by writers that crashed; returns how many. */
   async removeTemporaryFiles(): Promise<number> {
     let removed = 0;

@@ -147,7 +147,7 @@ async function runBackup(
   else output.info(summarize(result));
 }
 
-export function summarize(result: BackupResult): string {
+function summarize(result: BackupResult): string {
   const share =
     result.size > 0
       ? ((100 * result.stored) / result.size).toFixed(result.stored * 100 < result.size ? 2 : 1)
