@@ -472,6 +472,22 @@ describe('backup, snapshots, restore and cat', () => {
     expect(stdin.map((s) => s.name)).toEqual(['mydb.dump', 'from-command']);
   });
 
+  it('restores the latest snapshot the filters select, whichever side of `files` they are typed', async () => {
+    // The newest snapshot here is a stdin one; --kind files must reach past it.
+    const all = json<{ id: string; kind: string }[]>(await cli(repo, ['snapshots', '--json']));
+    const newestFiles = all.filter((snapshot) => snapshot.kind === 'files').at(-1)!;
+    expect(all.at(-1)!.kind).not.toBe('files');
+    for (const [i, args] of [
+      ['restore', 'files', 'latest', '--kind', 'files'],
+      ['restore', '--kind', 'files', 'files', 'latest'],
+    ].entries()) {
+      const target = path.join(repo.dir, `filtered-${i}`);
+      const restored = await cli(repo, [...args, '--target', target, '--json']);
+      expectExit(restored, 0);
+      expect(json<{ snapshot: string }>(restored).snapshot).toBe(newestFiles.id);
+    }
+  });
+
   it('refuses unknown and ambiguous snapshot ids, and files that are not there', async () => {
     const unknown = await cli(repo, ['cat', 'zz']);
     expectExit(unknown, 3);

@@ -86,7 +86,10 @@ export function registerRestore(program: Command): void {
         );
       }
     });
-  filterOptions(group.command('files'))
+  // The snapshot filters (--tag, --kind…) are the `restore` command's: commander hands them to it
+  // wherever they are typed, so `restore files` reads them from there.
+  group
+    .command('files')
     .description('restore files and directories under a target directory')
     .argument('<snapshot>', 'snapshot id, id prefix, or latest')
     .requiredOption('--target <dir>', 'directory to restore into (must be empty unless --overwrite)')
@@ -95,14 +98,14 @@ export function registerRestore(program: Command): void {
     .action(
       async (
         reference: string,
-        options: FilterOptions & { target: string; include: string[]; overwrite?: boolean },
+        options: { target: string; include: string[]; overwrite?: boolean },
         command: Command,
       ) => {
         const global = globalOptions(command);
         const output = outputFor(global);
         const result = await withRepository(global, (repository) =>
           restoreSnapshotFiles(repository, reference, options.target, {
-            filter: snapshotFilter(options),
+            filter: snapshotFilter(command.parent!.opts<FilterOptions>()),
             ...(options.include.length ? { include: options.include } : {}),
             ...(options.overwrite ? { overwrite: true } : {}),
             onProgress: (bytes) => output.progress(`restore: ${formatBytes(bytes)} written`),
