@@ -14,13 +14,13 @@ export interface RepositoryLocation {
 }
 
 export async function openRepository(options: RepositoryLocation & KeySource): Promise<Repository> {
-  return Repository.open(openBackend(options.repo), options);
+  return Repository.open(await openBackend(options.repo), options);
 }
 
 export async function initRepository(
   options: RepositoryLocation & { passphrase: string } & RepositoryOptions,
 ): Promise<Repository> {
-  return Repository.init(openBackend(options.repo), options.passphrase, options);
+  return Repository.init(await openBackend(options.repo), options.passphrase, options);
 }
 
 export { Repository, type KeySource, type SnapshotFilter, type KeyListing } from './repository/repository.ts';

@@ -802,7 +802,7 @@ describe('unlock', () => {
       // A live process's lock is not stale: unlock leaves it alone.
       const live = await cli(repo, ['unlock', '--json']);
       expectExit(live, 0);
-      expect(json(live)).toEqual({ removed: 0 });
+      expect(json(live)).toEqual({ removed: 0, incompleteUploads: 0 });
       expect(await lockFiles(repo)).toHaveLength(1);
 
       process.kill(child.pid!, 'SIGKILL');

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ObjectNotFoundError } from '../src/storage/backend.ts';
 import { LocalBackend } from '../src/storage/local.ts';
+import { describeBackendConformance } from './helpers/backend-conformance.ts';
 
 let dir: string | undefined;
 afterEach(async () => {
@@ -58,7 +59,8 @@ describe('local storage', () => {
     const listed = [];
     for await (const object of store.list('data/')) listed.push(object.name);
     expect(listed).toEqual(['data/ab/real']);
-    expect(await store.removeTemporaryFiles()).toBe(1);
+    expect(await store.removeIncompleteUploads(new Date(Date.now() - 60_000))).toBe(0);
+    expect(await store.removeIncompleteUploads(new Date(Date.now() + 1000))).toBe(1);
   });
 
   it('fails a short range read loudly', async () => {
@@ -72,3 +74,5 @@ describe('local storage', () => {
     await expect(store.put('../escape', Buffer.from('x'))).rejects.toThrow(/invalid object name/);
   });
 });
+
+describeBackendConformance('local', backend);

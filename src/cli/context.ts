@@ -63,7 +63,7 @@ export function usesIdentityFile(options: GlobalOptions): boolean {
 }
 
 export async function openRepository(options: GlobalOptions): Promise<Repository> {
-  const backend = openBackend(repositoryLocation(options));
+  const backend = await openBackend(repositoryLocation(options));
   const { identityFile } = keySources(options);
   if (identityFile) return Repository.open(backend, { identity: await readIdentityFile(identityFile) });
   return Repository.open(backend, { passphrase: await repositoryPassword(options, false) });
@@ -86,7 +86,7 @@ export async function initRepository(
   options: GlobalOptions,
   settings: RepositoryOptions,
 ): Promise<Repository> {
-  const backend = openBackend(repositoryLocation(options));
+  const backend = await openBackend(repositoryLocation(options));
   return Repository.init(backend, await repositoryPassword(options, true), settings);
 }
 

@@ -40,8 +40,6 @@ const PACKS_PER_INDEX_FILE = 16;
 /** Messages to workers carry about this many bytes of blobs. */
 const BATCH_BYTES = 1024 * 1024;
 
-/** Packs uploading at once; more wait in their workers, which then stop taking blobs. */
-const MAX_PENDING_UPLOADS = 2;
 /** Batch buffers kept for reuse: enough for every slot's batch in flight, with some spare. */
 const SPARE_BUFFERS = 4;
 
@@ -170,7 +168,7 @@ export class BlobWriter {
       }
     }
     // Storage is the bottleneck when uploads pile up: then the reader waits.
-    while (this.pendingUploads >= MAX_PENDING_UPLOADS && !this.failure) {
+    while (this.pendingUploads >= this.repository.backend.concurrency && !this.failure) {
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
     this.throwIfFailed();
@@ -238,7 +236,7 @@ export class BlobWriter {
   }
 
   private wakeIfRoom(): void {
-    if (this.pendingUploads >= MAX_PENDING_UPLOADS) return;
+    if (this.pendingUploads >= this.repository.backend.concurrency) return;
     const waiters = this.waiters;
     this.waiters = [];
     for (const wake of waiters) wake();

@@ -21,6 +21,8 @@ export interface PutOptions {
 export interface StorageBackend {
   /** Where the repository is, for messages; never contains a secret. */
   readonly location: string;
+  /** How many `put`s a writer may keep in flight at once (each holds one pack in memory). */
+  readonly concurrency: number;
   /** Stores `data` under `name` atomically: readers see all of it or nothing. Durable once resolved, unless deferred. */
   put(name: string, data: Uint8Array, options?: PutOptions): Promise<void>;
   /** Makes every object put with `deferSync` durable. */
@@ -32,6 +34,12 @@ export interface StorageBackend {
   stat(name: string): Promise<ObjectInfo | undefined>;
   /** Removes `name`; removing an object that is not there is not an error. */
   delete(name: string): Promise<void>;
+  /**
+   * Removes what writers that crashed or lost their connection left half-done (temporary files,
+   * incomplete multipart uploads) and that no reader can see, if begun before `startedBefore`;
+   * returns how many were removed.
+   */
+  removeIncompleteUploads(startedBefore: Date): Promise<number>;
   close(): Promise<void>;
 }
 

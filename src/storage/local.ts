@@ -12,6 +12,7 @@ const TEMP_PREFIX = '.tmp-';
 /** A repository in a local (or mounted) directory. */
 export class LocalBackend implements StorageBackend {
   readonly location: string;
+  readonly concurrency = 2;
   /** Files written with deferSync, and their directories, not yet synced. */
   private unsyncedFiles = new Set<string>();
   private unsyncedDirs = new Set<string>();
@@ -147,8 +148,7 @@ export class LocalBackend implements StorageBackend {
 
   async close(): Promise<void> {}
 
-  /** Removes temporary files left by writers that crashed; returns how many. */
-  async removeTemporaryFiles(): Promise<number> {
+  async removeIncompleteUploads(startedBefore: Date): Promise<number> {
     let removed = 0;
     const stack = [this.location];
     while (stack.length > 0) {
@@ -158,6 +158,8 @@ export class LocalBackend implements StorageBackend {
         const full = path.join(dir, entry.name);
         if (entry.isDirectory()) stack.push(full);
         else if (entry.name.startsWith(TEMP_PREFIX)) {
+          const info = await fs.stat(full).catch(() => undefined);
+          if (!info || info.mtimeMs >= startedBefore.getTime()) continue;
           await fs.rm(full, { force: true });
           removed++;
         }

@@ -3,14 +3,26 @@ import { ConfigError } from '../errors.ts';
 import type { StorageBackend } from './backend.ts';
 import { LocalBackend } from './local.ts';
 
-/** Turns a repository location (a path, or a `file://` URL) into its backend. */
-export function openBackend(location: string): StorageBackend {
-  if (location.startsWith('file://')) return new LocalBackend(new URL(location).pathname);
-  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(location)?.[1];
-  if (scheme) {
-    throw new ConfigError(`repository scheme ${scheme}:// is not supported`, {
-      hint: 'Use a local path or file:// URL.',
-    });
+/**
+ * Turns a repository location (a path, `file://`, `s3://`, `azure://` or `sftp://` URL) into its
+ * backend. Remote backends are loaded only when used, so that their SDKs cost nothing otherwise.
+ * Options a location needs beyond its URL come from the URL's query string and from `env`
+ * (docs/CLI.md lists them); secrets only ever come from `env` or files.
+ */
+export async function openBackend(
+  location: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<StorageBackend> {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(location)?.[1]?.toLowerCase();
+  switch (scheme) {
+    case undefined:
+      return new LocalBackend(path.resolve(location));
+    case 'file':
+      return new LocalBackend(new URL(location).pathname);
+    default:
+      void env;
+      throw new ConfigError(`repository scheme ${scheme}:// is not supported`, {
+        hint: 'Use a local path, or a file://, s3://, azure:// or sftp:// URL.',
+      });
   }
-  return new LocalBackend(path.resolve(location));
 }

@@ -5,7 +5,9 @@ import { globalOptions, outputFor, withRepository } from '../context.ts';
 export function registerUnlock(program: Command): void {
   program
     .command('unlock')
-    .description('remove stale locks (of dead processes on this host, or not refreshed for 30 minutes)')
+    .description(
+      'remove stale locks (of dead processes on this host, or not refreshed for 30 minutes) and abandoned uploads',
+    )
     .option('--remove-all', 'remove every lock, including live ones')
     .action(async (options: { removeAll?: boolean }, command: Command) => {
       const global = globalOptions(command);
@@ -13,7 +15,12 @@ export function registerUnlock(program: Command): void {
         unlock(repository, { all: Boolean(options.removeAll) }),
       );
       const output = outputFor(global);
-      if (global.json) output.data({ removed });
-      else output.info(`removed ${removed} lock(s)`);
+      if (global.json) output.data({ removed: removed.locks, incompleteUploads: removed.incompleteUploads });
+      else {
+        output.info(`removed ${removed.locks} lock(s)`);
+        if (removed.incompleteUploads > 0) {
+          output.info(`removed ${removed.incompleteUploads} incomplete upload(s) of interrupted writers`);
+        }
+      }
     });
 }
