@@ -19,8 +19,13 @@ export async function openBackend(
       return new LocalBackend(path.resolve(location));
     case 'file':
       return new LocalBackend(new URL(location).pathname);
+    case 's3':
+      return (await import('./s3.ts')).openS3Backend(new URL(location), env);
+    case 'azure':
+      return (await import('./azure.ts')).openAzureBackend(new URL(location), env);
+    case 'sftp':
+      return (await import('./sftp.ts')).openSftpBackend(new URL(location), env);
     default:
-      void env;
       throw new ConfigError(`repository scheme ${scheme}:// is not supported`, {
         hint: 'Use a local path, or a file://, s3://, azure:// or sftp:// URL.',
       });
