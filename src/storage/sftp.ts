@@ -1,8 +1,880 @@
-import { ConfigError } from '../errors.ts';
-import type { StorageBackend } from './backend.ts';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { ConnectConfig, FileEntryWithStats, ServerHostKeyAlgorithm, SFTPWrapper, Stats } from 'ssh2';
+import SftpClient from 'ssh2-sftp-client';
+import { ConfigError, errnoCode, StorageError, StrongboxError } from '../errors.ts';
+import { ObjectNotFoundError, type ObjectInfo, type PutOptions, type StorageBackend } from './backend.ts';
+import { isTransientNetworkError, withRetries } from './retry.ts';
 
-/** Placeholder until the backend lands. */
-export function openSftpBackend(url: URL, env: NodeJS.ProcessEnv): Promise<StorageBackend> {
-  void env;
-  return Promise.reject(new ConfigError(`${url.protocol}// repositories are not supported yet`));
+const DEFAULT_PORT = 22;
+const DEFAULT_CONCURRENCY = 4;
+const MAX_CONCURRENCY = 64;
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
+/** Temporary files start with a dot so that listings skip them and a crashed write stays invisible. */
+const TEMP_PREFIX = '.tmp-';
+/** Every SFTP server must accept requests this large; OpenSSH takes up to 256 KiB. */
+const IO_CHUNK = 64 * 1024;
+/** Read or write requests in flight per transfer: enough to hide the round trip. */
+const PIPELINE_DEPTH = 16;
+const SYNC_CONCURRENCY = 8;
+const HANDSHAKE_TIMEOUT_MS = 20_000;
+/** A connection that answers nothing for this long while requests wait is taken for dead. */
+const SILENCE_TIMEOUT_MS = 30_000;
+const CLOSE_TIMEOUT_MS = 5_000;
+
+const POSIX_RENAME = 'posix-rename@openssh.com';
+const FSYNC = 'fsync@openssh.com';
+
+/** SFTP status codes (draft-ietf-secsh-filexfer-02), as ssh2 puts them in `error.code`. */
+const Status = {
+  noSuchFile: 2,
+  permissionDenied: 3,
+  failure: 4,
+  noConnection: 6,
+  connectionLost: 7,
+} as const;
+
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+
+/** Host key algorithms in our order of preference, by the key type known_hosts names. */
+const HOST_KEY_ALGORITHMS: [keyType: string, algorithms: ServerHostKeyAlgorithm[]][] = [
+  ['ssh-ed25519', ['ssh-ed25519']],
+  ['ecdsa-sha2-nistp256', ['ecdsa-sha2-nistp256']],
+  ['ecdsa-sha2-nistp384', ['ecdsa-sha2-nistp384']],
+  ['ecdsa-sha2-nistp521', ['ecdsa-sha2-nistp521']],
+  ['ssh-rsa', ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa']],
+];
+
+interface SftpSettings {
+  user: string;
+  host: string;
+  port: number;
+  /** The repository's directory on the server; relative paths start at the login directory. */
+  root: string;
+  location: string;
+  concurrency: number;
+  /** Files read for host keys; the first is the one messages name and hints write to. */
+  knownHostsFiles: string[];
+  auth: { identityFile: string; passphrase: string | undefined } | { agent: string };
+}
+
+/**
+ * Opens a repository on an SFTP server: `sftp://user@host[:port]/path` (`/~/path` is relative to
+ * the login directory). Logs in with a key (STRONGBOX_SFTP_IDENTITY_FILE, else ssh-agent through
+ * SSH_AUTH_SOCK, else ~/.ssh/id_ed25519, id_ecdsa or id_rsa), after checking the server's host
+ * key against known_hosts. Connects once here, so that a refused key or host fails at once.
+ */
+export async function openSftpBackend(url: URL, env: NodeJS.ProcessEnv): Promise<StorageBackend> {
+  const backend = new SftpBackend(await sftpSettings(url, env));
+  await backend.connect();
+  return backend;
+}
+
+async function sftpSettings(url: URL, env: NodeJS.ProcessEnv): Promise<SftpSettings> {
+  if (url.password) {
+    throw new ConfigError('the sftp:// repository URL holds a password', {
+      hint: 'Remove it: strongbox logs in with an SSH key (STRONGBOX_SFTP_IDENTITY_FILE or ssh-agent).',
+    });
+  }
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (!host) throw new ConfigError(`the sftp:// URL ${url.href} names no host`);
+  const user = decodeURIComponent(url.username) || env.USER || os.userInfo().username;
+  const port = url.port ? Number(url.port) : DEFAULT_PORT;
+  const pathname = url.pathname.replace(/\/+$/, '');
+  const decoded = decodeURIComponent(pathname);
+  const root = decoded.startsWith('/~/') ? decoded.slice(3) : decoded;
+  if (!root || root === '~') {
+    throw new ConfigError(`the sftp:// URL ${url.href} names no directory`, {
+      hint: 'Add the repository directory: sftp://user@host/srv/backups/strongbox, or /~/dir for one in the login directory.',
+    });
+  }
+  let concurrency = DEFAULT_CONCURRENCY;
+  let knownHostsOption: string | undefined;
+  for (const [name, value] of url.searchParams) {
+    if (name === 'concurrency') concurrency = parseConcurrency(value);
+    else if (name === 'known-hosts') knownHostsOption = value;
+    else {
+      throw new ConfigError(`unknown option ${name} in the sftp:// URL`, {
+        hint: 'sftp:// URLs take ?concurrency=N and ?known-hosts=FILE.',
+      });
+    }
+  }
+  const home = env.HOME || os.homedir();
+  const explicitKnownHosts = knownHostsOption ?? env.STRONGBOX_SFTP_KNOWN_HOSTS;
+  const knownHostsFiles = explicitKnownHosts
+    ? [explicitKnownHosts]
+    : [path.join(home, '.ssh', 'known_hosts'), '/etc/ssh/ssh_known_hosts'];
+  const hostForUrl = host.includes(':') ? `[${host}]` : host;
+  return {
+    user,
+    host,
+    port,
+    root,
+    location: `sftp://${user}@${hostForUrl}:${port}${pathname}`,
+    concurrency,
+    knownHostsFiles,
+    auth: await authSource(env, home),
+  };
+}
+
+function parseConcurrency(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 1 || parsed > MAX_CONCURRENCY) {
+    throw new ConfigError(`?concurrency=${value} is not a whole number from 1 to ${MAX_CONCURRENCY}`);
+  }
+  return parsed;
+}
+
+async function authSource(env: NodeJS.ProcessEnv, home: string): Promise<SftpSettings['auth']> {
+  const passphrase = env.STRONGBOX_SFTP_KEY_PASSPHRASE || undefined;
+  if (env.STRONGBOX_SFTP_IDENTITY_FILE) return { identityFile: env.STRONGBOX_SFTP_IDENTITY_FILE, passphrase };
+  if (env.SSH_AUTH_SOCK) return { agent: env.SSH_AUTH_SOCK };
+  for (const name of ['id_ed25519', 'id_ecdsa', 'id_rsa']) {
+    const identityFile = path.join(home, '.ssh', name);
+    if (
+      await readFile(identityFile).then(
+        () => true,
+        () => false,
+      )
+    )
+      return { identityFile, passphrase };
+  }
+  throw new ConfigError('no SSH key to log in to the sftp:// repository with', {
+    hint: 'Set STRONGBOX_SFTP_IDENTITY_FILE to a private key file, or start ssh-agent (SSH_AUTH_SOCK).',
+  });
+}
+
+/** The connection failed, not the request: another connection may do better. */
+class ConnectionLostError extends Error {
+  readonly code = 'ECONNRESET';
+}
+
+/** One SSH connection and its SFTP channel. */
+class SftpSession {
+  lost = false;
+  private readonly pending = new Set<(error: Error) => void>();
+
+  constructor(
+    readonly client: SftpClient,
+    readonly sftp: SFTPWrapper,
+    readonly socket: net.Socket,
+    readonly extensions: ReadonlySet<string>,
+  ) {
+    // Idle, the connection must not keep the process alive: a caller that forgets close() still exits.
+    socket.unref();
+    socket.setTimeout(SILENCE_TIMEOUT_MS, () => {
+      if (this.pending.size > 0) socket.destroy(timeoutError());
+    });
+    const onEnd = (error?: Error) => this.markLost(error ?? new Error('the server closed the connection'));
+    for (const emitter of [client, sftp]) {
+      emitter.on('error', onEnd);
+      emitter.on('end', () => onEnd());
+      emitter.on('close', () => onEnd());
+    }
+  }
+
+  /**
+   * Runs one ssh2 request. ssh2 drops requests made on a closed channel without ever calling back,
+   * and may lose callbacks when the connection dies, so a lost session fails what waits on it.
+   */
+  call<T = void>(start: (done: (error: Error | null | undefined, value?: T) => void) => void): Promise<T> {
+    if (this.lost) return Promise.reject(new ConnectionLostError('the connection was lost'));
+    return new Promise<T>((resolve, reject) => {
+      const settle = () => {
+        if (this.pending.delete(reject) && this.pending.size === 0) this.socket.unref();
+      };
+      this.pending.add(reject);
+      if (this.pending.size === 1) this.socket.ref();
+      try {
+        start((error, value) => {
+          settle();
+          if (error) reject(error);
+          else resolve(value as T);
+        });
+      } catch (error) {
+        settle();
+        reject(error);
+      }
+    });
+  }
+
+  markLost(cause: unknown): void {
+    if (this.lost) return;
+    this.lost = true;
+    const failure = new ConnectionLostError('the connection was lost', { cause });
+    for (const reject of this.pending) reject(failure);
+    this.pending.clear();
+    this.socket.destroy();
+  }
+
+  /** Ends the connection politely, or cuts it if the server does not answer. */
+  async end(): Promise<void> {
+    if (this.lost || this.socket.closed) {
+      this.markLost(new Error('closed'));
+      return;
+    }
+    this.socket.ref();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.socket.destroy();
+        resolve();
+      }, CLOSE_TIMEOUT_MS);
+      this.socket.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.client.end().catch(() => this.socket.destroy());
+    });
+    this.markLost(new Error('closed'));
+  }
+}
+
+function timeoutError(): Error {
+  return Object.assign(new Error(`the server sent nothing for ${SILENCE_TIMEOUT_MS / 1000} s`), {
+    code: 'ETIMEDOUT',
+  });
+}
+
+/** A repository in a directory of an SFTP server. */
+class SftpBackend implements StorageBackend {
+  readonly location: string;
+  readonly concurrency: number;
+  private current: SftpSession | undefined;
+  private connecting: Promise<SftpSession> | undefined;
+  /** Files written with deferSync, not yet synced. */
+  private readonly unsynced = new Set<string>();
+
+  constructor(private readonly settings: SftpSettings) {
+    this.location = settings.location;
+    this.concurrency = settings.concurrency;
+  }
+
+  async connect(): Promise<void> {
+    await this.run('connect', undefined, async () => undefined);
+  }
+
+  async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
+    const target = this.remotePath(name);
+    const dir = path.posix.dirname(target);
+    // One temporary name for every attempt, so a retry overwrites what a failed attempt left.
+    const temp = path.posix.join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    let synced = false;
+    try {
+      await this.run(`write ${name}`, undefined, async (session) => {
+        const handle = await this.createFile(session, temp, dir);
+        try {
+          await writeAll(session, handle, bytes);
+          const written = await session.call<Stats>((done) => session.sftp.fstat(handle, done));
+          if (written.size !== bytes.length) {
+            throw new ConnectionLostError(`${written.size} of ${bytes.length} bytes arrived`);
+          }
+          synced = !options.deferSync && session.extensions.has(FSYNC);
+          if (synced) await session.call((done) => session.sftp.ext_openssh_fsync(handle, done));
+        } catch (error) {
+          await session.call((done) => session.sftp.close(handle, done)).catch(() => undefined);
+          throw error;
+        }
+        await session.call((done) => session.sftp.close(handle, done));
+        await this.renameOver(session, temp, target);
+        if (!synced && session.extensions.has(FSYNC)) this.unsynced.add(target);
+      });
+    } catch (error) {
+      await this.removeIfConnected(temp);
+      throw error;
+    }
+  }
+
+  /**
+   * Reopens each deferred file and has the server fsync it. Renames cannot be synced over SFTP
+   * (the server syncs no directory); journaling file systems commit them in order with the data.
+   */
+  async syncDeferred(): Promise<void> {
+    const files = [...this.unsynced];
+    this.unsynced.clear();
+    await forEachLimited(files.length, SYNC_CONCURRENCY, (index) => {
+      const file = files[index]!;
+      return this.run(`sync ${file}`, undefined, async (session) => {
+        let handle: Buffer;
+        try {
+          handle = await session.call<Buffer>((done) => session.sftp.open(file, 'r', done));
+        } catch (error) {
+          if (statusOf(error) === Status.noSuchFile) return;
+          throw error;
+        }
+        try {
+          await session.call((done) => session.sftp.ext_openssh_fsync(handle, done));
+        } finally {
+          await session.call((done) => session.sftp.close(handle, done)).catch(() => undefined);
+        }
+      });
+    });
+  }
+
+  get(name: string): Promise<Buffer> {
+    return this.readFile(name, undefined, undefined);
+  }
+
+  getRange(name: string, offset: number, length: number): Promise<Buffer> {
+    return this.readFile(name, offset, length);
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    const folder = prefix.slice(0, prefix.lastIndexOf('/') + 1);
+    const namePrefix = prefix.slice(folder.length);
+    const stack = [folder];
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      for (const entry of await this.readDirectory(dir, `list ${prefix}`)) {
+        if (entry.filename.startsWith('.')) continue;
+        if (dir === folder && !entry.filename.startsWith(namePrefix)) continue;
+        const kind = entry.attrs.mode & S_IFMT;
+        if (kind === S_IFDIR) stack.push(`${dir}${entry.filename}/`);
+        else if (kind === S_IFREG) yield { name: `${dir}${entry.filename}`, size: entry.attrs.size };
+      }
+    }
+  }
+
+  stat(name: string): Promise<ObjectInfo | undefined> {
+    const file = this.remotePath(name);
+    return this.run(`stat ${name}`, undefined, async (session) => {
+      try {
+        const stats = await session.call<Stats>((done) => session.sftp.stat(file, done));
+        return { name, size: stats.size };
+      } catch (error) {
+        if (statusOf(error) === Status.noSuchFile) return undefined;
+        throw error;
+      }
+    });
+  }
+
+  async delete(name: string): Promise<void> {
+    const file = this.remotePath(name);
+    this.unsynced.delete(file);
+    await this.run(`delete ${name}`, undefined, (session) => removeFile(session, file));
+  }
+
+  /** Removes temporary files older than `startedBefore` (by the server's clock, to the second). */
+  async removeIncompleteUploads(startedBefore: Date): Promise<number> {
+    let removed = 0;
+    const stack = [''];
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      for (const entry of await this.readDirectory(dir, 'remove incomplete uploads')) {
+        const kind = entry.attrs.mode & S_IFMT;
+        if (kind === S_IFDIR) stack.push(`${dir}${entry.filename}/`);
+        else if (
+          entry.filename.startsWith(TEMP_PREFIX) &&
+          // mtime has whole seconds: a file from the second `startedBefore` falls in may be newer.
+          (entry.attrs.mtime + 1) * 1000 <= startedBefore.getTime()
+        ) {
+          const file = this.remotePath(`${dir}${entry.filename}`);
+          await this.run(`delete ${dir}${entry.filename}`, undefined, (session) => removeFile(session, file));
+          removed++;
+        }
+      }
+    }
+    return removed;
+  }
+
+  async close(): Promise<void> {
+    const session = this.current ?? (await this.connecting?.catch(() => undefined));
+    this.current = undefined;
+    await session?.end();
+  }
+
+  /** Runs `operation` on a live connection, reconnecting and retrying while the network fails. */
+  private async run<T>(
+    action: string,
+    objectName: string | undefined,
+    operation: (session: SftpSession) => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await withRetries(async () => {
+        const session = await this.session();
+        try {
+          return await operation(session);
+        } catch (error) {
+          throw asConnectionFailure(error, session);
+        }
+      }, isTransient);
+    } catch (error) {
+      throw this.wrap(error, action, objectName);
+    }
+  }
+
+  private async session(): Promise<SftpSession> {
+    if (this.current && !this.current.lost) return this.current;
+    this.connecting ??= this.openSession().finally(() => {
+      this.connecting = undefined;
+    });
+    const session = await this.connecting;
+    this.current = session;
+    return session;
+  }
+
+  private async openSession(): Promise<SftpSession> {
+    const { host, port, user, auth } = this.settings;
+    const knownHosts = await readKnownHosts(this.settings.knownHostsFiles);
+    const hostName = knownHostsName(host, port);
+    let refusal: StorageError | undefined;
+    const hostVerifier = (key: Buffer): boolean => {
+      refusal = hostKeyRefusal(knownHosts, hostName, key, this.settings);
+      return refusal === undefined;
+    };
+    const config: ConnectConfig = {
+      host,
+      port,
+      username: user,
+      hostVerifier,
+      readyTimeout: HANDSHAKE_TIMEOUT_MS,
+      keepaliveInterval: 0,
+    };
+    const hostKeyAlgorithms = preferredHostKeyAlgorithms(knownHosts, hostName);
+    if (hostKeyAlgorithms.length > 0) config.algorithms = { serverHostKey: hostKeyAlgorithms };
+    if ('agent' in auth) config.agent = auth.agent;
+    else {
+      config.privateKey = await readFile(auth.identityFile).catch((error: unknown) => {
+        throw new ConfigError(`cannot read the SSH key ${auth.identityFile}: ${errnoCode(error) ?? error}`, {
+          hint: 'Check STRONGBOX_SFTP_IDENTITY_FILE.',
+        });
+      });
+      if (auth.passphrase) config.passphrase = auth.passphrase;
+    }
+
+    // Our own socket, so that an idle connection can be unref'd (see SftpSession).
+    const socket = net.connect({ host, port });
+    config.sock = socket;
+    const client = new SftpClient('strongbox', {
+      error: () => undefined,
+      end: () => undefined,
+      close: () => undefined,
+    });
+    const seen: { error?: Error & { level?: string }; closed: boolean; ready: boolean } = {
+      closed: false,
+      ready: false,
+    };
+    client.on('error', (error: Error) => (seen.error ??= error));
+    client.on('close', () => (seen.closed = true));
+    client.on('ready', () => (seen.ready = true));
+    let sftp: SFTPWrapper;
+    try {
+      sftp = await client.connect(config);
+    } catch (error) {
+      socket.destroy();
+      throw this.connectFailure(error, seen, refusal);
+    }
+    const offered = (sftp as unknown as { _extensions?: Record<string, string> })._extensions ?? {};
+    return new SftpSession(client, sftp, socket, new Set(Object.keys(offered)));
+  }
+
+  private connectFailure(
+    error: unknown,
+    seen: { error?: Error & { level?: string }; closed: boolean; ready: boolean },
+    refusal: StorageError | undefined,
+  ): Error {
+    const { host, port, user, auth } = this.settings;
+    const server = `${host}:${port}`;
+    if (refusal) return refusal;
+    const cause = seen.error ?? error;
+    const level = seen.error?.level;
+    if (level === 'client-authentication' || level === 'agent') {
+      const key = 'agent' in auth ? `the keys of ssh-agent (${auth.agent})` : `the key ${auth.identityFile}`;
+      return new StorageError(`${server} refused ${key} for user ${user}`, {
+        hint: `Add its public key to ~${user}/.ssh/authorized_keys on the server, or set STRONGBOX_SFTP_IDENTITY_FILE to the right key.`,
+        cause,
+      });
+    }
+    if (errnoCode(cause) === 'ENOTFOUND') {
+      return new StorageError(`cannot find the host ${host}`, {
+        hint: 'Check the host name in the sftp:// URL.',
+        cause,
+      });
+    }
+    if (isTransientNetworkError(cause) || level === 'client-timeout' || level === 'protocol') {
+      return new ConnectionLostError(`cannot connect to ${server}: ${(cause as Error).message}`, { cause });
+    }
+    if (level === undefined && seen.closed) {
+      return new ConnectionLostError(`${server} closed the connection during login`, { cause });
+    }
+    if (level === undefined && !seen.ready && 'identityFile' in auth) {
+      // ssh2 parses the key before connecting, and throws when it cannot.
+      return new ConfigError(`cannot use the SSH key ${auth.identityFile}: ${(cause as Error).message}`, {
+        hint: 'Give an OpenSSH private key; if it is encrypted, set STRONGBOX_SFTP_KEY_PASSPHRASE.',
+        cause,
+      });
+    }
+    if (seen.ready) {
+      return new StorageError(
+        `${server} accepted the login but offers no SFTP: ${(cause as Error).message}`,
+        {
+          hint: 'Enable the sftp subsystem in the server’s sshd_config.',
+          cause,
+        },
+      );
+    }
+    return new StorageError(`cannot connect to ${server}: ${(cause as Error).message}`, {
+      hint: 'Check the host, port and the server’s SSH settings.',
+      cause,
+    });
+  }
+
+  private async readFile(
+    name: string,
+    offset: number | undefined,
+    length: number | undefined,
+  ): Promise<Buffer> {
+    const file = this.remotePath(name);
+    return this.run(`read ${name}`, name, async (session) => {
+      const handle = await session.call<Buffer>((done) => session.sftp.open(file, 'r', done));
+      try {
+        const start = offset ?? 0;
+        const size = length ?? (await session.call<Stats>((done) => session.sftp.fstat(handle, done))).size;
+        const buffer = Buffer.allocUnsafe(size);
+        if (!(await readFully(session, handle, buffer, start))) {
+          throw new StorageError(
+            `${name} is shorter than expected (wanted bytes ${start}..${start + size})`,
+            {
+              hint: 'The file was truncated; run `strongbox check --read-data`.',
+            },
+          );
+        }
+        return buffer;
+      } finally {
+        await session.call((done) => session.sftp.close(handle, done)).catch(() => undefined);
+      }
+    });
+  }
+
+  /** The entries of `dir` (relative, '' or ending with '/'); none when it does not exist. */
+  private readDirectory(dir: string, action: string): Promise<FileEntryWithStats[]> {
+    const remote = this.remotePath(dir.replace(/\/$/, ''));
+    return this.run(action, undefined, async (session) => {
+      try {
+        return await session.call<FileEntryWithStats[]>((done) => session.sftp.readdir(remote, done));
+      } catch (error) {
+        if (statusOf(error) === Status.noSuchFile) return [];
+        throw error;
+      }
+    });
+  }
+
+  /** Opens `file` for writing (truncated), creating its directory when it is missing. */
+  private async createFile(session: SftpSession, file: string, dir: string): Promise<Buffer> {
+    const open = () =>
+      session.call<Buffer>((done) => session.sftp.open(file, 'w', { mode: FILE_MODE }, done));
+    try {
+      return await open();
+    } catch (error) {
+      if (statusOf(error) !== Status.noSuchFile) throw error;
+    }
+    await makeDirectories(session, dir);
+    return open();
+  }
+
+  /** Replaces `target` by `temp` at once where the server can (posix-rename), else in two steps. */
+  private async renameOver(session: SftpSession, temp: string, target: string): Promise<void> {
+    if (session.extensions.has(POSIX_RENAME)) {
+      await session.call((done) => session.sftp.ext_openssh_rename(temp, target, done));
+      return;
+    }
+    // Plain SFTP rename refuses an existing target; readers briefly see none on such servers.
+    try {
+      await session.call((done) => session.sftp.rename(temp, target, done));
+    } catch (error) {
+      if (statusOf(error) !== Status.failure) throw error;
+      await removeFile(session, target);
+      await session.call((done) => session.sftp.rename(temp, target, done));
+    }
+  }
+
+  /** Best effort, on the connection we have: a lost one leaves the file to `unlock`. */
+  private async removeIfConnected(file: string): Promise<void> {
+    const session = this.current;
+    if (session && !session.lost) await removeFile(session, file).catch(() => undefined);
+  }
+
+  private remotePath(name: string): string {
+    if (name === '') return this.settings.root;
+    const normalized = path.posix.normalize(name);
+    if (normalized.startsWith('..') || path.posix.isAbsolute(normalized)) {
+      throw new StorageError(`invalid object name ${JSON.stringify(name)}`);
+    }
+    return `${this.settings.root}/${normalized}`;
+  }
+
+  private wrap(error: unknown, action: string, objectName: string | undefined): Error {
+    if (error instanceof StrongboxError) return error;
+    const status = statusOf(error);
+    if (status === Status.noSuchFile && objectName) return new ObjectNotFoundError(objectName, this.location);
+    const where = `cannot ${action} at ${this.location}`;
+    if (status === Status.permissionDenied) {
+      return new StorageError(`${where}: permission denied`, {
+        hint: `Check that ${this.settings.user} may read and write ${this.settings.root} on the server.`,
+        cause: error,
+      });
+    }
+    if (error instanceof ConnectionLostError) {
+      return new StorageError(`${where}: ${error.message}, and retries did not help`, {
+        hint: 'Check the network and the server, then run the command again.',
+        cause: error,
+      });
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    return new StorageError(`${where}: ${message}`, {
+      hint:
+        status === Status.failure
+          ? `The server gave no reason: check its free disk space and the permissions of ${this.settings.root}.`
+          : undefined,
+      cause: error,
+    });
+  }
+}
+
+/** The SFTP status code of a server's answer, or undefined for any other error. */
+function statusOf(error: unknown): number | undefined {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+function isTransient(error: unknown): boolean {
+  return error instanceof ConnectionLostError || isTransientNetworkError(error);
+}
+
+/**
+ * The server's answers (SFTP statuses) and our own errors pass; anything else from ssh2 means the
+ * channel or the connection broke, and the session is dropped so that the next attempt reconnects.
+ */
+function asConnectionFailure(error: unknown, session: SftpSession): unknown {
+  if (error instanceof StrongboxError || error instanceof ConnectionLostError) return error;
+  const status = statusOf(error);
+  if (status !== undefined && status !== Status.noConnection && status !== Status.connectionLost)
+    return error;
+  session.markLost(error);
+  return new ConnectionLostError(error instanceof Error ? error.message : String(error), { cause: error });
+}
+
+async function removeFile(session: SftpSession, file: string): Promise<void> {
+  try {
+    await session.call((done) => session.sftp.unlink(file, done));
+  } catch (error) {
+    if (statusOf(error) !== Status.noSuchFile) throw error;
+  }
+}
+
+async function makeDirectories(session: SftpSession, dir: string): Promise<void> {
+  const mkdir = () => session.call((done) => session.sftp.mkdir(dir, { mode: DIR_MODE }, done));
+  try {
+    await mkdir();
+    return;
+  } catch (error) {
+    const parent = path.posix.dirname(dir);
+    if (statusOf(error) === Status.noSuchFile && parent !== dir) {
+      await makeDirectories(session, parent);
+      await mkdir().catch((again: unknown) => alreadyADirectory(session, dir, again));
+      return;
+    }
+    await alreadyADirectory(session, dir, error);
+  }
+}
+
+/** mkdir failed: fine if `dir` exists (another writer made it), else `error` stands. */
+async function alreadyADirectory(session: SftpSession, dir: string, error: unknown): Promise<void> {
+  const stats = await session.call<Stats>((done) => session.sftp.stat(dir, done)).catch(() => undefined);
+  if (!stats || (stats.mode & S_IFMT) !== S_IFDIR) throw error;
+}
+
+async function writeAll(session: SftpSession, handle: Buffer, data: Buffer): Promise<void> {
+  await forEachLimited(Math.ceil(data.length / IO_CHUNK), PIPELINE_DEPTH, (index) => {
+    const start = index * IO_CHUNK;
+    const length = Math.min(IO_CHUNK, data.length - start);
+    return session.call((done) => session.sftp.write(handle, data, start, length, start, done));
+  });
+}
+
+/** Fills `buffer` from `position` on; false when the file ends first. */
+async function readFully(
+  session: SftpSession,
+  handle: Buffer,
+  buffer: Buffer,
+  position: number,
+): Promise<boolean> {
+  let complete = true;
+  await forEachLimited(Math.ceil(buffer.length / IO_CHUNK), PIPELINE_DEPTH, async (index) => {
+    const end = Math.min((index + 1) * IO_CHUNK, buffer.length);
+    for (let at = index * IO_CHUNK; at < end;) {
+      const read = await session.call<number>((done) =>
+        session.sftp.read(handle, buffer, at, end - at, position + at, done),
+      );
+      if (read === 0) {
+        complete = false;
+        return;
+      }
+      at += read;
+    }
+  });
+  return complete;
+}
+
+/** Runs `task(0..count-1)`, at most `limit` at once; stops starting new ones after a failure. */
+async function forEachLimited(
+  count: number,
+  limit: number,
+  task: (index: number) => Promise<unknown>,
+): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (!failed && next < count) {
+      try {
+        await task(next++);
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
+}
+
+// known_hosts ------------------------------------------------------------------------------------
+
+interface KnownHost {
+  marker: string | undefined;
+  patterns: string[];
+  keyType: string;
+  key: Buffer;
+}
+
+async function readKnownHosts(files: string[]): Promise<KnownHost[]> {
+  const entries: KnownHost[] = [];
+  for (const file of files) {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT') continue;
+      throw new ConfigError(`cannot read ${file}: ${errnoCode(error) ?? error}`, {
+        hint: 'Check STRONGBOX_SFTP_KNOWN_HOSTS or ?known-hosts=.',
+      });
+    }
+    entries.push(...parseKnownHosts(text));
+  }
+  return entries;
+}
+
+/** Lines of `[@marker] patterns keytype base64 [comment]`; what does not parse is skipped, as ssh does. */
+function parseKnownHosts(text: string): KnownHost[] {
+  const entries: KnownHost[] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.trim().split(/\s+/);
+    if (!fields[0] || fields[0].startsWith('#')) continue;
+    const marker = fields[0].startsWith('@') ? fields.shift() : undefined;
+    const [patterns, keyType, base64] = fields;
+    if (!patterns || !keyType || !base64) continue;
+    entries.push({ marker, patterns: patterns.split(','), keyType, key: Buffer.from(base64, 'base64') });
+  }
+  return entries;
+}
+
+/** How ssh names a host in known_hosts: `host` on port 22, `[host]:port` elsewhere. */
+function knownHostsName(host: string, port: number): string {
+  const lower = host.toLowerCase();
+  return port === DEFAULT_PORT ? lower : `[${lower}]:${port}`;
+}
+
+function hostMatches(patterns: string[], name: string): boolean {
+  let matched = false;
+  for (const pattern of patterns) {
+    if (pattern.startsWith('|1|')) {
+      if (hashedNameMatches(pattern, name)) matched = true;
+      continue;
+    }
+    const negated = pattern.startsWith('!');
+    if (wildcardMatches(negated ? pattern.slice(1) : pattern, name)) {
+      if (negated) return false;
+      matched = true;
+    }
+  }
+  return matched;
+}
+
+/** `|1|salt|hash`: HMAC-SHA1 of the name, keyed with the salt (ssh's HashKnownHosts). */
+function hashedNameMatches(pattern: string, name: string): boolean {
+  const [, , salt, hash] = pattern.split('|');
+  if (!salt || !hash) return false;
+  const expected = Buffer.from(hash, 'base64');
+  const actual = createHmac('sha1', Buffer.from(salt, 'base64')).update(name).digest();
+  return expected.length === actual.length && timingSafeEqual(expected, actual);
+}
+
+function wildcardMatches(pattern: string, name: string): boolean {
+  const source = pattern
+    .toLowerCase()
+    .split('')
+    .map((char) => (char === '*' ? '.*' : char === '?' ? '.' : char.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
+    .join('');
+  return new RegExp(`^${source}$`).test(name);
+}
+
+/** Undefined when known_hosts vouches for `key`; otherwise the error that refuses it. */
+function hostKeyRefusal(
+  entries: KnownHost[],
+  hostName: string,
+  key: Buffer,
+  settings: SftpSettings,
+): StorageError | undefined {
+  const forHost = entries.filter(
+    (entry) => entry.marker !== '@cert-authority' && hostMatches(entry.patterns, hostName),
+  );
+  const plain = forHost.filter((entry) => entry.marker === undefined);
+  const revoked = forHost.some((entry) => entry.marker === '@revoked' && entry.key.equals(key));
+  if (!revoked && plain.some((entry) => entry.key.equals(key))) return undefined;
+
+  const file = settings.knownHostsFiles[0]!;
+  const server = `${settings.host}:${settings.port}`;
+  const offered = `the server offers ${keyTypeOf(key)} ${fingerprintOf(key)}`;
+  const portOption = settings.port === DEFAULT_PORT ? '' : `-p ${settings.port} `;
+  const addIt = `ssh-keyscan ${portOption}${settings.host} >> ${file}`;
+  if (revoked) {
+    return new StorageError(`the SSH host key of ${server} is marked @revoked in known_hosts: ${offered}`, {
+      hint: 'Ask the server’s administrator for its new key.',
+    });
+  }
+  if (plain.length > 0) {
+    return new StorageError(
+      `the SSH host key of ${server} does not match ${file}: ${offered} (reinstalled server, or someone in between)`,
+      { hint: `If the key changed on purpose: ssh-keygen -R '${hostName}' -f ${file}, then ${addIt}` },
+    );
+  }
+  return new StorageError(`the SSH host key of ${server} is not in ${file}: ${offered}`, {
+    hint: `If that is the server’s key (ask its administrator), add it: ${addIt}`,
+  });
+}
+
+/** The algorithms for the key types known_hosts holds for the host, so the server shows a known one. */
+function preferredHostKeyAlgorithms(entries: KnownHost[], hostName: string): ServerHostKeyAlgorithm[] {
+  const types = new Set(
+    entries
+      .filter((entry) => entry.marker === undefined && hostMatches(entry.patterns, hostName))
+      .map((entry) => entry.keyType),
+  );
+  return HOST_KEY_ALGORITHMS.filter(([type]) => types.has(type)).flatMap(([, algorithms]) => algorithms);
+}
+
+/** As ssh prints it: `SHA256:` and unpadded base64. */
+function fingerprintOf(key: Buffer): string {
+  return `SHA256:${createHash('sha256').update(key).digest('base64').replace(/=+$/, '')}`;
+}
+
+/** The key blob starts with its type as an SSH string. */
+function keyTypeOf(key: Buffer): string {
+  if (key.length < 4) return 'unknown';
+  return key.subarray(4, 4 + key.readUInt32BE(0)).toString('latin1');
 }
