@@ -126,6 +126,33 @@ describe('backup postgres', () => {
     expect(verification.mismatched).toEqual([]);
   });
 
+  it('restores with --jobs, several pg_restores each fed only its tables, to the same database', async () => {
+    const restored = await runCli(
+      [
+        'restore',
+        'latest',
+        '--name',
+        'shop',
+        '--jobs',
+        '3',
+        '--json',
+        '--to',
+        `postgres:///shop_parallel?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`,
+      ],
+      { env: repo.env },
+    );
+    expectExit(restored, 0);
+    const { verification, steps } = JSON.parse(restored.stdout.toString()) as {
+      verification: { tables: number; mismatched: unknown[]; catalogDifferences: unknown[] };
+      steps: string[];
+    };
+    expect(steps.join('\n')).toMatch(/3 at a time/);
+    expect(verification.mismatched).toEqual([]);
+    expect(verification.catalogDifferences).toEqual([]);
+    expect(await tableContents(cluster, 'shop_parallel')).toEqual(await tableContents(cluster, 'shop'));
+    expect(await schema(cluster, 'shop_parallel')).toBe(await schema(cluster, 'shop'));
+  });
+
   it('refuses to record a dump that ends early even though pg_dump exited 0', async () => {
     // A stand-in pg_dump: the real one, its output cut short, and a successful exit.
     const bin = path.join(repo.dir, 'truncating-bin');

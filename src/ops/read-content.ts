@@ -1,4 +1,4 @@
-import { ConfigError } from '../errors.ts';
+import { ConfigError, VerificationError } from '../errors.ts';
 import type { Repository } from '../repository/repository.ts';
 import type { TreeNode } from '../repository/tree.ts';
 
@@ -24,6 +24,37 @@ export async function* readBlobs(
     const blob = await pending.shift()!;
     fill();
     yield blob;
+  }
+}
+
+/**
+ * Yields bytes [start, end) of a file whose content is `ids`, reading only the blobs that hold
+ * them (their lengths come from the index).
+ */
+export async function* readContentRange(
+  repository: Pick<Repository, 'readBlob' | 'blobLength'>,
+  ids: readonly string[],
+  start: number,
+  end: number,
+): AsyncGenerator<Buffer> {
+  let first = 0;
+  let firstStart = 0;
+  while (first < ids.length && firstStart + repository.blobLength(ids[first]!) <= start) {
+    firstStart += repository.blobLength(ids[first]!);
+    first++;
+  }
+  let last = first;
+  let lastEnd = firstStart;
+  while (last < ids.length && lastEnd < end) lastEnd += repository.blobLength(ids[last++]!);
+  if (lastEnd < end) {
+    throw new VerificationError(`bytes ${start}..${end} lie past the end of the content (${lastEnd} bytes)`);
+  }
+  let position = firstStart;
+  for await (const blob of readBlobs(repository, ids.slice(first, last))) {
+    const from = Math.max(0, start - position);
+    const to = Math.min(blob.length, end - position);
+    position += blob.length;
+    if (to > from) yield from === 0 && to === blob.length ? blob : blob.subarray(from, to);
   }
 }
 

@@ -5,11 +5,14 @@ import { RestoreTarget } from '../sources/postgres/target.ts';
 import { findTools } from '../sources/postgres/tools.ts';
 import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
 import {
+  tableComparer,
   verifyDatabase,
+  type TableComparison,
   type CatalogExpectations,
   type DatabaseVerification,
 } from '../sources/postgres/verify.ts';
-import { catFile } from './read-content.ts';
+import { catFile, findFile } from './read-content.ts';
+import { restoreInParallel } from './restore-postgres-parallel.ts';
 
 export interface PostgresRestoreOptions {
   /** postgres://…/database to restore into; else the PG* and DB_* environment variables. */
@@ -22,6 +25,8 @@ export interface PostgresRestoreOptions {
   /** Asked before replacing a database; the restore goes ahead only on true. */
   confirm?: (database: string) => Promise<boolean>;
   singleTransaction?: boolean;
+  /** pg_restore runs at once (restore-postgres-parallel.ts); 1 restores in one run. */
+  jobs?: number;
   tables?: string[];
   schemaOnly?: boolean;
   dataOnly?: boolean;
@@ -67,6 +72,14 @@ export async function restorePostgres(
   const step = options.onStep ?? (() => undefined);
   if (options.schemaOnly && options.dataOnly)
     throw new ConfigError('--schema-only and --data-only exclude each other');
+  const jobs = options.jobs ?? 1;
+  if (!Number.isInteger(jobs) || jobs < 1)
+    throw new ConfigError(`--jobs ${jobs} is not a positive whole number`);
+  if (jobs > 1 && options.singleTransaction) {
+    throw new ConfigError('--single-transaction restores in one transaction, which cannot run in parallel', {
+      hint: 'Leave out --jobs, or --single-transaction.',
+    });
+  }
   const lock = await repository.lock(false, 'restore postgres');
   try {
     const connection = resolveConnection(options.to);
@@ -89,6 +102,11 @@ export async function restorePostgres(
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '_');
     const scratch = replace ? `${database}_restore_${stamp}` : database;
     const keptAs = `${database}_before_${stamp}`;
+    const recorded = (await repository.loadSnapshot(snapshot.id)).body.source as
+      PostgresSnapshotDetails | undefined;
+    // A parallel restore needs to know where each table's data lies in the archive (backups
+    // record it), and restores whole databases only: pg_restore --table selects too little for it.
+    const parallel = jobs > 1 && recorded?.blocks !== undefined && !options.tables?.length;
     const plan: PostgresRestorePlan = {
       snapshot: snapshot.id,
       snapshotTime: snapshot.header.time,
@@ -99,7 +117,7 @@ export async function restorePostgres(
       archiveBytes: snapshot.header.size,
       steps: [
         `create database ${scratch}`,
-        `restore snapshot ${snapshot.id.slice(0, 8)} (${snapshot.header.name}, ${snapshot.header.time}) into ${scratch} with pg_restore`,
+        `restore snapshot ${snapshot.id.slice(0, 8)} (${snapshot.header.name}, ${snapshot.header.time}) into ${scratch} with pg_restore${parallel ? `, ${jobs} at a time` : ''}`,
         'compare every restored table with the fingerprints taken at backup',
         ...(replace
           ? [
@@ -116,14 +134,39 @@ export async function restorePostgres(
         hint: 'Type the database name when asked, or pass --yes.',
       });
     }
-    const recorded = (await repository.loadSnapshot(snapshot.id)).body.source as
-      PostgresSnapshotDetails | undefined;
     await repository.loadIndex();
+    const expected = expectedAfter(recorded, options);
     step(plan.steps[0]!);
     await target.create(scratch);
+    let compared: TableComparison[] = [];
     try {
       step(plan.steps[1]!);
-      await target.restore(scratch, catFile(repository, snapshot.id), restoreArguments(options));
+      if (parallel) {
+        const archive = await findFile(
+          repository,
+          (await repository.loadSnapshot(snapshot.id)).body.tree,
+          undefined,
+        );
+        compared = await restoreInParallel(
+          {
+            repository,
+            content: archive.content ?? [],
+            size: archive.size ?? 0,
+            blocks: recorded.blocks!,
+            target,
+            database: scratch,
+            args: restoreArguments(options),
+            compare: {
+              tables: expected.tables,
+              table: await tableComparer(connection, target.tools, scratch),
+            },
+            onStep: step,
+          },
+          { jobs, schemaOnly: options.schemaOnly, dataOnly: options.dataOnly },
+        );
+      } else {
+        await target.restore(scratch, catFile(repository, snapshot.id), restoreArguments(options));
+      }
     } catch (error) {
       await target.drop(scratch).catch(() => undefined);
       throw error;
@@ -135,7 +178,7 @@ export async function restorePostgres(
         connection,
         target.tools,
         scratch,
-        expectedAfter(recorded, options),
+        expected,
         {
           snapshot: snapshot.id,
           // Over an existing database nothing is swapped; a new one is left for inspection.
@@ -143,6 +186,7 @@ export async function restorePostgres(
             ? `${database} was left as it was.`
             : `${scratch} was left for inspection; drop it when done.`,
         },
+        compared,
       );
     } catch (error) {
       if (replace) await target.drop(scratch).catch(() => undefined);

@@ -103,6 +103,12 @@ export class MasterIndex {
     return slot === undefined ? undefined : this.blobAt(slot);
   }
 
+  /** A blob's plaintext length, without building its whole record. */
+  rawLength(id: string): number | undefined {
+    const slot = this.slotOf(id);
+    return slot === undefined ? undefined : this.rawLengths[slot];
+  }
+
   pack(id: string): IndexedPack | undefined {
     const slot = this.packSlots.get(id);
     return slot === undefined ? undefined : this.packs[slot];

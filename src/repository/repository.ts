@@ -232,6 +232,17 @@ export class Repository {
 
   // ---- blobs
 
+  /** The length of a blob's plaintext, from the index. */
+  blobLength(id: string): number {
+    const length = this.index.rawLength(id);
+    if (length === undefined) {
+      throw new VerificationError(`blob ${id.slice(0, 16)} is not in the index`, {
+        hint: 'Run `strongbox check`.',
+      });
+    }
+    return length;
+  }
+
   /** Reads, decrypts, decompresses and authenticates one blob. */
   async readBlob(id: string): Promise<Buffer> {
     const entry = this.index.get(id);

@@ -1,3 +1,4 @@
+import { positiveInteger } from '../arguments.ts';
 import type { Command } from 'commander';
 import { restoreSnapshotFiles } from '../../ops/restore.ts';
 import { restorePostgres } from '../../ops/restore-postgres.ts';
@@ -33,6 +34,11 @@ export function registerRestore(program: Command): void {
     .option('--yes', 'do not ask before replacing a database')
     .option('--dry-run', 'print the plan and change nothing')
     .option('--single-transaction', 'restore as one transaction: all or nothing')
+    .option(
+      '-j, --jobs <n>',
+      'pg_restore runs at once, each restoring some of the tables (default 1)',
+      positiveInteger('--jobs'),
+    )
     .option('--table <name>', 'restore only this table (repeatable)', collect, [])
     .option('--schema-only', 'restore the schema, no data')
     .option('--data-only', 'restore the data into an existing schema')
@@ -59,6 +65,7 @@ export function registerRestore(program: Command): void {
           dropOld: Boolean(options.dropOld),
           dryRun: Boolean(options.dryRun),
           singleTransaction: Boolean(options.singleTransaction),
+          ...(options.jobs ? { jobs: options.jobs } : {}),
           schemaOnly: Boolean(options.schemaOnly),
           dataOnly: Boolean(options.dataOnly),
           noOwner: options.owner === false,
@@ -123,6 +130,7 @@ export function registerRestore(program: Command): void {
 
 interface PostgresRestoreCliOptions extends FilterOptions {
   all?: boolean;
+  jobs?: number;
   to?: string;
   at?: string;
   replace?: boolean;

@@ -47,6 +47,8 @@ export interface TocEntry {
   dumpId: number;
   /** "TABLE", "TABLE DATA", "SEQUENCE SET", "BLOBS", "INDEX"… */
   desc: string;
+  /** The part of a restore it belongs to, as pg_restore --section names them. */
+  section: TocSection;
   /** The object's name; for TABLE DATA, the table's. */
   tag: string;
   /** The object's schema, '' when it belongs to none. */
@@ -64,6 +66,10 @@ export interface TocEntry {
   /** For TABLE DATA: the table, and the dump id of its TABLE entry (its only dependency). */
   table?: { schema: string; name: string; dumpId: number | undefined };
 }
+
+export type TocSection = 'none' | 'pre-data' | 'data' | 'post-data';
+/** pg_dump's numbering of sections (SECTION_NONE = 1 … SECTION_POST_DATA = 4). */
+const SECTIONS: readonly TocSection[] = ['none', 'none', 'pre-data', 'data', 'post-data'];
 
 export interface DataBlockStart {
   entry: TocEntry;
@@ -378,7 +384,7 @@ export class ArchiveReader {
     cursor.skipString(); // oid
     const tag = cursor.requiredString('TOC entry tag');
     const desc = cursor.requiredString('TOC entry description');
-    cursor.int(); // section
+    const section = SECTIONS[cursor.int()] ?? 'none';
     cursor.skipString(); // defn
     cursor.skipString(); // dropStmt
     const copyStatement = cursor.string();
@@ -402,6 +408,7 @@ export class ArchiveReader {
     const entry: TocEntry = {
       dumpId,
       desc,
+      section,
       tag,
       namespace,
       owner,

@@ -4,6 +4,13 @@ import { TableFingerprint } from './fingerprint.ts';
 import type { RecordedTable } from './verify.ts';
 
 /**
+ * Where each data block lies in the archive, as [dump id, offset, length], in archive order.
+ * Everything before the first block is the header and table of contents. A restore uses it to
+ * feed several pg_restore processes only the blocks each of them restores.
+ */
+export type ArchiveBlocks = [dumpId: number, offset: number, length: number][];
+
+/**
  * Follows pg_dump's archive as it streams into the repository, reading it once: a chunk
  * boundary before each table's data (so a table's chunks do not depend on the table before
  * it), a fingerprint of every table from its rows as they pass, and proof that the archive is
@@ -12,18 +19,22 @@ import type { RecordedTable } from './verify.ts';
 export class DumpFollower {
   header: ArchiveHeader | undefined;
   readonly tables: RecordedTable[] = [];
+  readonly blocks: ArchiveBlocks = [];
   private current: { entry: TocEntry; fingerprint: TableFingerprint } | undefined;
   private boundaries: number[] = [];
+  private blockStart = 0;
   private readonly reader = new ArchiveReader({
     header: (header) => (this.header = header),
     dataStart: ({ entry, offset }) => {
       this.boundaries.push(offset);
+      this.blockStart = offset;
       if (entry.desc === 'TABLE DATA' && entry.table && entry.copyStatement) {
         this.current = { entry, fingerprint: new TableFingerprint() };
       }
     },
     row: (row) => this.current?.fingerprint.addRow(row),
-    dataEnd: ({ entry }) => {
+    dataEnd: ({ entry, offset }) => {
+      this.blocks.push([entry.dumpId, this.blockStart, offset - this.blockStart]);
       const current = this.current;
       if (!current || current.entry !== entry) return;
       this.current = undefined;

@@ -4,7 +4,7 @@ import type { BackupSource } from '../source.ts';
 import { processProducer } from '../process-producer.ts';
 import { streamSource, type StreamProducer } from '../stdin.ts';
 import type { PostgresConnection } from './connection.ts';
-import { DumpFollower } from './dump-follower.ts';
+import { DumpFollower, type ArchiveBlocks } from './dump-follower.ts';
 import { CATALOG_FINGERPRINT, EXPORT_SNAPSHOT } from './queries.ts';
 import { PsqlSession } from './session.ts';
 import { firstError, type PostgresTools, type ServerVersion } from './tools.ts';
@@ -22,6 +22,8 @@ export type PostgresSnapshotDetails = {
   tables: RecordedTable[];
   /** Sequences and object counts, read in the dump's own snapshot. */
   catalog?: CatalogFingerprint;
+  /** Where each data block lies in the archive, for a parallel restore. */
+  blocks?: ArchiveBlocks;
 };
 
 export interface DumpOptions {
@@ -97,6 +99,7 @@ export async function openDump(
       archiveVersion: follower.header?.archiveVersion ?? '',
       tables: follower.tables,
       catalog,
+      blocks: follower.blocks,
     }),
   };
 }

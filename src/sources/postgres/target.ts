@@ -88,8 +88,13 @@ export class RestoreTarget {
     return { existing: errors.length };
   }
 
-  /** Streams a custom-format archive into pg_restore for `database`. */
-  async restore(database: string, archive: AsyncIterable<Uint8Array>, args: string[]): Promise<void> {
+  /** Streams a custom-format archive into pg_restore for `database`; `signal` stops it. */
+  async restore(
+    database: string,
+    archive: AsyncIterable<Uint8Array>,
+    args: string[],
+    signal?: AbortSignal,
+  ): Promise<void> {
     // As a conninfo string, so that a database name with '=' in it is still just a name.
     const dbname = `dbname='${database.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
     const child = spawn(
@@ -98,17 +103,20 @@ export class RestoreTarget {
       {
         env: { ...process.env, ...this.connection.env, PGDATABASE: database },
         stdio: ['pipe', 'ignore', 'pipe'],
+        ...(signal ? { signal } : {}),
       },
     );
     let stderr = '';
     child.stderr.on('data', (data: Buffer) => (stderr = (stderr + data.toString()).slice(-STDERR_KEPT)));
     const exited = new Promise<number | null>((resolve, reject) => {
-      child.once('error', reject);
+      // An abort is reported by whoever aborted; here it only ends the process.
+      child.once('error', (error) => (signal?.aborted ? undefined : reject(error)));
       child.once('close', (code) => resolve(code));
     });
     // pg_restore may stop reading early when it fails: its exit status tells why, not the EPIPE.
     const fed = pipeline(Readable.from(archive), child.stdin).catch((error: unknown) => error);
     const [code, feedError] = await Promise.all([exited, fed]);
+    signal?.throwIfAborted();
     if (code !== 0) {
       throw new SourceError(
         `pg_restore into ${database} failed: ${firstError(stderr, 'pg_restore') ?? `exit ${code}`}`,

@@ -64,8 +64,19 @@ export async function verifyDatabase(
     expect: CatalogExpectations;
   },
   onMismatch: { snapshot: string; hint: string },
+  /** Tables compared already (as a parallel restore does while it runs); the rest are compared here. */
+  compared: readonly TableComparison[] = [],
 ): Promise<DatabaseVerification> {
-  const comparisons = await compareTables(connection, tools, database, recorded.tables);
+  const done = new Set(compared.map((comparison) => `${comparison.schema}.${comparison.name}`));
+  const comparisons = [
+    ...compared,
+    ...(await compareTables(
+      connection,
+      tools,
+      database,
+      recorded.tables.filter((table) => !done.has(`${table.schema}.${table.name}`)),
+    )),
+  ];
   const mismatched = comparisons.filter((comparison) => !comparison.matches);
   const catalogDifferences: string[] = [];
   let sequences = 0;
@@ -139,20 +150,31 @@ export async function compareTables(
   database: string,
   tables: readonly RecordedTable[],
 ): Promise<TableComparison[]> {
+  if (tables.length === 0) return [];
+  const compare = await tableComparer(connection, tools, database);
+  const comparisons: TableComparison[] = [];
+  for (const table of tables) comparisons.push(await compare(table));
+  return comparisons;
+}
+
+/** Compares one table at a time with what the backup recorded; several may run at once. */
+export async function tableComparer(
+  connection: PostgresConnection,
+  tools: PostgresTools,
+  database: string,
+): Promise<(table: RecordedTable) => Promise<TableComparison>> {
   const encoding = (await psql(connection, tools.binDir, databaseEncoding(database))).trim();
   const env = { ...connection.env, PGDATABASE: database, PGTZ: 'UTC', PGCLIENTENCODING: encoding };
-  const comparisons: TableComparison[] = [];
-  for (const table of tables) {
+  return async (table) => {
     const fingerprint = await fingerprintTable(env, tools, table.copyStatement);
-    comparisons.push({
+    return {
       schema: table.schema,
       name: table.name,
       expectedRows: table.rows,
       actualRows: fingerprint.rows,
       matches: fingerprint.rows === table.rows && fingerprint.digest() === table.hash,
-    });
-  }
-  return comparisons;
+    };
+  };
 }
 
 async function fingerprintTable(

@@ -1,0 +1,126 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Repository } from '../repository/repository.ts';
+import type { ArchiveBlocks } from '../sources/postgres/dump-follower.ts';
+import {
+  listFile,
+  planParallelRestore,
+  readTableOfContents,
+  type ParallelPlanOptions,
+  type RestoreUnit,
+} from '../sources/postgres/parallel-restore.ts';
+import type { RestoreTarget } from '../sources/postgres/target.ts';
+import type { RecordedTable, TableComparison } from '../sources/postgres/verify.ts';
+import { readContentRange } from './read-content.ts';
+
+export interface ParallelRestoreInput {
+  repository: Repository;
+  /** The archive's content blobs and its length. */
+  content: readonly string[];
+  size: number;
+  blocks: ArchiveBlocks;
+  target: RestoreTarget;
+  database: string;
+  /** pg_restore options for every run (--no-owner…). */
+  args: string[];
+  /** Compares one restored table with its fingerprint; run as soon as the table is complete. */
+  compare?: { tables: readonly RecordedTable[]; table: (table: RecordedTable) => Promise<TableComparison> };
+  onStep?: (message: string) => void;
+}
+
+/**
+ * Restores an archive with `jobs` pg_restore runs at a time (parallel-restore.ts has the plan),
+ * each fed from the repository only the bytes it needs. Tables are compared with their
+ * fingerprints while other tables still load. The first failure stops every run.
+ */
+export async function restoreInParallel(
+  input: ParallelRestoreInput,
+  options: ParallelPlanOptions,
+): Promise<TableComparison[]> {
+  const { repository, content, target, database } = input;
+  const step = input.onStep ?? (() => undefined);
+  const prefixLength = Math.min(input.size, input.blocks[0]?.[1] ?? input.size);
+  const prefix = () => readContentRange(repository, content, 0, prefixLength);
+  const plan = planParallelRestore(await readTableOfContents(prefix()), input.blocks, options);
+  const lists = await mkdtemp(path.join(os.tmpdir(), 'strongbox-restore-'));
+  const abort = new AbortController();
+  let listsWritten = 0;
+  const run = async (ids: readonly number[], archive: AsyncIterable<Uint8Array>) => {
+    const list = path.join(lists, `${listsWritten++}.list`);
+    await writeFile(list, listFile(ids), { mode: 0o600 });
+    await target.restore(database, archive, [...input.args, '-L', list], abort.signal);
+  };
+  const recorded = new Map(input.compare?.tables.map((table) => [`${table.schema}.${table.name}`, table]));
+  const comparisons: TableComparison[] = [];
+  try {
+    if (plan.before.length > 0) {
+      step('restore the schema');
+      await run(plan.before, prefix());
+    }
+    step(`restore ${plan.units.length} part(s) of data, indexes and constraints, ${options.jobs} at a time`);
+    const unitArchive = async function* (unit: RestoreUnit) {
+      yield* prefix();
+      for (const [offset, length] of unit.blocks) {
+        yield* readContentRange(repository, content, offset, offset + length);
+      }
+    };
+    const tasks: (() => Promise<void>)[] = plan.units.map((unit) => async () => {
+      await run(unit.ids, unitArchive(unit));
+      // Comparing goes first, before more tables load: it reads what was just written.
+      for (const name of unit.tables) {
+        const table = recorded.get(name);
+        const compare = input.compare?.table;
+        if (table && compare) tasks.unshift(async () => void comparisons.push(await compare(table)));
+      }
+    });
+    await runAtMost(options.jobs, tasks, abort);
+    if (plan.after.length > 0) {
+      step('restore foreign keys, triggers and the rest');
+      await run(plan.after, prefix());
+    }
+    return comparisons;
+  } finally {
+    abort.abort();
+    await rm(lists, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Runs `tasks` (a queue that running tasks may add to) with at most `limit` at once. On the first
+ * failure it aborts the others through `abort` and throws that failure.
+ */
+async function runAtMost(
+  limit: number,
+  tasks: (() => Promise<void>)[],
+  abort: AbortController,
+): Promise<void> {
+  let failure: { error: unknown } | undefined;
+  let running = 0;
+  let waiting: (() => void)[] = [];
+  const lane = async () => {
+    while (!failure) {
+      const task = tasks.shift();
+      if (!task) {
+        // Nothing queued: done, unless a running task may still queue more.
+        if (running === 0) return;
+        await new Promise<void>((resolve) => waiting.push(resolve));
+        continue;
+      }
+      running++;
+      try {
+        await task();
+      } catch (error) {
+        failure ??= { error };
+        abort.abort();
+      } finally {
+        running--;
+        const wake = waiting;
+        waiting = [];
+        for (const resolve of wake) resolve();
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, limit) }, lane));
+  if (failure) throw failure.error;
+}

@@ -1,0 +1,181 @@
+import { ArchiveReader, type TocEntry } from './archive-reader.ts';
+import type { ArchiveBlocks } from './dump-follower.ts';
+
+/**
+ * A parallel restore from an archive that can only be read front to back.
+ *
+ * pg_restore --jobs needs a seekable file, and a dump kept in a repository is a stream that this
+ * project never copies whole to disk. So the restore is split into pg_restore runs of its own,
+ * each fed the archive's header and table of contents followed by just the data blocks it
+ * restores, and told which entries to restore with a list file (-L):
+ *
+ *   1. before: the schema (pre-data), in one run;
+ *   2. units, `jobs` at a time, largest first: a table's data followed by the indexes and
+ *      constraints that need only that table (the expensive part of post-data), so a table's
+ *      indexes are built while other tables still load; small tables are batched together;
+ *   3. after: the rest (foreign keys, triggers, index attachments, materialized view data,
+ *      privileges), in one run, once every unit is done.
+ *
+ * A pg_restore reading a pipe restores its data blocks in the order they come, so each run's
+ * list keeps the archive's order (pg_restore follows the order of a list file).
+ */
+export interface ParallelRestorePlan {
+  /** Bytes of header and table of contents at the start of the archive, sent to every run. */
+  prefixLength: number;
+  before: number[];
+  units: RestoreUnit[];
+  after: number[];
+}
+
+export interface RestoreUnit {
+  /** Dump ids of the entries to restore, in archive order. */
+  ids: number[];
+  /** The data blocks they need, as [offset, length], in archive order. */
+  blocks: [offset: number, length: number][];
+  /** "schema.table" of each table whose data the unit restores, for verification. */
+  tables: string[];
+  /** Relative cost, for scheduling the largest first. */
+  weight: number;
+}
+
+export interface ParallelPlanOptions {
+  jobs: number;
+  schemaOnly?: boolean;
+  dataOnly?: boolean;
+}
+
+/** Index and constraint builds cost about as much as loading the table again, each. */
+const BUILD_WEIGHT = 0.5;
+/** Per pg_restore run: a process, a connection and a read of the table of contents. */
+const RUN_WEIGHT = 256 * 1024;
+/** Entries restored with the schema's privileges step, after everything else, as pg_restore does. */
+const LATE_ENTRIES = new Set(['ACL', 'DEFAULT ACL', 'MATERIALIZED VIEW DATA', 'EVENT TRIGGER']);
+/** Post-data entries that depend on one table only, and are worth running beside other tables. */
+const TABLE_BUILDS = new Set(['INDEX', 'CONSTRAINT']);
+
+export function planParallelRestore(
+  entries: readonly TocEntry[],
+  blocks: ArchiveBlocks,
+  options: ParallelPlanOptions,
+): ParallelRestorePlan {
+  const byId = new Map(entries.map((entry) => [entry.dumpId, entry]));
+  const blockOf = new Map(blocks.map(([dumpId, offset, length]) => [dumpId, [offset, length] as const]));
+  const withSchema = !options.dataOnly;
+  const withData = !options.schemaOnly;
+  /** Units by the dump id of the table they belong to; 0 for data that belongs to no table. */
+  const unitsByTable = new Map<number, RestoreUnit>();
+  const unitFor = (table: number) => {
+    let unit = unitsByTable.get(table);
+    if (!unit) unitsByTable.set(table, (unit = { ids: [], blocks: [], tables: [], weight: RUN_WEIGHT }));
+    return unit;
+  };
+  const before: number[] = [];
+  const after: number[] = [];
+
+  for (const entry of entries) {
+    if (entry.section === 'data') {
+      if (!withData) continue;
+      const unit = unitFor(entry.desc === 'TABLE DATA' ? (entry.table?.dumpId ?? 0) : 0);
+      unit.ids.push(entry.dumpId);
+      const block = blockOf.get(entry.dumpId);
+      if (block) {
+        unit.blocks.push([block[0], block[1]]);
+        unit.weight += block[1];
+      }
+      if (entry.desc === 'TABLE DATA' && entry.table)
+        unit.tables.push(`${entry.table.schema}.${entry.table.name}`);
+      continue;
+    }
+    if (!withSchema) continue;
+    const table =
+      TABLE_BUILDS.has(entry.desc) && entry.section === 'post-data' ? builtOn(entry, byId) : undefined;
+    if (table !== undefined) unitFor(table).ids.push(entry.dumpId);
+    else if (entry.section === 'post-data' || LATE_ENTRIES.has(entry.desc)) after.push(entry.dumpId);
+    else before.push(entry.dumpId);
+  }
+
+  const units = [...unitsByTable.values()].filter((unit) => unit.ids.length > 0);
+  for (const unit of units) {
+    const builds = unit.ids.length - unit.blocks.length;
+    const data = unit.weight - RUN_WEIGHT;
+    unit.weight += data * BUILD_WEIGHT * builds;
+  }
+  return {
+    prefixLength: blocks[0]?.[1] ?? Infinity,
+    before,
+    units: batchSmallUnits(units, options.jobs, new Map(entries.map((entry, i) => [entry.dumpId, i]))),
+    after,
+  };
+}
+
+/**
+ * The table an index or constraint is built on, when that is all it needs from the restore:
+ * every dependency is restored before the units start (schema) or is that table.
+ */
+function builtOn(entry: TocEntry, byId: ReadonlyMap<number, TocEntry>): number | undefined {
+  let table: number | undefined;
+  for (const id of entry.dependencies) {
+    const dependency = byId.get(id);
+    if (!dependency) return undefined;
+    if (dependency.desc === 'TABLE') {
+      if (table !== undefined && table !== id) return undefined;
+      table = id;
+    } else if (dependency.section === 'post-data' || dependency.section === 'data') {
+      return undefined;
+    }
+  }
+  return table;
+}
+
+/**
+ * Units larger than a share of the whole run alone; smaller ones are put together up to that
+ * share, so a database of thousands of small tables does not start thousands of pg_restores,
+ * and the largest still start first. Ids and blocks stay in archive order within a batch.
+ */
+function batchSmallUnits(
+  units: RestoreUnit[],
+  jobs: number,
+  archiveOrder: ReadonlyMap<number, number>,
+): RestoreUnit[] {
+  const total = units.reduce((sum, unit) => sum + unit.weight, 0);
+  const share = Math.max(16 * RUN_WEIGHT, total / (8 * Math.max(1, jobs)));
+  const sorted = [...units].sort((a, b) => b.weight - a.weight);
+  const result: RestoreUnit[] = [];
+  let batch: RestoreUnit | undefined;
+  for (const unit of sorted) {
+    if (unit.weight >= share) {
+      result.push(unit);
+      continue;
+    }
+    if (!batch) batch = { ids: [], blocks: [], tables: [], weight: 0 };
+    batch.ids.push(...unit.ids);
+    batch.blocks.push(...unit.blocks);
+    batch.tables.push(...unit.tables);
+    batch.weight += unit.weight;
+    if (batch.weight >= share) {
+      result.push(batch);
+      batch = undefined;
+    }
+  }
+  if (batch) result.push(batch);
+  return result
+    .map((unit) => ({
+      ...unit,
+      ids: unit.ids.sort((a, b) => archiveOrder.get(a)! - archiveOrder.get(b)!),
+      blocks: unit.blocks.sort((a, b) => a[0] - b[0]),
+    }))
+    .sort((a, b) => b.weight - a.weight);
+}
+
+/** Reads the table of contents from the start of an archive; stops at its first data block. */
+export async function readTableOfContents(prefix: AsyncIterable<Uint8Array>): Promise<TocEntry[]> {
+  const entries: TocEntry[] = [];
+  const reader = new ArchiveReader({ tocEntry: (entry) => entries.push(entry) });
+  for await (const piece of prefix) reader.push(piece);
+  return entries;
+}
+
+/** A list file for pg_restore -L naming `ids`, in the order given. */
+export function listFile(ids: readonly number[]): string {
+  return ids.map((id) => `${id};\n`).join('');
+}
