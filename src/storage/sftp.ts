@@ -21,9 +21,12 @@ const IO_CHUNK = 64 * 1024;
 /** Read or write requests in flight per transfer: enough to hide the round trip. */
 const PIPELINE_DEPTH = 16;
 const SYNC_CONCURRENCY = 8;
-const HANDSHAKE_TIMEOUT_MS = 20_000;
-/** A connection that answers nothing for this long while requests wait is taken for dead. */
-const SILENCE_TIMEOUT_MS = 30_000;
+/**
+ * A login that takes longer, or a connection that sends nothing for longer while requests wait, is
+ * taken for dead (`?timeout=` seconds).
+ */
+const DEFAULT_TIMEOUT_SECONDS = 30;
+const MAX_TIMEOUT_SECONDS = 3600;
 const CLOSE_TIMEOUT_MS = 5_000;
 
 const POSIX_RENAME = 'posix-rename@openssh.com';
@@ -59,6 +62,7 @@ interface SftpSettings {
   root: string;
   location: string;
   concurrency: number;
+  timeoutMs: number;
   /** Files read for host keys; the first is the one messages name and hints write to. */
   knownHostsFiles: string[];
   auth: { identityFile: string; passphrase: string | undefined } | { agent: string };
@@ -95,13 +99,15 @@ async function sftpSettings(url: URL, env: NodeJS.ProcessEnv): Promise<SftpSetti
     });
   }
   let concurrency = DEFAULT_CONCURRENCY;
+  let timeoutSeconds = DEFAULT_TIMEOUT_SECONDS;
   let knownHostsOption: string | undefined;
   for (const [name, value] of url.searchParams) {
-    if (name === 'concurrency') concurrency = parseConcurrency(value);
+    if (name === 'concurrency') concurrency = wholeNumber(name, value, MAX_CONCURRENCY);
+    else if (name === 'timeout') timeoutSeconds = wholeNumber(name, value, MAX_TIMEOUT_SECONDS);
     else if (name === 'known-hosts') knownHostsOption = value;
     else {
       throw new ConfigError(`unknown option ${name} in the sftp:// URL`, {
-        hint: 'sftp:// URLs take ?concurrency=N and ?known-hosts=FILE.',
+        hint: 'sftp:// URLs take ?concurrency=N, ?timeout=SECONDS and ?known-hosts=FILE.',
       });
     }
   }
@@ -118,15 +124,16 @@ async function sftpSettings(url: URL, env: NodeJS.ProcessEnv): Promise<SftpSetti
     root,
     location: `sftp://${user}@${hostForUrl}:${port}${pathname}`,
     concurrency,
+    timeoutMs: timeoutSeconds * 1000,
     knownHostsFiles,
     auth: await authSource(env, home),
   };
 }
 
-function parseConcurrency(value: string): number {
+function wholeNumber(name: string, value: string, max: number): number {
   const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 1 || parsed > MAX_CONCURRENCY) {
-    throw new ConfigError(`?concurrency=${value} is not a whole number from 1 to ${MAX_CONCURRENCY}`);
+  if (!Number.isInteger(parsed) || parsed < 1 || parsed > max) {
+    throw new ConfigError(`?${name}=${value} is not a whole number from 1 to ${max}`);
   }
   return parsed;
 }
@@ -165,11 +172,12 @@ class SftpSession {
     readonly sftp: SFTPWrapper,
     readonly socket: net.Socket,
     readonly extensions: ReadonlySet<string>,
+    timeoutMs: number,
   ) {
     // Idle, the connection must not keep the process alive: a caller that forgets close() still exits.
     socket.unref();
-    socket.setTimeout(SILENCE_TIMEOUT_MS, () => {
-      if (this.pending.size > 0) socket.destroy(timeoutError());
+    socket.setTimeout(timeoutMs, () => {
+      if (this.pending.size > 0) socket.destroy(timeoutError(timeoutMs));
     });
     const onEnd = (error?: Error) => this.markLost(error ?? new Error('the server closed the connection'));
     for (const emitter of [client, sftp]) {
@@ -235,8 +243,8 @@ class SftpSession {
   }
 }
 
-function timeoutError(): Error {
-  return Object.assign(new Error(`the server sent nothing for ${SILENCE_TIMEOUT_MS / 1000} s`), {
+function timeoutError(timeoutMs: number): Error {
+  return Object.assign(new Error(`the server sent nothing for ${timeoutMs / 1000} s`), {
     code: 'ETIMEDOUT',
   });
 }
@@ -360,7 +368,7 @@ class SftpBackend implements StorageBackend {
     await this.run(`delete ${name}`, undefined, (session) => removeFile(session, file));
   }
 
-  /** Removes temporary files older than `startedBefore` (by the server's clock, to the second). */
+  /** Removes temporary files last written before `startedBefore`, by the server's clock (whole seconds). */
   async removeIncompleteUploads(startedBefore: Date): Promise<number> {
     let removed = 0;
     const stack = [''];
@@ -371,8 +379,7 @@ class SftpBackend implements StorageBackend {
         if (kind === S_IFDIR) stack.push(`${dir}${entry.filename}/`);
         else if (
           entry.filename.startsWith(TEMP_PREFIX) &&
-          // mtime has whole seconds: a file from the second `startedBefore` falls in may be newer.
-          (entry.attrs.mtime + 1) * 1000 <= startedBefore.getTime()
+          entry.attrs.mtime * 1000 < startedBefore.getTime()
         ) {
           const file = this.remotePath(`${dir}${entry.filename}`);
           await this.run(`delete ${dir}${entry.filename}`, undefined, (session) => removeFile(session, file));
@@ -433,7 +440,7 @@ class SftpBackend implements StorageBackend {
       port,
       username: user,
       hostVerifier,
-      readyTimeout: HANDSHAKE_TIMEOUT_MS,
+      readyTimeout: this.settings.timeoutMs,
       keepaliveInterval: 0,
     };
     const hostKeyAlgorithms = preferredHostKeyAlgorithms(knownHosts, hostName);
@@ -471,7 +478,7 @@ class SftpBackend implements StorageBackend {
       throw this.connectFailure(error, seen, refusal);
     }
     const offered = (sftp as unknown as { _extensions?: Record<string, string> })._extensions ?? {};
-    return new SftpSession(client, sftp, socket, new Set(Object.keys(offered)));
+    return new SftpSession(client, sftp, socket, new Set(Object.keys(offered)), this.settings.timeoutMs);
   }
 
   private connectFailure(
@@ -687,7 +694,12 @@ async function makeDirectories(session: SftpSession, dir: string): Promise<void>
 /** mkdir failed: fine if `dir` exists (another writer made it), else `error` stands. */
 async function alreadyADirectory(session: SftpSession, dir: string, error: unknown): Promise<void> {
   const stats = await session.call<Stats>((done) => session.sftp.stat(dir, done)).catch(() => undefined);
-  if (!stats || (stats.mode & S_IFMT) !== S_IFDIR) throw error;
+  if (!stats) throw error;
+  if ((stats.mode & S_IFMT) !== S_IFDIR) {
+    throw new StorageError(`${dir} exists on the server and is not a directory`, {
+      hint: 'Move it away, or choose another repository path.',
+    });
+  }
 }
 
 async function writeAll(session: SftpSession, handle: Buffer, data: Buffer): Promise<void> {
