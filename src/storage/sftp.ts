@@ -158,9 +158,7 @@ async function authSource(env: NodeJS.ProcessEnv, home: string): Promise<SftpSet
 }
 
 /** The connection failed, not the request: another connection may do better. */
-class ConnectionLostError extends Error {
-  readonly code = 'ECONNRESET';
-}
+class ConnectionLostError extends Error {}
 
 /** One SSH connection and its SFTP channel. */
 class SftpSession {
@@ -491,7 +489,13 @@ class SftpBackend implements StorageBackend {
     if (refusal) return refusal;
     const cause = seen.error ?? error;
     const level = seen.error?.level;
-    if (level === 'client-authentication' || level === 'agent') {
+    if (level === 'agent' && 'agent' in auth) {
+      return new StorageError(`cannot use ssh-agent at ${auth.agent}: ${(cause as Error).message}`, {
+        hint: 'Check that the agent runs and SSH_AUTH_SOCK points at it, or set STRONGBOX_SFTP_IDENTITY_FILE.',
+        cause,
+      });
+    }
+    if (level === 'client-authentication') {
       const key = 'agent' in auth ? `the keys of ssh-agent (${auth.agent})` : `the key ${auth.identityFile}`;
       return new StorageError(`${server} refused ${key} for user ${user}`, {
         hint: `Add its public key to ~${user}/.ssh/authorized_keys on the server, or set STRONGBOX_SFTP_IDENTITY_FILE to the right key.`,
