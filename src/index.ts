@@ -48,6 +48,13 @@ export {
 export { catFile } from './ops/read-content.ts';
 export { check, type CheckOptions, type CheckResult, type CheckProblem } from './ops/check.ts';
 export { unlock } from './ops/unlock.ts';
+export {
+  copySnapshots,
+  type CopyOptions,
+  type CopyResult,
+  type CopiedSnapshot,
+  type CopyProgress,
+} from './ops/copy.ts';
 export { filesSource } from './sources/files.ts';
 export { stdinSource, commandSource, streamSource } from './sources/stdin.ts';
 export { postgresSource, type PostgresBackupOptions } from './sources/postgres/index.ts';

@@ -5,6 +5,7 @@ import { VERSION } from '../version.ts';
 import { registerBackup } from './commands/backup.ts';
 import { registerCat } from './commands/cat.ts';
 import { registerCheck } from './commands/check.ts';
+import { registerCopy } from './commands/copy.ts';
 import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
@@ -44,6 +45,7 @@ function buildProgram(): Command {
     registerCat,
     registerDump,
     registerCheck,
+    registerCopy,
     registerKey,
     registerUnlock,
     registerVerify,

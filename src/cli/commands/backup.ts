@@ -7,8 +7,9 @@ import type { BackupSource } from '../../sources/source.ts';
 import { ConfigError } from '../../errors.ts';
 import { globalOptions, outputFor, withRepository, type GlobalOptions } from '../context.ts';
 import { formatBytes, formatRate, type Output } from '../output.ts';
+import { copyToOptions, prepareCopyTo, summarizeCopy, type CopyToOptions } from './copy.ts';
 
-interface CommonBackupOptions {
+interface CommonBackupOptions extends CopyToOptions {
   tag: string[];
   host?: string;
   threads?: number;
@@ -17,7 +18,7 @@ interface CommonBackupOptions {
 const collect = (value: string, previous: string[]) => [...previous, value];
 
 function withCommonOptions(command: Command): Command {
-  return command
+  return copyToOptions(command)
     .option('--tag <key=value>', 'tag the snapshot (repeatable)', collect, [])
     .option('--host <name>', 'host name recorded in the snapshot (default: this host)')
     .option(
@@ -131,8 +132,10 @@ async function runBackup(
   source: BackupSource,
   options: CommonBackupOptions,
 ): Promise<void> {
-  const result = await withRepository(global, (repository) =>
-    backup(repository, source, {
+  const copyTo = await prepareCopyTo(options);
+  const { result, copy } = await withRepository(global, async (repository) => {
+    copyTo?.checkSource(repository);
+    const result = await backup(repository, source, {
       tags: options.tag,
       ...(options.host ? { host: options.host } : {}),
       ...(options.threads ? { threads: options.threads } : {}),
@@ -140,11 +143,12 @@ async function runBackup(
         output.progress(
           `backup: ${formatBytes(progress.bytesRead)} read, ${formatBytes(progress.bytesNew)} new`,
         ),
-    }),
-  );
+    });
+    return { result, copy: await copyTo?.copy(repository, result.snapshot, output) };
+  });
   output.clearProgress();
-  if (global.json) output.data(result);
-  else output.info(summarize(result));
+  if (global.json) output.data(copy ? { ...result, copy } : result);
+  else output.info(copy ? `${summarize(result)}\n${summarizeCopy(copy)}` : summarize(result));
 }
 
 function summarize(result: BackupResult): string {

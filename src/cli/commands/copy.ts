@@ -1,0 +1,243 @@
+import type { Command } from 'commander';
+import { ConfigError, KeyError } from '../../errors.ts';
+import { copySnapshots, type CopiedSnapshot, type CopyResult } from '../../ops/copy.ts';
+import { Repository, type KeySource } from '../../repository/repository.ts';
+import { openBackend } from '../../storage/open.ts';
+import { positiveInteger } from '../arguments.ts';
+import { globalOptions, openRepository, outputFor } from '../context.ts';
+import { formatBytes, type Output } from '../output.ts';
+import { readIdentityFile, resolvePassword } from '../secrets.ts';
+import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
+
+/**
+ * A repository other than the one of the global options (the source of `copy`, the target of
+ * `backup --copy-to`), with its own key options and environment variables.
+ */
+interface OtherRepository {
+  /** How prompts and messages name it. */
+  label: string;
+  /** `--from` → --from-password-file…; `--copy-to` → --copy-to-password-file… */
+  option: string;
+  /** `STRONGBOX_FROM` → STRONGBOX_FROM_PASSWORD_FILE… */
+  env: string;
+}
+
+const SOURCE: OtherRepository = { label: 'source repository', option: '--from', env: 'STRONGBOX_FROM' };
+const COPY_TO: OtherRepository = {
+  label: 'copy-to repository',
+  option: '--copy-to',
+  env: 'STRONGBOX_COPY_TO',
+};
+
+interface KeyOptions {
+  passwordFile?: string | undefined;
+  passwordCommand?: string | undefined;
+  identityFile?: string | undefined;
+}
+
+function keyOptionsOf(command: Command, role: OtherRepository): Command {
+  return command
+    .option(
+      `${role.option}-password-file <file>`,
+      `read the ${role.label}'s password from a file (env ${role.env}_PASSWORD_FILE)`,
+    )
+    .option(
+      `${role.option}-password-command <command>`,
+      `run a command that prints the ${role.label}'s password (env ${role.env}_PASSWORD_COMMAND)`,
+    )
+    .option(
+      `${role.option}-identity-file <file>`,
+      `open the ${role.label} with an identity file (env ${role.env}_IDENTITY_FILE)`,
+    );
+}
+
+/**
+ * The key for `role`, resolved now (a prompt, a command, a file): options on the command line win
+ * over the environment, as for the main repository.
+ */
+async function resolveKey(role: OtherRepository, options: KeyOptions): Promise<KeySource> {
+  const given = options.identityFile || options.passwordFile || options.passwordCommand;
+  const identityFile = given ? options.identityFile : process.env[`${role.env}_IDENTITY_FILE`];
+  if (identityFile) return { identity: await readIdentityFile(identityFile) };
+  const passphrase = await resolvePassword({
+    file: given ? options.passwordFile : process.env[`${role.env}_PASSWORD_FILE`],
+    command: given ? options.passwordCommand : process.env[`${role.env}_PASSWORD_COMMAND`],
+    value: given ? undefined : process.env[`${role.env}_PASSWORD`],
+    prompt: `Password of the ${role.label}: `,
+    describe: describeKeyOptions(role),
+  });
+  return { passphrase };
+}
+
+function describeKeyOptions(role: OtherRepository): string {
+  return (
+    `${role.option}-password-file, ${role.option}-password-command, ${role.option}-identity-file, ` +
+    `${role.env}_PASSWORD_FILE, ${role.env}_PASSWORD_COMMAND or ${role.env}_PASSWORD`
+  );
+}
+
+async function openOther(role: OtherRepository, location: string, key: KeySource): Promise<Repository> {
+  const backend = await openBackend(location);
+  try {
+    return await Repository.open(backend, key);
+  } catch (error) {
+    await backend.close();
+    // The message names the location; the hint must name this repository's options, not the global ones.
+    if (error instanceof KeyError)
+      throw new KeyError(error.message, { cause: error, hint: `Check ${describeKeyOptions(role)}.` });
+    throw error;
+  }
+}
+
+interface CopyCommandOptions extends FilterOptions {
+  from?: string;
+  to?: string;
+  threads?: number;
+  fromPasswordFile?: string;
+  fromPasswordCommand?: string;
+  fromIdentityFile?: string;
+}
+
+export function registerCopy(program: Command): void {
+  keyOptionsOf(filterOptions(program.command('copy')), SOURCE)
+    .description(
+      'copy snapshots, and the data they need, from another repository into this one (skips what is there)',
+    )
+    .argument('[snapshots...]', 'snapshot ids, unique prefixes or latest (default: all the filters select)')
+    .option(
+      '--from <location>',
+      'the repository to copy from, opened with a full key (env STRONGBOX_FROM_REPO)',
+    )
+    .option(
+      '--to <location>',
+      'the repository to copy into (default: --repo or STRONGBOX_REPO); the global key options open it',
+    )
+    .option(
+      '--threads <n>',
+      'worker threads that compress and encrypt (default: CPUs - 1)',
+      positiveInteger('--threads'),
+    )
+    .action(async (references: string[], options: CopyCommandOptions, command: Command) => {
+      const global = globalOptions(command);
+      const output = outputFor(global);
+      const from = options.from ?? process.env.STRONGBOX_FROM_REPO;
+      if (!from)
+        throw new ConfigError('no repository to copy from', {
+          hint: 'Pass --from or set STRONGBOX_FROM_REPO.',
+        });
+      if (options.to && global.repo && options.to !== global.repo)
+        throw new ConfigError('--to and --repo name different repositories', { hint: 'Give only --to.' });
+      const sourceKey = await resolveKey(SOURCE, {
+        passwordFile: options.fromPasswordFile,
+        passwordCommand: options.fromPasswordCommand,
+        identityFile: options.fromIdentityFile,
+      });
+      const source = await openOther(SOURCE, from, sourceKey);
+      try {
+        const target = await openRepository({ ...global, ...(options.to ? { repo: options.to } : {}) });
+        try {
+          const result = await copySnapshots(source, target, {
+            snapshots: references,
+            filter: snapshotFilter(options),
+            ...(options.threads ? { threads: options.threads } : {}),
+            onProgress: (progress) =>
+              output.progress(
+                `copy: snapshot ${progress.snapshot}/${progress.snapshots}: ${formatBytes(progress.bytesRead)} read, ${formatBytes(progress.bytesNew)} new`,
+              ),
+            onSnapshot: (snapshot) => output.info(describeCopied(snapshot)),
+          });
+          output.clearProgress();
+          if (global.json) output.data(result);
+          else output.info(summarizeCopy(result));
+        } finally {
+          await target.close();
+        }
+      } finally {
+        await source.close();
+      }
+    });
+}
+
+function describeCopied(snapshot: CopiedSnapshot): string {
+  const what = `${snapshot.source.slice(0, 8)} (${snapshot.kind} ${snapshot.name}, ${snapshot.time.replace('T', ' ').slice(0, 19)})`;
+  return snapshot.skipped
+    ? `skipped ${what}: in the target already as ${snapshot.target.slice(0, 8)}`
+    : `copied ${what} as ${snapshot.target.slice(0, 8)}, ${formatBytes(snapshot.stored)} stored`;
+}
+
+export function summarizeCopy(result: CopyResult): string {
+  return [
+    `copy: ${result.snapshotsCopied} snapshot(s) copied, ${result.snapshotsSkipped} skipped (in the target already)`,
+    `  blobs: ${result.blobsCopied} copied, ${result.blobsSkipped} skipped (in the target already)`,
+    `  read ${formatBytes(result.bytesRead)}, new ${formatBytes(result.bytesNew)}, stored ${formatBytes(result.stored)} in ${(result.durationMs / 1000).toFixed(1)} s`,
+  ].join('\n');
+}
+
+/** `backup --copy-to`: its options, as `copy --from` has them for the source. */
+export interface CopyToOptions {
+  copyTo?: string;
+  copyToPasswordFile?: string;
+  copyToPasswordCommand?: string;
+  copyToIdentityFile?: string;
+}
+
+export function copyToOptions(command: Command): Command {
+  return keyOptionsOf(
+    command.option(
+      '--copy-to <location>',
+      'then copy the new snapshot into this repository too (needs a full key for the backup)',
+    ),
+    COPY_TO,
+  );
+}
+
+export interface CopyTo {
+  /** Fails before the backup starts when its key could not read the snapshot to copy. */
+  checkSource(repository: Repository): void;
+  copy(source: Repository, snapshot: string, output: Output): Promise<CopyResult>;
+}
+
+/** The copy `backup --copy-to` makes, with its key resolved before the backup runs; undefined without it. */
+export async function prepareCopyTo(options: CopyToOptions): Promise<CopyTo | undefined> {
+  const location = options.copyTo;
+  if (!location) return undefined;
+  const key = await resolveKey(COPY_TO, {
+    passwordFile: options.copyToPasswordFile,
+    passwordCommand: options.copyToPasswordCommand,
+    identityFile: options.copyToIdentityFile,
+  });
+  return {
+    checkSource(repository) {
+      if (!repository.canRead) {
+        throw new KeyError(
+          '--copy-to needs a full key: this write-only key cannot read the snapshot back to copy it',
+          {
+            hint: 'Back up with a full key, or back up here and run `strongbox copy` where a full key is kept.',
+          },
+        );
+      }
+    },
+    async copy(source, snapshot, output) {
+      try {
+        const target = await openOther(COPY_TO, location, key);
+        try {
+          return await copySnapshots(source, target, {
+            snapshots: [snapshot],
+            onProgress: (progress) =>
+              output.progress(
+                `copy to ${target.backend.location}: ${formatBytes(progress.bytesRead)} read, ${formatBytes(progress.bytesNew)} new`,
+              ),
+          });
+        } finally {
+          await target.close();
+        }
+      } catch (error) {
+        output.warn(
+          `backup: snapshot ${snapshot.slice(0, 8)} is saved in ${source.backend.location}, but copying it to ${location} failed; ` +
+            `retry with: strongbox copy --from ${source.backend.location} --to ${location} ${snapshot.slice(0, 8)}`,
+        );
+        throw error;
+      }
+    },
+  };
+}

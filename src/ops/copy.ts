@@ -1,0 +1,291 @@
+import { ConfigError, KeyError } from '../errors.ts';
+import { BlobType } from '../repository/blob.ts';
+import { BlobWriter } from '../repository/blob-writer.ts';
+import type { Repository, SnapshotFilter } from '../repository/repository.ts';
+import type { SnapshotHeader, SnapshotInfo } from '../repository/snapshot.ts';
+import { encodeTree, type TreeNode } from '../repository/tree.ts';
+import { readBlobs } from './read-content.ts';
+
+/**
+ * A snapshot header as copies write it. `origin` is the id of the snapshot a backup first wrote,
+ * kept through copies of copies; it lives in the header so that a write-only key on the target
+ * can tell which snapshots are there already.
+ */
+export type CopiedSnapshotHeader = SnapshotHeader & { origin?: string };
+
+export interface CopyOptions {
+  /** Snapshot ids, unique prefixes or `latest`, among those `filter` selects; none: all of them. */
+  snapshots?: string[];
+  filter?: SnapshotFilter;
+  /** Worker threads compressing and encrypting for the target. */
+  threads?: number;
+  onProgress?: (progress: CopyProgress) => void;
+  /** Called as each snapshot is copied or found in the target already. */
+  onSnapshot?: (snapshot: CopiedSnapshot) => void;
+}
+
+export interface CopyProgress {
+  /** The snapshot being copied, 1-based, out of `snapshots`. */
+  snapshot: number;
+  snapshots: number;
+  bytesRead: number;
+  bytesNew: number;
+}
+
+export interface CopiedSnapshot {
+  /** The snapshot in the source repository. */
+  source: string;
+  /** The snapshot in the target: the new copy, or the one already there. */
+  target: string;
+  skipped: boolean;
+  time: string;
+  kind: string;
+  name: string;
+  /** Bytes this copy added to the target (0 when skipped). */
+  stored: number;
+}
+
+export interface CopyResult {
+  snapshots: CopiedSnapshot[];
+  snapshotsCopied: number;
+  snapshotsSkipped: number;
+  /** Blobs written to the target. */
+  blobsCopied: number;
+  /** Blobs the copied snapshots need that the target had already. */
+  blobsSkipped: number;
+  /** Plaintext bytes read from the source. */
+  bytesRead: number;
+  /** Plaintext bytes of the blobs written to the target. */
+  bytesNew: number;
+  /** Bytes added to the target: packs, index and snapshot files. */
+  stored: number;
+  durationMs: number;
+}
+
+/**
+ * Copies snapshots from `source` into `target`, with every blob they need that the target lacks.
+ * Blob ids are keyed by each repository's secret, so each blob's plaintext is read from the source
+ * (deltas resolved), saved under the target's id by the target's writer, and trees are rewritten
+ * with the target's ids; chunk boundaries stay the source's. Each copied snapshot is written after
+ * its packs and index files are durable, so an interrupted copy leaves no partial snapshot, and a
+ * snapshot whose origin is in the target already is skipped, so running it again is harmless.
+ */
+export async function copySnapshots(
+  source: Repository,
+  target: Repository,
+  options: CopyOptions = {},
+): Promise<CopyResult> {
+  const started = Date.now();
+  if (!source.canRead) {
+    throw new KeyError('the source repository is open with a write-only key, which cannot read snapshots', {
+      hint: 'Give the source a full key (its password or identity file); the target needs only a write-only key.',
+    });
+  }
+  const sourceLock = await source.lock(false, 'copy from');
+  try {
+    const targetLock = await target.lock(false, 'copy to');
+    try {
+      const all = await source.listSnapshots();
+      const filtered = options.filter && Object.keys(options.filter).length > 0;
+      const selected = selectSnapshots(
+        filtered ? await source.listSnapshots(options.filter) : all,
+        options.snapshots ?? [],
+        source.backend.location,
+      );
+      const inTarget = new Map<string, string>();
+      for (const { id, header } of await target.listSnapshots()) inTarget.set(originOf({ id, header }), id);
+      await source.loadIndex();
+      await target.loadIndex();
+      const writer = new BlobWriter(
+        target,
+        options.threads === undefined ? {} : { threads: options.threads },
+      );
+      try {
+        const copier = new TreeCopier(source, target, writer);
+        const copied: CopiedSnapshot[] = [];
+        for (const [position, snapshot] of selected.entries()) {
+          const origin = originOf(snapshot);
+          const existing = inTarget.get(origin);
+          const { time, kind, name } = snapshot.header;
+          if (existing) {
+            const result = {
+              source: snapshot.id,
+              target: existing,
+              skipped: true,
+              time,
+              kind,
+              name,
+              stored: 0,
+            };
+            copied.push(result);
+            options.onSnapshot?.(result);
+            continue;
+          }
+          copier.onProgress = (bytesRead) =>
+            options.onProgress?.({
+              snapshot: position + 1,
+              snapshots: selected.length,
+              bytesRead,
+              bytesNew: writer.stats.newRawBytes,
+            });
+          const storedBefore = writer.stats.storedBytes;
+          const { body } = await source.loadSnapshot(snapshot.id);
+          const tree = await copier.copyTree(body.tree);
+          await writer.flush();
+          const parentOrigin = parentOriginOf(snapshot.header.parent, all);
+          const parent = parentOrigin === undefined ? undefined : inTarget.get(parentOrigin);
+          const { parent: _sourceParent, ...kept } = snapshot.header;
+          const header: CopiedSnapshotHeader = {
+            ...kept,
+            ...(parent ? { parent } : {}),
+            stored: writer.stats.storedBytes - storedBefore,
+            origin,
+          };
+          const saved = await target.saveSnapshot(header, { ...body, tree });
+          inTarget.set(origin, saved.id);
+          const result = {
+            source: snapshot.id,
+            target: saved.id,
+            skipped: false,
+            time,
+            kind,
+            name,
+            stored: header.stored + saved.size,
+          };
+          copied.push(result);
+          options.onSnapshot?.(result);
+        }
+        const stored = copied.reduce((sum, snapshot) => sum + snapshot.stored, 0);
+        return {
+          snapshots: copied,
+          snapshotsCopied: copied.filter((snapshot) => !snapshot.skipped).length,
+          snapshotsSkipped: copied.filter((snapshot) => snapshot.skipped).length,
+          blobsCopied: writer.stats.newBlobs,
+          blobsSkipped: copier.blobsSkipped,
+          bytesRead: copier.bytesRead,
+          bytesNew: writer.stats.newRawBytes,
+          stored,
+          durationMs: Date.now() - started,
+        };
+      } finally {
+        await writer.close();
+      }
+    } finally {
+      await targetLock.release();
+    }
+  } finally {
+    await sourceLock.release();
+  }
+}
+
+/** The snapshot a backup first wrote, of which this one may be a copy. */
+function originOf(snapshot: SnapshotInfo): string {
+  return (snapshot.header as CopiedSnapshotHeader).origin ?? snapshot.id;
+}
+
+function parentOriginOf(parent: string | undefined, all: readonly SnapshotInfo[]): string | undefined {
+  const found = parent === undefined ? undefined : all.find((snapshot) => snapshot.id === parent);
+  return found ? originOf(found) : undefined;
+}
+
+/** The snapshots `references` name (all when none), oldest first so that parents come before children. */
+function selectSnapshots(
+  candidates: SnapshotInfo[],
+  references: readonly string[],
+  location: string,
+): SnapshotInfo[] {
+  if (references.length === 0) return candidates;
+  const chosen = new Set<SnapshotInfo>();
+  for (const reference of references) {
+    if (reference === 'latest') {
+      const latest = candidates.at(-1);
+      if (!latest)
+        throw new ConfigError(`the source repository at ${location} has no snapshot to copy`, {
+          hint: 'Check the filters, or list them with `strongbox snapshots --repo SOURCE`.',
+        });
+      chosen.add(latest);
+      continue;
+    }
+    const found = candidates.filter((snapshot) => snapshot.id.startsWith(reference.toLowerCase()));
+    if (found.length !== 1) {
+      throw new ConfigError(
+        found.length === 0
+          ? `no snapshot ${reference} in the source repository at ${location}`
+          : `snapshot id ${reference} is ambiguous in the source repository at ${location}`,
+        {
+          hint:
+            found.length === 0
+              ? 'List them with `strongbox snapshots --repo SOURCE` (the filters given apply too).'
+              : 'Give more characters of the id.',
+        },
+      );
+    }
+    chosen.add(found[0]!);
+  }
+  return candidates.filter((snapshot) => chosen.has(snapshot));
+}
+
+/** Copies trees and the blobs they name, remembering what it did for the next snapshot of the run. */
+class TreeCopier {
+  blobsSkipped = 0;
+  bytesRead = 0;
+  onProgress: ((bytesRead: number) => void) | undefined;
+  /** Source blob id → target blob id, for every blob already copied or found in this run. */
+  private readonly copied = new Map<string, string>();
+  /** The two repositories share their blob-id key (one is a mirror of the other): ids carry over. */
+  private readonly sameIds: boolean;
+
+  constructor(
+    private readonly source: Repository,
+    private readonly target: Repository,
+    private readonly writer: BlobWriter,
+  ) {
+    const probe = Buffer.alloc(0);
+    this.sameIds = source.blobId(probe) === target.blobId(probe);
+  }
+
+  /** Copies the tree `id` of the source, and everything below it; returns its id in the target. */
+  async copyTree(id: string): Promise<string> {
+    const done = this.copied.get(id);
+    if (done) return done;
+    const tree = await this.source.readTree(id);
+    await this.copyContent(tree.nodes.flatMap((node) => node.content ?? []));
+    const nodes: TreeNode[] = [];
+    for (const node of tree.nodes) {
+      const rewritten = { ...node };
+      if (node.content) rewritten.content = node.content.map((blob) => this.copied.get(blob)!);
+      if (node.subtree) rewritten.subtree = await this.copyTree(node.subtree);
+      nodes.push(rewritten);
+    }
+    // Even when the ids carry over, the tree is saved through the writer: the target may lack it.
+    const saved = await this.writer.save(BlobType.tree, encodeTree({ nodes }));
+    this.record(id, saved);
+    return saved.id;
+  }
+
+  /** Copies the data blobs among `ids` that this run has not met yet, reading a few ahead. */
+  private async copyContent(ids: readonly string[]): Promise<void> {
+    const toRead: string[] = [];
+    const queued = new Set<string>();
+    for (const id of ids) {
+      if (this.copied.has(id) || queued.has(id)) continue;
+      if (this.sameIds && this.target.index.has(id)) {
+        this.record(id, { id, isNew: false });
+        continue;
+      }
+      queued.add(id);
+      toRead.push(id);
+    }
+    let next = 0;
+    for await (const data of readBlobs(this.source, toRead)) {
+      this.bytesRead += data.length;
+      this.record(toRead[next++]!, await this.writer.save(BlobType.data, data));
+      this.onProgress?.(this.bytesRead);
+    }
+  }
+
+  private record(sourceId: string, saved: { id: string; isNew: boolean }): void {
+    this.copied.set(sourceId, saved.id);
+    if (!saved.isNew) this.blobsSkipped++;
+  }
+}
