@@ -326,7 +326,7 @@ describe('sftp through a faulty network', () => {
     try {
       const env = await throughProxy(repo);
       proxy.setFaults({});
-      expectExit(await runCli(['init'], { env: repo.sftpEnv }), 0);
+      expectExit(await runCli(['init', '--pack-size', '1'], { env: repo.sftpEnv }), 0);
       expectExit(
         await runCli(['backup', 'stdin', '--name', 'kept.bin'], { env: repo.sftpEnv, input: 'kept\n' }),
         0,
