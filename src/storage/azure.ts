@@ -17,7 +17,9 @@ import { isTransientHttpStatus, isTransientNetworkError, withRetries } from './r
 const BLOCK_SIZE = 4 * 1024 * 1024;
 const DEFAULT_CONCURRENCY = 4;
 const MAX_CONCURRENCY = 64;
-const DEFAULT_IDLE_TIMEOUT_SECONDS = 30;
+const DEFAULT_TIMEOUT_SECONDS = 30;
+/** The slowest uplink we wait for: an attempt that sends N bytes may take N / this seconds longer. */
+const SLOWEST_UPLOAD_BYTES_PER_SECOND = 64 * 1024;
 const LIST_PAGE_SIZE = 5000;
 const QUERY_OPTIONS = new Set(['account', 'endpoint', 'concurrency', 'timeout']);
 /** Azure's rules: accounts have 3 to 24 lowercase letters and digits; containers 3 to 63, with single hyphens inside. */
@@ -32,7 +34,8 @@ interface AzureSettings {
   /** Blob name prefix of the repository, without slashes at either end; '' for the container's root. */
   prefix: string;
   concurrency: number;
-  idleTimeoutMs: number;
+  /** How long an attempt may wait for the service, beyond the time its upload needs. */
+  timeoutMs: number;
   service: BlobServiceClient;
   /** Host of the blob endpoint, for messages about an unreachable service. */
   endpointHost: string;
@@ -79,10 +82,10 @@ function parseSettings(url: URL, env: NodeJS.ProcessEnv): AzureSettings {
   if (concurrency > MAX_CONCURRENCY) {
     throw new ConfigError(`concurrency=${concurrency} is more than ${MAX_CONCURRENCY}`);
   }
-  const idleTimeoutMs =
-    1000 * positiveInteger(url.searchParams.get('timeout'), 'timeout', DEFAULT_IDLE_TIMEOUT_SECONDS);
+  const timeoutMs =
+    1000 * positiveInteger(url.searchParams.get('timeout'), 'timeout', DEFAULT_TIMEOUT_SECONDS);
   const { service, endpointHost } = createServiceClient(url, env);
-  return { container, prefix, concurrency, idleTimeoutMs, service, endpointHost };
+  return { container, prefix, concurrency, timeoutMs, service, endpointHost };
 }
 
 function positiveInteger(value: string | null, option: string, fallback: number): number {
@@ -225,10 +228,12 @@ function httpStatus(error: unknown): number | undefined {
 }
 
 /**
- * An attempt's abort signal that fires when no byte has moved for `idleMs` (a stalled connection),
- * or when the backend closes. `touch` marks progress.
+ * An attempt's abort signal. It fires when the service has kept us waiting too long (a stalled
+ * connection: the attempt is then retried), or when the backend closes. The first wait may be
+ * longer, by the time the attempt's upload needs; each piece of an answer that arrives restarts it.
+ * Upload progress cannot restart it: the kernel accepts megabytes long before they reach the service.
  */
-class IdleDeadline {
+class AttemptDeadline {
   readonly signal: AbortSignal;
   timedOut = false;
   private readonly controller = new AbortController();
@@ -236,22 +241,26 @@ class IdleDeadline {
   private readonly onClose = (): void => this.controller.abort();
 
   constructor(
-    private readonly idleMs: number,
+    private readonly timeoutMs: number,
+    uploadMs: number,
     private readonly closing: AbortSignal,
   ) {
     this.signal = this.controller.signal;
     if (closing.aborted) this.controller.abort();
     else closing.addEventListener('abort', this.onClose);
-    this.touch();
+    this.arm(timeoutMs + uploadMs);
   }
 
-  readonly touch = (): void => {
+  /** Marks bytes received. */
+  readonly received = (): void => this.arm(this.timeoutMs);
+
+  private arm(ms: number): void {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timedOut = true;
       this.controller.abort();
-    }, this.idleMs);
-  };
+    }, ms);
+  }
 
   dispose(): void {
     clearTimeout(this.timer);
@@ -293,12 +302,12 @@ class AzureBackend implements StorageBackend {
     }
     // One request; the service checks the bytes against x-ms-blob-content-md5 before storing them,
     // and answers with the MD5 of what it stored.
-    const response = await this.attempt(action, undefined, (signal, touch) =>
-      blob.upload(data, data.length, {
-        abortSignal: signal,
-        onProgress: touch,
-        blobHTTPHeaders: { blobContentMD5: digest },
-      }),
+    const response = await this.attempt(
+      action,
+      undefined,
+      (signal) =>
+        blob.upload(data, data.length, { abortSignal: signal, blobHTTPHeaders: { blobContentMD5: digest } }),
+      data.length,
     );
     if (!response.contentMD5) await this.verifyStored(name, blob, data.length, digest);
     else if (!digest.equals(response.contentMD5)) throw this.notWhatWasWritten(name);
@@ -318,12 +327,15 @@ class AzureBackend implements StorageBackend {
         'base64',
       );
       const blockDigest = md5(block);
-      await this.attempt(action, undefined, (signal, touch) =>
-        blob.stageBlock(blockId, block, block.length, {
-          abortSignal: signal,
-          onProgress: touch,
-          transactionalContentMD5: blockDigest,
-        }),
+      await this.attempt(
+        action,
+        undefined,
+        (signal) =>
+          blob.stageBlock(blockId, block, block.length, {
+            abortSignal: signal,
+            transactionalContentMD5: blockDigest,
+          }),
+        block.length,
       );
       blockIds.push(blockId);
     }
@@ -359,9 +371,9 @@ class AzureBackend implements StorageBackend {
 
   async get(name: string): Promise<Buffer> {
     const blob = this.blob(name);
-    return this.attempt(`read ${name}`, name, async (signal, touch) => {
+    return this.attempt(`read ${name}`, name, async (signal, received) => {
       const response = await blob.download(0, undefined, { abortSignal: signal, maxRetryRequests: 0 });
-      const data = await readBody(response.readableStreamBody, response.contentLength, touch);
+      const data = await readBody(response.readableStreamBody, response.contentLength, received);
       // Azure returns the stored MD5 with whole-blob reads: bytes damaged on the way are read again.
       if (response.contentMD5 && !Buffer.from(response.contentMD5).equals(md5(data))) {
         throw new RetryableTransferError(`the MD5 of ${name} as read does not match the stored one`);
@@ -377,7 +389,7 @@ class AzureBackend implements StorageBackend {
       if (!(await this.stat(name))) throw new ObjectNotFoundError(name, this.location);
       return Buffer.alloc(0);
     }
-    return this.attempt(`read ${name}`, name, async (signal, touch) => {
+    return this.attempt(`read ${name}`, name, async (signal, received) => {
       let response;
       try {
         response = await blob.download(offset, length, { abortSignal: signal, maxRetryRequests: 0 });
@@ -385,7 +397,7 @@ class AzureBackend implements StorageBackend {
         if (httpStatus(error) === 416) throw this.shorterThanExpected(name, offset, length);
         throw error;
       }
-      const data = await readBody(response.readableStreamBody, response.contentLength, touch);
+      const data = await readBody(response.readableStreamBody, response.contentLength, received);
       if (data.length < length) throw this.shorterThanExpected(name, offset, length);
       return data;
     });
@@ -464,13 +476,14 @@ class AzureBackend implements StorageBackend {
   }
 
   /**
-   * Runs one request (or one read) with our retries: each attempt gets a fresh idle deadline, and
+   * Runs one request (or one read) with our retries: each attempt gets a deadline of its own, and
    * whatever fails for good becomes a StorageError that names the repository, never a secret.
    */
   private async attempt<T>(
     action: string,
     objectName: string | undefined,
-    operation: (signal: AbortSignal, touch: () => void) => Promise<T>,
+    operation: (signal: AbortSignal, received: () => void) => Promise<T>,
+    bytesToSend = 0,
   ): Promise<T> {
     if (this.closing.signal.aborted) {
       throw new StorageError(`cannot ${action}: the connection to ${this.location} is closed`);
@@ -479,14 +492,14 @@ class AzureBackend implements StorageBackend {
     try {
       return await withRetries(async () => {
         attempts++;
-        const deadline = new IdleDeadline(this.settings.idleTimeoutMs, this.closing.signal);
+        const uploadMs = (1000 * bytesToSend) / SLOWEST_UPLOAD_BYTES_PER_SECOND;
+        const deadline = new AttemptDeadline(this.settings.timeoutMs, uploadMs, this.closing.signal);
         try {
-          return await operation(deadline.signal, deadline.touch);
+          return await operation(deadline.signal, deadline.received);
         } catch (error) {
           if (deadline.timedOut) {
-            throw new RetryableTransferError(`no answer for ${this.settings.idleTimeoutMs / 1000} s`, {
-              cause: error,
-            });
+            const waited = `no answer within the ${this.settings.timeoutMs / 1000} s timeout`;
+            throw new RetryableTransferError(waited, { cause: error });
           }
           throw error;
         } finally {
@@ -555,7 +568,7 @@ class AzureBackend implements StorageBackend {
 async function readBody(
   body: NodeJS.ReadableStream | undefined,
   expectedLength: number | undefined,
-  touch: () => void,
+  received: () => void,
 ): Promise<Buffer> {
   if (!body || expectedLength === undefined) {
     throw new RetryableTransferError('the answer had no body or no length');
@@ -563,7 +576,7 @@ async function readBody(
   const data = Buffer.allocUnsafe(expectedLength);
   let filled = 0;
   for await (const piece of body as AsyncIterable<Buffer>) {
-    touch();
+    received();
     if (filled + piece.length > expectedLength) {
       throw new RetryableTransferError('the answer was longer than its Content-Length');
     }
