@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, tempRepo, type RunOptions, type RunResult, type TempRepo } from './helpers/cli.ts';
+import { runCli, startCli, tempRepo, type RunOptions, type RunResult, type TempRepo } from './helpers/cli.ts';
 import { seededBytes } from './helpers/data.ts';
 
 function cli(repo: TempRepo, args: string[], options: RunOptions = {}): Promise<RunResult> {
@@ -282,6 +282,33 @@ describe('strongbox copy between local repositories', () => {
       const cat = await cli(target, ['cat', copies[0]!.id]);
       expectExit(cat, 0);
       expect(cat.stdout.equals(stream)).toBe(true);
+      expectExit(await cli(target, ['check', '--read-data']), 0);
+    } finally {
+      await target.cleanup();
+    }
+  });
+
+  it('leaves no partial snapshot when killed mid-copy, and the next run completes it', async () => {
+    const target = await tempRepo('killed');
+    try {
+      await init(target);
+      const child = startCli(['copy', ...from(a), '--threads', '1'], { env: target.env });
+      const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+        child.on('exit', (_code, signal) => resolve(signal)),
+      );
+      while ((await objects(target)).filter((name) => name.startsWith('data/')).length === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      process.kill(-child.pid!, 'SIGKILL');
+      expect(await exited).toBe('SIGKILL');
+      const sources = await snapshots(a);
+      expect((await snapshots(target)).length).toBeLessThan(sources.length);
+      expectExit(await cli(target, ['check', '--read-data']), 0);
+
+      const resumed = await cli(target, ['copy', ...from(a), '--json']);
+      expectExit(resumed, 0);
+      const copies = await snapshots(target);
+      expect(copies.map((s) => s.origin)).toEqual(sources.map((s) => s.id));
       expectExit(await cli(target, ['check', '--read-data']), 0);
     } finally {
       await target.cleanup();

@@ -99,7 +99,8 @@ interface CopyCommandOptions extends FilterOptions {
 }
 
 export function registerCopy(program: Command): void {
-  keyOptionsOf(filterOptions(program.command('copy')), SOURCE)
+  const command = program
+    .command('copy')
     .description(
       'copy snapshots, and the data they need, from another repository into this one (skips what is there)',
     )
@@ -111,7 +112,8 @@ export function registerCopy(program: Command): void {
     .option(
       '--to <location>',
       'the repository to copy into (default: --repo or STRONGBOX_REPO); the global key options open it',
-    )
+    );
+  filterOptions(keyOptionsOf(command, SOURCE))
     .option(
       '--threads <n>',
       'worker threads that compress and encrypt (default: CPUs - 1)',
