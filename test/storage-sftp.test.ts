@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../src/errors.ts';
 import type { StorageBackend } from '../src/storage/backend.ts';
 import { openSftpBackend } from '../src/storage/sftp.ts';
@@ -32,11 +32,23 @@ function expectExit(result: RunResult, code: number): void {
   expect({ code: result.code, stderr: result.stderr }).toMatchObject({ code });
 }
 
+type SftpRepo = TempRepo & { url: string; sftpEnv: Record<string, string> };
+
 /** A temp repository whose directory the test server serves: `repo.repo` is the same directory seen locally. */
-async function sftpRepo(): Promise<TempRepo & { url: string; sftpEnv: Record<string, string> }> {
+async function sftpRepo(): Promise<SftpRepo> {
   const repo = await tempRepo();
   const url = sshd.url(repo.repo);
   return { ...repo, url, sftpEnv: { ...repo.env, STRONGBOX_REPO: url, ...sshd.env() } };
+}
+
+/** Runs `test` with a fresh {@link sftpRepo} and always removes it. */
+async function withSftpRepo(test: (repo: SftpRepo) => Promise<void>): Promise<void> {
+  const repo = await sftpRepo();
+  try {
+    await test(repo);
+  } finally {
+    await repo.cleanup();
+  }
 }
 
 async function filesUnder(root: string): Promise<string[]> {
@@ -121,8 +133,7 @@ describe('sftp backend', () => {
 
 describe('sftp repository through the CLI', () => {
   it('backs up files and stdin, restores them byte for byte and reads every pack back', async () => {
-    const repo = await sftpRepo();
-    try {
+    await withSftpRepo(async (repo) => {
       expectExit(await runCli(['init', '--pack-size', '1'], { env: repo.sftpEnv }), 0);
       const source = path.join(repo.dir, 'source');
       await fs.mkdir(path.join(source, 'nested'), { recursive: true });
@@ -157,14 +168,11 @@ describe('sftp repository through the CLI', () => {
       expect(check.stderr).toMatch(/no errors were found/);
       expect((await fs.stat(path.join(repo.repo, 'config'))).mode & 0o777).toBe(0o600);
       expect(await temporaryFiles(repo.repo)).toEqual([]);
-    } finally {
-      await repo.cleanup();
-    }
+    });
   });
 
   it('refuses a host key known_hosts does not hold, printing its fingerprint and how to add it', async () => {
-    const repo = await sftpRepo();
-    try {
+    await withSftpRepo(async (repo) => {
       const empty = path.join(repo.dir, 'known_hosts');
       await fs.writeFile(empty, '');
       const result = await runCli(['init'], { env: { ...repo.sftpEnv, STRONGBOX_SFTP_KNOWN_HOSTS: empty } });
@@ -173,14 +181,11 @@ describe('sftp repository through the CLI', () => {
       expect(result.stderr).toContain(`ssh-keyscan -p ${sshd.port} 127.0.0.1 >> ${empty}`);
       expect(result.stderr.trimEnd().split('\n')).toHaveLength(2);
       await expect(fs.stat(repo.repo)).rejects.toMatchObject({ code: 'ENOENT' });
-    } finally {
-      await repo.cleanup();
-    }
+    });
   });
 
   it('refuses a host key that differs from the one known_hosts holds', async () => {
-    const repo = await sftpRepo();
-    try {
+    await withSftpRepo(async (repo) => {
       const impostor = await generateKeyPair(repo.dir, 'impostor');
       const knownHosts = path.join(repo.dir, 'known_hosts');
       await fs.writeFile(knownHosts, knownHostsLine('127.0.0.1', sshd.port, impostor.publicKey));
@@ -195,28 +200,22 @@ describe('sftp repository through the CLI', () => {
       expect(result.stderr).toContain(sshd.hostKey.fingerprint);
       expect(result.stderr).toContain(`ssh-keygen -R '[127.0.0.1]:${sshd.port}'`);
       await expect(fs.stat(repo.repo)).rejects.toMatchObject({ code: 'ENOENT' });
-    } finally {
-      await repo.cleanup();
-    }
+    });
   });
 
   it('fails at once with exit 6 when the server refuses the key', async () => {
-    const repo = await sftpRepo();
-    try {
+    await withSftpRepo(async (repo) => {
       const stranger = await generateKeyPair(repo.dir, 'stranger');
       const result = await runCli(['init'], {
         env: { ...repo.sftpEnv, STRONGBOX_SFTP_IDENTITY_FILE: stranger.privateKeyFile },
       });
       expectExit(result, ExitCode.storage);
       expect(result.stderr).toContain(`refused the key ${stranger.privateKeyFile} for user ${sshd.user}`);
-    } finally {
-      await repo.cleanup();
-    }
+    });
   });
 
   it('logs in with an encrypted key and its passphrase, and says what is missing without it', async () => {
-    const repo = await sftpRepo();
-    try {
+    await withSftpRepo(async (repo) => {
       const keyFile = path.join(repo.dir, 'encrypted');
       const passphrase = 'Otter-7-never-printed';
       await runTool('ssh-keygen', ['-q', '-t', 'ed25519', '-N', passphrase, '-f', keyFile]);
@@ -229,31 +228,29 @@ describe('sftp repository through the CLI', () => {
       const withIt = await runCli(['init'], { env: { ...env, STRONGBOX_SFTP_KEY_PASSPHRASE: passphrase } });
       expectExit(withIt, 0);
       expect(withIt.stderr).not.toContain(passphrase);
-    } finally {
-      await repo.cleanup();
-    }
+    });
   });
 
   it('logs in through ssh-agent', async () => {
-    const repo = await sftpRepo();
-    const socket = path.join(repo.dir, 'agent.sock');
-    const agent = spawn('ssh-agent', ['-D', '-a', socket], { stdio: 'ignore' });
-    try {
-      await waitFor(() =>
-        fs.stat(socket).then(
-          () => true,
-          () => false,
-        ),
-      );
-      await runTool('ssh-add', ['-q', sshd.userKey.privateKeyFile], { SSH_AUTH_SOCK: socket });
-      const result = await runCli(['init'], {
-        env: { ...repo.sftpEnv, STRONGBOX_SFTP_IDENTITY_FILE: undefined, SSH_AUTH_SOCK: socket },
-      });
-      expectExit(result, 0);
-    } finally {
-      await stop(agent);
-      await repo.cleanup();
-    }
+    await withSftpRepo(async (repo) => {
+      const socket = path.join(repo.dir, 'agent.sock');
+      const agent = spawn('ssh-agent', ['-D', '-a', socket], { stdio: 'ignore' });
+      try {
+        await waitFor(() =>
+          fs.stat(socket).then(
+            () => true,
+            () => false,
+          ),
+        );
+        await runTool('ssh-add', ['-q', sshd.userKey.privateKeyFile], { SSH_AUTH_SOCK: socket });
+        const result = await runCli(['init'], {
+          env: { ...repo.sftpEnv, STRONGBOX_SFTP_IDENTITY_FILE: undefined, SSH_AUTH_SOCK: socket },
+        });
+        expectExit(result, 0);
+      } finally {
+        await stop(agent);
+      }
+    });
   });
 });
 
@@ -262,6 +259,7 @@ describe('sftp through a faulty network', () => {
   beforeAll(async () => {
     proxy = await startFaultProxy({ host: '127.0.0.1', port: sshd.port }, {}, 7);
   });
+  afterEach(() => proxy.setFaults({}));
   afterAll(() => proxy?.close());
 
   /** The repository URL through the proxy; known_hosts names the server by the proxy's port. */
@@ -277,8 +275,7 @@ describe('sftp through a faulty network', () => {
   }
 
   it('survives resets, cuts mid-transfer and delays, and the result reads back whole', async () => {
-    const repo = await sftpRepo();
-    try {
+    await withSftpRepo(async (repo) => {
       const env = await throughProxy(repo);
       proxy.setFaults({});
       expectExit(await runCli(['init', '--pack-size', '1'], { env }), 0);
@@ -302,28 +299,21 @@ describe('sftp through a faulty network', () => {
       const cat = await runCli(['cat', 'latest'], { env: repo.sftpEnv });
       expectExit(cat, 0);
       expect(cat.stdout.equals(input)).toBe(true);
-    } finally {
-      await repo.cleanup();
-    }
+    });
   });
 
   it('gives up on a connection that never answers, after ?timeout=, and connects again', async () => {
-    const repo = await sftpRepo();
-    try {
+    await withSftpRepo(async (repo) => {
       const env = await throughProxy(repo);
       proxy.setFaults({ stall: 1, firstConnections: 1 });
       const stalls = proxy.stats.byKind.stall;
       expectExit(await runCli(['init', '--repo', `${env.STRONGBOX_REPO}?timeout=1`], { env }), 0);
       expect(proxy.stats.byKind.stall).toBe(stalls + 1);
-    } finally {
-      proxy.setFaults({});
-      await repo.cleanup();
-    }
+    });
   });
 
   it('a backup killed mid-upload leaves no snapshot and no visible half file; unlock removes the rest', async () => {
-    const repo = await sftpRepo();
-    try {
+    await withSftpRepo(async (repo) => {
       const env = await throughProxy(repo);
       proxy.setFaults({});
       expectExit(await runCli(['init', '--pack-size', '1'], { env: repo.sftpEnv }), 0);
@@ -362,14 +352,11 @@ describe('sftp through a faulty network', () => {
       expect(await temporaryFiles(repo.repo)).toEqual([]);
       const check = await runCli(['check', '--read-data'], { env: repo.sftpEnv });
       expectExit(check, 0);
-    } finally {
-      await repo.cleanup();
-    }
+    });
   });
 
   it('fails with exit 6 and a clear message when the repository directory cannot be written', async () => {
-    const repo = await sftpRepo();
-    try {
+    await withSftpRepo(async (repo) => {
       // A file where the repository's parent directory should be: no retry can fix that.
       await fs.writeFile(path.join(repo.dir, 'blocker'), 'not a directory');
       const result = await runCli(['init', '--repo', sshd.url(path.join(repo.dir, 'blocker', 'repo'))], {
@@ -379,9 +366,7 @@ describe('sftp through a faulty network', () => {
       expect(result.stderr).toContain(
         `${path.join(repo.dir, 'blocker')} exists on the server and is not a directory`,
       );
-    } finally {
-      await repo.cleanup();
-    }
+    });
   });
 });
 
