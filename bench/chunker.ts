@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { Chunker, gearTable, type ChunkerParams } from '../src/chunking/fastcdc.ts';
+import { Chunker, DEFAULT_CHUNKER_PARAMS, gearTable } from '../src/chunking/fastcdc.ts';
 
 const PIECE = 1 << 20;
-const PARAMS: ChunkerParams = { min: 16384, avg: 65536, max: 262144 };
+const PARAMS = DEFAULT_CHUNKER_PARAMS;
 const SEED = new TextEncoder().encode('strongbox bench gear seed');
 /** Enough input for the JIT to compile the hot loop before the timed pass. */
 const WARM_UP_PIECES = 64;

@@ -16,7 +16,14 @@ export interface ChunkerParams {
   max: number;
 }
 
-export const DEFAULT_CHUNKER_PARAMS: ChunkerParams = { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+/**
+ * 64/256/1024 KiB. Each blob costs ~200 bytes besides its data (its id in the tree, the pack
+ * table and the index, an AEAD tag, a zstd frame), and a changed chunk's delta compresses better
+ * with more of its rows around it: after a day of writes to the benchmark database, the second
+ * backup stored 1.22 % of the first at 64 KiB on average, 1.12 % at 128, 0.71 % at 256 and
+ * 0.90 % at 512.
+ */
+export const DEFAULT_CHUNKER_PARAMS: ChunkerParams = { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024 };
 
 /** Two extra mask bits below the average size and two fewer above it: FastCDC's normalization level 2. */
 const NORMALIZATION = 2;
