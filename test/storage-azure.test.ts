@@ -380,7 +380,7 @@ describe('strongbox on Azure Blob storage, through the built binary', () => {
   it('leaves no snapshot and nothing half-visible after a backup killed mid-upload', async () => {
     const container = await azurite.createContainer();
     const url = azureUrl(container, 'killed');
-    // Packs of 8 MiB go up as two staged blocks each, so the kill is likely to land between the two.
+    // Packs of 8 MiB go up as two staged blocks each, then a commit.
     expectExit(await cli(url, ['init', '--pack-size', '8']), 0);
     expectExit(
       await cli(url, ['backup', 'stdin', '--name', 'kept.bin'], { input: Buffer.from('kept\n') }),
@@ -406,16 +406,20 @@ describe('strongbox on Azure Blob storage, through the built binary', () => {
     let stillRunning = true;
     void exited.then(() => (stillRunning = false));
     const containerClient = azurite.service.getContainerClient(container);
-    const hasPack = async (): Promise<boolean> => {
-      const page = await containerClient
-        .listBlobsFlat({ prefix: 'killed/data/' })
-        .byPage({ maxPageSize: 1 })
-        .next();
-      return !page.done && page.value.segment.blobItems.length > 0;
+    const blobNames = async (prefix: string, includeUncommitedBlobs: boolean): Promise<Set<string>> => {
+      const names = new Set<string>();
+      for await (const blob of containerClient.listBlobsFlat({ prefix, includeUncommitedBlobs })) {
+        names.add(blob.name.slice('killed/'.length));
+      }
+      return names;
     };
-    // Once the first pack is committed, more are being uploaded.
-    while (stillRunning && !(await hasPack())) await sleep(20);
-    expect(stillRunning, 'the backup ended before any pack was written').toBe(true);
+    const stagedOnly = async (): Promise<string[]> => {
+      const committed = await blobNames('killed/data/', false);
+      return [...(await blobNames('killed/data/', true))].filter((name) => !committed.has(name));
+    };
+    // Killed as soon as a pack has blocks staged but not committed: in the middle of its upload.
+    while (stillRunning && (await stagedOnly()).length === 0) await sleep(10);
+    expect(stillRunning, 'the backup ended before any pack upload was seen').toBe(true);
     process.kill(-child.pid!, 'SIGKILL');
     await exited;
 
@@ -426,21 +430,20 @@ describe('strongbox on Azure Blob storage, through the built binary', () => {
       ) as SnapshotRow[];
       expect(snapshots.map((snapshot) => snapshot.name)).toEqual(['kept.bin']);
       // Every object the repository lists is whole: the size and MD5 it was committed with.
-      const listed = new Set<string>();
       for await (const object of store.list('')) {
-        listed.add(object.name);
         const data = await store.get(object.name);
         const properties = await containerClient.getBlockBlobClient(`killed/${object.name}`).getProperties();
         expect(data.length).toBe(object.size);
         expect(Buffer.from(properties.contentMD5!)).toEqual(createHash('md5').update(data).digest());
       }
-      // Blobs that only have staged blocks exist for Azure, but not for the repository.
-      for await (const blob of containerClient.listBlobsFlat({
-        prefix: 'killed/',
-        includeUncommitedBlobs: true,
-      })) {
-        const name = blob.name.slice('killed/'.length);
-        if (!listed.has(name)) expect(await store.stat(name)).toBeUndefined();
+      // The dead writer's staged blocks exist for Azure, but not for the repository.
+      const abandoned = await stagedOnly();
+      expect(abandoned.length).toBeGreaterThan(0);
+      const listed = [];
+      for await (const object of store.list('data/')) listed.push(object.name);
+      for (const name of abandoned) {
+        expect(listed).not.toContain(name);
+        expect(await store.stat(name)).toBeUndefined();
       }
     } finally {
       await store.close();
