@@ -3,6 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, startCli, tempRepo, type RunOptions, type RunResult, type TempRepo } from './helpers/cli.ts';
+import type { CopiedSnapshotHeader, CopyResult } from '../src/ops/copy.ts';
 import { seededBytes } from './helpers/data.ts';
 
 function cli(repo: TempRepo, args: string[], options: RunOptions = {}): Promise<RunResult> {
@@ -17,29 +18,8 @@ function expectExit(result: RunResult, code: number): void {
   expect(result.code, result.stderr).toBe(code);
 }
 
-interface SnapshotRow {
-  id: string;
-  time: string;
-  host: string;
-  username: string;
-  kind: string;
-  name: string;
-  tags: string[];
-  size: number;
-  parent?: string;
-  origin?: string;
-}
-
-interface CopyJson {
-  snapshots: { source: string; target: string; skipped: boolean }[];
-  snapshotsCopied: number;
-  snapshotsSkipped: number;
-  blobsCopied: number;
-  blobsSkipped: number;
-  bytesRead: number;
-  bytesNew: number;
-  stored: number;
-}
+/** What `snapshots --json` and `copy --json` print. */
+type SnapshotRow = CopiedSnapshotHeader & { id: string };
 
 async function snapshots(repo: TempRepo, env: Record<string, string> = {}): Promise<SnapshotRow[]> {
   const result = await cli(repo, ['snapshots', '--json'], { env });
@@ -153,7 +133,7 @@ describe('strongbox copy between local repositories', () => {
       '--json',
     ]);
     expectExit(copy, 0);
-    const result = json<CopyJson>(copy);
+    const result = json<CopyResult>(copy);
     expect(result).toMatchObject({ snapshotsCopied: 3, snapshotsSkipped: 0 });
     expect(result.blobsCopied).toBeGreaterThan(10);
     expect(result.bytesRead).toBeGreaterThanOrEqual(stream.length);
@@ -199,7 +179,7 @@ describe('strongbox copy between local repositories', () => {
     const before = await objects(b);
     const again = await cli(b, ['copy', ...from(a), '--json']);
     expectExit(again, 0);
-    expect(json<CopyJson>(again)).toMatchObject({
+    expect(json<CopyResult>(again)).toMatchObject({
       snapshotsCopied: 0,
       snapshotsSkipped: 3,
       blobsCopied: 0,
@@ -226,11 +206,11 @@ describe('strongbox copy between local repositories', () => {
       };
       const named = await cli(c, ['copy', first!.id.slice(0, 10), '--json'], { env });
       expectExit(named, 0);
-      expect(json<CopyJson>(named).snapshots.map((s) => s.source)).toEqual([first!.id]);
+      expect(json<CopyResult>(named).snapshots.map((s) => s.source)).toEqual([first!.id]);
 
       const filtered = await cli(c, ['copy', '--kind', 'stdin', '--json'], { env });
       expectExit(filtered, 0);
-      expect(json<CopyJson>(filtered)).toMatchObject({ snapshotsCopied: 1, snapshotsSkipped: 1 });
+      expect(json<CopyResult>(filtered)).toMatchObject({ snapshotsCopied: 1, snapshotsSkipped: 1 });
       const copies = await snapshots(c);
       expect(copies.map((s) => s.origin)).toEqual([first!.id, last!.id]);
       expect(copies.every((s) => s.kind === 'stdin')).toBe(true);
@@ -249,7 +229,7 @@ describe('strongbox copy between local repositories', () => {
       expectExit(await cli(a, ['backup', 'stdin', '--name', 'more.bin'], { input: more }), 0);
       const copy = await cli(mirror, ['copy', ...from(a), '--json']);
       expectExit(copy, 0);
-      const result = json<CopyJson>(copy);
+      const result = json<CopyResult>(copy);
       expect(result).toMatchObject({ snapshotsCopied: 1, snapshotsSkipped: 3 });
       expect(result.bytesRead).toBe(more.length);
       const copied = (await snapshots(mirror)).find((s) => s.name === 'more.bin')!;
@@ -269,10 +249,10 @@ describe('strongbox copy between local repositories', () => {
       const copy = await cli(target, ['copy', ...from(a), '--json'], asWriteOnly);
       expectExit(copy, 0);
       const count = (await snapshots(a)).length;
-      expect(json<CopyJson>(copy)).toMatchObject({ snapshotsCopied: count });
+      expect(json<CopyResult>(copy)).toMatchObject({ snapshotsCopied: count });
       const again = await cli(target, ['copy', ...from(a), '--json'], asWriteOnly);
       expectExit(again, 0);
-      expect(json<CopyJson>(again)).toMatchObject({
+      expect(json<CopyResult>(again)).toMatchObject({
         snapshotsCopied: 0,
         snapshotsSkipped: count,
         blobsCopied: 0,
@@ -361,7 +341,7 @@ describe('strongbox backup --copy-to', () => {
       env: { STRONGBOX_COPY_TO_PASSWORD_FILE: b.passwordFile },
     });
     expectExit(backup, 0);
-    const result = json<{ snapshot: string; copy: CopyJson }>(backup);
+    const result = json<{ snapshot: string; copy: CopyResult }>(backup);
     expect(result.copy).toMatchObject({ snapshotsCopied: 1, snapshotsSkipped: 0 });
     expect(result.copy.snapshots[0]!.source).toBe(result.snapshot);
     const [copied] = await snapshots(b);
