@@ -73,7 +73,7 @@ function parseSettings(url: URL, env: NodeJS.ProcessEnv): AzureSettings {
       });
     }
   }
-  const prefix = decodeURIComponent(url.pathname).replace(/^\/+|\/+$/g, '');
+  const prefix = decodedPrefix(url);
   const concurrency = positiveInteger(
     url.searchParams.get('concurrency'),
     'concurrency',
@@ -86,6 +86,14 @@ function parseSettings(url: URL, env: NodeJS.ProcessEnv): AzureSettings {
     1000 * positiveInteger(url.searchParams.get('timeout'), 'timeout', DEFAULT_TIMEOUT_SECONDS);
   const { service, endpointHost } = createServiceClient(url, env);
   return { container, prefix, concurrency, timeoutMs, service, endpointHost };
+}
+
+function decodedPrefix(url: URL): string {
+  try {
+    return decodeURIComponent(url.pathname).replace(/^\/+|\/+$/g, '');
+  } catch {
+    throw new ConfigError(`the path of azure://${url.hostname}${url.pathname} is not validly %-encoded`);
+  }
 }
 
 function positiveInteger(value: string | null, option: string, fallback: number): number {
