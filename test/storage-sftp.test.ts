@@ -171,6 +171,17 @@ describe('sftp repository through the CLI', () => {
     });
   });
 
+  it('exits after a failure that leaves the connection open (wrong password)', async () => {
+    await withSftpRepo(async (repo) => {
+      expectExit(await runCli(['init'], { env: repo.sftpEnv }), 0);
+      const wrong = await runCli(['snapshots'], {
+        env: { ...repo.sftpEnv, STRONGBOX_PASSWORD_FILE: undefined, STRONGBOX_PASSWORD: 'wrong' },
+      });
+      expectExit(wrong, ExitCode.key);
+      expect(wrong.stderr).toContain(`at ${repo.url} opens with it`);
+    });
+  });
+
   it('refuses a host key known_hosts does not hold, printing its fingerprint and how to add it', async () => {
     await withSftpRepo(async (repo) => {
       const empty = path.join(repo.dir, 'known_hosts');

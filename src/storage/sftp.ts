@@ -16,7 +16,7 @@ const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
 /** Temporary files start with a dot so that listings skip them and a crashed write stays invisible. */
 const TEMP_PREFIX = '.tmp-';
-/** Every SFTP server must accept requests this large; OpenSSH takes up to 256 KiB. */
+/** Bytes per read or write request; ssh2 splits it further for servers that take less than OpenSSH. */
 const IO_CHUNK = 64 * 1024;
 /** Read or write requests in flight per transfer: enough to hide the round trip. */
 const PIPELINE_DEPTH = 16;
@@ -475,6 +475,7 @@ class SftpBackend implements StorageBackend {
       socket.destroy();
       throw this.connectFailure(error, seen, refusal);
     }
+    // The extensions the server announced; ssh2 keeps them only in this field.
     const offered = (sftp as unknown as { _extensions?: Record<string, string> })._extensions ?? {};
     return new SftpSession(client, sftp, socket, new Set(Object.keys(offered)), this.settings.timeoutMs);
   }
