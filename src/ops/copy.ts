@@ -93,15 +93,21 @@ export async function copySnapshots(
         source.backend.location,
       );
       const inTarget = new Map<string, string>();
-      for (const { id, header } of await target.listSnapshots()) inTarget.set(originOf({ id, header }), id);
-      await source.loadIndex();
-      await target.loadIndex();
-      const writer = new BlobWriter(
-        target,
-        options.threads === undefined ? {} : { threads: options.threads },
-      );
+      for (const snapshot of await target.listSnapshots()) inTarget.set(originOf(snapshot), snapshot.id);
+      // Indexes are loaded and workers started only once a snapshot needs copying: a run that
+      // finds everything in the target already reads no more than the snapshot lists.
+      let session: { writer: BlobWriter; copier: TreeCopier } | undefined;
+      const start = async () => {
+        await source.loadIndex();
+        await target.loadIndex();
+        const writer = new BlobWriter(
+          target,
+          options.threads === undefined ? {} : { threads: options.threads },
+        );
+        session = { writer, copier: new TreeCopier(source, target, writer) };
+        return session;
+      };
       try {
-        const copier = new TreeCopier(source, target, writer);
         const copied: CopiedSnapshot[] = [];
         for (const [position, snapshot] of selected.entries()) {
           const origin = originOf(snapshot);
@@ -121,6 +127,7 @@ export async function copySnapshots(
             options.onSnapshot?.(result);
             continue;
           }
+          const { writer, copier } = session ?? (await start());
           copier.onProgress = (bytesRead) =>
             options.onProgress?.({
               snapshot: position + 1,
@@ -160,15 +167,15 @@ export async function copySnapshots(
           snapshots: copied,
           snapshotsCopied: copied.filter((snapshot) => !snapshot.skipped).length,
           snapshotsSkipped: copied.filter((snapshot) => snapshot.skipped).length,
-          blobsCopied: writer.stats.newBlobs,
-          blobsSkipped: copier.blobsSkipped,
-          bytesRead: copier.bytesRead,
-          bytesNew: writer.stats.newRawBytes,
+          blobsCopied: session?.writer.stats.newBlobs ?? 0,
+          blobsSkipped: session?.copier.blobsSkipped ?? 0,
+          bytesRead: session?.copier.bytesRead ?? 0,
+          bytesNew: session?.writer.stats.newRawBytes ?? 0,
           stored,
           durationMs: Date.now() - started,
         };
       } finally {
-        await writer.close();
+        await session?.writer.close();
       }
     } finally {
       await targetLock.release();
