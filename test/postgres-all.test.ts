@@ -44,7 +44,9 @@ describe('backup postgres --all', () => {
     expectExit(planned, 0);
     expect(planned.stdout.toString()).toMatch(/restore into the empty database postgres/);
 
-    const restored = await runCli(['restore', '--all', '--to', server(target), '--json'], { env: repo.env });
+    const restored = await runCli(['restore', '--all', '--jobs', '2', '--to', server(target), '--json'], {
+      env: repo.env,
+    });
     expectExit(restored, 0);
     const result = JSON.parse(restored.stdout.toString()) as {
       databases: string[];

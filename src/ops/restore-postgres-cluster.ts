@@ -6,12 +6,15 @@ import { RestoreTarget } from '../sources/postgres/target.ts';
 import { findTools } from '../sources/postgres/tools.ts';
 import { verifyDatabase, type DatabaseVerification } from '../sources/postgres/verify.ts';
 import { catFile } from './read-content.ts';
+import { restoreArchive } from './restore-postgres-parallel.ts';
 
 export interface ClusterRestoreOptions {
   /** postgres://user@host:port/ of the server to restore into; else the PG* and DB_* variables. */
   to?: string;
   pgBin?: string;
   noOwner?: boolean;
+  /** pg_restore runs at once within each database. */
+  jobs?: number;
   dryRun?: boolean;
   filter?: SnapshotFilter;
   onStep?: (message: string) => void;
@@ -78,17 +81,25 @@ export async function restorePostgresCluster(
       step(steps[i + 1]!);
       const recorded = details.databases[database]!;
       if (!reuse.has(database)) await target.create(database);
-      await target.restore(
+      const compared = await restoreArchive({
+        repository,
+        snapshot: snapshot.id,
+        path: recorded.file,
+        target,
         database,
-        catFile(repository, snapshot.id, recorded.file),
-        options.noOwner ? ['--no-owner'] : [],
-      );
+        args: options.noOwner ? ['--no-owner'] : [],
+        jobs: options.jobs ?? 1,
+        blocks: recorded.blocks,
+        tables: recorded.tables,
+        onStep: step,
+      });
       result.verification[database] = await verifyDatabase(
         withDatabase(connection, database),
         target.tools,
         database,
         { tables: recorded.tables, catalog: recorded.catalog, expect: { sequences: true, objects: true } },
         { snapshot: snapshot.id, hint: `${database} was left for inspection.` },
+        compared,
       );
     }
     return { ...result, dryRun: false, durationMs: Date.now() - started };

@@ -11,8 +11,61 @@ import {
   type RestoreUnit,
 } from '../sources/postgres/parallel-restore.ts';
 import type { RestoreTarget } from '../sources/postgres/target.ts';
-import type { RecordedTable, TableComparison } from '../sources/postgres/verify.ts';
-import { readContentRange } from './read-content.ts';
+import { tableComparer, type RecordedTable, type TableComparison } from '../sources/postgres/verify.ts';
+import { findFile, readBlobs, readContentRange } from './read-content.ts';
+
+export interface ArchiveRestore {
+  repository: Repository;
+  snapshot: string;
+  /** The archive's path in the snapshot; none for a snapshot of one database. */
+  path?: string;
+  target: RestoreTarget;
+  database: string;
+  /** pg_restore options for every run (--no-owner…). */
+  args: string[];
+  jobs: number;
+  /** Where the archive's data blocks lie, as the backup recorded; without it the restore is serial. */
+  blocks?: ArchiveBlocks | undefined;
+  schemaOnly?: boolean | undefined;
+  dataOnly?: boolean | undefined;
+  /** The tables to compare as soon as each is restored (the rest is compared afterwards). */
+  tables: readonly RecordedTable[];
+  onStep?: (message: string) => void;
+}
+
+/**
+ * Restores one database's archive from a snapshot: with one pg_restore reading the whole stream,
+ * or, given jobs > 1 and the archive's layout, in parallel. Returns the tables compared already.
+ */
+export async function restoreArchive(restore: ArchiveRestore): Promise<TableComparison[]> {
+  const { repository, target, database } = restore;
+  const archive = await findFile(
+    repository,
+    (await repository.loadSnapshot(restore.snapshot)).body.tree,
+    restore.path,
+  );
+  if (restore.jobs <= 1 || !restore.blocks) {
+    await target.restore(database, readBlobs(repository, archive.content ?? []), restore.args);
+    return [];
+  }
+  return restoreInParallel(
+    {
+      repository,
+      content: archive.content ?? [],
+      size: archive.size ?? 0,
+      blocks: restore.blocks,
+      target,
+      database,
+      args: restore.args,
+      compare: {
+        tables: restore.tables,
+        table: await tableComparer(target.connection, target.tools, database),
+      },
+      ...(restore.onStep ? { onStep: restore.onStep } : {}),
+    },
+    { jobs: restore.jobs, schemaOnly: restore.schemaOnly, dataOnly: restore.dataOnly },
+  );
+}
 
 export interface ParallelRestoreInput {
   repository: Repository;

@@ -5,14 +5,12 @@ import { RestoreTarget } from '../sources/postgres/target.ts';
 import { findTools } from '../sources/postgres/tools.ts';
 import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
 import {
-  tableComparer,
   verifyDatabase,
   type TableComparison,
   type CatalogExpectations,
   type DatabaseVerification,
 } from '../sources/postgres/verify.ts';
-import { catFile, findFile } from './read-content.ts';
-import { restoreInParallel } from './restore-postgres-parallel.ts';
+import { restoreArchive } from './restore-postgres-parallel.ts';
 
 export interface PostgresRestoreOptions {
   /** postgres://…/database to restore into; else the PG* and DB_* environment variables. */
@@ -141,32 +139,19 @@ export async function restorePostgres(
     let compared: TableComparison[] = [];
     try {
       step(plan.steps[1]!);
-      if (parallel) {
-        const archive = await findFile(
-          repository,
-          (await repository.loadSnapshot(snapshot.id)).body.tree,
-          undefined,
-        );
-        compared = await restoreInParallel(
-          {
-            repository,
-            content: archive.content ?? [],
-            size: archive.size ?? 0,
-            blocks: recorded.blocks!,
-            target,
-            database: scratch,
-            args: restoreArguments(options),
-            compare: {
-              tables: expected.tables,
-              table: await tableComparer(connection, target.tools, scratch),
-            },
-            onStep: step,
-          },
-          { jobs, schemaOnly: options.schemaOnly, dataOnly: options.dataOnly },
-        );
-      } else {
-        await target.restore(scratch, catFile(repository, snapshot.id), restoreArguments(options));
-      }
+      compared = await restoreArchive({
+        repository,
+        snapshot: snapshot.id,
+        target,
+        database: scratch,
+        args: restoreArguments(options),
+        jobs: parallel ? jobs : 1,
+        blocks: recorded?.blocks,
+        schemaOnly: options.schemaOnly,
+        dataOnly: options.dataOnly,
+        tables: expected.tables,
+        onStep: step,
+      });
     } catch (error) {
       await target.drop(scratch).catch(() => undefined);
       throw error;

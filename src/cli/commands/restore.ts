@@ -180,6 +180,7 @@ async function restoreCluster(
       ...(options.to ? { to: options.to } : {}),
       ...(options.pgBin ? { pgBin: options.pgBin } : {}),
       noOwner: options.owner === false,
+      ...(options.jobs ? { jobs: options.jobs } : {}),
       dryRun: Boolean(options.dryRun),
       filter,
       onStep: (message) => output.info(message),
