@@ -11,7 +11,14 @@ import { describeBackendConformance } from './helpers/backend-conformance.ts';
 import { runCli, startCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
 import { seededBytes } from './helpers/data.ts';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.ts';
-import { generateKeyPair, hashKnownHosts, knownHostsLine, startSshd, type TestSshd } from './helpers/sshd.ts';
+import {
+  generateKeyPair,
+  hashKnownHosts,
+  knownHostsLine,
+  startSshd,
+  type KeyPair,
+  type TestSshd,
+} from './helpers/sshd.ts';
 
 let sshd: TestSshd;
 let repositories = 0;
@@ -119,6 +126,40 @@ describe('sftp backend', () => {
     const store = await openFresh({ STRONGBOX_SFTP_KNOWN_HOSTS: knownHosts });
     await store.put('config', Buffer.from('x'));
     await store.close();
+  });
+
+  it('matches known_hosts lines as ssh does: patterns, ports, markers and key types', async () => {
+    const keyOf = (pair: KeyPair) => pair.publicKey.split(' ').slice(0, 2).join(' ');
+    const ed25519 = keyOf(sshd.hostKey);
+    const name = `[127.0.0.1]:${sshd.port}`;
+    const other = keyOf(await generateKeyPair(sshd.dir, 'other_host_key'));
+    const cases: [knownHosts: string, outcome: 'accepted' | 'is not in' | 'does not match' | '@revoked'][] = [
+      [`# comment\n\nnot a known_hosts line\n${name} ${ed25519}`, 'accepted'],
+      [`other.example,${name} ${ed25519} a comment`, 'accepted'],
+      [`[127.0.0.?]:${sshd.port} ${ed25519}`, 'accepted'],
+      [`* ${ed25519}`, 'accepted'],
+      // The server has an ed25519 key too; it must be asked for the type known_hosts holds.
+      [`${name} ${keyOf(sshd.ecdsaHostKey)}`, 'accepted'],
+      [`*,!${name} ${ed25519}`, 'is not in'],
+      // Without a port, a line names port 22 only.
+      [`127.0.0.1 ${ed25519}`, 'is not in'],
+      [`[127.0.0.1]:${sshd.port + 1} ${ed25519}`, 'is not in'],
+      [`@cert-authority * ${ed25519}`, 'is not in'],
+      [`${name} ${other}`, 'does not match'],
+      [`${name} ${ed25519}\n@revoked * ${ed25519}`, '@revoked'],
+    ];
+    const file = path.join(sshd.dir, 'known_hosts_case');
+    for (const [knownHosts, outcome] of cases) {
+      await fs.writeFile(file, `${knownHosts}\n`);
+      const opening = openFresh({ STRONGBOX_SFTP_KNOWN_HOSTS: file });
+      if (outcome === 'accepted') await (await opening).close();
+      else {
+        await expect(opening, knownHosts).rejects.toMatchObject({
+          exitCode: ExitCode.storage,
+          message: expect.stringContaining(outcome),
+        });
+      }
+    }
   });
 
   it('rejects passwords in the URL and unknown options', async () => {

@@ -875,14 +875,20 @@ function hostKeyRefusal(
   });
 }
 
-/** The algorithms for the key types known_hosts holds for the host, so the server shows a known one. */
+/**
+ * Host key algorithms with those of the key types known_hosts holds for the host first, so that a
+ * server with several host keys shows a known one (as ssh does); none when the host is unknown.
+ */
 function preferredHostKeyAlgorithms(entries: KnownHost[], hostName: string): ServerHostKeyAlgorithm[] {
   const types = new Set(
     entries
       .filter((entry) => entry.marker === undefined && hostMatches(entry.patterns, hostName))
       .map((entry) => entry.keyType),
   );
-  return HOST_KEY_ALGORITHMS.filter(([type]) => types.has(type)).flatMap(([, algorithms]) => algorithms);
+  if (types.size === 0) return [];
+  const known = HOST_KEY_ALGORITHMS.filter(([type]) => types.has(type));
+  const others = HOST_KEY_ALGORITHMS.filter(([type]) => !types.has(type));
+  return [...known, ...others].flatMap(([, algorithms]) => algorithms);
 }
 
 /** As ssh prints it: `SHA256:` and unpadded base64. */

@@ -31,6 +31,8 @@ export interface TestSshd {
   /** A temp directory that lives as long as the server; tests may put files in it. */
   dir: string;
   hostKey: KeyPair;
+  /** A second host key, of another type: the server offers both. */
+  ecdsaHostKey: KeyPair;
   /** The key authorized to log in. */
   userKey: KeyPair;
   /** A known_hosts file holding the server's key as `[127.0.0.1]:port`, plain. */
@@ -61,6 +63,7 @@ export async function startSshd(): Promise<TestSshd> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'strongbox-sshd-'));
   try {
     const hostKey = await generateKeyPair(dir, 'host_ed25519');
+    const ecdsaHostKey = await generateKeyPair(dir, 'host_ecdsa', 'ecdsa');
     const userKey = await generateKeyPair(dir, 'user_ed25519');
     await writeFile(path.join(dir, 'authorized_keys'), `${userKey.publicKey}\n`, { mode: 0o600 });
     if (process.getuid?.() === 0) await mkdir(PRIVSEP_DIR, { recursive: true, mode: 0o755 });
@@ -78,6 +81,7 @@ export async function startSshd(): Promise<TestSshd> {
       user,
       dir,
       hostKey,
+      ecdsaHostKey,
       userKey,
       knownHostsFile,
       url: (remotePath, query) =>
@@ -104,10 +108,14 @@ export async function startSshd(): Promise<TestSshd> {
   }
 }
 
-/** A throwaway ed25519 key pair without passphrase, made by ssh-keygen in `dir`. */
-export async function generateKeyPair(dir: string, name: string): Promise<KeyPair> {
+/** A throwaway key pair without passphrase, made by ssh-keygen in `dir`. */
+export async function generateKeyPair(
+  dir: string,
+  name: string,
+  type: 'ed25519' | 'ecdsa' = 'ed25519',
+): Promise<KeyPair> {
   const privateKeyFile = path.join(dir, name);
-  await execFileAsync(SSH_KEYGEN, ['-q', '-t', 'ed25519', '-N', '', '-C', name, '-f', privateKeyFile]);
+  await execFileAsync(SSH_KEYGEN, ['-q', '-t', type, '-N', '', '-C', name, '-f', privateKeyFile]);
   const publicKey = (await readFile(`${privateKeyFile}.pub`, 'utf8')).trim();
   const blob = Buffer.from(publicKey.split(' ')[1] ?? '', 'base64');
   const fingerprint = `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
@@ -146,6 +154,7 @@ function sshdConfig(dir: string, port: number): string {
     ['Port', String(port)],
     ['ListenAddress', '127.0.0.1'],
     ['HostKey', path.join(dir, 'host_ed25519')],
+    ['HostKey', path.join(dir, 'host_ecdsa')],
     ['PidFile', path.join(dir, 'sshd.pid')],
     ['AuthorizedKeysFile', path.join(dir, 'authorized_keys')],
     ['PermitRootLogin', 'prohibit-password'],
