@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, startCli, tempRepo, type RunOptions, type RunResult, type TempRepo } from './helpers/cli.ts';
 import { seededBytes } from './helpers/data.ts';
+import { describeTree } from './helpers/files.ts';
 
 /** Runs the binary against `repo` with its password file, plus `env` (undefined removes a variable). */
 function cli(repo: TempRepo, args: string[], options: RunOptions = {}): Promise<RunResult> {
@@ -53,31 +53,6 @@ async function snapshotList(
   const result = await cli(repo, ['snapshots', '--json'], { env });
   expectExit(result, 0);
   return json<SnapshotRow[]>(result);
-}
-
-/** Everything under `root`, by relative path: type, mode, and content hash, link target or mtime. */
-async function describeTree(root: string): Promise<Map<string, string>> {
-  const entries = new Map<string, string>();
-  const walk = async (relative: string): Promise<void> => {
-    for (const entry of await fs.readdir(path.join(root, relative))) {
-      const child = path.join(relative, entry);
-      const absolute = path.join(root, child);
-      const stats = await fs.lstat(absolute);
-      const mode = (stats.mode & 0o7777).toString(8);
-      if (stats.isSymbolicLink()) entries.set(child, `symlink -> ${await fs.readlink(absolute)}`);
-      else if (stats.isDirectory()) {
-        entries.set(child, `dir ${mode}`);
-        await walk(child);
-      } else {
-        const hash = createHash('sha256')
-          .update(await fs.readFile(absolute))
-          .digest('hex');
-        entries.set(child, `file ${mode} ${Math.floor(stats.mtimeMs)} ${hash}`);
-      }
-    }
-  };
-  await walk('');
-  return entries;
 }
 
 async function lockFiles(repo: TempRepo): Promise<string[]> {

@@ -1,10 +1,11 @@
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, startCli, tempRepo, type RunOptions, type RunResult, type TempRepo } from './helpers/cli.ts';
-import type { CopiedSnapshotHeader, CopyResult } from '../src/ops/copy.ts';
+import type { CopyResult } from '../src/ops/copy.ts';
+import type { SnapshotHeader } from '../src/repository/snapshot.ts';
 import { seededBytes } from './helpers/data.ts';
+import { describeTree } from './helpers/files.ts';
 
 function cli(repo: TempRepo, args: string[], options: RunOptions = {}): Promise<RunResult> {
   return runCli(args, { ...options, env: { ...repo.env, ...options.env } });
@@ -19,37 +20,12 @@ function expectExit(result: RunResult, code: number): void {
 }
 
 /** What `snapshots --json` and `copy --json` print. */
-type SnapshotRow = CopiedSnapshotHeader & { id: string };
+type SnapshotRow = SnapshotHeader & { id: string };
 
 async function snapshots(repo: TempRepo, env: Record<string, string> = {}): Promise<SnapshotRow[]> {
   const result = await cli(repo, ['snapshots', '--json'], { env });
   expectExit(result, 0);
   return json<SnapshotRow[]>(result);
-}
-
-/** Everything under `root`: type, mode, and content hash, link target or mtime. */
-async function describeTree(root: string): Promise<Map<string, string>> {
-  const entries = new Map<string, string>();
-  const walk = async (relative: string): Promise<void> => {
-    for (const entry of await fs.readdir(path.join(root, relative))) {
-      const child = path.join(relative, entry);
-      const absolute = path.join(root, child);
-      const stats = await fs.lstat(absolute);
-      const mode = (stats.mode & 0o7777).toString(8);
-      if (stats.isSymbolicLink()) entries.set(child, `symlink -> ${await fs.readlink(absolute)}`);
-      else if (stats.isDirectory()) {
-        entries.set(child, `dir ${mode}`);
-        await walk(child);
-      } else {
-        const hash = createHash('sha256')
-          .update(await fs.readFile(absolute))
-          .digest('hex');
-        entries.set(child, `file ${mode} ${Math.floor(stats.mtimeMs)} ${hash}`);
-      }
-    }
-  };
-  await walk('');
-  return entries;
 }
 
 /** Names of every object in a local repository, by folder: to see that a copy wrote nothing. */

@@ -6,13 +6,6 @@ import type { SnapshotHeader, SnapshotInfo } from '../repository/snapshot.ts';
 import { encodeTree, type TreeNode } from '../repository/tree.ts';
 import { readBlobs } from './read-content.ts';
 
-/**
- * A snapshot header as copies write it. `origin` is the id of the snapshot a backup first wrote,
- * kept through copies of copies; it lives in the header so that a write-only key on the target
- * can tell which snapshots are there already.
- */
-export type CopiedSnapshotHeader = SnapshotHeader & { origin?: string };
-
 export interface CopyOptions {
   /** Snapshot ids, unique prefixes or `latest`, among those `filter` selects; none: all of them. */
   snapshots?: string[];
@@ -142,7 +135,7 @@ export async function copySnapshots(
           const parentOrigin = parentOriginOf(snapshot.header.parent, all);
           const parent = parentOrigin === undefined ? undefined : inTarget.get(parentOrigin);
           const { parent: _sourceParent, ...kept } = snapshot.header;
-          const header: CopiedSnapshotHeader = {
+          const header: SnapshotHeader = {
             ...kept,
             ...(parent ? { parent } : {}),
             stored: writer.stats.storedBytes - storedBefore,
@@ -187,7 +180,7 @@ export async function copySnapshots(
 
 /** The snapshot a backup first wrote, of which this one may be a copy. */
 function originOf(snapshot: SnapshotInfo): string {
-  return (snapshot.header as CopiedSnapshotHeader).origin ?? snapshot.id;
+  return snapshot.header.origin ?? snapshot.id;
 }
 
 function parentOriginOf(parent: string | undefined, all: readonly SnapshotInfo[]): string | undefined {

@@ -24,6 +24,11 @@ export interface SnapshotHeader {
   /** Bytes this backup added to the repository (packs, index and snapshot files). */
   stored: number;
   parent?: string;
+  /**
+   * The snapshot a backup first wrote, when this one is a copy (kept through copies of copies).
+   * In the header, so that a write-only key on the target can tell which snapshots it has.
+   */
+  origin?: string;
   program: string;
 }
 
