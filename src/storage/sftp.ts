@@ -21,6 +21,7 @@ const IO_CHUNK = 64 * 1024;
 /** Read or write requests in flight per transfer: enough to hide the round trip. */
 const PIPELINE_DEPTH = 16;
 const SYNC_CONCURRENCY = 8;
+const DIRECTORIES_READ_AT_ONCE = 8;
 /**
  * A login that takes longer, or a connection that sends nothing for longer while requests wait, is
  * taken for dead (`?timeout=` seconds).
@@ -334,16 +335,10 @@ class SftpBackend implements StorageBackend {
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     const folder = prefix.slice(0, prefix.lastIndexOf('/') + 1);
     const namePrefix = prefix.slice(folder.length);
-    const stack = [folder];
-    while (stack.length > 0) {
-      const dir = stack.pop()!;
-      for (const entry of await this.readDirectory(dir, `list ${prefix}`)) {
-        if (entry.filename.startsWith('.')) continue;
-        if (dir === folder && !entry.filename.startsWith(namePrefix)) continue;
-        const kind = entry.attrs.mode & S_IFMT;
-        if (kind === S_IFDIR) stack.push(`${dir}${entry.filename}/`);
-        else if (kind === S_IFREG) yield { name: `${dir}${entry.filename}`, size: entry.attrs.size };
-      }
+    const visible = (dir: string, name: string) =>
+      !name.startsWith('.') && (dir !== folder || name.startsWith(namePrefix));
+    for await (const file of this.walk(folder, `list ${prefix}`, visible)) {
+      yield { name: file.name, size: file.attrs.size };
     }
   }
 
@@ -369,21 +364,12 @@ class SftpBackend implements StorageBackend {
   /** Removes temporary files last written before `startedBefore`, by the server's clock (whole seconds). */
   async removeIncompleteUploads(startedBefore: Date): Promise<number> {
     let removed = 0;
-    const stack = [''];
-    while (stack.length > 0) {
-      const dir = stack.pop()!;
-      for (const entry of await this.readDirectory(dir, 'remove incomplete uploads')) {
-        const kind = entry.attrs.mode & S_IFMT;
-        if (kind === S_IFDIR) stack.push(`${dir}${entry.filename}/`);
-        else if (
-          entry.filename.startsWith(TEMP_PREFIX) &&
-          entry.attrs.mtime * 1000 < startedBefore.getTime()
-        ) {
-          const file = this.remotePath(`${dir}${entry.filename}`);
-          await this.run(`delete ${dir}${entry.filename}`, undefined, (session) => removeFile(session, file));
-          removed++;
-        }
-      }
+    for await (const file of this.walk('', 'remove incomplete uploads', () => true)) {
+      if (!path.posix.basename(file.name).startsWith(TEMP_PREFIX)) continue;
+      if (file.attrs.mtime * 1000 >= startedBefore.getTime()) continue;
+      const remote = this.remotePath(file.name);
+      await this.run(`delete ${file.name}`, undefined, (session) => removeFile(session, remote));
+      removed++;
     }
     return removed;
   }
@@ -562,6 +548,31 @@ class SftpBackend implements StorageBackend {
         await session.call((done) => session.sftp.close(handle, done)).catch(() => undefined);
       }
     });
+  }
+
+  /**
+   * The regular files under `start` (relative: '' or ending with '/'), descending into the
+   * directories `include` accepts; several directories are read at once, to hide the round trips.
+   */
+  private async *walk(
+    start: string,
+    action: string,
+    include: (dir: string, name: string) => boolean,
+  ): AsyncIterable<{ name: string; attrs: Stats }> {
+    const waiting = [start];
+    while (waiting.length > 0) {
+      const batch = waiting.splice(0, DIRECTORIES_READ_AT_ONCE);
+      const listings = await Promise.all(batch.map((dir) => this.readDirectory(dir, action)));
+      for (const [index, entries] of listings.entries()) {
+        const dir = batch[index]!;
+        for (const entry of entries) {
+          if (!include(dir, entry.filename)) continue;
+          const kind = entry.attrs.mode & S_IFMT;
+          if (kind === S_IFDIR) waiting.push(`${dir}${entry.filename}/`);
+          else if (kind === S_IFREG) yield { name: `${dir}${entry.filename}`, attrs: entry.attrs };
+        }
+      }
+    }
   }
 
   /** The entries of `dir` (relative, '' or ending with '/'); none when it does not exist. */
