@@ -118,6 +118,27 @@ describe('sftp backend', () => {
     }
   });
 
+  it('finds the key and known_hosts in ~/.ssh when nothing else is set', async () => {
+    const home = await fs.mkdtemp(path.join(sshd.dir, 'home-'));
+    try {
+      await fs.mkdir(path.join(home, '.ssh'), { mode: 0o700 });
+      await fs.copyFile(sshd.userKey.privateKeyFile, path.join(home, '.ssh', 'id_ed25519'));
+      await fs.copyFile(sshd.knownHostsFile, path.join(home, '.ssh', 'known_hosts'));
+      const url = new URL(sshd.url(`${sshd.dir}/repo-${++repositories}`));
+      const store = await openSftpBackend(url, { HOME: home });
+      await store.put('config', Buffer.from('x'));
+      await store.close();
+
+      await fs.rm(path.join(home, '.ssh', 'id_ed25519'));
+      await expect(openSftpBackend(url, { HOME: home })).rejects.toMatchObject({
+        exitCode: ExitCode.usage,
+        message: expect.stringContaining('no SSH key'),
+      });
+    } finally {
+      await fs.rm(home, { recursive: true, force: true });
+    }
+  });
+
   it('reads host keys from hashed known_hosts entries', async () => {
     const knownHosts = path.join(sshd.dir, 'known_hosts_hashed');
     await fs.writeFile(knownHosts, await fs.readFile(sshd.knownHostsFile));

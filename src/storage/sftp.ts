@@ -1,5 +1,5 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -89,10 +89,10 @@ async function sftpSettings(url: URL, env: NodeJS.ProcessEnv): Promise<SftpSetti
   }
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
   if (!host) throw new ConfigError(`the sftp:// URL ${url.href} names no host`);
-  const user = decodeURIComponent(url.username) || env.USER || os.userInfo().username;
+  const user = decodeUrlPart(url, url.username) || env.USER || os.userInfo().username;
   const port = url.port ? Number(url.port) : DEFAULT_PORT;
   const pathname = url.pathname.replace(/\/+$/, '');
-  const decoded = decodeURIComponent(pathname);
+  const decoded = decodeUrlPart(url, pathname);
   const root = decoded.startsWith('/~/') ? decoded.slice(3) : decoded;
   if (!root || root === '~') {
     throw new ConfigError(`the sftp:// URL ${url.href} names no directory`, {
@@ -131,6 +131,14 @@ async function sftpSettings(url: URL, env: NodeJS.ProcessEnv): Promise<SftpSetti
   };
 }
 
+function decodeUrlPart(url: URL, part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch (error) {
+    throw new ConfigError(`the sftp:// URL ${url.href} has a malformed %-escape`, { cause: error });
+  }
+}
+
 function wholeNumber(name: string, value: string, max: number): number {
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < 1 || parsed > max) {
@@ -145,13 +153,11 @@ async function authSource(env: NodeJS.ProcessEnv, home: string): Promise<SftpSet
   if (env.SSH_AUTH_SOCK) return { agent: env.SSH_AUTH_SOCK };
   for (const name of ['id_ed25519', 'id_ecdsa', 'id_rsa']) {
     const identityFile = path.join(home, '.ssh', name);
-    if (
-      await readFile(identityFile).then(
-        () => true,
-        () => false,
-      )
-    )
-      return { identityFile, passphrase };
+    const exists = await access(identityFile).then(
+      () => true,
+      () => false,
+    );
+    if (exists) return { identityFile, passphrase };
   }
   throw new ConfigError('no SSH key to log in to the sftp:// repository with', {
     hint: 'Set STRONGBOX_SFTP_IDENTITY_FILE to a private key file, or start ssh-agent (SSH_AUTH_SOCK).',
