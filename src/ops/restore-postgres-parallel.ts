@@ -118,18 +118,29 @@ export async function restoreInParallel(
         yield* readContentRange(repository, content, offset, offset + length);
       }
     };
-    const tasks: (() => Promise<void>)[] = plan.units.map((unit) => async () => {
-      await run(unit.ids, unitArchive(unit));
-      // Comparing goes first, before more tables load: it reads what was just written.
-      for (const name of unit.tables) {
-        const table = recorded.get(name);
-        const compare = input.compare?.table;
-        if (table && compare) tasks.unshift(async () => void comparisons.push(await compare(table)));
-      }
-    });
+    const tasks: Task[] = plan.units.map((unit) => ({
+      run: async () => {
+        await run(unit.ids, unitArchive(unit));
+        // Comparing goes first, before more tables load: it reads what was just written.
+        for (const name of unit.tables) {
+          const table = recorded.get(name);
+          const compare = input.compare?.table;
+          if (table && compare)
+            tasks.unshift({ run: async () => void comparisons.push(await compare(table)) });
+        }
+      },
+    }));
     await runAtMost(options.jobs, tasks, abort);
+    if (plan.foreignKeys.length > 0) {
+      step(`restore ${plan.foreignKeys.length} foreign key(s), ${options.jobs} at a time`);
+      await runAtMost(
+        options.jobs,
+        plan.foreignKeys.map((key) => ({ run: () => run([key.id], prefix()), locks: key.tables })),
+        abort,
+      );
+    }
     if (plan.after.length > 0) {
-      step('restore foreign keys, triggers and the rest');
+      step('restore triggers, privileges and the rest');
       await run(plan.after, prefix());
     }
     return comparisons;
@@ -139,35 +150,42 @@ export async function restoreInParallel(
   }
 }
 
+interface Task {
+  run: () => Promise<void>;
+  /** Tables it must not share with a task running at the same time. */
+  locks?: readonly number[];
+}
+
 /**
- * Runs `tasks` (a queue that running tasks may add to) with at most `limit` at once. On the first
- * failure it aborts the others through `abort` and throws that failure.
+ * Runs `tasks` (a queue that running tasks may add to) with at most `limit` at once, each
+ * starting only when no running task holds one of its locks. On the first failure it aborts the
+ * others through `abort` and throws that failure.
  */
-async function runAtMost(
-  limit: number,
-  tasks: (() => Promise<void>)[],
-  abort: AbortController,
-): Promise<void> {
+async function runAtMost(limit: number, tasks: Task[], abort: AbortController): Promise<void> {
   let failure: { error: unknown } | undefined;
+  const held = new Set<number>();
   let running = 0;
   let waiting: (() => void)[] = [];
   const lane = async () => {
     while (!failure) {
-      const task = tasks.shift();
-      if (!task) {
-        // Nothing queued: done, unless a running task may still queue more.
+      const next = tasks.findIndex((task) => !task.locks?.some((lock) => held.has(lock)));
+      if (next < 0) {
+        // Nothing can start: done, unless a running task may still queue or unlock more.
         if (running === 0) return;
         await new Promise<void>((resolve) => waiting.push(resolve));
         continue;
       }
+      const [task] = tasks.splice(next, 1);
+      for (const lock of task!.locks ?? []) held.add(lock);
       running++;
       try {
-        await task();
+        await task!.run();
       } catch (error) {
         failure ??= { error };
         abort.abort();
       } finally {
         running--;
+        for (const lock of task!.locks ?? []) held.delete(lock);
         const wake = waiting;
         waiting = [];
         for (const resolve of wake) resolve();

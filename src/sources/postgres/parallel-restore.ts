@@ -13,8 +13,10 @@ import type { ArchiveBlocks } from './dump-follower.ts';
  *   2. units, `jobs` at a time, largest first: a table's data followed by the indexes and
  *      constraints that need only that table (the expensive part of post-data), so a table's
  *      indexes are built while other tables still load; small tables are batched together;
- *   3. after: the rest (foreign keys, triggers, index attachments, materialized view data,
- *      privileges), in one run, once every unit is done.
+ *   3. foreign keys, `jobs` at a time, each in a run of its own, never two at once on the same
+ *      table (adding one locks both its tables, and waiting on each other could deadlock);
+ *   4. after: the rest (triggers, index attachments, materialized view data, privileges…), in
+ *      one run.
  *
  * A pg_restore reading a pipe restores its data blocks in the order they come, so each run's
  * list keeps the archive's order (pg_restore follows the order of a list file).
@@ -24,7 +26,14 @@ export interface ParallelRestorePlan {
   prefixLength: number;
   before: number[];
   units: RestoreUnit[];
+  foreignKeys: ForeignKey[];
   after: number[];
+}
+
+export interface ForeignKey {
+  id: number;
+  /** Dump ids of the tables it locks: its own and the one it references. */
+  tables: number[];
 }
 
 export interface RestoreUnit {
@@ -52,6 +61,7 @@ const RUN_WEIGHT = 256 * 1024;
 const LATE_ENTRIES = new Set(['ACL', 'DEFAULT ACL', 'MATERIALIZED VIEW DATA', 'EVENT TRIGGER']);
 /** Post-data entries that depend on one table only, and are worth running beside other tables. */
 const TABLE_BUILDS = new Set(['INDEX', 'CONSTRAINT']);
+const FOREIGN_KEY = 'FK CONSTRAINT';
 
 export function planParallelRestore(
   entries: readonly TocEntry[],
@@ -71,6 +81,8 @@ export function planParallelRestore(
   };
   const before: number[] = [];
   const after: number[] = [];
+  const foreignKeys: ForeignKey[] = [];
+  const inAfter = new Set<number>();
 
   for (const entry of entries) {
     if (entry.section === 'data') {
@@ -89,9 +101,13 @@ export function planParallelRestore(
     if (!withSchema) continue;
     const table =
       TABLE_BUILDS.has(entry.desc) && entry.section === 'post-data' ? builtOn(entry, byId) : undefined;
+    const locks = entry.desc === FOREIGN_KEY ? lockedBy(entry, byId, inAfter) : undefined;
     if (table !== undefined) unitFor(table).ids.push(entry.dumpId);
-    else if (entry.section === 'post-data' || LATE_ENTRIES.has(entry.desc)) after.push(entry.dumpId);
-    else before.push(entry.dumpId);
+    else if (locks) foreignKeys.push({ id: entry.dumpId, tables: locks });
+    else if (entry.section === 'post-data' || LATE_ENTRIES.has(entry.desc)) {
+      after.push(entry.dumpId);
+      inAfter.add(entry.dumpId);
+    } else before.push(entry.dumpId);
   }
 
   const units = [...unitsByTable.values()].filter((unit) => unit.ids.length > 0);
@@ -104,6 +120,7 @@ export function planParallelRestore(
     prefixLength: blocks[0]?.[1] ?? Infinity,
     before,
     units: batchSmallUnits(units, options.jobs, new Map(entries.map((entry, i) => [entry.dumpId, i]))),
+    foreignKeys,
     after,
   };
 }
@@ -125,6 +142,28 @@ function builtOn(entry: TocEntry, byId: ReadonlyMap<number, TocEntry>): number |
     }
   }
   return table;
+}
+
+/**
+ * The tables a foreign key locks, found through its dependencies: its own table, and the
+ * constraint or index it references, on the other table. Undefined when it needs something
+ * restored only with the rest (it then stays there) or its tables cannot be told.
+ */
+function lockedBy(
+  entry: TocEntry,
+  byId: ReadonlyMap<number, TocEntry>,
+  inAfter: ReadonlySet<number>,
+): number[] | undefined {
+  const tables = new Set<number>();
+  for (const id of entry.dependencies) {
+    const dependency = byId.get(id);
+    if (!dependency || inAfter.has(id)) return undefined;
+    if (dependency.desc === 'TABLE') tables.add(id);
+    else if (TABLE_BUILDS.has(dependency.desc)) {
+      for (const table of dependency.dependencies) if (byId.get(table)?.desc === 'TABLE') tables.add(table);
+    }
+  }
+  return tables.size > 0 ? [...tables] : undefined;
 }
 
 /**
