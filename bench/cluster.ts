@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { run, type CommandSpec } from './process.ts';
+import { freePort } from '../test/helpers/free-port.ts';
 
 export const PG_BIN = '/usr/lib/postgresql/15/bin';
 
@@ -34,19 +34,6 @@ async function serverOwnedDir(dir: string): Promise<void> {
   if (!runningAsRoot) return;
   const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
   await chown(dir, id('-u'), id('-g'));
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
 }
 
 export async function initCluster(dataDir: string): Promise<void> {

@@ -6,7 +6,7 @@
  */
 import { Repository, type KeySource } from './repository/repository.ts';
 import type { RepositoryOptions } from './repository/config.ts';
-import { openBackend } from './storage/open.ts';
+import { closingOnFailure, openBackend } from './storage/open.ts';
 
 export interface RepositoryLocation {
   /** A local path or file:// URL. */
@@ -14,13 +14,15 @@ export interface RepositoryLocation {
 }
 
 export async function openRepository(options: RepositoryLocation & KeySource): Promise<Repository> {
-  return Repository.open(await openBackend(options.repo), options);
+  const backend = await openBackend(options.repo);
+  return closingOnFailure(backend, () => Repository.open(backend, options));
 }
 
 export async function initRepository(
   options: RepositoryLocation & { passphrase: string } & RepositoryOptions,
 ): Promise<Repository> {
-  return Repository.init(await openBackend(options.repo), options.passphrase, options);
+  const backend = await openBackend(options.repo);
+  return closingOnFailure(backend, () => Repository.init(backend, options.passphrase, options));
 }
 
 export { Repository, type KeySource, type SnapshotFilter, type KeyListing } from './repository/repository.ts';

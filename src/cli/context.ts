@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { ConfigError } from '../errors.ts';
 import { Repository } from '../repository/repository.ts';
 import type { RepositoryOptions } from '../repository/config.ts';
-import { openBackend } from '../storage/open.ts';
+import { closingOnFailure, openBackend } from '../storage/open.ts';
 import { Output } from './output.ts';
 import { readIdentityFile, resolvePassword } from './secrets.ts';
 
@@ -64,9 +64,11 @@ export function usesIdentityFile(options: GlobalOptions): boolean {
 
 export async function openRepository(options: GlobalOptions): Promise<Repository> {
   const backend = await openBackend(repositoryLocation(options));
-  const { identityFile } = keySources(options);
-  if (identityFile) return Repository.open(backend, { identity: await readIdentityFile(identityFile) });
-  return Repository.open(backend, { passphrase: await repositoryPassword(options, false) });
+  return closingOnFailure(backend, async () => {
+    const { identityFile } = keySources(options);
+    if (identityFile) return Repository.open(backend, { identity: await readIdentityFile(identityFile) });
+    return Repository.open(backend, { passphrase: await repositoryPassword(options, false) });
+  });
 }
 
 export function repositoryPassword(options: GlobalOptions, confirm: boolean): Promise<string> {
@@ -87,7 +89,9 @@ export async function initRepository(
   settings: RepositoryOptions,
 ): Promise<Repository> {
   const backend = await openBackend(repositoryLocation(options));
-  return Repository.init(backend, await repositoryPassword(options, true), settings);
+  return closingOnFailure(backend, async () =>
+    Repository.init(backend, await repositoryPassword(options, true), settings),
+  );
 }
 
 /** Runs `action` with an open repository and always closes it. */

@@ -31,3 +31,16 @@ export async function openBackend(
       });
   }
 }
+
+/**
+ * Runs `use` (opening a repository on `backend`), closing the backend if it fails: a remote
+ * backend's connection would otherwise outlive the error.
+ */
+export async function closingOnFailure<T>(backend: StorageBackend, use: () => Promise<T>): Promise<T> {
+  try {
+    return await use();
+  } catch (error) {
+    await backend.close().catch(() => undefined);
+    throw error;
+  }
+}

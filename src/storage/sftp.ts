@@ -1,15 +1,21 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { access, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { ConnectConfig, FileEntryWithStats, ServerHostKeyAlgorithm, SFTPWrapper, Stats } from 'ssh2';
+import type { ConnectConfig, FileEntryWithStats, SFTPWrapper, Stats } from 'ssh2';
 import SftpClient from 'ssh2-sftp-client';
 import { ConfigError, errnoCode, StorageError, StrongboxError } from '../errors.ts';
 import { ObjectNotFoundError, type ObjectInfo, type PutOptions, type StorageBackend } from './backend.ts';
+import {
+  DEFAULT_PORT,
+  hostKeyRefusal,
+  knownHostsName,
+  preferredHostKeyAlgorithms,
+  readKnownHosts,
+} from './known-hosts.ts';
 import { isTransientNetworkError, withRetries } from './retry.ts';
 
-const DEFAULT_PORT = 22;
 const DEFAULT_CONCURRENCY = 4;
 const MAX_CONCURRENCY = 64;
 const FILE_MODE = 0o600;
@@ -45,15 +51,6 @@ const Status = {
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
-
-/** Host key algorithms in our order of preference, by the key type known_hosts names. */
-const HOST_KEY_ALGORITHMS: [keyType: string, algorithms: ServerHostKeyAlgorithm[]][] = [
-  ['ssh-ed25519', ['ssh-ed25519']],
-  ['ecdsa-sha2-nistp256', ['ecdsa-sha2-nistp256']],
-  ['ecdsa-sha2-nistp384', ['ecdsa-sha2-nistp384']],
-  ['ecdsa-sha2-nistp521', ['ecdsa-sha2-nistp521']],
-  ['ssh-rsa', ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa']],
-];
 
 interface SftpSettings {
   user: string;
@@ -778,143 +775,3 @@ async function forEachLimited(
 }
 
 // known_hosts ------------------------------------------------------------------------------------
-
-interface KnownHost {
-  marker: string | undefined;
-  patterns: string[];
-  keyType: string;
-  key: Buffer;
-}
-
-async function readKnownHosts(files: string[]): Promise<KnownHost[]> {
-  const entries: KnownHost[] = [];
-  for (const file of files) {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (error) {
-      if (errnoCode(error) === 'ENOENT') continue;
-      throw new ConfigError(`cannot read ${file}: ${errnoCode(error) ?? error}`, {
-        hint: 'Check STRONGBOX_SFTP_KNOWN_HOSTS or ?known-hosts=.',
-      });
-    }
-    entries.push(...parseKnownHosts(text));
-  }
-  return entries;
-}
-
-/** Lines of `[@marker] patterns keytype base64 [comment]`; what does not parse is skipped, as ssh does. */
-function parseKnownHosts(text: string): KnownHost[] {
-  const entries: KnownHost[] = [];
-  for (const line of text.split('\n')) {
-    const fields = line.trim().split(/\s+/);
-    if (!fields[0] || fields[0].startsWith('#')) continue;
-    const marker = fields[0].startsWith('@') ? fields.shift() : undefined;
-    const [patterns, keyType, base64] = fields;
-    if (!patterns || !keyType || !base64) continue;
-    entries.push({ marker, patterns: patterns.split(','), keyType, key: Buffer.from(base64, 'base64') });
-  }
-  return entries;
-}
-
-/** How ssh names a host in known_hosts: `host` on port 22, `[host]:port` elsewhere. */
-function knownHostsName(host: string, port: number): string {
-  const lower = host.toLowerCase();
-  return port === DEFAULT_PORT ? lower : `[${lower}]:${port}`;
-}
-
-function hostMatches(patterns: string[], name: string): boolean {
-  let matched = false;
-  for (const pattern of patterns) {
-    if (pattern.startsWith('|1|')) {
-      if (hashedNameMatches(pattern, name)) matched = true;
-      continue;
-    }
-    const negated = pattern.startsWith('!');
-    if (wildcardMatches(negated ? pattern.slice(1) : pattern, name)) {
-      if (negated) return false;
-      matched = true;
-    }
-  }
-  return matched;
-}
-
-/** `|1|salt|hash`: HMAC-SHA1 of the name, keyed with the salt (ssh's HashKnownHosts). */
-function hashedNameMatches(pattern: string, name: string): boolean {
-  const [, , salt, hash] = pattern.split('|');
-  if (!salt || !hash) return false;
-  const expected = Buffer.from(hash, 'base64');
-  const actual = createHmac('sha1', Buffer.from(salt, 'base64')).update(name).digest();
-  return expected.length === actual.length && timingSafeEqual(expected, actual);
-}
-
-function wildcardMatches(pattern: string, name: string): boolean {
-  const source = pattern
-    .toLowerCase()
-    .split('')
-    .map((char) => (char === '*' ? '.*' : char === '?' ? '.' : char.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
-    .join('');
-  return new RegExp(`^${source}$`).test(name);
-}
-
-/** Undefined when known_hosts vouches for `key`; otherwise the error that refuses it. */
-function hostKeyRefusal(
-  entries: KnownHost[],
-  hostName: string,
-  key: Buffer,
-  settings: SftpSettings,
-): StorageError | undefined {
-  const forHost = entries.filter(
-    (entry) => entry.marker !== '@cert-authority' && hostMatches(entry.patterns, hostName),
-  );
-  const plain = forHost.filter((entry) => entry.marker === undefined);
-  const revoked = forHost.some((entry) => entry.marker === '@revoked' && entry.key.equals(key));
-  if (!revoked && plain.some((entry) => entry.key.equals(key))) return undefined;
-
-  const file = settings.knownHostsFiles[0]!;
-  const server = `${settings.host}:${settings.port}`;
-  const offered = `the server offers ${keyTypeOf(key)} ${fingerprintOf(key)}`;
-  const portOption = settings.port === DEFAULT_PORT ? '' : `-p ${settings.port} `;
-  const addIt = `ssh-keyscan ${portOption}${settings.host} >> ${file}`;
-  if (revoked) {
-    return new StorageError(`the SSH host key of ${server} is marked @revoked in known_hosts: ${offered}`, {
-      hint: 'Ask the server’s administrator for its new key.',
-    });
-  }
-  if (plain.length > 0) {
-    return new StorageError(
-      `the SSH host key of ${server} does not match ${file}: ${offered} (reinstalled server, or someone in between)`,
-      { hint: `If the key changed on purpose: ssh-keygen -R '${hostName}' -f ${file}, then ${addIt}` },
-    );
-  }
-  return new StorageError(`the SSH host key of ${server} is not in ${file}: ${offered}`, {
-    hint: `If that is the server’s key (ask its administrator), add it: ${addIt}`,
-  });
-}
-
-/**
- * Host key algorithms with those of the key types known_hosts holds for the host first, so that a
- * server with several host keys shows a known one (as ssh does); none when the host is unknown.
- */
-function preferredHostKeyAlgorithms(entries: KnownHost[], hostName: string): ServerHostKeyAlgorithm[] {
-  const types = new Set(
-    entries
-      .filter((entry) => entry.marker === undefined && hostMatches(entry.patterns, hostName))
-      .map((entry) => entry.keyType),
-  );
-  if (types.size === 0) return [];
-  const known = HOST_KEY_ALGORITHMS.filter(([type]) => types.has(type));
-  const others = HOST_KEY_ALGORITHMS.filter(([type]) => !types.has(type));
-  return [...known, ...others].flatMap(([, algorithms]) => algorithms);
-}
-
-/** As ssh prints it: `SHA256:` and unpadded base64. */
-function fingerprintOf(key: Buffer): string {
-  return `SHA256:${createHash('sha256').update(key).digest('base64').replace(/=+$/, '')}`;
-}
-
-/** The key blob starts with its type as an SSH string. */
-function keyTypeOf(key: Buffer): string {
-  if (key.length < 4) return 'unknown';
-  return key.subarray(4, 4 + key.readUInt32BE(0)).toString('latin1');
-}

@@ -2,10 +2,10 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { access, appendFile, chown, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from './free-port.ts';
 
 export interface TestCluster {
   /** Unix socket directory (local connections there use trust auth). */
@@ -237,18 +237,6 @@ async function giveToServerUser(file: string): Promise<void> {
     gid: Number(execFileSync('id', ['-g', SUPERUSER], { encoding: 'utf8' })),
   };
   await chown(file, serverUserIds.uid, serverUserIds.gid);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error('could not find a free TCP port'))));
-    });
-  });
 }
 
 /** The environment without inherited PG* variables, which would point tools at another server. */
