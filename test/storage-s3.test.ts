@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import {
   CreateMultipartUploadCommand,
@@ -106,6 +107,7 @@ describe('s3:// locations', () => {
       forcePathStyle: false,
       concurrency: 4,
       checksums: 'WHEN_SUPPORTED',
+      partSize: 16 * 1024 * 1024,
     });
     expect(parseS3Location(new URL('s3://my-bucket'), { S3_PREFIX: 'ignored' }).prefix).toBe('');
     expect(
@@ -157,6 +159,7 @@ describe('s3:// locations', () => {
       checksums: 'WHEN_REQUIRED',
       concurrency: 8,
       timeoutMs: 5000,
+      partSize: 5 * 1024 * 1024,
     });
     expect(parseS3Location(new URL('s3://b/p?sse=aws:kms'), {}).encryption).toEqual({
       ServerSideEncryption: 'aws:kms',
@@ -173,6 +176,7 @@ describe('s3:// locations', () => {
       's3://b/p?sse=aes',
       's3://b/p?sse=AES256&kms-key-id=k',
       's3://b/p?concurrency=0',
+      's3://b/p?part-size=4',
       's3://b/p?path-style=yes',
       's3://b/p?checksums=never',
       's3://b/p?storage-class=a-b',
@@ -265,7 +269,7 @@ describe('s3 backend on s3rver', () => {
 
   it('uploads big objects in parts, with the storage class on the multipart upload', async () => {
     const prefix = newPrefix();
-    const store = await openAt(prefix, '&storage-class=STANDARD_IA&sse=AES256');
+    const store = await openAt(prefix, '&storage-class=STANDARD_IA&sse=AES256&part-size=8');
     const big = randomBytes(17 * 1024 * 1024 + 5);
     const from = server.requests.length;
     try {
@@ -552,31 +556,55 @@ describe('the CLI on s3rver', () => {
     expect(requestsSince(from, `${server.bucket}/${prefix}`)).toHaveLength(1);
   });
 
+  it('exits 3 when no region is set for AWS itself', async () => {
+    const result = await runCli(['snapshots'], {
+      env: {
+        ...repo.env,
+        ...credentials,
+        STRONGBOX_REPO: 's3://some-bucket/backups',
+        // Nothing from this machine's AWS setup may supply a region.
+        HOME: repo.dir,
+        AWS_REGION: undefined,
+        AWS_DEFAULT_REGION: undefined,
+        AWS_PROFILE: undefined,
+        AWS_CONFIG_FILE: path.join(repo.dir, 'no-aws-config'),
+      },
+    });
+    expectExit(result, 3);
+    expect(result.stderr).toBe(
+      'strongbox: no region is set for s3://some-bucket/backups\n' +
+        '  Add ?region=… to the location, or set S3_REGION or AWS_REGION.\n',
+    );
+  });
+
   it('leaves no snapshot and no visible partial object when killed mid-upload; unlock removes the rest', async () => {
     // The proxy only slows transfers down, so that the kill lands while a pack is in flight.
     const proxy = await startFaultProxy({ host: server.host, port: server.port }, { delayMs: 2 });
     try {
       const prefix = newPrefix();
       repo.env.STRONGBOX_REPO = locationOf(prefix);
-      // Packs above 16 MiB go up in parts: the kill leaves a multipart upload open.
-      expectExit(await cli(repo, ['init', '--pack-size', '17']), 0);
+      // Packs of 6 MiB go up in 5 MiB parts: the kill leaves a multipart upload open.
+      expectExit(await cli(repo, ['init', '--pack-size', '6']), 0);
       expectExit(await cli(repo, ['backup', 'stdin', '--name', 'kept.bin'], { input: 'kept\n' }), 0);
 
       const from = server.requests.length;
       const source = path.join(repo.dir, 'incompressible.bin');
-      await fs.writeFile(source, randomBytes(24 * 1024 * 1024));
+      // Every packing thread (one per CPU) must fill a whole pack.
+      await fs.writeFile(source, randomBytes((os.availableParallelism() + 1) * 9 * 1024 * 1024));
       const child = startCli(['backup', 'files', source], {
         env: {
           ...repo.env,
           ...credentials,
-          STRONGBOX_REPO: locationOf(prefix, '', `http://${proxy.host}:${proxy.port}`),
+          STRONGBOX_REPO: locationOf(prefix, '&part-size=5', `http://${proxy.host}:${proxy.port}`),
         },
       });
+      let stderr = '';
+      child.stderr!.on('data', (data: Buffer) => (stderr += data.toString()));
       const exited = new Promise((resolve) => child.once('close', resolve));
       while (
         !requestsSince(from, `${server.bucket}/${prefix}/data/`).some((r) => r.query.has('partNumber'))
       ) {
-        if (child.exitCode !== null) throw new Error('the backup ended before it uploaded a part');
+        if (child.exitCode !== null) throw new Error(`the backup ended before it uploaded a part: ${stderr}`);
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
       process.kill(-child.pid!, 'SIGKILL');

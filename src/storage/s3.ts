@@ -18,10 +18,11 @@ import { ConfigError, StorageError, StrongboxError } from '../errors.ts';
 import { ObjectNotFoundError, type ObjectInfo, type StorageBackend } from './backend.ts';
 import { isTransientHttpStatus, isTransientNetworkError, withRetries } from './retry.ts';
 
-/** Objects larger than this go up in parts, so that a failed part is resent alone. */
-const MULTIPART_THRESHOLD = 16 * 1024 * 1024;
-/** Parts are views into the caller's buffer, never copies; S3's minimum is 5 MiB. */
-const PART_SIZE = 8 * 1024 * 1024;
+const MIB = 1024 * 1024;
+/** Objects larger than one part go up in parts, so that a failed part is resent alone. */
+const DEFAULT_PART_SIZE_MIB = 16;
+/** S3 refuses parts smaller than 5 MiB (the last one excepted). */
+const MIN_PART_SIZE_MIB = 5;
 const PARTS_IN_FLIGHT = 2;
 /** Attempts the SDK makes for each HTTP request before our own, slower retries take over. */
 const SDK_ATTEMPTS = 3;
@@ -41,6 +42,7 @@ const QUERY_OPTIONS = [
   'checksums',
   'concurrency',
   'timeout',
+  'part-size',
 ] as const;
 
 type Encryption =
@@ -60,6 +62,8 @@ export interface S3Settings {
   checksums: 'WHEN_SUPPORTED' | 'WHEN_REQUIRED';
   concurrency: number;
   timeoutMs: number;
+  /** Objects larger than this are uploaded in parts of this size. */
+  partSize: number;
 }
 
 /**
@@ -118,6 +122,9 @@ export function parseS3Location(url: URL, env: NodeJS.ProcessEnv): S3Settings {
     checksums: checksums === 'when-required' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
     concurrency: parseWholeNumber('concurrency', option('concurrency'), DEFAULT_CONCURRENCY, 1, 64),
     timeoutMs: parseWholeNumber('timeout', option('timeout'), DEFAULT_TIMEOUT_SECONDS, 1, 3600) * 1000,
+    partSize:
+      parseWholeNumber('part-size', option('part-size'), DEFAULT_PART_SIZE_MIB, MIN_PART_SIZE_MIB, 5120) *
+      MIB,
   };
 }
 
@@ -231,7 +238,7 @@ export async function openS3Backend(url: URL, env: NodeJS.ProcessEnv): Promise<S
   return backend;
 }
 
-/** The body ended before the length the response announced: the transfer broke, a retry may cure it. */
+/** Fewer or more bytes arrived or were stored than were sent or announced: a retry may cure it. */
 class IncompleteTransferError extends Error {
   override readonly name = 'IncompleteTransferError';
 }
@@ -306,18 +313,19 @@ export class S3Backend implements StorageBackend {
         : {}),
       ...this.settings.encryption,
     };
+    const multipart = body.length > this.settings.partSize;
+    // Content-MD5 is checked by every S3-compatible service, whatever the checksums setting.
+    const md5 = multipart ? undefined : createHash('md5').update(body).digest('base64');
     await this.retrying(`write ${name}`, async () => {
-      if (body.length > MULTIPART_THRESHOLD) {
+      if (multipart) {
         // On failure Upload aborts the multipart upload, so no part outlives the attempt.
         await new Upload({
           client: this.client,
           params,
-          partSize: PART_SIZE,
+          partSize: this.settings.partSize,
           queueSize: PARTS_IN_FLIGHT,
         }).done();
       } else {
-        // Content-MD5 is checked by every S3-compatible service, whatever the checksums setting.
-        const md5 = createHash('md5').update(body).digest('base64');
         await this.client.send(new PutObjectCommand({ ...params, ContentMD5: md5 }));
       }
       const stored = await this.client.send(
