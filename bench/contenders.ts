@@ -31,7 +31,7 @@ export interface Contender {
 }
 
 export interface StrongboxContender extends Contender {
-  /** `strongbox restore latest` into a new database of `cluster`, which strongbox creates. */
+  /** `strongbox restore latest --jobs 2` into a new database of `cluster`, which strongbox creates. */
   restore(cluster: Cluster, database: string): Promise<Measurement>;
 }
 
@@ -77,7 +77,7 @@ export function strongbox(cli: string, dir: string): StrongboxContender {
     restore: (cluster, database) =>
       measure(
         command(
-          ['restore', 'latest', '--to', `postgres:///${database}`, '--pg-bin', PG_BIN],
+          ['restore', 'latest', '--jobs', '2', '--to', `postgres:///${database}`, '--pg-bin', PG_BIN],
           cluster.env(database),
         ),
       ),

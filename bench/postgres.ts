@@ -28,7 +28,7 @@ export interface PostgresResults {
 
 /** Restores of the before state, each into a new database. */
 export interface Restores {
-  /** `strongbox restore latest`: pg_restore, serial, then every table verified. */
+  /** `strongbox restore latest --jobs 2`: two pg_restore runs at a time, every table verified. */
   strongbox: Measurement;
   /** `pg_restore -j 2` of the before dump, createdb included. */
   pgRestoreParallel: Measurement;
