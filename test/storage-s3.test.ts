@@ -149,7 +149,7 @@ describe('s3:// locations', () => {
     expect(
       parseS3Location(
         new URL(
-          's3://b/p?storage-class=standard_ia&sse=AES256&checksums=when-required&concurrency=8&timeout=5',
+          's3://b/p?storage-class=standard_ia&sse=AES256&checksums=when-required&concurrency=8&timeout=5&part-size=5',
         ),
         {},
       ),
