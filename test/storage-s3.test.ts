@@ -177,6 +177,7 @@ describe('s3:// locations', () => {
       's3://b/p?sse=AES256&kms-key-id=k',
       's3://b/p?concurrency=0',
       's3://b/p?part-size=4',
+      's3://b/p%zz',
       's3://b/p?path-style=yes',
       's3://b/p?checksums=never',
       's3://b/p?storage-class=a-b',

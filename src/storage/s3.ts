@@ -86,8 +86,8 @@ export function parseS3Location(url: URL, env: NodeJS.ProcessEnv): S3Settings {
   }
   const option = (key: (typeof QUERY_OPTIONS)[number]): string | undefined => query.get(key) || undefined;
 
-  const urlBucket = decodeURIComponent(url.hostname);
-  const urlPath = decodeURIComponent(url.pathname).replace(/^\/+|\/+$/g, '');
+  const urlBucket = decodeOrRefuse(url.hostname, url);
+  const urlPath = decodeOrRefuse(url.pathname, url).replace(/^\/+|\/+$/g, '');
   const bucket = urlBucket || env.S3_BUCKET;
   if (!bucket) {
     throw new ConfigError('the s3:// location names no bucket', {
@@ -126,6 +126,16 @@ export function parseS3Location(url: URL, env: NodeJS.ProcessEnv): S3Settings {
       parseWholeNumber('part-size', option('part-size'), DEFAULT_PART_SIZE_MIB, MIN_PART_SIZE_MIB, 5120) *
       MIB,
   };
+}
+
+function decodeOrRefuse(text: string, url: URL): string {
+  try {
+    return decodeURIComponent(text);
+  } catch (error) {
+    throw new ConfigError(`the s3:// location s3://${url.host}${url.pathname} has a malformed %-escape`, {
+      cause: error,
+    });
+  }
 }
 
 function parseEndpoint(value: string | undefined): string | undefined {
