@@ -65,7 +65,8 @@ describe('parallel restore plan', () => {
 
   it('gives a big table a unit of its own with its indexes, and batches the small ones', () => {
     expect(plan.units[0]).toEqual({
-      ids: [20, 30, 31],
+      ids: [20],
+      builds: [30, 31],
       blocks: [[1000, 100 * MiB]],
       tables: ['public.big'],
       weight: expect.any(Number) as number,
@@ -83,7 +84,7 @@ describe('parallel restore plan', () => {
   it('restores every entry exactly once', () => {
     const all = [
       ...plan.before,
-      ...plan.units.flatMap((unit) => unit.ids),
+      ...plan.units.flatMap((unit) => [...unit.ids, ...unit.builds]),
       ...plan.foreignKeys.map((key) => key.id),
       ...plan.after,
     ];

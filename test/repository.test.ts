@@ -20,7 +20,7 @@ afterEach(async () => {
 describe('repository', () => {
   it('round-trips data and deduplicates an identical second backup', async () => {
     repo = await createTestRepo();
-    const data = seededBytes('round trip', 3_000_000);
+    const data = seededBytes('round trip', 6_000_000);
     const first = await backupBuffer(repo.repository, data);
     expect(first.newBlobs).toBeGreaterThan(10);
     const second = await backupBuffer(repo.repository, data);

@@ -120,14 +120,16 @@ export async function restoreInParallel(
     };
     const tasks: Task[] = plan.units.map((unit) => ({
       run: async () => {
-        await run(unit.ids, unitArchive(unit));
-        // Comparing goes first, before more tables load: it reads what was just written.
+        if (unit.ids.length > 0) await run(unit.ids, unitArchive(unit));
+        // The table's indexes and its comparison go before more tables load: other lanes take
+        // them up at once, so that one big table's indexes are built side by side.
+        const next: Task[] = unit.builds.map((id) => ({ run: () => run([id], prefix()) }));
         for (const name of unit.tables) {
           const table = recorded.get(name);
           const compare = input.compare?.table;
-          if (table && compare)
-            tasks.unshift({ run: async () => void comparisons.push(await compare(table)) });
+          if (table && compare) next.push({ run: async () => void comparisons.push(await compare(table)) });
         }
+        tasks.unshift(...next);
       },
     }));
     await runAtMost(options.jobs, tasks, abort);

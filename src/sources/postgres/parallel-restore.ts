@@ -10,9 +10,10 @@ import type { ArchiveBlocks } from './dump-follower.ts';
  * restores, and told which entries to restore with a list file (-L):
  *
  *   1. before: the schema (pre-data), in one run;
- *   2. units, `jobs` at a time, largest first: a table's data followed by the indexes and
- *      constraints that need only that table (the expensive part of post-data), so a table's
- *      indexes are built while other tables still load; small tables are batched together;
+ *   2. units, `jobs` at a time, largest first: a table's data, then the indexes and constraints
+ *      that need only that table (the expensive part of post-data), each a run of its own, so
+ *      that one big table's indexes are built side by side and while other tables still load;
+ *      small tables are batched together, their indexes in the same run as their data;
  *   3. foreign keys, `jobs` at a time, each in a run of its own, never two at once on the same
  *      table (adding one locks both its tables, and waiting on each other could deadlock);
  *   4. after: the rest (triggers, index attachments, materialized view data, privileges…), in
@@ -39,6 +40,8 @@ export interface ForeignKey {
 export interface RestoreUnit {
   /** Dump ids of the entries to restore, in archive order. */
   ids: number[];
+  /** Indexes and constraints to build once `ids` are restored, each in a run of its own. */
+  builds: number[];
   /** The data blocks they need, as [offset, length], in archive order. */
   blocks: [offset: number, length: number][];
   /** "schema.table" of each table whose data the unit restores, for verification. */
@@ -76,7 +79,10 @@ export function planParallelRestore(
   const unitsByTable = new Map<number, RestoreUnit>();
   const unitFor = (table: number) => {
     let unit = unitsByTable.get(table);
-    if (!unit) unitsByTable.set(table, (unit = { ids: [], blocks: [], tables: [], weight: RUN_WEIGHT }));
+    if (!unit) {
+      unit = { ids: [], builds: [], blocks: [], tables: [], weight: RUN_WEIGHT };
+      unitsByTable.set(table, unit);
+    }
     return unit;
   };
   const before: number[] = [];
@@ -102,7 +108,7 @@ export function planParallelRestore(
     const table =
       TABLE_BUILDS.has(entry.desc) && entry.section === 'post-data' ? builtOn(entry, byId) : undefined;
     const locks = entry.desc === FOREIGN_KEY ? lockedBy(entry, byId, inAfter) : undefined;
-    if (table !== undefined) unitFor(table).ids.push(entry.dumpId);
+    if (table !== undefined) unitFor(table).builds.push(entry.dumpId);
     else if (locks) foreignKeys.push({ id: entry.dumpId, tables: locks });
     else if (entry.section === 'post-data' || LATE_ENTRIES.has(entry.desc)) {
       after.push(entry.dumpId);
@@ -110,11 +116,10 @@ export function planParallelRestore(
     } else before.push(entry.dumpId);
   }
 
-  const units = [...unitsByTable.values()].filter((unit) => unit.ids.length > 0);
+  const units = [...unitsByTable.values()].filter((unit) => unit.ids.length + unit.builds.length > 0);
   for (const unit of units) {
-    const builds = unit.ids.length - unit.blocks.length;
     const data = unit.weight - RUN_WEIGHT;
-    unit.weight += data * BUILD_WEIGHT * builds;
+    unit.weight += data * BUILD_WEIGHT * unit.builds.length;
   }
   return {
     prefixLength: blocks[0]?.[1] ?? Infinity,
@@ -186,8 +191,8 @@ function batchSmallUnits(
       result.push(unit);
       continue;
     }
-    if (!batch) batch = { ids: [], blocks: [], tables: [], weight: 0 };
-    batch.ids.push(...unit.ids);
+    if (!batch) batch = { ids: [], builds: [], blocks: [], tables: [], weight: 0 };
+    batch.ids.push(...unit.ids, ...unit.builds);
     batch.blocks.push(...unit.blocks);
     batch.tables.push(...unit.tables);
     batch.weight += unit.weight;
