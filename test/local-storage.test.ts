@@ -2,7 +2,6 @@ import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ObjectNotFoundError } from '../src/storage/backend.ts';
 import { LocalBackend } from '../src/storage/local.ts';
 import { describeBackendConformance } from './helpers/backend-conformance.ts';
 
@@ -18,22 +17,6 @@ async function backend(): Promise<LocalBackend> {
 }
 
 describe('local storage', () => {
-  it('puts, gets, reads ranges, lists, stats and deletes', async () => {
-    const store = await backend();
-    await store.put('data/ab/abc', Buffer.from('hello world'));
-    await store.put('index/one', Buffer.from('x'));
-    expect((await store.get('data/ab/abc')).toString()).toBe('hello world');
-    expect((await store.getRange('data/ab/abc', 6, 5)).toString()).toBe('world');
-    expect(await store.stat('data/ab/abc')).toEqual({ name: 'data/ab/abc', size: 11 });
-    expect(await store.stat('data/ab/none')).toBeUndefined();
-    const listed = [];
-    for await (const object of store.list('data/')) listed.push(object);
-    expect(listed).toEqual([{ name: 'data/ab/abc', size: 11 }]);
-    await store.delete('data/ab/abc');
-    await store.delete('data/ab/abc');
-    await expect(store.get('data/ab/abc')).rejects.toBeInstanceOf(ObjectNotFoundError);
-  });
-
   it('replaces objects atomically and keeps them private', async () => {
     const store = await backend();
     await store.put('config', Buffer.from('first'));
