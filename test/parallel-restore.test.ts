@@ -39,7 +39,7 @@ const toc: TocEntry[] = [
   entry(30, 'CONSTRAINT', 'post-data', [2], 'big_pkey'),
   entry(31, 'INDEX', 'post-data', [2], 'big_idx'),
   entry(32, 'CONSTRAINT', 'post-data', [3], 'small_a_pkey'),
-  entry(33, 'FK CONSTRAINT', 'post-data', [4, 30], 'small_b_big_fk'),
+  entry(33, 'FK CONSTRAINT', 'post-data', [2, 30, 4], 'small_b small_b_big_fk'),
   entry(34, 'TRIGGER', 'post-data', [2]),
   entry(35, 'ACL', 'none', [2]),
   // An index that needs something only the tail restores stays in the tail.
@@ -69,6 +69,7 @@ describe('parallel restore plan', () => {
       builds: [30, 31],
       blocks: [[1000, 100 * MiB]],
       tables: ['public.big'],
+      tableIds: [2],
       weight: expect.any(Number) as number,
     });
     expect(plan.units).toHaveLength(2);

@@ -111,40 +111,75 @@ export async function restoreInParallel(
       step('restore the schema');
       await run(plan.before, prefix());
     }
-    step(`restore ${plan.units.length} part(s) of data, indexes and constraints, ${options.jobs} at a time`);
+    step(
+      `restore ${plan.units.length} part(s) of data, indexes and constraints and ${plan.foreignKeys.length} foreign key(s), ${options.jobs} at a time`,
+    );
     const unitArchive = async function* (unit: RestoreUnit) {
       yield* prefix();
       for (const [offset, length] of unit.blocks) {
         yield* readContentRange(repository, content, offset, offset + length);
       }
     };
+    // A table is complete once its unit's data and builds are; a foreign key waits for both of its.
+    const unfinished = new Map<number, number>();
+    const pending = new Map<RestoreUnit, number>();
+    for (const unit of plan.units) {
+      pending.set(unit, (unit.ids.length > 0 ? 1 : 0) + unit.builds.length);
+      for (const table of unit.tableIds) unfinished.set(table, (unfinished.get(table) ?? 0) + 1);
+    }
+    const finished = (unit: RestoreUnit) => {
+      const left = pending.get(unit)! - 1;
+      pending.set(unit, left);
+      if (left > 0) return;
+      for (const table of unit.tableIds) unfinished.set(table, unfinished.get(table)! - 1);
+    };
     const tasks: Task[] = plan.units.map((unit) => ({
       run: async () => {
-        if (unit.ids.length > 0) await run(unit.ids, unitArchive(unit));
-        // The table's indexes and its comparison go before more tables load: other lanes take
-        // them up at once, so that one big table's indexes are built side by side.
-        const next: Task[] = unit.builds.map((id) => ({ run: () => run([id], prefix()) }));
+        if (unit.ids.length > 0) {
+          await run(unit.ids, unitArchive(unit));
+          finished(unit);
+        }
+        // The table's indexes go before more tables load: other lanes take them up at once, so
+        // that one big table's indexes are built side by side. Comparisons go last: they fill the
+        // lanes that chains of foreign keys and the tail leave idle.
+        tasks.unshift(
+          ...unit.builds.map((id) => ({
+            run: async () => {
+              await run([id], prefix());
+              finished(unit);
+            },
+          })),
+        );
         for (const name of unit.tables) {
           const table = recorded.get(name);
           const compare = input.compare?.table;
-          if (table && compare) next.push({ run: async () => void comparisons.push(await compare(table)) });
+          if (table && compare) tasks.push({ run: async () => void comparisons.push(await compare(table)) });
         }
-        tasks.unshift(...next);
       },
     }));
-    await runAtMost(options.jobs, tasks, abort);
-    if (plan.foreignKeys.length > 0) {
-      step(`restore ${plan.foreignKeys.length} foreign key(s), ${options.jobs} at a time`);
-      await runAtMost(
-        options.jobs,
-        plan.foreignKeys.map((key) => ({ run: () => run([key.id], prefix()), locks: key.tables })),
-        abort,
-      );
-    }
+    // Foreign keys first among what can start: a chain of them on shared tables runs one at a time.
+    let keysLeft = plan.foreignKeys.length;
+    tasks.unshift(
+      ...plan.foreignKeys.map((key) => ({
+        run: async () => {
+          await run([key.id], prefix());
+          keysLeft--;
+        },
+        locks: key.tables,
+        ready: () => key.tables.every((table) => !unfinished.get(table)),
+      })),
+    );
     if (plan.after.length > 0) {
-      step('restore triggers, privileges and the rest');
-      await run(plan.after, prefix());
+      // The tail, once every unit and key is in, beside the comparisons still running.
+      tasks.unshift({
+        run: async () => {
+          step('restore triggers, privileges and the rest');
+          await run(plan.after, prefix());
+        },
+        ready: () => keysLeft === 0 && [...pending.values()].every((left) => left === 0),
+      });
     }
+    await runAtMost(options.jobs, tasks, abort);
     return comparisons;
   } finally {
     abort.abort();
@@ -156,12 +191,14 @@ interface Task {
   run: () => Promise<void>;
   /** Tables it must not share with a task running at the same time. */
   locks?: readonly number[];
+  /** Whether it may start yet; tasks that end may make it so. */
+  ready?: () => boolean;
 }
 
 /**
- * Runs `tasks` (a queue that running tasks may add to) with at most `limit` at once, each
- * starting only when no running task holds one of its locks. On the first failure it aborts the
- * others through `abort` and throws that failure.
+ * Runs `tasks` (a queue that running tasks may add to) with at most `limit` at once: each lane
+ * takes the first task that is ready and holds no lock a running task holds. On the first
+ * failure it aborts the others through `abort` and throws that failure.
  */
 async function runAtMost(limit: number, tasks: Task[], abort: AbortController): Promise<void> {
   let failure: { error: unknown } | undefined;
@@ -170,10 +207,16 @@ async function runAtMost(limit: number, tasks: Task[], abort: AbortController): 
   let waiting: (() => void)[] = [];
   const lane = async () => {
     while (!failure) {
-      const next = tasks.findIndex((task) => !task.locks?.some((lock) => held.has(lock)));
+      const next = tasks.findIndex(
+        (task) => (task.ready?.() ?? true) && !task.locks?.some((lock) => held.has(lock)),
+      );
       if (next < 0) {
-        // Nothing can start: done, unless a running task may still queue or unlock more.
-        if (running === 0) return;
+        // Nothing can start: done, unless a running task may still queue, unlock or ready more.
+        if (running === 0) {
+          if (tasks.length > 0)
+            failure ??= { error: new Error('parallel restore: tasks wait on each other') };
+          return;
+        }
         await new Promise<void>((resolve) => waiting.push(resolve));
         continue;
       }

@@ -14,8 +14,9 @@ import type { ArchiveBlocks } from './dump-follower.ts';
  *      that need only that table (the expensive part of post-data), each a run of its own, so
  *      that one big table's indexes are built side by side and while other tables still load;
  *      small tables are batched together, their indexes in the same run as their data;
- *   3. foreign keys, `jobs` at a time, each in a run of its own, never two at once on the same
- *      table (adding one locks both its tables, and waiting on each other could deadlock);
+ *   3. foreign keys, each in a run of its own as soon as both its tables are complete (units
+ *      and foreign keys share the `jobs` lanes), never two at once on the same table: adding one
+ *      locks both its tables, and two waiting on each other could deadlock;
  *   4. after: the rest (triggers, index attachments, materialized view data, privileges…), in
  *      one run.
  *
@@ -33,7 +34,7 @@ export interface ParallelRestorePlan {
 
 export interface ForeignKey {
   id: number;
-  /** Dump ids of the tables it locks: its own and the one it references. */
+  /** Dump ids of the tables it locks: its own first, then the one it references. */
   tables: number[];
 }
 
@@ -46,6 +47,8 @@ export interface RestoreUnit {
   blocks: [offset: number, length: number][];
   /** "schema.table" of each table whose data the unit restores, for verification. */
   tables: string[];
+  /** Dump ids of the tables whose data and builds the unit restores. */
+  tableIds: number[];
   /** Relative cost, for scheduling the largest first. */
   weight: number;
 }
@@ -56,8 +59,14 @@ export interface ParallelPlanOptions {
   dataOnly?: boolean;
 }
 
-/** Index and constraint builds cost about as much as loading the table again, each. */
+/** An index or constraint build costs about half as much as loading its table. */
 const BUILD_WEIGHT = 0.5;
+/**
+ * Checking a foreign key scans its table, about as long as loading it. Counting it makes the
+ * tables that keys are on start early, so that the chain (data, key, foreign keys, tail) that
+ * ends the restore starts early too.
+ */
+const FOREIGN_KEY_WEIGHT = 1;
 /** Per pg_restore run: a process, a connection and a read of the table of contents. */
 const RUN_WEIGHT = 256 * 1024;
 /** Entries restored with the schema's privileges step, after everything else, as pg_restore does. */
@@ -80,7 +89,14 @@ export function planParallelRestore(
   const unitFor = (table: number) => {
     let unit = unitsByTable.get(table);
     if (!unit) {
-      unit = { ids: [], builds: [], blocks: [], tables: [], weight: RUN_WEIGHT };
+      unit = {
+        ids: [],
+        builds: [],
+        blocks: [],
+        tables: [],
+        tableIds: table ? [table] : [],
+        weight: RUN_WEIGHT,
+      };
       unitsByTable.set(table, unit);
     }
     return unit;
@@ -117,9 +133,10 @@ export function planParallelRestore(
   }
 
   const units = [...unitsByTable.values()].filter((unit) => unit.ids.length + unit.builds.length > 0);
-  for (const unit of units) {
+  for (const [table, unit] of unitsByTable) {
     const data = unit.weight - RUN_WEIGHT;
-    unit.weight += data * BUILD_WEIGHT * unit.builds.length;
+    const keysOn = foreignKeys.filter((key) => key.tables[0] === table).length;
+    unit.weight += data * (BUILD_WEIGHT * unit.builds.length + FOREIGN_KEY_WEIGHT * keysOn);
   }
   return {
     prefixLength: blocks[0]?.[1] ?? Infinity,
@@ -132,7 +149,9 @@ export function planParallelRestore(
 
 /**
  * The table an index or constraint is built on, when that is all it needs from the restore:
- * every dependency is restored before the units start (schema) or is that table.
+ * every dependency is restored before the units start (schema) or is that table. A partition's
+ * index or key also depends on its parent table's (built ONLY on the parent), but the two stay
+ * apart until INDEX ATTACH, in the tail, joins them: either may be built first.
  */
 function builtOn(entry: TocEntry, byId: ReadonlyMap<number, TocEntry>): number | undefined {
   let table: number | undefined;
@@ -142,6 +161,8 @@ function builtOn(entry: TocEntry, byId: ReadonlyMap<number, TocEntry>): number |
     if (dependency.desc === 'TABLE') {
       if (table !== undefined && table !== id) return undefined;
       table = id;
+    } else if (TABLE_BUILDS.has(dependency.desc) && dependency.section === 'post-data') {
+      continue;
     } else if (dependency.section === 'post-data' || dependency.section === 'data') {
       return undefined;
     }
@@ -159,16 +180,24 @@ function lockedBy(
   byId: ReadonlyMap<number, TocEntry>,
   inAfter: ReadonlySet<number>,
 ): number[] | undefined {
-  const tables = new Set<number>();
+  const own = new Set<number>();
+  const referenced = new Set<number>();
   for (const id of entry.dependencies) {
     const dependency = byId.get(id);
     if (!dependency || inAfter.has(id)) return undefined;
-    if (dependency.desc === 'TABLE') tables.add(id);
+    if (dependency.desc === 'TABLE') own.add(id);
     else if (TABLE_BUILDS.has(dependency.desc)) {
-      for (const table of dependency.dependencies) if (byId.get(table)?.desc === 'TABLE') tables.add(table);
+      for (const table of dependency.dependencies)
+        if (byId.get(table)?.desc === 'TABLE') referenced.add(table);
     }
   }
-  return tables.size > 0 ? [...tables] : undefined;
+  if (own.size === 0) return undefined;
+  // pg_dump tags a foreign key "table constraint": that table goes first.
+  const onTable = [...own].find((id) => {
+    const table = byId.get(id)!;
+    return table.namespace === entry.namespace && entry.tag.startsWith(`${table.tag} `);
+  });
+  return [...new Set([...(onTable === undefined ? [] : [onTable]), ...own, ...referenced])];
 }
 
 /**
@@ -191,10 +220,11 @@ function batchSmallUnits(
       result.push(unit);
       continue;
     }
-    if (!batch) batch = { ids: [], builds: [], blocks: [], tables: [], weight: 0 };
+    if (!batch) batch = { ids: [], builds: [], blocks: [], tables: [], tableIds: [], weight: 0 };
     batch.ids.push(...unit.ids, ...unit.builds);
     batch.blocks.push(...unit.blocks);
     batch.tables.push(...unit.tables);
+    batch.tableIds.push(...unit.tableIds);
     batch.weight += unit.weight;
     if (batch.weight >= share) {
       result.push(batch);
