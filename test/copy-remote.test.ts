@@ -119,6 +119,27 @@ describe.each(backends)('strongbox copy between local repositories and %s', (bac
     return runCli(args, { env: remote.env });
   }
 
+  /** `copy --json` from one repository to another, each opened with its own password file. */
+  function copyBetween(
+    from: TempRepo,
+    fromLocation: string,
+    to: TempRepo,
+    toLocation: string,
+  ): Promise<RunResult> {
+    return cliArgs([
+      'copy',
+      '--from',
+      fromLocation,
+      '--from-password-file',
+      from.passwordFile,
+      '--to',
+      toLocation,
+      '--password-file',
+      to.passwordFile,
+      '--json',
+    ]);
+  }
+
   async function snapshots(repo: TempRepo, location: string): Promise<SnapshotRow[]> {
     const listed = await cli(repo, location, ['snapshots', '--json']);
     expectExit(listed, 0);
@@ -163,18 +184,7 @@ describe.each(backends)('strongbox copy between local repositories and %s', (bac
     expectExit(backup, 0);
     firstSnapshot = json<{ snapshot: string }>(backup).snapshot;
 
-    const copy = await cliArgs([
-      'copy',
-      '--from',
-      a.repo,
-      '--from-password-file',
-      a.passwordFile,
-      '--to',
-      bLocation,
-      '--password-file',
-      b.passwordFile,
-      '--json',
-    ]);
+    const copy = await copyBetween(a, a.repo, b, bLocation);
     expectExit(copy, 0);
     const result = json<CopyResult>(copy);
     expect(result).toMatchObject({ snapshotsCopied: 1, snapshotsSkipped: 0, blobsSkipped: 0 });
@@ -196,18 +206,7 @@ describe.each(backends)('strongbox copy between local repositories and %s', (bac
     // The keys differ: A's password does not open B.
     expectExit(await cli(a, bLocation, ['snapshots']), 5);
 
-    const again = await cliArgs([
-      'copy',
-      '--from',
-      a.repo,
-      '--from-password-file',
-      a.passwordFile,
-      '--to',
-      bLocation,
-      '--password-file',
-      b.passwordFile,
-      '--json',
-    ]);
+    const again = await copyBetween(a, a.repo, b, bLocation);
     expectExit(again, 0);
     expect(json<CopyResult>(again)).toMatchObject({
       snapshotsCopied: 0,
@@ -221,18 +220,7 @@ describe.each(backends)('strongbox copy between local repositories and %s', (bac
 
   it('copies the remote repository back into a new local one', async () => {
     expectExit(await cli(c, c.repo, ['init', '--pack-size', '1', '-q']), 0);
-    const copy = await cliArgs([
-      'copy',
-      '--from',
-      bLocation,
-      '--from-password-file',
-      b.passwordFile,
-      '--to',
-      c.repo,
-      '--password-file',
-      c.passwordFile,
-      '--json',
-    ]);
+    const copy = await copyBetween(b, bLocation, c, c.repo);
     expectExit(copy, 0);
     const result = json<CopyResult>(copy);
     expect(result).toMatchObject({ snapshotsCopied: 1, snapshotsSkipped: 0 });
