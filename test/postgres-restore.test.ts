@@ -145,6 +145,29 @@ describe('restore postgres', () => {
     expect(await cluster.psql('select note from survivor', 'app_roles')).toBe('original\n');
     expect((await databases()).filter((name) => name.startsWith('app_roles'))).toEqual(['app_roles']);
 
+    // The same with several pg_restore runs: the failure stops them all and leaves nothing behind.
+    const failedInParallel = await runCli(
+      [
+        'restore',
+        'latest',
+        '--name',
+        'app_roles',
+        '--to',
+        to('app_roles'),
+        '--replace',
+        '--yes',
+        '--jobs',
+        '2',
+      ],
+      { env: repo.env },
+    );
+    expectExit(failedInParallel, 4);
+    expect(failedInParallel.stderr).toMatch(
+      /pg_restore into app_roles_restore_\S+ failed: .*role "app_owner" does not exist/,
+    );
+    expect(await cluster.psql('select note from survivor', 'app_roles')).toBe('original\n');
+    expect((await databases()).filter((name) => name.startsWith('app_roles'))).toEqual(['app_roles']);
+
     // Without owners it restores.
     expectExit(
       await runCli(
