@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { TocEntry, TocSection } from '../src/sources/postgres/archive-reader.ts';
 import type { ArchiveBlocks } from '../src/sources/postgres/dump-follower.ts';
+import { ContentRanges } from '../src/ops/read-content.ts';
 import { listFile, planParallelRestore } from '../src/sources/postgres/parallel-restore.ts';
 
 /** A table of contents in pg_dump's order: schema, data, then post-data. */
@@ -105,5 +106,44 @@ describe('parallel restore plan', () => {
 
   it('writes list files pg_restore reads, one dump id a line', () => {
     expect(listFile([20, 30, 31])).toBe('20;\n30;\n31;\n');
+  });
+});
+
+describe('byte ranges of a file read from its blobs', () => {
+  // A stand-in repository of three blobs: ranges are computed from lengths alone.
+  const blobs = new Map([
+    ['a', Buffer.from('0123')],
+    ['b', Buffer.from('456')],
+    ['c', Buffer.from('789ab')],
+  ]);
+  const read: string[] = [];
+  const repository = {
+    blobLength: (id: string) => blobs.get(id)!.length,
+    readBlob: (id: string) => {
+      read.push(id);
+      return Promise.resolve(blobs.get(id)!);
+    },
+  };
+  const ranges = new ContentRanges(repository, ['a', 'b', 'c']);
+  const text = async (start: number, end: number) => {
+    read.length = 0;
+    const pieces: Buffer[] = [];
+    for await (const piece of ranges.read(start, end)) pieces.push(piece);
+    return Buffer.concat(pieces).toString();
+  };
+
+  it('reads only the blobs that hold the range', async () => {
+    expect(await text(0, 12)).toBe('0123456789ab');
+    expect(await text(4, 7)).toBe('456');
+    expect(read).toEqual(['b']);
+    expect(await text(3, 8)).toBe('34567');
+    expect(read).toEqual(['a', 'b', 'c']);
+    expect(await text(11, 12)).toBe('b');
+    expect(read).toEqual(['c']);
+    expect(await text(5, 5)).toBe('');
+  });
+
+  it('refuses a range past the end', async () => {
+    await expect(text(10, 13)).rejects.toThrow(/past the end of the content \(12 bytes\)/);
   });
 });

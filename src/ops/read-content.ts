@@ -28,33 +28,49 @@ export async function* readBlobs(
 }
 
 /**
- * Yields bytes [start, end) of a file whose content is `ids`, reading only the blobs that hold
- * them (their lengths come from the index).
+ * A file's content blobs with where each starts in the file, from the index's lengths, so that
+ * any byte range of it can be read without reading the blobs before it.
  */
-export async function* readContentRange(
-  repository: Pick<Repository, 'readBlob' | 'blobLength'>,
-  ids: readonly string[],
-  start: number,
-  end: number,
-): AsyncGenerator<Buffer> {
-  let first = 0;
-  let firstStart = 0;
-  while (first < ids.length && firstStart + repository.blobLength(ids[first]!) <= start) {
-    firstStart += repository.blobLength(ids[first]!);
-    first++;
+export class ContentRanges {
+  /** starts[i] is the offset of blob i; starts[ids.length] is the file's length. */
+  private readonly starts: Float64Array;
+
+  constructor(
+    private readonly repository: Pick<Repository, 'readBlob' | 'blobLength'>,
+    private readonly ids: readonly string[],
+  ) {
+    this.starts = new Float64Array(ids.length + 1);
+    for (const [i, id] of ids.entries()) this.starts[i + 1] = this.starts[i]! + repository.blobLength(id);
   }
-  let last = first;
-  let lastEnd = firstStart;
-  while (last < ids.length && lastEnd < end) lastEnd += repository.blobLength(ids[last++]!);
-  if (lastEnd < end) {
-    throw new VerificationError(`bytes ${start}..${end} lie past the end of the content (${lastEnd} bytes)`);
+
+  /** Yields bytes [start, end), reading only the blobs that hold them. */
+  async *read(start: number, end: number): AsyncGenerator<Buffer> {
+    const size = this.starts[this.ids.length]!;
+    if (end > size) {
+      throw new VerificationError(`bytes ${start}..${end} lie past the end of the content (${size} bytes)`);
+    }
+    const first = this.blobAt(start);
+    let last = first;
+    while (last < this.ids.length && this.starts[last]! < end) last++;
+    let position = this.starts[first]!;
+    for await (const blob of readBlobs(this.repository, this.ids.slice(first, last))) {
+      const from = Math.max(0, start - position);
+      const to = Math.min(blob.length, end - position);
+      position += blob.length;
+      if (to > from) yield from === 0 && to === blob.length ? blob : blob.subarray(from, to);
+    }
   }
-  let position = firstStart;
-  for await (const blob of readBlobs(repository, ids.slice(first, last))) {
-    const from = Math.max(0, start - position);
-    const to = Math.min(blob.length, end - position);
-    position += blob.length;
-    if (to > from) yield from === 0 && to === blob.length ? blob : blob.subarray(from, to);
+
+  /** The blob holding byte `offset`: the last whose start is at or before it (binary search). */
+  private blobAt(offset: number): number {
+    let low = 0;
+    let high = this.ids.length - 1;
+    while (low < high) {
+      const middle = (low + high + 1) >>> 1;
+      if (this.starts[middle]! <= offset) low = middle;
+      else high = middle - 1;
+    }
+    return Math.max(0, low);
   }
 }
 

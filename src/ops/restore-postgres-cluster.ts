@@ -46,7 +46,8 @@ export async function restorePostgresCluster(
   const lock = await repository.lock(false, 'restore postgres cluster');
   try {
     const snapshot = await repository.findSnapshot(reference, { ...options.filter, kind: CLUSTER_KIND });
-    const details = (await repository.loadSnapshot(snapshot.id)).body.source as PostgresClusterDetails;
+    const { body } = await repository.loadSnapshot(snapshot.id);
+    const details = body.source as PostgresClusterDetails;
     const connection = resolveConnection(options.to, { PGDATABASE: 'postgres', ...process.env });
     const target = new RestoreTarget(connection, await findTools(connection, options.pgBin));
     const databases = Object.keys(details.databases);
@@ -83,7 +84,7 @@ export async function restorePostgresCluster(
       if (!reuse.has(database)) await target.create(database);
       const compared = await restoreArchive({
         repository,
-        snapshot: snapshot.id,
+        tree: body.tree,
         path: recorded.file,
         target,
         database,

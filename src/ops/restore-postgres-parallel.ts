@@ -12,11 +12,12 @@ import {
 } from '../sources/postgres/parallel-restore.ts';
 import type { RestoreTarget } from '../sources/postgres/target.ts';
 import { tableComparer, type RecordedTable, type TableComparison } from '../sources/postgres/verify.ts';
-import { findFile, readBlobs, readContentRange } from './read-content.ts';
+import { ContentRanges, findFile, readBlobs } from './read-content.ts';
 
 export interface ArchiveRestore {
   repository: Repository;
-  snapshot: string;
+  /** The snapshot's root tree. */
+  tree: string;
   /** The archive's path in the snapshot; none for a snapshot of one database. */
   path?: string;
   target: RestoreTarget;
@@ -39,11 +40,7 @@ export interface ArchiveRestore {
  */
 export async function restoreArchive(restore: ArchiveRestore): Promise<TableComparison[]> {
   const { repository, target, database } = restore;
-  const archive = await findFile(
-    repository,
-    (await repository.loadSnapshot(restore.snapshot)).body.tree,
-    restore.path,
-  );
+  const archive = await findFile(repository, restore.tree, restore.path);
   if (restore.jobs <= 1 || !restore.blocks) {
     await target.restore(database, readBlobs(repository, archive.content ?? []), restore.args);
     return [];
@@ -94,7 +91,8 @@ export async function restoreInParallel(
   const { repository, content, target, database } = input;
   const step = input.onStep ?? (() => undefined);
   const prefixLength = Math.min(input.size, input.blocks[0]?.[1] ?? input.size);
-  const prefix = () => readContentRange(repository, content, 0, prefixLength);
+  const ranges = new ContentRanges(repository, content);
+  const prefix = () => ranges.read(0, prefixLength);
   const plan = planParallelRestore(await readTableOfContents(prefix()), input.blocks, options);
   const lists = await mkdtemp(path.join(os.tmpdir(), 'strongbox-restore-'));
   const abort = new AbortController();
@@ -117,7 +115,7 @@ export async function restoreInParallel(
     const unitArchive = async function* (unit: RestoreUnit) {
       yield* prefix();
       for (const [offset, length] of unit.blocks) {
-        yield* readContentRange(repository, content, offset, offset + length);
+        yield* ranges.read(offset, offset + length);
       }
     };
     // A table is complete once its unit's data and builds are; a foreign key waits for both of its.

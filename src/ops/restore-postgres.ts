@@ -100,8 +100,8 @@ export async function restorePostgres(
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '_');
     const scratch = replace ? `${database}_restore_${stamp}` : database;
     const keptAs = `${database}_before_${stamp}`;
-    const recorded = (await repository.loadSnapshot(snapshot.id)).body.source as
-      PostgresSnapshotDetails | undefined;
+    const { body } = await repository.loadSnapshot(snapshot.id);
+    const recorded = body.source as PostgresSnapshotDetails | undefined;
     // A parallel restore needs to know where each table's data lies in the archive (backups
     // record it), and restores whole databases only: pg_restore --table selects too little for it.
     const parallel = jobs > 1 && recorded?.blocks !== undefined && !options.tables?.length;
@@ -141,7 +141,7 @@ export async function restorePostgres(
       step(plan.steps[1]!);
       compared = await restoreArchive({
         repository,
-        snapshot: snapshot.id,
+        tree: body.tree,
         target,
         database: scratch,
         args: restoreArguments(options),

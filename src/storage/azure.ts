@@ -12,12 +12,12 @@ import { ConfigError, StorageError } from '../errors.ts';
 import { PROGRAM } from '../version.ts';
 import { ObjectNotFoundError, type ObjectInfo, type StorageBackend } from './backend.ts';
 import { isTransientHttpStatus, isTransientNetworkError, withRetries } from './retry.ts';
+import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY, wholeNumberOption } from './url-options.ts';
 
 /** Blocks of a staged upload; objects up to this size go up in one request. */
 const BLOCK_SIZE = 4 * 1024 * 1024;
-const DEFAULT_CONCURRENCY = 4;
-const MAX_CONCURRENCY = 64;
 const DEFAULT_TIMEOUT_SECONDS = 30;
+const MAX_TIMEOUT_SECONDS = 3600;
 /** The slowest uplink we wait for: an attempt that sends N bytes may take N / this seconds longer. */
 const SLOWEST_UPLOAD_BYTES_PER_SECOND = 64 * 1024;
 const LIST_PAGE_SIZE = 5000;
@@ -74,16 +74,18 @@ function parseSettings(url: URL, env: NodeJS.ProcessEnv): AzureSettings {
     }
   }
   const prefix = decodedPrefix(url);
-  const concurrency = positiveInteger(
-    url.searchParams.get('concurrency'),
-    'concurrency',
-    DEFAULT_CONCURRENCY,
-  );
-  if (concurrency > MAX_CONCURRENCY) {
-    throw new ConfigError(`concurrency=${concurrency} is more than ${MAX_CONCURRENCY}`);
-  }
+  const concurrency = wholeNumberOption('azure', 'concurrency', url.searchParams.get('concurrency'), {
+    fallback: DEFAULT_CONCURRENCY,
+    min: 1,
+    max: MAX_CONCURRENCY,
+  });
   const timeoutMs =
-    1000 * positiveInteger(url.searchParams.get('timeout'), 'timeout', DEFAULT_TIMEOUT_SECONDS);
+    1000 *
+    wholeNumberOption('azure', 'timeout', url.searchParams.get('timeout'), {
+      fallback: DEFAULT_TIMEOUT_SECONDS,
+      min: 1,
+      max: MAX_TIMEOUT_SECONDS,
+    });
   const { service, endpointHost } = createServiceClient(url, env);
   return { container, prefix, concurrency, timeoutMs, service, endpointHost };
 }
@@ -94,15 +96,6 @@ function decodedPrefix(url: URL): string {
   } catch {
     throw new ConfigError(`the path of azure://${url.hostname}${url.pathname} is not validly %-encoded`);
   }
-}
-
-function positiveInteger(value: string | null, option: string, fallback: number): number {
-  if (value === null) return fallback;
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 1) {
-    throw new ConfigError(`${option}=${value} in the azure:// URL is not a positive whole number`);
-  }
-  return parsed;
 }
 
 /**

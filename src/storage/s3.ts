@@ -17,17 +17,20 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { ConfigError, StorageError, StrongboxError } from '../errors.ts';
 import { ObjectNotFoundError, type ObjectInfo, type StorageBackend } from './backend.ts';
 import { isTransientHttpStatus, isTransientNetworkError, withRetries } from './retry.ts';
+import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY, wholeNumberOption } from './url-options.ts';
 
 const MIB = 1024 * 1024;
 /** Objects larger than one part go up in parts, so that a failed part is resent alone. */
 const DEFAULT_PART_SIZE_MIB = 16;
 /** S3 refuses parts smaller than 5 MiB (the last one excepted). */
 const MIN_PART_SIZE_MIB = 5;
+/** S3's largest part: 5 GiB. */
+const MAX_PART_SIZE_MIB = 5120;
 const PARTS_IN_FLIGHT = 2;
 /** Attempts the SDK makes for each HTTP request before our own, slower retries take over. */
 const SDK_ATTEMPTS = 3;
-const DEFAULT_CONCURRENCY = 4;
 const DEFAULT_TIMEOUT_SECONDS = 60;
+const MAX_TIMEOUT_SECONDS = 3600;
 const CONNECT_TIMEOUT_MS = 10_000;
 /** Region signed for when a custom endpoint is given and nothing names one: what most S3-compatible services expect. */
 const FALLBACK_REGION = 'us-east-1';
@@ -120,11 +123,25 @@ export function parseS3Location(url: URL, env: NodeJS.ProcessEnv): S3Settings {
     dataStorageClass: parseStorageClass(option('storage-class')),
     encryption: parseEncryption(option('sse'), option('kms-key-id')),
     checksums: checksums === 'when-required' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
-    concurrency: parseWholeNumber('concurrency', option('concurrency'), DEFAULT_CONCURRENCY, 1, 64),
-    timeoutMs: parseWholeNumber('timeout', option('timeout'), DEFAULT_TIMEOUT_SECONDS, 1, 3600) * 1000,
+    concurrency: wholeNumberOption('s3', 'concurrency', option('concurrency'), {
+      fallback: DEFAULT_CONCURRENCY,
+      min: 1,
+      max: MAX_CONCURRENCY,
+    }),
+    timeoutMs:
+      1000 *
+      wholeNumberOption('s3', 'timeout', option('timeout'), {
+        fallback: DEFAULT_TIMEOUT_SECONDS,
+        min: 1,
+        max: MAX_TIMEOUT_SECONDS,
+      }),
     partSize:
-      parseWholeNumber('part-size', option('part-size'), DEFAULT_PART_SIZE_MIB, MIN_PART_SIZE_MIB, 5120) *
-      MIB,
+      MIB *
+      wholeNumberOption('s3', 'part-size', option('part-size'), {
+        fallback: DEFAULT_PART_SIZE_MIB,
+        min: MIN_PART_SIZE_MIB,
+        max: MAX_PART_SIZE_MIB,
+      }),
   };
 }
 
@@ -184,21 +201,6 @@ function parseEncryption(sse: string | undefined, kmsKeyId: string | undefined):
       : { ServerSideEncryption: 'aws:kms', SSEKMSKeyId: kmsKeyId };
   }
   throw new ConfigError(`sse=${sse} must be AES256 or aws:kms`);
-}
-
-function parseWholeNumber(
-  name: string,
-  value: string | undefined,
-  fallback: number,
-  min: number,
-  max: number,
-): number {
-  if (value === undefined) return fallback;
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < min || number > max) {
-    throw new ConfigError(`${name}=${value} must be a whole number from ${min} to ${max}`);
-  }
-  return number;
 }
 
 /** Static keys from S3_ACCESS_KEY / S3_SECRET_KEY, or undefined for the SDK's own chain. */

@@ -15,9 +15,8 @@ import {
   readKnownHosts,
 } from './known-hosts.ts';
 import { isTransientNetworkError, withRetries } from './retry.ts';
+import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY, wholeNumberOption } from './url-options.ts';
 
-const DEFAULT_CONCURRENCY = 4;
-const MAX_CONCURRENCY = 64;
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
 /** Temporary files start with a dot so that listings skip them and a crashed write stays invisible. */
@@ -100,8 +99,18 @@ async function sftpSettings(url: URL, env: NodeJS.ProcessEnv): Promise<SftpSetti
   let timeoutSeconds = DEFAULT_TIMEOUT_SECONDS;
   let knownHostsOption: string | undefined;
   for (const [name, value] of url.searchParams) {
-    if (name === 'concurrency') concurrency = wholeNumber(name, value, MAX_CONCURRENCY);
-    else if (name === 'timeout') timeoutSeconds = wholeNumber(name, value, MAX_TIMEOUT_SECONDS);
+    if (name === 'concurrency')
+      concurrency = wholeNumberOption('sftp', name, value, {
+        fallback: DEFAULT_CONCURRENCY,
+        min: 1,
+        max: MAX_CONCURRENCY,
+      });
+    else if (name === 'timeout')
+      timeoutSeconds = wholeNumberOption('sftp', name, value, {
+        fallback: DEFAULT_TIMEOUT_SECONDS,
+        min: 1,
+        max: MAX_TIMEOUT_SECONDS,
+      });
     else if (name === 'known-hosts') knownHostsOption = value;
     else {
       throw new ConfigError(`unknown option ${name} in the sftp:// URL`, {
@@ -134,14 +143,6 @@ function decodeUrlPart(url: URL, part: string): string {
   } catch (error) {
     throw new ConfigError(`the sftp:// URL ${url.href} has a malformed %-escape`, { cause: error });
   }
-}
-
-function wholeNumber(name: string, value: string, max: number): number {
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 1 || parsed > max) {
-    throw new ConfigError(`?${name}=${value} is not a whole number from 1 to ${max}`);
-  }
-  return parsed;
 }
 
 async function authSource(env: NodeJS.ProcessEnv, home: string): Promise<SftpSettings['auth']> {
