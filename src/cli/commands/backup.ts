@@ -5,6 +5,7 @@ import { postgresSource } from '../../sources/postgres/index.ts';
 import { commandSource, stdinSource } from '../../sources/stdin.ts';
 import type { BackupSource } from '../../sources/source.ts';
 import { ConfigError } from '../../errors.ts';
+import { positiveInteger } from '../arguments.ts';
 import { globalOptions, outputFor, withRepository, type GlobalOptions } from '../context.ts';
 import { formatBytes, formatRate, type Output } from '../output.ts';
 import { copyToOptions, prepareCopyTo, summarizeCopy, type CopyToOptions } from './copy.ts';
@@ -24,12 +25,7 @@ function withCommonOptions(command: Command): Command {
     .option(
       '--threads <n>',
       'worker threads that compress and encrypt (default: CPUs - 1, at least 1)',
-      (value) => {
-        const threads = Number(value);
-        if (!Number.isInteger(threads) || threads < 1)
-          throw new ConfigError(`--threads ${value} is not a whole number of at least 1`);
-        return threads;
-      },
+      positiveInteger('--threads'),
     );
 }
 
