@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Chunker, gearTable, validateChunkerParams, type ChunkerParams } from '../src/chunking/fastcdc.ts';
+import fc from 'fast-check';
+import { referenceChunks } from './helpers/chunker-reference.ts';
 import { seededBytes } from './helpers/data.ts';
 
 const params: ChunkerParams = { min: 2048, avg: 8192, max: 32768 };
@@ -30,6 +32,43 @@ describe('FastCDC', () => {
       9216, 9706, 11390, 8563, 8721, 14232, 8035, 9257, 8998, 12337, 10092, 2110,
     ]);
     expect(chunkAll(data, 1 << 20)).toHaveLength(109);
+  });
+
+  it('cuts and sketches as the plain definition does, whatever the pieces', () => {
+    // Low-entropy stretches (runs, repeated rows) as well as random bytes, so that cut points
+    // come early, late and at max; and chunker sizes small enough for every path to be taken.
+    const pieceOf = fc.oneof(
+      fc.uint8Array({ minLength: 1, maxLength: 40_000 }),
+      fc
+        .record({ byte: fc.integer({ min: 0, max: 255 }), length: fc.integer({ min: 1, max: 70_000 }) })
+        .map(({ byte, length }) => new Uint8Array(length).fill(byte)),
+      fc.string({ minLength: 1, maxLength: 60 }).map((row) => Buffer.from(`${row}\n`.repeat(500))),
+    );
+    const paramsOf = fc.constantFrom<ChunkerParams>(
+      params,
+      { min: 64, avg: 256, max: 1024 },
+      { min: 4096, avg: 65536, max: 1 << 20 },
+    );
+    fc.assert(
+      fc.property(
+        fc.array(pieceOf, { minLength: 1, maxLength: 12 }),
+        paramsOf,
+        fc.integer({ min: 1, max: 1 << 21 }),
+        (parts, chunkerParams, pieceSize) => {
+          const data = Buffer.concat(parts);
+          const chunker = new Chunker(chunkerParams, gear);
+          const chunks: { length: number; sketch: number[] }[] = [];
+          for (let at = 0; at < data.length; at += pieceSize) {
+            for (const { data: chunk, sketch } of chunker.push(data.subarray(at, at + pieceSize)))
+              chunks.push({ length: chunk.length, sketch });
+          }
+          const last = chunker.cut();
+          if (last) chunks.push({ length: last.data.length, sketch: last.sketch });
+          expect(chunks).toEqual(referenceChunks(data, chunkerParams, gear));
+        },
+      ),
+      { numRuns: 60 },
+    );
   });
 
   it('finds the same cut points however the input is split', () => {

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { fingerprintRows, TableFingerprint } from '../src/sources/postgres/fingerprint.ts';
 import { seededBytes } from './helpers/data.ts';
+import { referenceDigest, referenceRowHash } from './helpers/murmur-reference.ts';
 
 const ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyz';
 /**
@@ -32,11 +34,18 @@ const REFERENCE_HASHES: [number, string][] = [
 ];
 
 const text = (row: string): Buffer => Buffer.from(row, 'utf8');
-/** One row's hash, as the digest of a table holding only that row. */
-const rowHash = (row: Uint8Array): bigint => BigInt(`0x${fingerprintRows([row])}`);
+/** Seeded bytes that can be a row of COPY text: no "\n", no NUL. */
+const copyRow = (seed: string, length: number): Buffer => {
+  const row = seededBytes(seed, length);
+  for (let at = 0; at < row.length; at++) if (row[at] === 0x0a || row[at] === 0) row[at] = 0x20;
+  return row;
+};
+/** Rows as COPY text: each followed by "\n". */
+const copyText = (rows: readonly Uint8Array[]): Buffer =>
+  Buffer.concat(rows.flatMap((row) => [row, Buffer.of(0x0a)]));
 
 describe('TableFingerprint', () => {
-  const rows = Array.from({ length: 500 }, (_, i) => seededBytes(`row ${i}`, i % 300));
+  const rows = Array.from({ length: 500 }, (_, i) => copyRow(`row ${i}`, i % 300));
 
   it('digests the documented test vector', () => {
     expect(fingerprintRows(['', 'a', '1\tfoo\t2024-01-01'].map(text))).toBe(
@@ -46,32 +55,100 @@ describe('TableFingerprint', () => {
 
   it("hashes a row as SMHasher's MurmurHash3_x86_128 does", () => {
     for (const [length, hash] of REFERENCE_HASHES) {
-      expect(fingerprintRows([text(ALPHABET.slice(0, length))]), `length ${length}`).toBe(hash);
+      const row = text(ALPHABET.slice(0, length));
+      expect(referenceRowHash(row).toString(16).padStart(32, '0'), `reference, length ${length}`).toBe(hash);
+      expect(fingerprintRows([row]), `length ${length}`).toBe(hash);
     }
-    expect(fingerprintRows([seededBytes('long row', 100_003)])).toBe('d5ca0b14ef0f52fff2eb4da04bd7ea78');
+    const long = copyRow('long row', 1_000_003);
+    expect(fingerprintRows([long])).toBe(referenceDigest([long]));
   });
 
   it("is the sum modulo 2^128 of the rows' hashes", () => {
-    let sum = 0n;
-    for (const row of rows) sum += rowHash(row);
-    const expected = (sum % 2n ** 128n).toString(16).padStart(32, '0');
+    const expected = referenceDigest(rows);
     const fingerprint = new TableFingerprint();
     for (const row of rows) fingerprint.addRow(row);
     expect(fingerprint.digest()).toBe(expected);
     expect(fingerprint.rows).toBe(rows.length);
     expect(fingerprintRows(rows)).toBe(expected);
     fingerprint.addRow(rows[0]!);
-    expect(fingerprint.digest()).toBe(fingerprintRows([...rows, rows[0]!]));
+    expect(fingerprint.digest()).toBe(referenceDigest([...rows, rows[0]!]));
   });
 
-  it('keeps the sum exact past the rows between carry settlements', () => {
+  it('carries between the words of the sum', () => {
     const row = text('42\tcarry');
     const times = 2 ** 21 + 3;
     const fingerprint = new TableFingerprint();
-    for (let i = 0; i < times; i++) fingerprint.addRow(row);
-    const expected = ((rowHash(row) * BigInt(times)) % 2n ** 128n).toString(16).padStart(32, '0');
+    fingerprint.push(copyText(Array.from({ length: times }, () => row)));
+    const expected = ((referenceRowHash(row) * BigInt(times)) % 2n ** 128n).toString(16).padStart(32, '0');
     expect(fingerprint.digest()).toBe(expected);
     expect(fingerprint.rows).toBe(times);
+  });
+
+  it('reads COPY text pushed in pieces split anywhere, rows longer than a piece included', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 700_000 }), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.integer({ min: 1, max: 600_000 }), { minLength: 1, maxLength: 8 }),
+        fc.integer(),
+        (lengths, pieceLengths, seed) => {
+          const tableRows = lengths.map((length, i) =>
+            copyRow(`${seed} ${i}`, length % 3 === 0 ? length % 40 : length),
+          );
+          const all = copyText(tableRows);
+          const fingerprint = new TableFingerprint();
+          for (let at = 0, piece = 0; at < all.length; piece++) {
+            const next = Math.min(all.length, at + pieceLengths[piece % pieceLengths.length]!);
+            expect(fingerprint.push(all.subarray(at, next))).toBeUndefined();
+            at = next;
+          }
+          expect(fingerprint.insideRow).toBe(false);
+          expect(fingerprint.rows).toBe(tableRows.length);
+          expect(fingerprint.digest()).toBe(referenceDigest(tableRows));
+        },
+      ),
+      { numRuns: 40 },
+    );
+    const fingerprint = new TableFingerprint();
+    fingerprint.push(text('1\tab'));
+    expect(fingerprint.insideRow).toBe(true);
+    expect(fingerprint.rows).toBe(0);
+    fingerprint.push(text('c\n'));
+    expect(fingerprint.insideRow).toBe(false);
+    expect(fingerprint.digest()).toBe(fingerprintRows([text('1\tabc')]));
+  });
+
+  it('keeps fingerprints fed in turns apart', () => {
+    const first = new TableFingerprint();
+    const second = new TableFingerprint();
+    const all = copyText(rows);
+    for (let at = 0; at < all.length; at += 777) {
+      first.push(all.subarray(at, at + 777));
+      second.push(all.subarray(at, at + 777).reverse());
+    }
+    expect(first.digest()).toBe(referenceDigest(rows));
+    expect(second.digest()).not.toBe(first.digest());
+  });
+
+  it('ends an archive\'s rows at the "\\." line, then allows only empty lines', () => {
+    const archive = new TableFingerprint({ archive: true });
+    expect(archive.push(text('1\ta\n2\tb\n\\.\n\n\n'))).toBeUndefined();
+    expect(archive.terminated).toBe(true);
+    expect(archive.rows).toBe(2);
+    expect(archive.digest()).toBe(fingerprintRows([text('1\ta'), text('2\tb')]));
+    expect(archive.push(text('\nx'))).toEqual({ status: 'after-terminator', at: 1 });
+
+    // Elsewhere "\." is a row like any other, which COPY never writes: a backslash is doubled.
+    const plain = new TableFingerprint();
+    plain.push(text('\\.\n3\tc\n'));
+    expect(plain.rows).toBe(2);
+    expect(plain.terminated).toBe(false);
+  });
+
+  it('stops at a NUL byte, which COPY text never holds', () => {
+    const fingerprint = new TableFingerprint({ archive: true });
+    const bytes = Buffer.alloc(300_000, 0x61);
+    bytes[299_000] = 0;
+    expect(fingerprint.push(bytes)).toEqual({ status: 'nul', at: 299_000 });
   });
 
   it('ignores order and counts duplicates', () => {
@@ -90,17 +167,21 @@ describe('TableFingerprint', () => {
 
   it('changes when any single bit of a row flips', () => {
     const originals = [
-      ...Array.from({ length: 70 }, (_, length) => seededBytes(`flip ${length}`, length)),
+      ...Array.from({ length: 70 }, (_, length) => copyRow(`flip ${length}`, length)),
       text('12853334\tcustomer 12853334\t2024-01-01 00:00:00+00\t\\N'),
     ];
     for (const original of originals) {
       const seen = new Set([fingerprintRows([original])]);
+      let variants = 1;
       for (let bit = 0; bit < original.length * 8; bit++) {
         const flipped = Buffer.from(original);
         flipped[bit >> 3]! ^= 1 << (bit & 7);
+        // A flip that makes a "\n" or a NUL makes something other than one row.
+        if (flipped[bit >> 3] === 0x0a || flipped[bit >> 3] === 0) continue;
         seen.add(fingerprintRows([flipped]));
+        variants++;
       }
-      expect(seen.size, `a row of ${original.length} bytes`).toBe(original.length * 8 + 1);
+      expect(seen.size, `a row of ${original.length} bytes`).toBe(variants);
     }
   });
 

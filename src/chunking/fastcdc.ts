@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import { instantiateKernel } from '../util/wasm.ts';
+import { WASM_BASE64 } from './gear.wasm.ts';
 import { sketchFromCandidates } from './similarity.ts';
 
 /**
@@ -160,9 +162,14 @@ export class Chunker {
   /**
    * Scans `data` from `start`, continuing the chunk begun in earlier buffers. Returns the index
    * just past the cut point, or -1 when the buffer ends before one.
+   *
+   * For each byte from the minimum size on: hash = (hash << 1) + gear[byte] (32-bit); a hash
+   * that ranks below the candidate limit (as unsigned, hash ^ BIAS as signed) is a cut point when
+   * it has no bit of the mask set (the strict mask before the average size, the loose one after),
+   * else a sketch candidate (its hash and its position in the chunk) while there is room for one.
+   * The scan itself runs in WebAssembly (gear.c), about twice as fast as in JavaScript.
    */
   private findCut(data: Uint8Array, start: number): number {
-    const gear = this.gear;
     // Where the current chunk began, relative to `data` (negative when it began in an earlier buffer).
     const chunkStart = start - this.pendingLength;
     let i = start;
@@ -171,46 +178,90 @@ export class Chunker {
       i = chunkStart + this.min;
       if (i >= data.length) return -1;
     }
-    let hash = this.hash;
-    let candidates = this.candidates;
-    const ranks = this.candidateRanks;
-    const ends = this.candidateEnds;
-    const limit = this.candidateLimit;
-    // Cut points rank below the candidate limit, so the cut test lives inside the rare branch:
-    // the common path is one comparison per byte.
-    const strictEnd = Math.min(data.length, chunkStart + this.avg);
-    const maskStrict = this.maskStrict;
-    for (; i < strictEnd; i++) {
-      hash = ((hash << 1) + gear[data[i]!]!) | 0;
-      if ((hash ^ BIAS) < limit) {
-        if ((hash & maskStrict) === 0) {
-          this.candidates = candidates;
-          return i + 1;
-        }
-        if (candidates < CANDIDATE_CAPACITY) {
-          ranks[candidates] = hash;
-          ends[candidates++] = i - chunkStart;
-        }
-      }
+    const kernel = loadKernel(this.gear);
+    const end = Math.min(data.length, chunkStart + this.max);
+    const strictEnd = chunkStart + this.avg;
+    while (i < end) {
+      const length = Math.min(end - i, kernel.inputSize);
+      kernel.memory.set(data.subarray(i, i + length), kernel.input);
+      const cut = kernel.exports.scan(
+        length,
+        this.hash,
+        Math.max(0, Math.min(length, strictEnd - i)),
+        this.maskStrict,
+        this.maskLoose,
+        this.candidateLimit,
+        i - chunkStart,
+        CANDIDATE_CAPACITY - this.candidates,
+      );
+      const found = kernel.result[1]!;
+      this.candidateRanks.set(kernel.ranks.subarray(0, found), this.candidates);
+      this.candidateEnds.set(kernel.ends.subarray(0, found), this.candidates);
+      this.candidates += found;
+      if (cut >= 0) return i + cut;
+      this.hash = kernel.result[0]!;
+      i += length;
     }
-    const looseEnd = Math.min(data.length, chunkStart + this.max);
-    const maskLoose = this.maskLoose;
-    for (; i < looseEnd; i++) {
-      hash = ((hash << 1) + gear[data[i]!]!) | 0;
-      if ((hash ^ BIAS) < limit) {
-        if ((hash & maskLoose) === 0) {
-          this.candidates = candidates;
-          return i + 1;
-        }
-        if (candidates < CANDIDATE_CAPACITY) {
-          ranks[candidates] = hash;
-          ends[candidates++] = i - chunkStart;
-        }
-      }
-    }
-    this.candidates = candidates;
     if (i === chunkStart + this.max) return i;
-    this.hash = hash;
     return -1;
   }
+}
+
+interface GearKernel {
+  exports: {
+    scan(
+      length: number,
+      hash: number,
+      strictLength: number,
+      maskStrict: number,
+      maskLoose: number,
+      candidateLimit: number,
+      offset: number,
+      candidateRoom: number,
+    ): number;
+  };
+  memory: Uint8Array;
+  input: number;
+  inputSize: number;
+  /** The hash after a scan without a cut, and the candidates it recorded. */
+  result: Int32Array;
+  ranks: Int32Array;
+  ends: Int32Array;
+  gear: Int32Array;
+  /** The table now in `gear`. */
+  loadedGear: Int32Array | undefined;
+}
+
+let kernel: GearKernel | undefined;
+
+/** The thread's one instance of the kernel, with `gear` as its table. */
+function loadKernel(gear: Int32Array): GearKernel {
+  if (!kernel) {
+    const { exports, memory } = instantiateKernel<
+      GearKernel['exports'] & {
+        gear(): number;
+        input(): number;
+        inputSize(): number;
+        ranks(): number;
+        ends(): number;
+        result(): number;
+      }
+    >(WASM_BASE64);
+    kernel = {
+      exports,
+      memory: new Uint8Array(memory),
+      input: exports.input(),
+      inputSize: exports.inputSize(),
+      result: new Int32Array(memory, exports.result(), 2),
+      ranks: new Int32Array(memory, exports.ranks(), CANDIDATE_CAPACITY),
+      ends: new Int32Array(memory, exports.ends(), CANDIDATE_CAPACITY),
+      gear: new Int32Array(memory, exports.gear(), 256),
+      loadedGear: undefined,
+    };
+  }
+  if (kernel.loadedGear !== gear) {
+    kernel.gear.set(gear);
+    kernel.loadedGear = gear;
+  }
+  return kernel;
 }

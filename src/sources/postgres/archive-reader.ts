@@ -1,9 +1,10 @@
 import { SourceError, type ErrorDetails } from '../../errors.ts';
+import { TableFingerprint } from './fingerprint.ts';
 
 /**
  * A streaming reader of pg_dump's custom-format archive (`pg_dump -Fc -Z0` written to a pipe),
  * so a backup can learn, from the bytes it is storing anyway, where each table's data starts
- * and where each COPY row ends, and see each row to fingerprint it.
+ * and ends, how many rows it holds and their fingerprint (fingerprint.ts).
  *
  * The layout, from PostgreSQL's pg_backup_archiver.c and pg_backup_custom.c:
  *
@@ -83,6 +84,8 @@ export interface DataBlockEnd {
   offset: number;
   /** COPY rows the block held; 0 for blocks that are not COPY data. */
   rows: number;
+  /** The fingerprint of those rows (fingerprint.ts); undefined for blocks that are not COPY data. */
+  fingerprint: string | undefined;
 }
 
 /**
@@ -93,13 +96,6 @@ export interface ArchiveHandler {
   header?(header: ArchiveHeader): void;
   tocEntry?(entry: TocEntry): void;
   dataStart?(block: DataBlockStart): void;
-  /**
-   * A COPY row of the current TABLE DATA block, without its "\n" (see fingerprint.ts), and the
-   * stream offset just past that "\n": where a chunk may end. The bytes are a view into the piece
-   * pushed (or, for a row split between pieces or chunks, into the reader's row buffer), valid
-   * only during the call: copy them to keep them.
-   */
-  row?(row: Uint8Array, end: number): void;
   dataEnd?(block: DataBlockEnd): void;
 }
 
@@ -135,10 +131,7 @@ const MAX_STRING_BYTES = 0x3fffffff;
 const TIMESTAMP_INTS = 7;
 const BLOCK_DATA = 1;
 const BLOCK_LARGE_OBJECTS = 3;
-const NEWLINE = 0x0a;
-const BACKSLASH = 0x5c;
-const DOT = 0x2e;
-/** A gathered row or TOC entry larger than this is not kept around for the next one. */
+/** A gathered TOC entry larger than this is not kept around for the next one. */
 const KEPT_BUFFER_BYTES = 1 << 20;
 
 /** Where the reader is. The header and each TOC entry are parsed whole, the data byte by byte. */
@@ -147,7 +140,7 @@ const enum Step {
   TocEntry,
   BlockType,
   Int,
-  CopyChunk,
+  CopyData,
   OpaqueChunk,
 }
 
@@ -159,9 +152,9 @@ const enum IntRole {
 }
 
 /**
- * Reads an archive pushed in pieces of any size, split anywhere. It holds at most one COPY row
- * (a row split between pieces is gathered; one within a piece is handed out in place), one TOC
- * entry while it arrives, and the TOC entries that still await their data.
+ * Reads an archive pushed in pieces of any size, split anywhere. It holds one TOC entry while it
+ * arrives, the TOC entries that still await their data, and the fingerprint of the COPY data
+ * being read (which needs no row gathered: a row's hash is taken as its bytes pass).
  */
 export class ArchiveReader {
   private readonly handler: ArchiveHandler;
@@ -187,20 +180,9 @@ export class ArchiveReader {
   private blockType = 0;
   private blockOffset = 0;
   private block: TocEntry | undefined;
-  private blockRows = 0;
-  /** The block's COPY data has had its "\\." line: only empty lines may follow. */
-  private copyTerminated = false;
+  /** The rows of the current block's COPY data, while it is read. */
+  private copyRows: TableFingerprint | undefined;
   private chunkLeft = 0;
-  /** The start of a row that began in an earlier piece or chunk. */
-  private readonly partialRow = new ByteBuffer();
-  /**
-   * Where the next newline and NUL byte are in the current piece (its length when there is
-   * none), from an earlier search: each byte of a piece is searched at most once for each.
-   */
-  private nextNewline = -1;
-  private nextNul = -1;
-  /** The piece being read, as a Buffer. */
-  private searchable: Buffer = Buffer.alloc(0);
 
   private failure: unknown;
   private ended = false;
@@ -244,12 +226,8 @@ export class ArchiveReader {
   }
 
   private read(input: Uint8Array): void {
-    // Rows are cut from a plain view, whose subarray is cheaper than a Buffer's, and searched
-    // for in a Buffer view, whose indexOf (memchr) is faster than a typed array's.
+    // A plain view, whose subarray is cheaper than a Buffer's.
     const piece = new Uint8Array(input.buffer, input.byteOffset, input.length);
-    this.searchable = Buffer.from(input.buffer, input.byteOffset, input.length);
-    this.nextNewline = -1;
-    this.nextNul = -1;
     let at = 0;
     while (at < piece.length) {
       switch (this.step) {
@@ -263,8 +241,8 @@ export class ArchiveReader {
         case Step.Int:
           at = this.readInt(piece, at);
           break;
-        case Step.CopyChunk:
-          at = this.readCopyChunk(piece, at);
+        case Step.CopyData:
+          at = this.readCopyData(piece, at);
           break;
         case Step.OpaqueChunk:
           at = this.skipChunk(piece, at);
@@ -478,7 +456,7 @@ export class ArchiveReader {
         if (value < 0) throw new ArchiveFormatError(`negative data chunk length ${value}`, offset);
         if (value > 0) {
           this.chunkLeft = value;
-          this.step = this.isCopyData(this.block!) ? Step.CopyChunk : Step.OpaqueChunk;
+          this.step = Step.OpaqueChunk;
         } else if (this.blockType === BLOCK_LARGE_OBJECTS) {
           this.expectInt(IntRole.LargeObjectOid);
         } else {
@@ -506,20 +484,23 @@ export class ArchiveReader {
     }
     this.awaitingData.delete(dumpId);
     this.block = entry;
-    this.blockRows = 0;
-    this.copyTerminated = false;
-    this.expectInt(this.blockType === BLOCK_LARGE_OBJECTS ? IntRole.LargeObjectOid : IntRole.ChunkLength);
+    this.copyRows = this.isCopyData(entry) ? new TableFingerprint({ archive: true }) : undefined;
+    if (this.copyRows) this.step = Step.CopyData;
+    else
+      this.expectInt(this.blockType === BLOCK_LARGE_OBJECTS ? IntRole.LargeObjectOid : IntRole.ChunkLength);
     this.handler.dataStart?.({ entry, offset: this.blockOffset });
   }
 
   private endBlock(offset: number, end: number): void {
     const entry = this.block!;
-    if (this.partialRow.length > 0) {
+    const rows = this.copyRows;
+    if (rows?.insideRow) {
       throw new ArchiveFormatError(`the COPY data of ${describe(entry)} ends inside a row`, offset);
     }
     this.block = undefined;
+    this.copyRows = undefined;
     this.step = Step.BlockType;
-    this.handler.dataEnd?.({ entry, offset: end, rows: this.blockRows });
+    this.handler.dataEnd?.({ entry, offset: end, rows: rows?.rows ?? 0, fingerprint: rows?.digest() });
   }
 
   private isCopyData(entry: TocEntry): boolean {
@@ -527,76 +508,30 @@ export class ArchiveReader {
   }
 
   /**
-   * Hands out the rows that end in this chunk's part of the piece and keeps the start of one
-   * that does not. COPY text never contains a NUL byte while every int in the archive starts
-   * with one (a zero sign byte), so a NUL here means a length was wrong: the reader stops
-   * rather than report a row made of archive structure.
+   * Reads a TABLE DATA block's chunks of COPY text (their lengths too) from the piece, up to the
+   * zero length that ends the block. COPY text never contains a NUL byte while every int in the
+   * archive starts with one (a zero sign byte), so a NUL means a length was wrong: the reader
+   * stops rather than count archive structure as rows.
    */
-  private readCopyChunk(piece: Uint8Array, at: number): number {
-    const start = at;
-    const chunkEnd = Math.min(piece.length, at + this.chunkLeft);
-    while (at < chunkEnd) {
-      if (this.copyTerminated) {
-        at = this.skipEmptyLines(piece, at, chunkEnd);
-        break;
-      }
-      let newline = this.nextNewline;
-      if (newline < at) {
-        newline = this.searchable.indexOf(NEWLINE, at);
-        if (newline < 0) newline = piece.length;
-        this.nextNewline = newline;
-      }
-      let nul = this.nextNul;
-      if (nul < at) {
-        nul = this.searchable.indexOf(0, at);
-        if (nul < 0) nul = piece.length;
-        this.nextNul = nul;
-      }
-      if (nul < chunkEnd && nul < newline) {
-        throw new ArchiveFormatError(
-          `a NUL byte in the COPY data of ${describe(this.block!)}`,
-          this.position + nul,
-        );
-      }
-      if (newline >= chunkEnd) {
-        this.partialRow.append(piece, at, chunkEnd);
-        at = chunkEnd;
-        break;
-      }
-      if (this.partialRow.length === 0) {
-        this.handRow(piece, at, newline, this.position + newline + 1);
-      } else {
-        this.partialRow.append(piece, at, newline);
-        this.handRow(this.partialRow.bytes, 0, this.partialRow.length, this.position + newline + 1);
-        this.partialRow.clear();
-      }
-      at = newline + 1;
+  private readCopyData(piece: Uint8Array, at: number): number {
+    const read = this.copyRows!.pushChunks(piece.subarray(at), this.intSize);
+    if (read.status === 'read') {
+      const end = at + read.read;
+      if (read.blockEnded) this.endBlock(this.position + end - 1 - this.intSize, this.position + end);
+      return end;
     }
-    this.chunkLeft -= at - start;
-    if (this.chunkLeft === 0) this.expectInt(IntRole.ChunkLength);
-    return at;
-  }
-
-  /** Gives bytes[start, end) to the handler as a row ending at rowEnd, unless it is the COPY terminator. */
-  private handRow(bytes: Uint8Array, start: number, end: number, rowEnd: number): void {
-    if (end - start === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === DOT) {
-      this.copyTerminated = true;
-      return;
+    const offset = this.position + at + read.at;
+    const intOffset = offset - 1 - this.intSize;
+    switch (read.status) {
+      case 'nul':
+        throw new ArchiveFormatError(`a NUL byte in the COPY data of ${describe(this.block!)}`, offset);
+      case 'after-terminator':
+        throw new ArchiveFormatError(`data after the COPY terminator of ${describe(this.block!)}`, offset);
+      case 'invalid-int':
+        throw new ArchiveFormatError('an integer with an invalid sign', intOffset);
+      case 'negative-length':
+        throw new ArchiveFormatError(`negative data chunk length`, intOffset);
     }
-    this.blockRows++;
-    this.handler.row?.(bytes.subarray(start, end), rowEnd);
-  }
-
-  private skipEmptyLines(piece: Uint8Array, at: number, end: number): number {
-    for (; at < end; at++) {
-      if (piece[at] !== NEWLINE) {
-        throw new ArchiveFormatError(
-          `data after the COPY terminator of ${describe(this.block!)}`,
-          this.position + at,
-        );
-      }
-    }
-    return end;
   }
 
   private skipChunk(piece: Uint8Array, at: number): number {

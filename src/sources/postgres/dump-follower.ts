@@ -1,6 +1,5 @@
 import { CHUNK_BOUNDARY, type ContentPiece } from '../source.ts';
-import { ArchiveReader, type ArchiveHeader, type TocEntry } from './archive-reader.ts';
-import { TableFingerprint } from './fingerprint.ts';
+import { ArchiveReader, type ArchiveHeader } from './archive-reader.ts';
 import type { RecordedTable } from './verify.ts';
 
 /**
@@ -20,30 +19,24 @@ export class DumpFollower {
   header: ArchiveHeader | undefined;
   readonly tables: RecordedTable[] = [];
   readonly blocks: ArchiveBlocks = [];
-  private current: { entry: TocEntry; fingerprint: TableFingerprint } | undefined;
   private boundaries: number[] = [];
   private blockStart = 0;
   private readonly reader = new ArchiveReader({
     header: (header) => (this.header = header),
-    dataStart: ({ entry, offset }) => {
+    dataStart: ({ offset }) => {
       this.boundaries.push(offset);
       this.blockStart = offset;
-      if (entry.desc === 'TABLE DATA' && entry.table && entry.copyStatement) {
-        this.current = { entry, fingerprint: new TableFingerprint() };
-      }
     },
-    row: (row) => this.current?.fingerprint.addRow(row),
-    dataEnd: ({ entry, offset }) => {
+    dataEnd: ({ entry, offset, rows, fingerprint }) => {
       this.blocks.push([entry.dumpId, this.blockStart, offset - this.blockStart]);
-      const current = this.current;
-      if (!current || current.entry !== entry) return;
-      this.current = undefined;
+      if (entry.desc !== 'TABLE DATA' || !entry.table || !entry.copyStatement || fingerprint === undefined)
+        return;
       this.tables.push({
-        schema: entry.table!.schema,
-        name: entry.table!.name,
-        copyStatement: entry.copyStatement!,
-        rows: current.fingerprint.rows,
-        hash: current.fingerprint.digest(),
+        schema: entry.table.schema,
+        name: entry.table.name,
+        copyStatement: entry.copyStatement,
+        rows,
+        hash: fingerprint,
       });
     },
   });

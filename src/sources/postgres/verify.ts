@@ -2,9 +2,9 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { SourceError, VerificationError } from '../../errors.ts';
 import type { PostgresConnection } from './connection.ts';
-import { TableFingerprint } from './fingerprint.ts';
+import { TableFingerprint, type CopyTextProblem } from './fingerprint.ts';
 import { CATALOG_FINGERPRINT, copyOutStatement, databaseEncoding, sessionLikePgDump } from './queries.ts';
-import { firstError, psql, type PostgresTools } from './tools.ts';
+import { firstError, psql, withLargeStdioBuffers, type PostgresTools } from './tools.ts';
 
 /** What a backup recorded of one table, to compare a restore against. */
 export interface RecordedTable {
@@ -184,33 +184,26 @@ async function fingerprintTable(
 ): Promise<TableFingerprint> {
   const args = ['-X', '-w', '-q', '-v', 'ON_ERROR_STOP=1'];
   for (const sql of [...sessionLikePgDump(), copyOutStatement(copyStatement)]) args.push('-c', sql);
-  const child = spawn(path.join(tools.binDir, 'psql'), args, {
+  const command = withLargeStdioBuffers(path.join(tools.binDir, 'psql'), args);
+  const child = spawn(command.command, command.args, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
   child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+  // COPY TO STDOUT through psql: rows, each ending with "\n", and no terminator line.
   const fingerprint = new TableFingerprint();
-  let partial: Buffer[] = [];
-  for await (const piece of child.stdout as AsyncIterable<Buffer>) {
-    let start = 0;
-    for (let newline = piece.indexOf(0x0a); newline >= 0; newline = piece.indexOf(0x0a, start)) {
-      const line = piece.subarray(start, newline);
-      fingerprint.addRow(partial.length ? Buffer.concat([...partial, line]) : line);
-      partial = [];
-      start = newline + 1;
-    }
-    if (start < piece.length) partial.push(Buffer.from(piece.subarray(start)));
-  }
+  let malformed: CopyTextProblem | undefined;
+  for await (const piece of child.stdout as AsyncIterable<Buffer>) malformed ??= fingerprint.push(piece);
   const code = await new Promise<number | null>((resolve) =>
     child.exitCode !== null ? resolve(child.exitCode) : child.once('close', resolve),
   );
-  if (code !== 0 || partial.length > 0) {
+  if (code !== 0 || malformed || fingerprint.insideRow) {
     throw new SourceError(
       `cannot read back ${copyStatement
         .split('(')[0]
         ?.replace(/^COPY /, '')
-        .trim()}: ${firstError(stderr, 'psql') ?? `psql exit ${code}`}`,
+        .trim()}: ${firstError(stderr, 'psql') ?? (code !== 0 ? `psql exit ${code}` : 'its COPY output was cut short or held a NUL byte')}`,
     );
   }
   return fingerprint;
