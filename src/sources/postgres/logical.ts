@@ -7,7 +7,7 @@ import type { PostgresConnection } from './connection.ts';
 import { DumpFollower, type ArchiveBlocks } from './dump-follower.ts';
 import { CATALOG_FINGERPRINT, EXPORT_SNAPSHOT } from './queries.ts';
 import { PsqlSession } from './session.ts';
-import { firstError, type PostgresTools, type ServerVersion } from './tools.ts';
+import { firstError, withLargeStdioBuffers, type PostgresTools, type ServerVersion } from './tools.ts';
 import type { CatalogFingerprint, RecordedTable } from './verify.ts';
 
 /** What a logical backup records of one database (the snapshot body's `source`). */
@@ -111,7 +111,8 @@ export function spawnTool(
   args: string[],
   connection: PostgresConnection,
 ) {
-  return processProducer(path.join(tools.binDir, program), args, {
+  const command = withLargeStdioBuffers(path.join(tools.binDir, program), args);
+  return processProducer(command.command, command.args, {
     // UTC, as the fingerprint check after a restore reads timestamptz values in (verify.ts).
     env: { ...process.env, ...connection.env, PGTZ: 'UTC' },
     captureStderr: true,

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { SourceError } from '../../errors.ts';
 import { withDatabase, type PostgresConnection } from './connection.ts';
 import * as queries from './queries.ts';
-import { firstError, psql, type PostgresTools } from './tools.ts';
+import { firstError, psql, withLargeStdioBuffers, type PostgresTools } from './tools.ts';
 
 /** Kept of pg_restore's standard error, for the message when it fails. */
 const STDERR_KEPT = 8192;
@@ -97,15 +97,17 @@ export class RestoreTarget {
   ): Promise<void> {
     // As a conninfo string, so that a database name with '=' in it is still just a name.
     const dbname = `dbname='${database.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
-    const child = spawn(
-      path.join(this.tools.binDir, 'pg_restore'),
-      ['--exit-on-error', '--no-password', `--dbname=${dbname}`, ...args],
-      {
-        env: { ...process.env, ...this.connection.env, PGDATABASE: database },
-        stdio: ['pipe', 'ignore', 'pipe'],
-        ...(signal ? { signal } : {}),
-      },
-    );
+    const command = withLargeStdioBuffers(path.join(this.tools.binDir, 'pg_restore'), [
+      '--exit-on-error',
+      '--no-password',
+      `--dbname=${dbname}`,
+      ...args,
+    ]);
+    const child = spawn(command.command, command.args, {
+      env: { ...process.env, ...this.connection.env, PGDATABASE: database },
+      stdio: ['pipe', 'ignore', 'pipe'],
+      ...(signal ? { signal } : {}),
+    });
     let stderr = '';
     child.stderr.on('data', (data: Buffer) => (stderr = (stderr + data.toString()).slice(-STDERR_KEPT)));
     const exited = new Promise<number | null>((resolve, reject) => {
