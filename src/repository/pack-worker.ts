@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { PackRecord } from './blob.ts';
 import {
@@ -6,6 +7,9 @@ import {
   type PackAssemblerOptions,
   type StoreItem,
 } from './pack-assembler.ts';
+
+/** How much lower than the main thread's this thread's priority is (nice(1) steps). */
+const WORKER_NICENESS = 10;
 
 /**
  * A worker thread that owns one pack at a time: it compresses, delta-encodes and encrypts the
@@ -24,6 +28,12 @@ export type FromWorker =
   | { kind: 'pack'; bytes: Uint8Array; record: PackRecord; rawBytes: number }
   | { kind: 'flushed' }
   | { kind: 'failed'; message: string; stack?: string };
+
+// Packing can wait (blobs queue for it, and the main thread packs when the queue is full); the
+// source feeding the backup cannot without slowing down: a pg_dump whose output is not read stops
+// its server backend. So this thread yields the CPU to them. Only on Linux is a priority set this
+// way the thread's own rather than the whole process's.
+if (process.platform === 'linux') os.setPriority(0, Math.min(19, os.getPriority(0) + WORKER_NICENESS));
 
 const port = parentPort!;
 const assembler = new PackAssembler(workerData as PackAssemblerOptions);
