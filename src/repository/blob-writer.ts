@@ -62,6 +62,12 @@ export class BlobWriter {
   readonly stats: WriteStats = { newBlobs: 0, newRawBytes: 0, deltaBlobs: 0, storedBytes: 0, packs: 0 };
   private readonly slots: WorkerSlot[];
   private readonly inFlight = new Set<string>();
+  /**
+   * The blobs stored before this writer began, by resemblance. Bases come only from there: which
+   * blobs of the running backup are durable when a chunk needs a base depends on timing, so they
+   * made what a backup stored vary from run to run, and a blob stored as a delta cannot be a base
+   * later (reads never follow chains), so such deltas cost the next backup more than they saved.
+   */
   private readonly similarity = new SimilarityIndex();
   private readonly deltas: boolean;
   /** Sketches of blobs on their way to a pack, recorded in the index once the pack is durable. */
@@ -279,10 +285,8 @@ export class BlobWriter {
       if (sketch && !blob.base) sketches.set(blob.id, sketch);
     }
     const indexed: IndexedPackRecord = { ...record, keys: Buffer.from(record.keys), sketches };
+    // Blobs of this backup are bases for later backups, not for this one (see `similarity`).
     this.repository.index.addPack(indexed);
-    if (this.deltas) {
-      for (const [id, sketch] of sketches) this.similarity.add(this.repository.index.slotOf(id)!, sketch);
-    }
     for (const blob of record.blobs) this.inFlight.delete(blob.id);
     this.unindexed.push(indexed);
     if (this.unindexed.length >= PACKS_PER_INDEX_FILE) this.writeIndex();
