@@ -109,7 +109,9 @@ export function registerBackup(program: Command): void {
         command: Command,
       ) => {
         const global = globalOptions(command);
-        const source = await postgresSource({
+        // Finding pg_dump and asking the server its version take a few process starts: they go
+        // on while the repository opens (its key derivation runs on another thread).
+        const source = postgresSource({
           ...(url ? { url } : {}),
           ...(options.pgBin ? { pgBin: options.pgBin } : {}),
           ...(options.all ? { all: true } : {}),
@@ -125,13 +127,16 @@ export function registerBackup(program: Command): void {
 async function runBackup(
   global: GlobalOptions,
   output: Output,
-  source: BackupSource,
+  source: BackupSource | Promise<BackupSource>,
   options: CommonBackupOptions,
 ): Promise<void> {
+  // Observed here, awaited below: a source that fails while the repository opens must not be
+  // an unhandled rejection.
+  Promise.resolve(source).catch(() => undefined);
   const copyTo = await prepareCopyTo(options);
   const { result, copy } = await withRepository(global, async (repository) => {
     copyTo?.checkSource(repository);
-    const result = await backup(repository, source, {
+    const result = await backup(repository, await source, {
       tags: options.tag,
       ...(options.host ? { host: options.host } : {}),
       ...(options.threads ? { threads: options.threads } : {}),

@@ -25,12 +25,16 @@ export async function findTools(
   connection: PostgresConnection,
   binDir?: string,
 ): Promise<PostgresTools & { server: ServerVersion }> {
-  const found: PostgresTools[] = [];
-  for (const dir of binDir ? [binDir] : await candidateDirs()) {
-    const major = await pgDumpMajor(dir);
-    if (major !== undefined) found.push({ binDir: dir, major });
-  }
-  const newest = found.sort((a, b) => b.major - a.major)[0];
+  const dirs = binDir ? [binDir] : await candidateDirs();
+  const majors = await Promise.all(dirs.map((dir) => pgDumpMajor(dir)));
+  const found = dirs
+    .map((dir, i) => ({ binDir: dir, major: majors[i] }))
+    .filter((tools): tools is PostgresTools => tools.major !== undefined);
+  // Of one version, the programs themselves rather than Debian's /usr/bin wrappers, a Perl
+  // script that picks a version and runs it: 50 ms more at every start.
+  const newest = found.sort(
+    (a, b) => b.major - a.major || isVersionedDir(b.binDir) - isVersionedDir(a.binDir),
+  )[0];
   if (!newest) {
     throw new MissingDependencyError(`pg_dump was not found${binDir ? ` in ${binDir}` : ''}`, {
       hint: 'Install the PostgreSQL client programs (Debian: postgresql-client), or point --pg-bin at them.',
@@ -53,6 +57,8 @@ export interface ServerVersion {
   number: number;
   major: number;
 }
+
+const isVersionedDir = (dir: string): number => (dir.startsWith(DEBIAN_ROOT + path.sep) ? 1 : 0);
 
 async function candidateDirs(): Promise<string[]> {
   const dirs = (process.env.PATH ?? '').split(path.delimiter).filter(Boolean);
