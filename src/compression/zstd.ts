@@ -14,7 +14,7 @@ interface ZstdCodec {
 interface ZlibWithZstd {
   zstdCompressSync(data: Uint8Array, options: { params: Record<number, number> }): Buffer;
   zstdDecompressSync(data: Uint8Array): Buffer;
-  constants: { ZSTD_c_compressionLevel: number; ZSTD_c_hashLog: number };
+  constants: { ZSTD_c_compressionLevel: number; ZSTD_c_hashLog?: number };
 }
 
 interface ZstdNapi {
@@ -40,7 +40,10 @@ function loadCodec(): ZstdCodec {
     return {
       compress: (data, level) => {
         const hashLog = hashLogFor(level);
-        const params = hashLog ? { [levelParam]: level, [hashLogParam]: hashLog } : { [levelParam]: level };
+        const params =
+          hashLog && hashLogParam !== undefined
+            ? { [levelParam]: level, [hashLogParam]: hashLog }
+            : { [levelParam]: level };
         return native.zstdCompressSync(data, { params });
       },
       decompress: (data) => native.zstdDecompressSync(data),
