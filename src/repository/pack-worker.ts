@@ -33,7 +33,13 @@ export type FromWorker =
 // source feeding the backup cannot without slowing down: a pg_dump whose output is not read stops
 // its server backend. So this thread yields the CPU to them. Only on Linux is a priority set this
 // way the thread's own rather than the whole process's.
-if (process.platform === 'linux') os.setPriority(0, Math.min(19, os.getPriority(0) + WORKER_NICENESS));
+if (process.platform === 'linux') {
+  try {
+    os.setPriority(0, Math.min(19, os.getPriority(0) + WORKER_NICENESS));
+  } catch {
+    // A sandbox that forbids it costs speed, not correctness.
+  }
+}
 
 const port = parentPort!;
 const assembler = new PackAssembler(workerData as PackAssemblerOptions);
