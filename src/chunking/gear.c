@@ -11,6 +11,11 @@ enum {
   INPUT_SIZE = 1 << 20,
   /* As fastcdc.ts's CANDIDATE_CAPACITY. */
   CAPACITY = 4096,
+  /*
+   * Bytes hashed between tests for a low rank: one branch for eight bytes took the loop from
+   * 1.3 to 2 GB/s (four: 1.8, sixteen: 1.2).
+   */
+  STRIDE = 8,
 };
 
 #define BIAS 0x80000000u
@@ -37,26 +42,51 @@ EXPORT("ranks") int32_t *ranksPointer(void) { return ranks; }
 EXPORT("ends") int32_t *endsPointer(void) { return ends; }
 EXPORT("result") void *resultPointer(void) { return &result; }
 
-static inline uint32_t step(uint32_t hash, uint32_t at) { return (hash << 1) + (uint32_t)gear[input[at]]; }
-
-/* Whether the hash ranks as a sketch candidate (every cut point does). */
-static inline int ranks_low(uint32_t hash) { return (int32_t)(hash ^ BIAS) < limit; }
-
-/* Scans input[from, to) from *hash: the index past the cut, or -1. */
+/*
+ * Scans input[from, to) from *hash: the index past the cut, or -1. The parameters are copied
+ * into locals, so that the compiler keeps them in registers: stores into the candidate arrays
+ * could otherwise alias them and force a reload at every byte.
+ */
 static int32_t scanRange(uint32_t from, uint32_t to, uint32_t mask, uint32_t *hash) {
+  const int32_t candidateLimit = limit;
+  const uint32_t offset = chunkOffset;
+  const uint32_t capacity = room;
+  uint32_t count = result.candidates;
   uint32_t h = *hash;
-  for (uint32_t at = from; at < to; at++) {
-    h = step(h, at);
-    if (ranks_low(h)) {
-      if ((h & mask) == 0) return (int32_t)(at + 1);
-      if (result.candidates < room) {
-        ranks[result.candidates] = (int32_t)h;
-        ends[result.candidates++] = (int32_t)(at + chunkOffset);
+  int32_t cut = -1;
+  for (uint32_t at = from; at < to;) {
+    if (to - at >= STRIDE) {
+      /* STRIDE bytes with one branch: a hash that ranks low is rare. */
+      uint32_t next = h;
+      uint32_t low = 0;
+      for (uint32_t k = 0; k < STRIDE; k++) {
+        next = (next << 1) + (uint32_t)gear[input[at + k]];
+        low |= (uint32_t)((int32_t)(next ^ BIAS) < candidateLimit);
+      }
+      if (!low) {
+        h = next;
+        at += STRIDE;
+        continue;
       }
     }
+    /* One byte, where one of the next STRIDE ranks low or fewer than STRIDE are left. */
+    h = (h << 1) + (uint32_t)gear[input[at]];
+    /* Whether the hash ranks as a sketch candidate (every cut point does). */
+    if ((int32_t)(h ^ BIAS) < candidateLimit) {
+      if ((h & mask) == 0) {
+        cut = (int32_t)(at + 1);
+        break;
+      }
+      if (count < capacity) {
+        ranks[count] = (int32_t)h;
+        ends[count++] = (int32_t)(at + offset);
+      }
+    }
+    at++;
   }
+  result.candidates = count;
   *hash = h;
-  return -1;
+  return cut;
 }
 
 /*
