@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -129,6 +129,14 @@ export function firstError(stderr: string, program: string): string | undefined 
   return line?.replace(new RegExp(`^${program}: (error: )?`), '');
 }
 
+/**
+ * stdbuf works by preloading a library of its own into the program; where that library is
+ * missing it runs nothing and exits 125, so it is tried once before it is trusted.
+ */
+function stdbufWorks(program: string): boolean {
+  return spawnSync(program, ['--output=64K', 'true'], { stdio: 'ignore', timeout: 5000 }).status === 0;
+}
+
 /** Where GNU coreutils installs stdbuf. */
 const STDBUF_PATHS = ['/usr/bin/stdbuf', '/bin/stdbuf'];
 let stdbuf: string | null | undefined;
@@ -143,7 +151,7 @@ let stdbuf: string | null | undefined;
  * none of its bytes; where there is no stdbuf the program runs as it is.
  */
 export function withLargeStdioBuffers(program: string, args: string[]): { command: string; args: string[] } {
-  stdbuf ??= STDBUF_PATHS.find((candidate) => existsSync(candidate)) ?? null;
+  stdbuf ??= STDBUF_PATHS.find((candidate) => existsSync(candidate) && stdbufWorks(candidate)) ?? null;
   if (!stdbuf) return { command: program, args };
   return { command: stdbuf, args: ['--input=1M', '--output=64K', program, ...args] };
 }
