@@ -9,6 +9,9 @@ import { generateSigningKey, signMessage } from '../src/crypto/signing.ts';
 import { seededBytes } from './helpers/data.ts';
 import { PASSWORD, backupBuffer, createTestRepo, readAll, type TestRepo } from './helpers/repo.ts';
 import { LocalBackend } from '../src/storage/local.ts';
+import { backup } from '../src/ops/backup.ts';
+import { CHUNK_BOUNDARY, type ContentPiece } from '../src/sources/source.ts';
+import { streamSource } from '../src/sources/stdin.ts';
 
 let repo: TestRepo | undefined;
 afterEach(async () => {
@@ -62,6 +65,43 @@ describe('repository', () => {
     expect(second.stored).toBeLessThan(original.length / 10);
     const reopened = await repo.reopen();
     expect((await readAll(reopened, second.snapshot)).equals(edited)).toBe(true);
+  });
+
+  it("takes a changed chunk no sketch matches as a delta of the one at its place in the file's previous version", async () => {
+    repo = await createTestRepo();
+    // Records shorter than the chunker's minimum, each ended by a boundary: chunks without sketch
+    // candidates, so only their place can find them a base.
+    const records = Array.from({ length: 12 }, (_, i) => seededBytes(`record ${i}`, 20_000));
+    const stream = (name: string, parts: Buffer[]) =>
+      streamSource({ name }, () => ({
+        content: (async function* (): AsyncGenerator<ContentPiece> {
+          for (const part of parts) {
+            yield part;
+            yield CHUNK_BOUNDARY;
+          }
+        })(),
+        finished: Promise.resolve(),
+        stop: () => undefined,
+      }));
+    await backup(repo.repository, stream('records', records), { threads: 1 });
+    // A new record before the others, longer than one, shifts them all; the 8th changes by one byte.
+    const changed = Buffer.from(records[7]!);
+    changed[10_000]! ^= 0xff;
+    const next = [seededBytes('inserted', 30_000), ...records.slice(0, 7), changed, ...records.slice(8)];
+    const second = await backup(repo.repository, stream('records', next), { threads: 1 });
+    expect(second.newBlobs).toBe(3); // the inserted record, the changed one, the tree
+    expect(second.deltaBlobs).toBe(1);
+    expect(second.stored).toBeLessThan(40_000); // the new record whole, the changed one a small delta
+    expect((await readAll(await repo.reopen(), second.snapshot)).equals(Buffer.concat(next))).toBe(true);
+    // Without a previous version of the same stream there is nothing to take the place of.
+    const unrelated = await backup(
+      repo.repository,
+      stream('other', [Buffer.from(records[3]!).fill(1, 0, 1)]),
+      {
+        threads: 1,
+      },
+    );
+    expect(unrelated.deltaBlobs).toBe(0);
   });
 
   it('round-trips random data of random sizes (property)', async () => {

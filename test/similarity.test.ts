@@ -168,6 +168,18 @@ describe('SimilarityIndex', () => {
     expect(index.findBase([1, 2, 3, 4])).toBe(3);
   });
 
+  it('gives ties to the preferred id, and only ties', () => {
+    const index = new SimilarityIndex();
+    index.add(2, [1, 2, 50]);
+    index.add(3, [1, 2, 60]);
+    index.add(4, [1, 2, 3]);
+    expect(index.findBase([1, 2, 9], 2)).toBe(2);
+    expect(index.findBase([1, 2, 9], 3)).toBe(3);
+    expect(index.findBase([1, 2, 3], 2)).toBe(4);
+    expect(index.findBase([1, 2, 3], 7)).toBe(4);
+    expect(index.findBase([8, 9], 2)).toBeUndefined();
+  });
+
   it('requires minShared values, or all of a smaller query', () => {
     const index = new SimilarityIndex({ minShared: 2 });
     index.add(1, [1, 2, 3]);

@@ -150,10 +150,10 @@ export class SimilarityIndex {
 
   /**
    * The id sharing the most values with `sketch`, if it shares at least
-   * min(minShared, distinct values in `sketch`). Ties go to the id found first, looking at the
-   * query's values in order and at each value's ids newest first.
+   * min(minShared, distinct values in `sketch`). Ties go to `preferred`, else to the id found
+   * first, looking at the query's values in order and at each value's ids newest first.
    */
-  findBase(sketch: readonly number[]): number | undefined {
+  findBase(sketch: readonly number[], preferred?: number): number | undefined {
     const values = new Set(sketch);
     const required = Math.min(this.minShared, values.size);
     if (required === 0) return undefined;
@@ -177,6 +177,8 @@ export class SimilarityIndex {
         }
       }
     }
+    // The caller's own guess wins ties: it knows more than the sketches (see BlobWriter.save).
+    if (preferred !== undefined && (counts.get(preferred) ?? 0) >= bestCount) best = preferred;
     return bestCount >= required ? best : undefined;
   }
 

@@ -11,6 +11,7 @@ import {
   type ContentPiece,
   type ContentSink,
   type ParentTrees,
+  type PreviousContent,
   type StoredContent,
 } from '../sources/source.ts';
 import { currentUsername } from '../util/host.ts';
@@ -130,12 +131,24 @@ class RepositorySink implements ContentSink {
     private readonly onProgress: ((progress: BackupProgress) => void) | undefined,
   ) {}
 
-  async storeContent(content: AsyncIterable<ContentPiece>): Promise<StoredContent> {
+  async storeContent(
+    content: AsyncIterable<ContentPiece>,
+    previous?: PreviousContent,
+  ): Promise<StoredContent> {
     const chunker = new Chunker(this.repository.config.chunker, this.repository.gear);
+    const places = previous ? PlacesInPrevious.of(previous, this.repository) : undefined;
     const blobs: string[] = [];
     let size = 0;
+    /** Where the next chunk starts in the stream. */
+    let offset = 0;
     const save = async (chunk: Chunk | undefined) => {
-      if (chunk) blobs.push((await this.writer.save(BlobType.data, chunk.data, chunk.sketch)).id);
+      if (!chunk) return;
+      const length = chunk.data.length;
+      const saved = await this.writer.save(BlobType.data, chunk.data, chunk.sketch, places?.at(offset));
+      // An unchanged chunk, or the base a changed one was found, shows where this stretch was.
+      places?.found(saved.isNew ? saved.base : saved.id, offset);
+      blobs.push(saved.id);
+      offset += length;
     };
     for await (const piece of content) {
       if (piece === CHUNK_BOUNDARY) {
@@ -156,4 +169,65 @@ class RepositorySink implements ContentSink {
   }
 
   reuseContent(): void {}
+}
+
+/**
+ * Where a stream's chunks were in the previous version of the same file. A chunk found unchanged,
+ * or the stored chunk a changed one resembles, shows how the two versions line up (rows inserted
+ * or deleted before it shift the rest); a changed chunk's predecessor is the previous version's
+ * chunk at the corresponding place.
+ */
+class PlacesInPrevious {
+  /** The offset, in the previous version, of each of its blobs. */
+  private readonly starts: number[] = [];
+  /** Each blob's indexes in the previous version's list. */
+  private readonly places = new Map<string, number[]>();
+  /** This stream's offset minus the previous version's, as last seen. */
+  private shift = 0;
+
+  private constructor(private readonly blobs: PreviousContent) {}
+
+  /** Undefined when a blob of the previous version is not in the index (its length unknown). */
+  static of(blobs: PreviousContent, repository: Repository): PlacesInPrevious | undefined {
+    const places = new PlacesInPrevious(blobs);
+    let at = 0;
+    for (const [index, id] of blobs.entries()) {
+      const length = repository.index.rawLength(id);
+      if (length === undefined) return undefined;
+      places.starts.push(at);
+      at += length;
+      const indexes = places.places.get(id);
+      if (indexes) indexes.push(index);
+      else places.places.set(id, [index]);
+    }
+    return places;
+  }
+
+  /** The chunk starting at `offset` is, or resembles, `id`: if the previous version has it, there. */
+  found(id: string | undefined, offset: number): void {
+    const indexes = id === undefined ? undefined : this.places.get(id);
+    if (!indexes) return;
+    // Of a blob the previous version holds several times, the occurrence nearest where expected.
+    const expected = offset - this.shift;
+    let nearest = indexes[0]!;
+    for (const index of indexes) {
+      if (Math.abs(this.starts[index]! - expected) < Math.abs(this.starts[nearest]! - expected))
+        nearest = index;
+    }
+    this.shift = offset - this.starts[nearest]!;
+  }
+
+  /** The previous version's blob holding the byte where a chunk starting at `offset` would be. */
+  at(offset: number): string | undefined {
+    const place = offset - this.shift;
+    if (this.blobs.length === 0 || place < 0) return undefined;
+    let low = 0;
+    let high = this.blobs.length - 1;
+    while (low < high) {
+      const middle = (low + high + 1) >>> 1;
+      if (this.starts[middle]! <= place) low = middle;
+      else high = middle - 1;
+    }
+    return this.blobs[low];
+  }
 }

@@ -152,26 +152,26 @@ export class BlobWriter {
   }
 
   /**
-   * Saves `data` as a blob of `type`; returns its id and whether it was new to the repository.
-   * A data chunk's resemblance `sketch` lets it be stored as a delta of a similar stored blob.
+   * Saves `data` as a blob of `type`; returns its id, whether it was new to the repository and,
+   * for a new data chunk, the delta base it was offered. A data chunk's resemblance `sketch`
+   * finds it a similar stored blob; `predecessor`, the chunk at its place in the previous version
+   * of its file, wins when it is as similar as any, and stands in when none is.
    */
   async save(
     type: BlobTypeValue,
     data: Uint8Array,
     sketch?: number[],
-  ): Promise<{ id: string; isNew: boolean }> {
+    predecessor?: string,
+  ): Promise<{ id: string; isNew: boolean; base?: string }> {
     this.throwIfFailed();
     const id = this.repository.blobId(data);
     if (this.repository.index.has(id) || this.inFlight.has(id)) return { id, isNew: false };
     this.inFlight.add(id);
     let delta: { id: string; data: Uint8Array } | undefined;
-    if (type === BlobType.data && sketch && sketch.length > 0) {
-      this.sketches.set(id, sketch);
-      const baseSlot = this.deltas && this.similarity.size > 0 ? this.similarity.findBase(sketch) : undefined;
-      if (baseSlot !== undefined) {
-        const base = this.repository.index.idAt(baseSlot);
-        delta = { id: base, data: await this.repository.readBlob(base) };
-      }
+    if (type === BlobType.data) {
+      if (sketch && sketch.length > 0) this.sketches.set(id, sketch);
+      const base = this.deltas ? this.findBase(sketch, predecessor) : undefined;
+      if (base) delta = { id: base, data: await this.repository.readBlob(base) };
     }
     // Storage is the bottleneck when uploads pile up: then the reader waits.
     while (this.pendingUploads >= this.repository.backend.concurrency && !this.failure) {
@@ -189,7 +189,22 @@ export class BlobWriter {
     } else {
       this.queue(id, type, data, delta);
     }
-    return { id, isNew: true };
+    return delta ? { id, isNew: true, base: delta.id } : { id, isNew: true };
+  }
+
+  /** The base for a new data chunk (see save()); a delta is never one: reads never follow chains. */
+  private findBase(sketch: number[] | undefined, predecessor: string | undefined): string | undefined {
+    const stored = predecessor === undefined ? undefined : this.repository.index.get(predecessor);
+    const predecessorSlot =
+      stored && stored.type === BlobType.data && !stored.base
+        ? this.repository.index.slotOf(predecessor!)
+        : undefined;
+    const slot =
+      sketch?.length && this.similarity.size > 0
+        ? this.similarity.findBase(sketch, predecessorSlot)
+        : undefined;
+    if (slot !== undefined) return this.repository.index.idAt(slot);
+    return predecessorSlot === undefined ? undefined : predecessor;
   }
 
   /** Copies a blob into the next worker's batch, sending the batch once it is full. */

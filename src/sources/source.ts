@@ -19,10 +19,26 @@ export interface ContentSink {
    * Stores a stream of content. Each piece is consumed before the next is requested and no
    * reference to it is kept, so a source may hand out the same read buffer every time.
    */
-  storeContent(content: AsyncIterable<ContentPiece>): Promise<StoredContent>;
+  storeContent(content: AsyncIterable<ContentPiece>, previous?: PreviousContent): Promise<StoredContent>;
   storeTree(tree: Tree): Promise<string>;
   /** Records content a source skipped because the parent snapshot already has it. */
   reuseContent(size: number): void;
+}
+
+/**
+ * The content blobs the same file had in the parent snapshot: a changed chunk is best
+ * delta-encoded against the one at its place there.
+ */
+export type PreviousContent = readonly string[];
+
+/** The content of the file `name` at the root of the parent snapshot, if it has one there. */
+export async function previousContent(
+  parent: ParentTrees | undefined,
+  name: string,
+): Promise<PreviousContent | undefined> {
+  if (!parent) return undefined;
+  const node = (await parent.readTree(parent.root)).nodes.find((candidate) => candidate.name === name);
+  return node?.type === 'file' ? node.content : undefined;
 }
 
 /** Trees of the previous snapshot of the same source, when the key can read them. */

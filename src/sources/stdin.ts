@@ -3,7 +3,14 @@ import { SourceError } from '../errors.ts';
 import type { TreeNode } from '../repository/tree.ts';
 import { processProducer } from './process-producer.ts';
 import { readPieces } from './read-pieces.ts';
-import type { BackupSource, ContentPiece, ContentSink, SourceResult } from './source.ts';
+import {
+  previousContent,
+  type BackupSource,
+  type ContentPiece,
+  type ContentSink,
+  type PreviousContent,
+  type SourceResult,
+} from './source.ts';
 
 /** Where a stream comes from: its bytes, the producer's verdict, and how to stop it early. */
 export interface StreamProducer {
@@ -35,8 +42,9 @@ export function streamSource(
   return {
     kind,
     name,
-    async run(sink: ContentSink): Promise<SourceResult> {
-      const node = await storeProduced(sink, await open(), fileName);
+    async run(sink, parent): Promise<SourceResult> {
+      const previous = await previousContent(parent, fileName);
+      const node = await storeProduced(sink, await open(), fileName, previous);
       const tree = await sink.storeTree({ nodes: [node] });
       return {
         tree,
@@ -58,6 +66,7 @@ export async function storeProduced(
   sink: ContentSink,
   producer: StreamProducer,
   fileName: string,
+  previous?: PreviousContent,
 ): Promise<TreeNode> {
   // Observed here, awaited below: a producer that fails at once must not be an unhandled rejection.
   producer.finished.catch(() => undefined);
@@ -73,7 +82,7 @@ export async function storeProduced(
   })();
   let stored;
   try {
-    stored = await sink.storeContent(content);
+    stored = await sink.storeContent(content, previous);
   } catch (error) {
     // A stream that broke off usually means the producer died: its own failure is the cause to
     // report. Anything else failed on our side: stop the producer and say so.

@@ -1,5 +1,5 @@
 import type { TreeNode } from '../../repository/tree.ts';
-import type { BackupSource, ContentSink, SourceResult } from '../source.ts';
+import { previousContent, type BackupSource, type ContentSink, type SourceResult } from '../source.ts';
 import { storeProduced } from '../stdin.ts';
 import { withDatabase, type PostgresConnection } from './connection.ts';
 import { openDump, spawnTool, type DumpOptions, type PostgresSnapshotDetails } from './logical.ts';
@@ -38,7 +38,7 @@ export function clusterSource(
   return {
     kind: CLUSTER_KIND,
     name: cluster,
-    async run(sink: ContentSink): Promise<SourceResult> {
+    async run(sink: ContentSink, parent): Promise<SourceResult> {
       const databases = (await psql(connection, tools.binDir, LIST_DATABASES)).split('\n').filter(Boolean);
       const globals = await storeProduced(
         sink,
@@ -56,7 +56,7 @@ export function clusterSource(
       for (const database of databases) {
         const dump = await openDump(withDatabase(connection, database), tools, options);
         const file = archiveFileName(database);
-        nodes.push(await storeProduced(sink, dump.producer, file));
+        nodes.push(await storeProduced(sink, dump.producer, file, await previousContent(parent, file)));
         details.databases[database] = { file, ...dump.details() };
       }
       const size = nodes.reduce((sum, node) => sum + (node.size ?? 0), 0);
