@@ -191,7 +191,9 @@ class FilesBackup {
         this.warn(`skipped ${absolute}: it was replaced during the backup`);
         return undefined;
       }
-      const stored = await this.sink.storeContent(readContent(handle, absolute));
+      // A changed file's previous version lets its changed chunks find their predecessors.
+      const previous = parentNode?.type === 'file' ? parentNode.content : undefined;
+      const stored = await this.sink.storeContent(readContent(handle, absolute), previous);
       this.summary.files++;
       this.summary.changedFiles++;
       this.size += stored.size;
