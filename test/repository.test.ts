@@ -12,6 +12,7 @@ import { LocalBackend } from '../src/storage/local.ts';
 import { backup } from '../src/ops/backup.ts';
 import { CHUNK_BOUNDARY, type ContentPiece } from '../src/sources/source.ts';
 import { streamSource } from '../src/sources/stdin.ts';
+import { filesSource } from '../src/sources/files.ts';
 
 let repo: TestRepo | undefined;
 afterEach(async () => {
@@ -102,6 +103,21 @@ describe('repository', () => {
       },
     );
     expect(unrelated.deltaBlobs).toBe(0);
+  });
+
+  it('takes a changed file smaller than a chunk as a delta of its previous version', async () => {
+    repo = await createTestRepo();
+    // Under the chunker's minimum size: one chunk, without a sketch.
+    const file = path.join(repo.dir, 'settings.bin');
+    const original = seededBytes('settings', 40_000);
+    await writeFile(file, original);
+    await backup(repo.repository, filesSource([file]), { threads: 1 });
+    const edited = Buffer.from(original);
+    edited[20_000]! ^= 0xff;
+    await writeFile(file, edited);
+    const second = await backup(repo.repository, filesSource([file]), { threads: 1 });
+    expect(second.deltaBlobs).toBe(1);
+    expect(second.stored).toBeLessThan(original.length / 2);
   });
 
   it('round-trips random data of random sizes (property)', async () => {
