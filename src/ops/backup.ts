@@ -15,6 +15,7 @@ import {
   type StoredContent,
 } from '../sources/source.ts';
 import { currentUsername } from '../util/host.ts';
+import { pieceAt } from '../util/search.ts';
 import { PROGRAM } from '../version.ts';
 
 export interface BackupOptions {
@@ -221,13 +222,6 @@ class PlacesInPrevious {
   at(offset: number): string | undefined {
     const place = offset - this.shift;
     if (this.blobs.length === 0 || place < 0) return undefined;
-    let low = 0;
-    let high = this.blobs.length - 1;
-    while (low < high) {
-      const middle = (low + high + 1) >>> 1;
-      if (this.starts[middle]! <= place) low = middle;
-      else high = middle - 1;
-    }
-    return this.blobs[low];
+    return this.blobs[pieceAt(this.starts, this.blobs.length, place)];
   }
 }

@@ -1,6 +1,7 @@
 import { ConfigError, VerificationError } from '../errors.ts';
 import type { Repository } from '../repository/repository.ts';
 import type { TreeNode } from '../repository/tree.ts';
+import { pieceAt } from '../util/search.ts';
 
 /** Blob reads kept in flight ahead of the writer, so storage latency overlaps decryption. */
 const READ_AHEAD = 4;
@@ -49,7 +50,7 @@ export class ContentRanges {
     if (end > size) {
       throw new VerificationError(`bytes ${start}..${end} lie past the end of the content (${size} bytes)`);
     }
-    const first = this.blobAt(start);
+    const first = pieceAt(this.starts, this.ids.length, start);
     let last = first;
     while (last < this.ids.length && this.starts[last]! < end) last++;
     let position = this.starts[first]!;
@@ -59,18 +60,6 @@ export class ContentRanges {
       position += blob.length;
       if (to > from) yield from === 0 && to === blob.length ? blob : blob.subarray(from, to);
     }
-  }
-
-  /** The blob holding byte `offset`: the last whose start is at or before it (binary search). */
-  private blobAt(offset: number): number {
-    let low = 0;
-    let high = this.ids.length - 1;
-    while (low < high) {
-      const middle = (low + high + 1) >>> 1;
-      if (this.starts[middle]! <= offset) low = middle;
-      else high = middle - 1;
-    }
-    return Math.max(0, low);
   }
 }
 

@@ -530,7 +530,7 @@ export class ArchiveReader {
       case 'invalid-int':
         throw new ArchiveFormatError('an integer with an invalid sign', intOffset);
       case 'negative-length':
-        throw new ArchiveFormatError(`negative data chunk length`, intOffset);
+        throw new ArchiveFormatError('negative data chunk length', intOffset);
     }
   }
 
