@@ -3,6 +3,7 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { backup, openRepository, postgresSource } from '../src/index.ts';
 import { CLI, cleanEnv, runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
 import { startCluster, type TestCluster } from './helpers/postgres.ts';
 
@@ -62,6 +63,13 @@ async function restoreInto(
     child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`pg_restore failed: ${stderr}`))));
     child.stdin.end(archive);
   });
+}
+
+/** Waits until `condition` holds, for at most 10 s. */
+async function until(condition: () => Promise<boolean>): Promise<void> {
+  for (const deadline = Date.now() + 10_000; !(await condition()); await sleep(50)) {
+    if (Date.now() > deadline) throw new Error('condition not met within 10 s');
+  }
 }
 
 function expectExit(result: RunResult, code: number): void {
@@ -229,6 +237,30 @@ exec ${path.join(cluster.binDir, 'psql')} "$@"
     expectExit(failed, 4);
     expect(failed.stderr).toMatch(/password authentication failed/);
     expect(failed.stderr).not.toContain('wrong-password');
+    expect(await snapshotNames(repo)).toEqual(before);
+  });
+
+  it('stops a dump it began early when the backup cannot start', async () => {
+    const before = await snapshotNames(repo);
+    const repository = await openRepository({ repo: repo.repo, passphrase: 'correct horse battery staple' });
+    // Another operation holds the repository: the backup fails to lock it, after pg_dump began.
+    const held = await repository.lock(true, 'check');
+    const dumps = async () =>
+      Number(
+        (
+          await cluster.psql(`select count(*) from pg_stat_activity where application_name = 'pg_dump'`)
+        ).trim(),
+      );
+    try {
+      const source = await postgresSource({ url: cluster.url('shop'), startNow: true });
+      // The dump is larger than the pipes' buffers: pg_dump waits for a reader, connected.
+      await until(async () => (await dumps()) === 1);
+      await expect(backup(repository, source)).rejects.toThrow(/locked/);
+      await until(async () => (await dumps()) === 0);
+    } finally {
+      await held.release();
+      await repository.close();
+    }
     expect(await snapshotNames(repo)).toEqual(before);
   });
 

@@ -59,7 +59,11 @@ export async function backup(
   options: BackupOptions = {},
 ): Promise<BackupResult> {
   const started = Date.now();
-  const lock = await repository.lock(false, `backup ${source.kind}`);
+  // Until the source runs, a failure here leaves it unused: abandon() stops what it began early.
+  const lock = await repository.lock(false, `backup ${source.kind}`).catch(async (error: unknown) => {
+    await source.abandon?.();
+    throw error;
+  });
   try {
     await repository.loadIndex();
     const host = options.host ?? os.hostname();
@@ -106,6 +110,7 @@ export async function backup(
       await writer.close();
     }
   } finally {
+    await source.abandon?.();
     await lock.release();
   }
 }

@@ -28,6 +28,10 @@ export function processProducer(
   });
   // Standard output is always a pipe here.
   const stdout = child.stdout!;
+  // When a child exits, Node resumes its unread output, so that output nobody reads is thrown
+  // away, unless a 'readable' listener holds it. A producer started before its reader is ready
+  // (pg_dump while the repository opens) may have finished by then: its output must wait.
+  stdout.on('readable', holdUntilRead);
   let stderr = '';
   child.stderr?.on('data', (data: Buffer) => (stderr = (stderr + data.toString()).slice(-STDERR_KEPT)));
   const finished = new Promise<void>((resolve, reject) => {
@@ -53,3 +57,5 @@ export function processProducer(
     },
   };
 }
+
+function holdUntilRead(): void {}

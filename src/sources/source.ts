@@ -62,4 +62,9 @@ export interface BackupSource {
   /** The snapshot's short name: a file name, a database, the first path. */
   readonly name: string;
   run(sink: ContentSink, parent: ParentTrees | undefined): Promise<SourceResult>;
+  /**
+   * Stops what a source started before it was run (a dump begun while the repository opened),
+   * when it will not be run after all. Does nothing once `run` was called: `run` ends it.
+   */
+  abandon?(): Promise<void>;
 }

@@ -109,8 +109,9 @@ export function registerBackup(program: Command): void {
         command: Command,
       ) => {
         const global = globalOptions(command);
-        // Finding pg_dump and asking the server its version take a few process starts: they go
-        // on while the repository opens (its key derivation runs on another thread).
+        // Finding pg_dump, asking the server its version and starting the dump take a few process
+        // starts and pg_dump's reading of the catalog: they go on while the repository opens (its
+        // key derivation runs on another thread).
         const source = postgresSource({
           ...(url ? { url } : {}),
           ...(options.pgBin ? { pgBin: options.pgBin } : {}),
@@ -118,6 +119,7 @@ export function registerBackup(program: Command): void {
           ...(options.schemaOnly ? { schemaOnly: true } : {}),
           ...(options.table.length ? { tables: options.table } : {}),
           ...(options.excludeTable.length ? { excludeTables: options.excludeTable } : {}),
+          startNow: true,
         });
         await runBackup(global, outputFor(global), source, options);
       },
@@ -133,20 +135,31 @@ async function runBackup(
   // Observed here, awaited below: a source that fails while the repository opens must not be
   // an unhandled rejection.
   Promise.resolve(source).catch(() => undefined);
-  const copyTo = await prepareCopyTo(options);
-  const { result, copy } = await withRepository(global, async (repository) => {
-    copyTo?.checkSource(repository);
-    const result = await backup(repository, await source, {
-      tags: options.tag,
-      ...(options.host ? { host: options.host } : {}),
-      ...(options.threads ? { threads: options.threads } : {}),
-      onProgress: (progress) =>
-        output.progress(
-          `backup: ${formatBytes(progress.bytesRead)} read, ${formatBytes(progress.bytesNew)} new`,
-        ),
+  let outcome;
+  try {
+    const copyTo = await prepareCopyTo(options);
+    outcome = await withRepository(global, async (repository) => {
+      copyTo?.checkSource(repository);
+      const result = await backup(repository, await source, {
+        tags: options.tag,
+        ...(options.host ? { host: options.host } : {}),
+        ...(options.threads ? { threads: options.threads } : {}),
+        onProgress: (progress) =>
+          output.progress(
+            `backup: ${formatBytes(progress.bytesRead)} read, ${formatBytes(progress.bytesNew)} new`,
+          ),
+      });
+      return { result, copy: await copyTo?.copy(repository, result.snapshot, output) };
     });
-    return { result, copy: await copyTo?.copy(repository, result.snapshot, output) };
-  });
+  } catch (error) {
+    // A dump begun early (postgres) must not outlive a repository that did not open.
+    await Promise.resolve(source).then(
+      (started) => started.abandon?.(),
+      () => undefined,
+    );
+    throw error;
+  }
+  const { result, copy } = outcome;
   output.clearProgress();
   if (global.json) output.data(copy ? { ...result, copy } : result);
   else output.info(copy ? `${summarize(result)}\n${summarizeCopy(copy)}` : summarize(result));

@@ -14,6 +14,11 @@ export interface PostgresBackupOptions {
   excludeTables?: string[];
   /** Every database of the cluster, and its roles and tablespaces, as one snapshot. */
   all?: boolean;
+  /**
+   * Start pg_dump at once, while the caller opens the repository, instead of when the backup
+   * runs (one database only). Call the source's abandon() if it is not run after all.
+   */
+  startNow?: boolean;
 }
 
 /** A logical backup source for one database, its connection resolved and its pg_dump checked against the server. */
@@ -36,5 +41,6 @@ export async function postgresSource(options: PostgresBackupOptions = {}): Promi
     ...(options.schemaOnly ? { schemaOnly: true } : {}),
     ...(options.tables ? { tables: options.tables } : {}),
     ...(options.excludeTables ? { excludeTables: options.excludeTables } : {}),
+    ...(options.startNow ? { startNow: true } : {}),
   });
 }

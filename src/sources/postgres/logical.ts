@@ -35,6 +35,12 @@ export interface DumpOptions {
 export interface LogicalBackupOptions extends DumpOptions {
   connection: PostgresConnection;
   tools: PostgresTools & { server: ServerVersion };
+  /**
+   * Start pg_dump now rather than when the backup runs, so that it reads the catalog and the
+   * server starts on the rows while the repository opens. A source started so and then not run
+   * must be abandoned.
+   */
+  startNow?: boolean;
 }
 
 /**
@@ -45,16 +51,37 @@ export interface LogicalBackupOptions extends DumpOptions {
  */
 export function logicalSource(options: LogicalBackupOptions): BackupSource {
   const { connection } = options;
+  let opening: ReturnType<typeof openDump> | undefined;
+  const start = () => {
+    opening ??= openDump(connection, options.tools, options);
+    return opening;
+  };
+  if (options.startNow) start().catch(() => undefined);
   let dump: Awaited<ReturnType<typeof openDump>> | undefined;
-  return streamSource(
+  let taken = false;
+  const source = streamSource(
     {
       name: connection.database,
       fileName: `${connection.database}.dump`,
       kind: 'postgres',
       details: () => dump!.details(),
     },
-    async () => (dump = await openDump(connection, options.tools, options)).producer,
+    async () => {
+      taken = true;
+      return (dump = await start()).producer;
+    },
   );
+  return {
+    ...source,
+    abandon: async () => {
+      if (taken || !opening) return;
+      taken = true;
+      const started = await opening.catch(() => undefined);
+      if (!started) return;
+      started.producer.stop();
+      await started.producer.finished.catch(() => undefined);
+    },
+  };
 }
 
 /**
