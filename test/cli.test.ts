@@ -402,6 +402,8 @@ describe('backup, snapshots, restore and cat', () => {
       'stdin',
       '--name',
       'from-command',
+      '--env',
+      'staging',
       '--stdin-from-command',
       '--',
       'cat',
@@ -445,6 +447,14 @@ describe('backup, snapshots, restore and cat', () => {
     expect(both).toEqual([]);
     const stdin = json<SnapshotRow[]>(await cli(repo, ['snapshots', '--json', '--kind', 'stdin']));
     expect(stdin.map((s) => s.name)).toEqual(['mydb.dump', 'from-command']);
+    // --env NAME is the tag env=NAME, in filters as in backups.
+    const production = json<SnapshotRow[]>(await cli(repo, ['snapshots', '--json', '--env', 'production']));
+    expect(production.map((s) => s.id)).toEqual([first.id]);
+    const staging = json<SnapshotRow[]>(await cli(repo, ['snapshots', '--json', '--env', 'staging']));
+    expect(staging.map((s) => [s.name, s.tags])).toEqual([['from-command', ['env=staging']]]);
+    expect(
+      json<SnapshotRow[]>(await cli(repo, ['snapshots', '--json', '--env', 'staging', '--tag', 'db=main'])),
+    ).toEqual([]);
   });
 
   it('restores the latest snapshot the filters select, whichever side of `files` they are typed', async () => {

@@ -178,18 +178,29 @@ describe('restore postgres', () => {
     );
   });
 
-  it('picks the newest snapshot at or before --at', async () => {
+  it('picks the newest snapshot at or before --at, and of the environment --env names', async () => {
     const listed = JSON.parse(
       (await runCli(['snapshots', '--json', '--name', 'app'], { env: repo.env })).stdout.toString(),
     ) as { time: string }[];
     await new Promise((resolve) => setTimeout(resolve, 1100));
     await cluster.psql('insert into items values (5000, $$later$$)', 'app');
-    expectExit(await runCli(['backup', 'postgres'], { env: sourceEnv }), 0);
+    expectExit(await runCli(['backup', 'postgres', '--env', 'staging'], { env: sourceEnv }), 0);
     const restored = await runCli(
       ['restore', '--at', listed.at(-1)!.time, '--name', 'app', '--to', to('app_then')],
       { env: repo.env },
     );
     expectExit(restored, 0);
     expect(await count('app_then', 'items')).toBe(1000);
+
+    // A newer snapshot of no environment: --env staging reaches past it.
+    await cluster.psql('insert into items values (5001, $$untagged$$)', 'app');
+    expectExit(await runCli(['backup', 'postgres'], { env: sourceEnv }), 0);
+    expectExit(
+      await runCli(['restore', 'latest', '--name', 'app', '--env', 'staging', '--to', to('app_staging')], {
+        env: repo.env,
+      }),
+      0,
+    );
+    expect(await count('app_staging', 'items')).toBe(1001);
   });
 });

@@ -9,9 +9,11 @@ import { positiveInteger } from '../arguments.ts';
 import { globalOptions, outputFor, withRepository, type GlobalOptions } from '../context.ts';
 import { formatBytes, formatRate, type Output } from '../output.ts';
 import { copyToOptions, prepareCopyTo, summarizeCopy, type CopyToOptions } from './copy.ts';
+import { withEnvironment } from './filters.ts';
 
 interface CommonBackupOptions extends CopyToOptions {
   tag: string[];
+  env?: string;
   host?: string;
   threads?: number;
 }
@@ -21,6 +23,7 @@ const collect = (value: string, previous: string[]) => [...previous, value];
 function withCommonOptions(command: Command): Command {
   return copyToOptions(command)
     .option('--tag <key=value>', 'tag the snapshot (repeatable)', collect, [])
+    .option('--env <name>', 'the environment backed up (short for --tag env=NAME)')
     .option('--host <name>', 'host name recorded in the snapshot (default: this host)')
     .option(
       '--threads <n>',
@@ -141,7 +144,7 @@ async function runBackup(
     outcome = await withRepository(global, async (repository) => {
       copyTo?.checkSource(repository);
       const result = await backup(repository, await source, {
-        tags: options.tag,
+        tags: withEnvironment(options.tag, options.env),
         ...(options.host ? { host: options.host } : {}),
         ...(options.threads ? { threads: options.threads } : {}),
         onProgress: (progress) =>
