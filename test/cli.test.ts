@@ -246,6 +246,9 @@ describe('backup, snapshots, restore and cat', () => {
     const saved = /snapshot ([0-9a-f]{8}) saved\n/.exec(result.stderr);
     expect(saved).not.toBeNull();
     expect(result.stderr).toMatch(/read 97\d\.\d KiB of 97\d\.\d KiB in /);
+    expect(result.stderr).toMatch(
+      /stored [\d.]+ KiB \([\d.]+% of the snapshot's size\), deduplication [\d.]+:1\n/,
+    );
 
     first = (await snapshotList(repo))[0]!;
     expect(first.id.slice(0, 8)).toBe(saved![1]);

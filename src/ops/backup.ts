@@ -43,6 +43,8 @@ export interface BackupResult {
   bytesNew: number;
   /** Bytes added to the repository: packs, index and the snapshot file. */
   stored: number;
+  /** The snapshot's size over the bytes it added (deduplication and compression): 3.3 is 3.3:1. */
+  deduplicationRatio: number;
   newBlobs: number;
   deltaBlobs: number;
   durationMs: number;
@@ -101,6 +103,7 @@ export async function backup(
         bytesRead: sink.bytesRead,
         bytesNew: writer.stats.newRawBytes,
         stored: writer.stats.storedBytes + saved.size,
+        deduplicationRatio: result.size / (writer.stats.storedBytes + saved.size),
         newBlobs: writer.stats.newBlobs,
         deltaBlobs: writer.stats.deltaBlobs,
         durationMs: Date.now() - started,

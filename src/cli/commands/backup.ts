@@ -168,6 +168,11 @@ async function runBackup(
   else output.info(copy ? `${summarize(result)}\n${summarizeCopy(copy)}` : summarize(result));
 }
 
+/** "3.3:1", "422:1": three significant digits at most. */
+function formatRatio(ratio: number): string {
+  return `${ratio >= 100 ? Math.round(ratio) : Number(ratio.toPrecision(ratio >= 10 ? 3 : 2))}:1`;
+}
+
 function summarize(result: BackupResult): string {
   const share =
     result.size > 0
@@ -176,6 +181,6 @@ function summarize(result: BackupResult): string {
   return [
     `snapshot ${result.snapshot.slice(0, 8)} saved${result.parent ? ` (parent ${result.parent.slice(0, 8)})` : ''}`,
     `  read ${formatBytes(result.bytesRead)} of ${formatBytes(result.size)} in ${(result.durationMs / 1000).toFixed(1)} s (${formatRate(result.bytesRead, result.durationMs)})`,
-    `  new ${formatBytes(result.bytesNew)} in ${result.newBlobs} blobs (${result.deltaBlobs} as deltas), stored ${formatBytes(result.stored)} (${share}% of the snapshot's size)`,
+    `  new ${formatBytes(result.bytesNew)} in ${result.newBlobs} blobs (${result.deltaBlobs} as deltas), stored ${formatBytes(result.stored)} (${share}% of the snapshot's size), deduplication ${formatRatio(result.deduplicationRatio)}`,
   ].join('\n');
 }
