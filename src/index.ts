@@ -47,6 +47,11 @@ export {
   type PostgresVerifyOptions,
   type PostgresVerifyResult,
 } from './ops/verify-postgres.ts';
+export {
+  DatabaseMismatchError,
+  type DatabaseVerification,
+  type TableComparison,
+} from './sources/postgres/verify.ts';
 export { catFile } from './ops/read-content.ts';
 export { check, type CheckOptions, type CheckResult, type CheckProblem } from './ops/check.ts';
 export { unlock } from './ops/unlock.ts';

@@ -55,13 +55,17 @@ describe('restore postgres', () => {
     const untouched = await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env });
     expectExit(untouched, 0);
     expect(untouched.stderr).toMatch(
-      /1 tables \(1000 rows\), 1 sequences and the objects of 1 schemas all match/,
+      /compared with snapshot \w{8}:\n {2}tables +1 \(1000 rows\) +all match\n {2}sequences +1 +all match\n {2}objects +1 schemas +all match\n/,
     );
     await cluster.psql(`update items set name = 'tampered' where id = 500`, 'app_copy');
     const tampered = await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env });
     expectExit(tampered, 7);
     expect(tampered.stderr).toMatch(
       /app_copy differs from snapshot \w{8}: 1 table\(s\): public\.items \(1000 rows backed up, 1000 found, contents differ\)/,
+    );
+    // The table comes first: what differs, and what still matches.
+    expect(tampered.stderr).toMatch(
+      /compared with the backup:\n {2}tables +1 \(1000 rows\) +1 differs\n {4}public\.items: 1000 rows backed up, 1000 found, contents differ\n {2}sequences +1 +all match\n/,
     );
     await cluster.psql('delete from items where id = 1', 'app_copy');
     expect((await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env })).stderr).toMatch(
@@ -79,6 +83,9 @@ describe('restore postgres', () => {
     expectExit(changed, 7);
     expect(changed.stderr).toMatch(/sequence public\.app_seq: 42 backed up, 43 found/);
     expect(changed.stderr).toMatch(/schema public: indexes: 2 backed up, 1 found/);
+    expect(changed.stderr).toMatch(
+      / {2}tables +1 \(1000 rows\) +all match\n {2}sequences +1 +1 differs\n {4}sequence public\.app_seq: 42 backed up, 43 found\n {2}objects +1 schemas +1 differs\n/,
+    );
   });
 
   it('refuses an existing database without --replace, and a replace nobody confirmed', async () => {

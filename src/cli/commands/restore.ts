@@ -9,6 +9,7 @@ import { ConfigError } from '../../errors.ts';
 import { promptLine } from '../prompt.ts';
 import { globalOptions, outputFor, withRepository, type GlobalOptions } from '../context.ts';
 import { formatBytes } from '../output.ts';
+import { showingMismatch, verificationTable } from '../verification.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -58,22 +59,25 @@ export function registerRestore(program: Command): void {
         filter.before = before;
       }
       const result = await withRepository(global, (repository) =>
-        restorePostgres(repository, reference, {
-          ...(options.to ? { to: options.to } : {}),
-          ...(options.pgBin ? { pgBin: options.pgBin } : {}),
-          replace: Boolean(options.replace),
-          dropOld: Boolean(options.dropOld),
-          dryRun: Boolean(options.dryRun),
-          singleTransaction: Boolean(options.singleTransaction),
-          ...(options.jobs ? { jobs: options.jobs } : {}),
-          schemaOnly: Boolean(options.schemaOnly),
-          dataOnly: Boolean(options.dataOnly),
-          noOwner: options.owner === false,
-          ...(options.table.length ? { tables: options.table } : {}),
-          filter,
-          confirm: (database) => (options.yes ? Promise.resolve(true) : confirmByName(database)),
-          onStep: (message) => output.info(message),
-        }),
+        showingMismatch(
+          output,
+          restorePostgres(repository, reference, {
+            ...(options.to ? { to: options.to } : {}),
+            ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+            replace: Boolean(options.replace),
+            dropOld: Boolean(options.dropOld),
+            dryRun: Boolean(options.dryRun),
+            singleTransaction: Boolean(options.singleTransaction),
+            ...(options.jobs ? { jobs: options.jobs } : {}),
+            schemaOnly: Boolean(options.schemaOnly),
+            dataOnly: Boolean(options.dataOnly),
+            noOwner: options.owner === false,
+            ...(options.table.length ? { tables: options.table } : {}),
+            filter,
+            confirm: (database) => (options.yes ? Promise.resolve(true) : confirmByName(database)),
+            onStep: (message) => output.info(message),
+          }),
+        ),
       );
       if (global.json) output.data(result);
       else if (result.dryRun) {
@@ -82,12 +86,7 @@ export function registerRestore(program: Command): void {
         );
         for (const planned of result.steps) output.line(`  - ${planned}`);
       } else {
-        if (result.verification) {
-          const { tables, rows, sequences, schemas } = result.verification;
-          output.info(
-            `verified ${tables} tables (${rows} rows), ${sequences} sequences and the objects of ${schemas} schemas: all match the backup`,
-          );
-        }
+        if (result.verification) output.info(verificationTable(result.verification));
         output.info(
           `restored snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s${result.keptAs ? `; the old database is kept as ${result.keptAs}` : ''}`,
         );
@@ -176,15 +175,19 @@ async function restoreCluster(
     });
   }
   const result = await withRepository(global, (repository) =>
-    restorePostgresCluster(repository, reference, {
-      ...(options.to ? { to: options.to } : {}),
-      ...(options.pgBin ? { pgBin: options.pgBin } : {}),
-      noOwner: options.owner === false,
-      ...(options.jobs ? { jobs: options.jobs } : {}),
-      dryRun: Boolean(options.dryRun),
-      filter,
-      onStep: (message) => output.info(message),
-    }),
+    showingMismatch(
+      output,
+      restorePostgresCluster(repository, reference, {
+        ...(options.to ? { to: options.to } : {}),
+        ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+        noOwner: options.owner === false,
+        ...(options.jobs ? { jobs: options.jobs } : {}),
+        dryRun: Boolean(options.dryRun),
+        filter,
+        onStep: (message) => output.info(message),
+      }),
+      true,
+    ),
   );
   if (global.json) return output.data(result);
   if (result.dryRun) {
@@ -192,11 +195,8 @@ async function restoreCluster(
     for (const planned of result.steps) output.line(`  - ${planned}`);
     return;
   }
-  for (const [database, verification] of Object.entries(result.verification)) {
-    output.info(
-      `${database}: verified ${verification.tables} tables (${verification.rows} rows), ${verification.sequences} sequences`,
-    );
-  }
+  for (const [database, verification] of Object.entries(result.verification))
+    output.info(verificationTable(verification, `${database}, compared with the backup`));
   output.info(
     `restored ${result.databases.length} databases and the roles of snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s`,
   );

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { verifyPostgres } from '../../ops/verify-postgres.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
+import { showingMismatch, verificationTable } from '../verification.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
 
 export function registerVerify(program: Command): void {
@@ -23,16 +24,21 @@ export function registerVerify(program: Command): void {
         const global = globalOptions(command);
         const output = outputFor(global);
         const result = await withRepository(global, (repository) =>
-          verifyPostgres(repository, reference, {
-            ...(options.to ? { to: options.to } : {}),
-            ...(options.pgBin ? { pgBin: options.pgBin } : {}),
-            filter: snapshotFilter(options),
-          }),
+          showingMismatch(
+            output,
+            verifyPostgres(repository, reference, {
+              ...(options.to ? { to: options.to } : {}),
+              ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+              filter: snapshotFilter(options),
+            }),
+          ),
         );
         if (global.json) return output.data(result);
-        const { tables, rows, sequences, schemas } = result.verification;
         output.info(
-          `${result.target}: ${tables} tables (${rows} rows), ${sequences} sequences and the objects of ${schemas} schemas all match snapshot ${result.snapshot.slice(0, 8)}`,
+          verificationTable(
+            result.verification,
+            `${result.target}, compared with snapshot ${result.snapshot.slice(0, 8)}`,
+          ),
         );
       },
     );

@@ -39,14 +39,32 @@ export interface TableComparison {
 }
 
 export interface DatabaseVerification {
+  /** Tables compared, and rows found in them. */
   tables: number;
   rows: number;
+  /** Sequences and schemas whose values and object counts were compared (0: not compared). */
   sequences: number;
   schemas: number;
   /** Tables whose row count or fingerprint differs from the snapshot's. */
   mismatched: TableComparison[];
-  /** Sequences and object counts that differ, one sentence each. */
+  /** Sequences whose value differs, one sentence each. */
+  sequenceDifferences: string[];
+  /** Object counts that differ, one sentence each. */
+  objectDifferences: string[];
+  /** Both of the above. */
   catalogDifferences: string[];
+}
+
+/** A restored database that differs from its snapshot (exit 7), with what was compared. */
+export class DatabaseMismatchError extends VerificationError {
+  constructor(
+    message: string,
+    readonly database: string,
+    readonly verification: DatabaseVerification,
+    options: { hint: string },
+  ) {
+    super(message, options);
+  }
 }
 
 /**
@@ -78,7 +96,8 @@ export async function verifyDatabase(
     )),
   ];
   const mismatched = comparisons.filter((comparison) => !comparison.matches);
-  const catalogDifferences: string[] = [];
+  const sequenceDifferences: string[] = [];
+  const objectDifferences: string[] = [];
   let sequences = 0;
   let schemas = 0;
   if (recorded.catalog && (recorded.expect.sequences || recorded.expect.objects)) {
@@ -86,7 +105,7 @@ export async function verifyDatabase(
     const actual = JSON.parse(await psql(on, tools.binDir, CATALOG_FINGERPRINT)) as CatalogFingerprint;
     if (recorded.expect.sequences) {
       sequences = Object.keys(recorded.catalog.sequences).length;
-      catalogDifferences.push(...differences('sequence', recorded.catalog.sequences, actual.sequences));
+      sequenceDifferences.push(...differences('sequence', recorded.catalog.sequences, actual.sequences));
     }
     if (recorded.expect.objects) {
       schemas = Object.keys(recorded.catalog.objects).length;
@@ -94,7 +113,7 @@ export async function verifyDatabase(
         ...Object.keys(recorded.catalog.objects),
         ...Object.keys(actual.objects),
       ])) {
-        catalogDifferences.push(
+        objectDifferences.push(
           ...differences(
             `schema ${schema}:`,
             recorded.catalog.objects[schema] ?? {},
@@ -104,24 +123,32 @@ export async function verifyDatabase(
       }
     }
   }
-  if (mismatched.length > 0 || catalogDifferences.length > 0) {
-    const tables = mismatched.map(
-      (table) =>
-        `${table.schema}.${table.name} (${table.expectedRows} rows backed up, ${table.actualRows} found${table.expectedRows === table.actualRows ? ', contents differ' : ''})`,
-    );
-    throw new VerificationError(
-      `${database} differs from snapshot ${onMismatch.snapshot.slice(0, 8)}: ${[...(tables.length ? [`${tables.length} table(s): ${tables.join(', ')}`] : []), ...catalogDifferences].join('; ')}`,
-      { hint: onMismatch.hint },
-    );
-  }
-  return {
+  const catalogDifferences = [...sequenceDifferences, ...objectDifferences];
+  const verification: DatabaseVerification = {
     tables: comparisons.length,
     rows: comparisons.reduce((sum, comparison) => sum + comparison.actualRows, 0),
     sequences,
     schemas,
     mismatched,
+    sequenceDifferences,
+    objectDifferences,
     catalogDifferences,
   };
+  if (mismatched.length > 0 || catalogDifferences.length > 0) {
+    const tables = mismatched.map((table) => `${table.schema}.${table.name} (${differenceOf(table)})`);
+    throw new DatabaseMismatchError(
+      `${database} differs from snapshot ${onMismatch.snapshot.slice(0, 8)}: ${[...(tables.length ? [`${tables.length} table(s): ${tables.join(', ')}`] : []), ...catalogDifferences].join('; ')}`,
+      database,
+      verification,
+      { hint: onMismatch.hint },
+    );
+  }
+  return verification;
+}
+
+/** "1000 rows backed up, 999 found", or "…, contents differ" when the counts agree. */
+export function differenceOf(table: TableComparison): string {
+  return `${table.expectedRows} rows backed up, ${table.actualRows} found${table.expectedRows === table.actualRows ? ', contents differ' : ''}`;
 }
 
 /** "sequence shop.orders_id_seq: 5000 backed up, 4999 found" for every key whose values differ. */

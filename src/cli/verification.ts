@@ -1,0 +1,70 @@
+import {
+  DatabaseMismatchError,
+  differenceOf,
+  type DatabaseVerification,
+} from '../sources/postgres/verify.ts';
+import type { Output } from './output.ts';
+
+/**
+ * The short table printed after a restore or a verify: what was compared with the backup's
+ * fingerprints and whether it matched, with a line for each difference.
+ *
+ *   compared with the backup's fingerprints:
+ *     tables     6 (12853334 rows)   all match
+ *     sequences  4                   all match
+ *     objects    3 schemas           1 differs
+ *       schema shop: index 3 backed up, 2 found
+ */
+export function verificationTable(
+  verification: DatabaseVerification,
+  title = 'compared with the backup',
+): string {
+  const rows: [what: string, count: string, differences: string[]][] = [];
+  const { mismatched, sequenceDifferences, objectDifferences } = verification;
+  if (verification.tables > 0 || mismatched.length > 0)
+    rows.push([
+      'tables',
+      `${verification.tables} (${verification.rows} rows)`,
+      mismatched.map((table) => `${table.schema}.${table.name}: ${differenceOf(table)}`),
+    ]);
+  if (verification.sequences > 0 || sequenceDifferences.length > 0)
+    rows.push(['sequences', String(verification.sequences), sequenceDifferences]);
+  if (verification.schemas > 0 || objectDifferences.length > 0)
+    rows.push(['objects', `${verification.schemas} schemas`, objectDifferences]);
+  if (rows.length === 0) return `${title}: nothing to compare`;
+  const countWidth = Math.max(...rows.map(([, count]) => count.length));
+  const lines = [`${title}:`];
+  for (const [what, count, differences] of rows) {
+    const verdict =
+      differences.length === 0
+        ? 'all match'
+        : `${differences.length} ${differences.length === 1 ? 'differs' : 'differ'}`;
+    lines.push(`  ${what.padEnd(10)} ${count.padEnd(countWidth)}  ${verdict}`);
+    for (const difference of differences.slice(0, SHOWN_DIFFERENCES)) lines.push(`    ${difference}`);
+    if (differences.length > SHOWN_DIFFERENCES)
+      lines.push(`    … and ${differences.length - SHOWN_DIFFERENCES} more`);
+  }
+  return lines.join('\n');
+}
+
+/** Differences listed under each row; the error message and --json name them all. */
+const SHOWN_DIFFERENCES = 10;
+
+/**
+ * `work`, printing the table of a database found to differ from its snapshot before the error
+ * (exit 7) goes up: the message names every difference, the table shows what matched too.
+ */
+export async function showingMismatch<T>(output: Output, work: Promise<T>, named = false): Promise<T> {
+  try {
+    return await work;
+  } catch (error) {
+    if (error instanceof DatabaseMismatchError)
+      output.info(
+        verificationTable(
+          error.verification,
+          named ? `${error.database}, compared with the backup` : 'compared with the backup',
+        ),
+      );
+    throw error;
+  }
+}
