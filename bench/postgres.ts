@@ -1,5 +1,6 @@
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { initCluster, withCluster, type Cluster } from './cluster.ts';
 import {
   restic,
@@ -11,7 +12,7 @@ import {
 } from './contenders.ts';
 import { DATABASE, type Dataset } from './dataset.ts';
 import { warmTree } from './files.ts';
-import { measure, run, type Measurement } from './process.ts';
+import { measure, run, type CommandSpec, type Measurement } from './process.ts';
 import type { Outcome } from './rows.ts';
 import { missingBaselines } from './tools.ts';
 
@@ -19,6 +20,11 @@ import { missingBaselines } from './tools.ts';
 export interface PostgresResults {
   /** `pg_dump -Fc -Z0 > /dev/null` of the database in its before state. */
   pgDump: Measurement;
+  /**
+   * `pg_dump -Fc -Z0 | zstd -1 > /dev/null`: what compressing the dump at zstd's level (strongbox
+   * stores at level 1) costs on its own, before any hashing, encryption or writing.
+   */
+  pgDumpZstd: Outcome<Measurement>;
   /** `strongbox backup postgres` before and after day.sql, into one repository. */
   strongbox: TwoBackups;
   /** `pg_dump -Fc -Z0 | restic backup --stdin` of the same two states. */
@@ -32,6 +38,11 @@ export interface Restores {
   strongbox: Measurement;
   /** `pg_restore -j 2` of the before dump, createdb included. */
   pgRestoreParallel: Measurement;
+  /**
+   * The same, then every table read back (`COPY … TO STDOUT` through psql, two at a time): the
+   * least a restore whose result is compared with the backup row by row must do.
+   */
+  pgRestoreReadBack: Measurement;
   /** Serial `pg_restore` of the before dump, createdb included. */
   pgRestoreSerial: Measurement;
 }
@@ -75,6 +86,15 @@ async function measureOn(cluster: Cluster, bench: PostgresBench): Promise<Postgr
   for (let run = 0; run < TIMED_RUNS; run++)
     pgDumps.push(await measure(cluster.client('pg_dump', DATABASE, ['-Fc', '-Z0']), { discardStdout: true }));
   const pgDump = typical(pgDumps, pgDumps[0]!);
+  const zstdMissing = missingBaselines(['zstd']);
+  let pgDumpZstd: Outcome<Measurement> = { missing: zstdMissing ?? '' };
+  if (!zstdMissing) {
+    log(`postgres: pg_dump | zstd -1 (${TIMED_RUNS} runs)`);
+    const runs: Measurement[] = [];
+    for (let run = 0; run < TIMED_RUNS; run++)
+      runs.push(await measure(compressedDump(cluster.client('pg_dump', DATABASE, ['-Fc', '-Z0']))));
+    pgDumpZstd = { ok: typical(runs, runs[0]!) };
+  }
 
   const strongboxRepo = strongbox(bench.cli, bench.workDir);
   const missing = missingBaselines(['restic']);
@@ -108,6 +128,7 @@ async function measureOn(cluster: Cluster, bench: PostgresBench): Promise<Postgr
 
   return {
     pgDump,
+    pgDumpZstd,
     strongbox: { first: firstStrongbox, second: secondStrongbox },
     restic: pairOf(firstRestic, secondRestic),
     restores,
@@ -174,11 +195,23 @@ async function measureRestores(
   const parallel = await intoNewDatabase(cluster, 'shop_pg_restore_j2', (database) =>
     pgRestore(cluster, database, ['-j', '2', dump]),
   );
+  log('postgres: pg_restore -j 2, then every table read back');
+  const readBack = await intoNewDatabase(cluster, 'shop_read_back', async (database) => {
+    const restored = await pgRestore(cluster, database, ['-j', '2', dump]);
+    const started = performance.now();
+    await readEveryTable(cluster, database);
+    return { ...restored, seconds: restored.seconds + (performance.now() - started) / 1000 };
+  });
   log('postgres: pg_restore (serial)');
   const serial = await intoNewDatabase(cluster, 'shop_pg_restore', (database) =>
     pgRestore(cluster, database, [dump]),
   );
-  return { strongbox: strongboxRun, pgRestoreParallel: parallel, pgRestoreSerial: serial };
+  return {
+    strongbox: strongboxRun,
+    pgRestoreParallel: parallel,
+    pgRestoreReadBack: readBack,
+    pgRestoreSerial: serial,
+  };
 }
 
 /**
@@ -204,4 +237,41 @@ async function pgRestore(cluster: Cluster, database: string, args: string[]): Pr
   const created = await measure(cluster.program('createdb', [database]));
   const restored = await measure(cluster.client('pg_restore', database, args));
   return { ...restored, seconds: created.seconds + restored.seconds };
+}
+
+/** `producer | zstd -1 -q > /dev/null`, failing if either side fails. */
+function compressedDump(producer: CommandSpec): CommandSpec {
+  return {
+    command: 'bash',
+    args: [
+      '-c',
+      'set -o pipefail; "$@" | zstd -1 -q > /dev/null',
+      'bash',
+      producer.command,
+      ...producer.args,
+    ],
+    ...(producer.env ? { env: producer.env } : {}),
+  };
+}
+
+/** Every ordinary table of `database` read through `COPY … TO STDOUT` and thrown away, two at a time, largest first. */
+async function readEveryTable(cluster: Cluster, database: string): Promise<void> {
+  const listed = await run(
+    cluster.client('psql', database, [
+      '-X',
+      '-At',
+      '-c',
+      `select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+       where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema')
+       order by pg_relation_size(c.oid) desc`,
+    ]),
+  );
+  const tables = listed.trim().split('\n').filter(Boolean);
+  const lane = async () => {
+    for (let table = tables.shift(); table; table = tables.shift())
+      await run(cluster.client('psql', database, ['-X', '-c', `copy ${table} to stdout`]), {
+        discardStdout: true,
+      });
+  };
+  await Promise.all([lane(), lane()]);
 }

@@ -121,7 +121,7 @@ function storedRows({ strongbox, restic }: Results): Row[] {
 /** The baseline of the `backup postgres` rows: restic fed by pg_dump, as a script would do it. */
 const PG_DUMP_RESTIC = 'pg_dump -Fc -Z0 | restic backup --stdin';
 
-function postgresBackupRows({ pgDump, strongbox, restic }: PostgresResults): Row[] {
+function postgresBackupRows({ pgDump, pgDumpZstd, strongbox, restic }: PostgresResults): Row[] {
   const measure = 'backup postgres, 1st (wall time)';
   return [
     {
@@ -130,6 +130,16 @@ function postgresBackupRows({ pgDump, strongbox, restic }: PostgresResults): Row
       strongbox: strongbox.first.seconds,
       baseline: { what: 'pg_dump -Fc -Z0 > /dev/null, same database', value: pgDump.seconds },
       goal: { op: '<=', value: 1.15, relative: true },
+    },
+    {
+      measure,
+      unit: 's',
+      strongbox: strongbox.first.seconds,
+      baseline: baseline(
+        'pg_dump -Fc -Z0 | zstd -1 > /dev/null, compression alone',
+        pgDumpZstd,
+        (r) => r.seconds,
+      ),
     },
     {
       measure,
@@ -181,6 +191,15 @@ function restoreRows({ restores }: PostgresResults): Row[] {
       strongbox: restores.strongbox.seconds,
       baseline: { what: 'pg_restore -j 2 of the before dump', value: restores.pgRestoreParallel.seconds },
       goal: { op: '<=', value: 1, relative: true },
+    },
+    {
+      measure,
+      unit: 's',
+      strongbox: restores.strongbox.seconds,
+      baseline: {
+        what: 'pg_restore -j 2, then every table read back (COPY TO, 2 at a time)',
+        value: restores.pgRestoreReadBack.seconds,
+      },
     },
     {
       measure,
