@@ -9,11 +9,11 @@ import type { Output } from './output.ts';
  * The short table printed after a restore or a verify: what was compared with the backup's
  * fingerprints and whether it matched, with a line for each difference.
  *
- *   compared with the backup's fingerprints:
- *     tables     6 (12853334 rows)   all match
- *     sequences  4                   all match
- *     objects    3 schemas           1 differs
- *       schema shop: index 3 backed up, 2 found
+ *   compared with the backup:
+ *     tables     6 (12853334 rows)  all match
+ *     sequences  4                  all match
+ *     objects    3 schemas          1 differs
+ *       schema shop: indexes: 3 backed up, 2 found
  */
 export function verificationTable(
   verification: DatabaseVerification,
@@ -54,17 +54,16 @@ const SHOWN_DIFFERENCES = 10;
  * `work`, printing the table of a database found to differ from its snapshot before the error
  * (exit 7) goes up: the message names every difference, the table shows what matched too.
  */
-export async function showingMismatch<T>(output: Output, work: Promise<T>, named = false): Promise<T> {
+export async function showingMismatch<T>(
+  output: Output,
+  work: Promise<T>,
+  title: (database: string) => string = () => 'compared with the backup',
+): Promise<T> {
   try {
     return await work;
   } catch (error) {
     if (error instanceof DatabaseMismatchError)
-      output.info(
-        verificationTable(
-          error.verification,
-          named ? `${error.database}, compared with the backup` : 'compared with the backup',
-        ),
-      );
+      output.info(verificationTable(error.verification, title(error.database)));
     throw error;
   }
 }

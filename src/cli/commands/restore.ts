@@ -156,6 +156,8 @@ async function confirmByName(database: string): Promise<boolean> {
   );
 }
 
+const clusterDatabaseTitle = (database: string) => `${database}, compared with the backup`;
+
 async function restoreCluster(
   global: GlobalOptions,
   output: Output,
@@ -186,7 +188,7 @@ async function restoreCluster(
         filter,
         onStep: (message) => output.info(message),
       }),
-      true,
+      clusterDatabaseTitle,
     ),
   );
   if (global.json) return output.data(result);
@@ -196,7 +198,7 @@ async function restoreCluster(
     return;
   }
   for (const [database, verification] of Object.entries(result.verification))
-    output.info(verificationTable(verification, `${database}, compared with the backup`));
+    output.info(verificationTable(verification, clusterDatabaseTitle(database)));
   output.info(
     `restored ${result.databases.length} databases and the roles of snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s`,
   );
