@@ -52,10 +52,16 @@ export function startCli(args: string[], options: Omit<RunOptions, 'input'> = {}
   });
 }
 
-/** The environment without any STRONGBOX_ variable of the machine running the tests. */
+/**
+ * The environment without the variables of the machine running the tests that strongbox reads:
+ * STRONGBOX_*, libpq's PG* and the DB_* of backup scripts. A developer's PGHOST must not send a
+ * test to another server, nor override the connection a test gives.
+ */
 export function cleanEnv(): Record<string, string | undefined> {
-  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('STRONGBOX_')));
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !MACHINE_SETTINGS.test(name)));
 }
+
+const MACHINE_SETTINGS = /^(STRONGBOX_|PG[A-Z]+$|DB_(HOST|PORT|NAME|USER|PASSWORD)$)/;
 
 export interface TempRepo {
   dir: string;
