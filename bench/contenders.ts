@@ -53,7 +53,7 @@ export async function twoBackups(contender: Contender, dataset: Dataset): Promis
 }
 
 /** The shop database's dump, as pg_dump writes it to standard output. */
-const pgDumpOf = (cluster: Cluster) => cluster.client('pg_dump', DATABASE, ['-Fc', '-Z0']);
+export const pgDumpOf = (cluster: Cluster) => cluster.client('pg_dump', DATABASE, ['-Fc', '-Z0']);
 
 /** A fresh strongbox repository in `dir`, used through the built CLI. */
 export function strongbox(cli: string, dir: string): StrongboxContender {
@@ -85,7 +85,7 @@ export function strongbox(cli: string, dir: string): StrongboxContender {
 }
 
 /** `producer | consumer` in bash, failing if either fails; the producer's arguments reach it unparsed. */
-function pipe(producer: CommandSpec, consumer: string, env: Record<string, string>): CommandSpec {
+export function pipe(producer: CommandSpec, consumer: string, env: Record<string, string> = {}): CommandSpec {
   const script = `set -o pipefail; "$@" | ${consumer}`;
   return { command: 'bash', args: ['-c', script, 'bash', producer.command, ...producer.args], env };
 }

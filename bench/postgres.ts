@@ -3,6 +3,8 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { initCluster, withCluster, type Cluster } from './cluster.ts';
 import {
+  pgDumpOf,
+  pipe,
   restic,
   strongbox,
   type BackupRun,
@@ -12,7 +14,7 @@ import {
 } from './contenders.ts';
 import { DATABASE, type Dataset } from './dataset.ts';
 import { warmTree } from './files.ts';
-import { measure, run, type CommandSpec, type Measurement } from './process.ts';
+import { measure, run, type Measurement } from './process.ts';
 import type { Outcome } from './rows.ts';
 import { missingBaselines } from './tools.ts';
 
@@ -84,7 +86,7 @@ async function measureOn(cluster: Cluster, bench: PostgresBench): Promise<Postgr
   log(`postgres: pg_dump (${TIMED_RUNS} runs)`);
   const pgDumps: Measurement[] = [];
   for (let run = 0; run < TIMED_RUNS; run++)
-    pgDumps.push(await measure(cluster.client('pg_dump', DATABASE, ['-Fc', '-Z0']), { discardStdout: true }));
+    pgDumps.push(await measure(pgDumpOf(cluster), { discardStdout: true }));
   const pgDump = typical(pgDumps, pgDumps[0]!);
   const zstdMissing = missingBaselines(['zstd']);
   let pgDumpZstd: Outcome<Measurement> = { missing: zstdMissing ?? '' };
@@ -92,7 +94,7 @@ async function measureOn(cluster: Cluster, bench: PostgresBench): Promise<Postgr
     log(`postgres: pg_dump | zstd -1 (${TIMED_RUNS} runs)`);
     const runs: Measurement[] = [];
     for (let run = 0; run < TIMED_RUNS; run++)
-      runs.push(await measure(compressedDump(cluster.client('pg_dump', DATABASE, ['-Fc', '-Z0']))));
+      runs.push(await measure(pipe(pgDumpOf(cluster), 'zstd -1 -q > /dev/null')));
     pgDumpZstd = { ok: typical(runs, runs[0]!) };
   }
 
@@ -237,21 +239,6 @@ async function pgRestore(cluster: Cluster, database: string, args: string[]): Pr
   const created = await measure(cluster.program('createdb', [database]));
   const restored = await measure(cluster.client('pg_restore', database, args));
   return { ...restored, seconds: created.seconds + restored.seconds };
-}
-
-/** `producer | zstd -1 -q > /dev/null`, failing if either side fails. */
-function compressedDump(producer: CommandSpec): CommandSpec {
-  return {
-    command: 'bash',
-    args: [
-      '-c',
-      'set -o pipefail; "$@" | zstd -1 -q > /dev/null',
-      'bash',
-      producer.command,
-      ...producer.args,
-    ],
-    ...(producer.env ? { env: producer.env } : {}),
-  };
 }
 
 /** Every ordinary table of `database` read through `COPY … TO STDOUT` and thrown away, two at a time, largest first. */

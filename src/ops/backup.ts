@@ -60,12 +60,21 @@ export async function backup(
   source: BackupSource,
   options: BackupOptions = {},
 ): Promise<BackupResult> {
-  const started = Date.now();
-  // Until the source runs, a failure here leaves it unused: abandon() stops what it began early.
-  const lock = await repository.lock(false, `backup ${source.kind}`).catch(async (error: unknown) => {
+  try {
+    return await backupLocked(repository, source, options);
+  } finally {
+    // A source that failed before it ran stops what it began early (once run, this does nothing).
     await source.abandon?.();
-    throw error;
-  });
+  }
+}
+
+async function backupLocked(
+  repository: Repository,
+  source: BackupSource,
+  options: BackupOptions,
+): Promise<BackupResult> {
+  const started = Date.now();
+  const lock = await repository.lock(false, `backup ${source.kind}`);
   try {
     await repository.loadIndex();
     const host = options.host ?? os.hostname();
@@ -96,14 +105,15 @@ export async function backup(
         summary: result.summary,
         ...(result.details ? { source: result.details } : {}),
       });
+      const stored = writer.stats.storedBytes + saved.size;
       return {
         snapshot: saved.id,
         ...(parent ? { parent: parent.id } : {}),
         size: result.size,
         bytesRead: sink.bytesRead,
         bytesNew: writer.stats.newRawBytes,
-        stored: writer.stats.storedBytes + saved.size,
-        deduplicationRatio: result.size / (writer.stats.storedBytes + saved.size),
+        stored,
+        deduplicationRatio: result.size / stored,
         newBlobs: writer.stats.newBlobs,
         deltaBlobs: writer.stats.deltaBlobs,
         durationMs: Date.now() - started,
@@ -113,7 +123,6 @@ export async function backup(
       await writer.close();
     }
   } finally {
-    await source.abandon?.();
     await lock.release();
   }
 }
