@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import fc from 'fast-check';
 import { describe, it, expect } from 'vitest';
 import { seededBytes } from './helpers/data.ts';
 import { Chunker, gearTable } from '../src/chunking/fastcdc.ts';
@@ -216,5 +217,100 @@ describe('SimilarityIndex', () => {
   it('rejects bad options', () => {
     expect(() => new SimilarityIndex({ minShared: 0 })).toThrow(RangeError);
     expect(() => new SimilarityIndex({ maxIdsPerValue: 1.5 })).toThrow(RangeError);
+    expect(() => new SimilarityIndex({ capacity: 3 })).toThrow(RangeError);
+  });
+});
+
+/**
+ * SimilarityIndex against a plain model: for each value, its ids with the time each was added or
+ * refreshed, the oldest forgotten past maxIdsPerValue. Small tables, so that random additions
+ * cross several growths, with values drawn from a small pool so that they collide and probe.
+ */
+describe('SimilarityIndex (model-based)', () => {
+  interface Model {
+    holders: Map<number, { id: number; age: number }[]>;
+    clock: number;
+  }
+
+  function modelAdd(model: Model, maxIdsPerValue: number, id: number, sketch: number[]): void {
+    for (const value of new Set(sketch)) {
+      const age = ++model.clock;
+      const holders = model.holders.get(value) ?? [];
+      model.holders.set(value, holders);
+      const held = holders.find((holder) => holder.id === id);
+      if (held) held.age = age;
+      else if (holders.length >= maxIdsPerValue) {
+        const oldest = holders.reduce((a, b) => (b.age < a.age ? b : a));
+        oldest.id = id;
+        oldest.age = age;
+      } else holders.push({ id, age });
+    }
+  }
+
+  function modelFind(model: Model, minShared: number, sketch: number[], preferred?: number) {
+    const values = new Set(sketch);
+    const required = Math.min(minShared, values.size);
+    if (required === 0) return undefined;
+    const counts = new Map<number, number>();
+    let best: number | undefined;
+    let bestCount = 0;
+    for (const value of values) {
+      const holders = [...(model.holders.get(value) ?? [])].sort((a, b) => b.age - a.age);
+      for (const { id } of holders) {
+        const count = (counts.get(id) ?? 0) + 1;
+        counts.set(id, count);
+        if (count > bestCount) [best, bestCount] = [id, count];
+      }
+    }
+    if (preferred !== undefined && (counts.get(preferred) ?? 0) >= bestCount) best = preferred;
+    return bestCount >= required ? best : undefined;
+  }
+
+  it('answers as a plain model does, across growths', () => {
+    const sketch = (valuePool: number) =>
+      fc.array(
+        fc.integer({ min: 0, max: valuePool }).map((n) => (n * 0x9e3779b1) >>> 0),
+        { maxLength: 10 },
+      );
+    const operation = (idPool: number, valuePool: number) =>
+      fc.oneof(
+        fc.record({ add: fc.nat({ max: idPool }), sketch: sketch(valuePool) }),
+        fc.record({
+          find: sketch(valuePool),
+          preferred: fc.option(fc.nat({ max: idPool }), { nil: undefined }),
+        }),
+      );
+    const runs = fc
+      .record({
+        minShared: fc.integer({ min: 1, max: 4 }),
+        maxIdsPerValue: fc.integer({ min: 1, max: 5 }),
+        capacity: fc.constantFrom(2, 4, 8, 16),
+        idPool: fc.integer({ min: 1, max: 60 }),
+        valuePool: fc.integer({ min: 1, max: 400 }),
+      })
+      .chain((options) =>
+        fc.tuple(
+          fc.constant(options),
+          fc.array(operation(options.idPool, options.valuePool), { maxLength: 120 }),
+        ),
+      );
+    fc.assert(
+      fc.property(runs, ([options, operations]) => {
+        const index = new SimilarityIndex(options);
+        const model: Model = { holders: new Map(), clock: 0 };
+        for (const operation of operations) {
+          if ('add' in operation) {
+            index.add(operation.add, operation.sketch);
+            modelAdd(model, options.maxIdsPerValue, operation.add, operation.sketch);
+          } else {
+            expect(index.findBase(operation.find, operation.preferred)).toBe(
+              modelFind(model, options.minShared, operation.find, operation.preferred),
+            );
+          }
+          expect(index.size).toBe(model.holders.size);
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });

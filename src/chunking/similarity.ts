@@ -81,6 +81,8 @@ export interface SimilarityIndexOptions {
   minShared?: number;
   /** Most recent ids remembered per sketch value (default 4); older ones are forgotten. */
   maxIdsPerValue?: number;
+  /** Table entries before the first growth, a power of two (default 1024; tests start small). */
+  capacity?: number;
 }
 
 /**
@@ -91,10 +93,10 @@ export interface SimilarityIndexOptions {
  * more than a rare one.
  */
 export class SimilarityIndex {
-  private keys = new Uint32Array(1024);
-  private ids = new Int32Array(1024).fill(EMPTY);
+  private keys: Uint32Array;
+  private ids: Int32Array;
   /** When each entry was added or refreshed: newer ids win ties and outlive older ones. */
-  private ages = new Uint32Array(1024);
+  private ages: Uint32Array;
   private entries = 0;
   private distinctValues = 0;
   private clock = 0;
@@ -109,6 +111,12 @@ export class SimilarityIndex {
     if (!(Number.isInteger(this.maxIdsPerValue) && this.maxIdsPerValue >= 1)) {
       throw new RangeError('maxIdsPerValue must be a positive integer');
     }
+    const capacity = options.capacity ?? 1024;
+    if (!(Number.isInteger(capacity) && capacity >= 2 && (capacity & (capacity - 1)) === 0))
+      throw new RangeError('capacity must be a power of two');
+    this.keys = new Uint32Array(capacity);
+    this.ids = new Int32Array(capacity).fill(EMPTY);
+    this.ages = new Uint32Array(capacity);
   }
 
   /** Number of distinct sketch values held. */

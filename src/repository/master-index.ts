@@ -60,21 +60,34 @@ const UNLOCATED = 0xffffffff;
 export class MasterIndex {
   private readonly slots = new Map<string, number>();
   private ids: string[] = [];
-  private packOf = new Uint32Array(1024);
-  private offsets = new Uint32Array(1024);
-  private lengths = new Uint32Array(1024);
-  private rawLengths = new Uint32Array(1024);
+  private packOf: Uint32Array;
+  private offsets: Uint32Array;
+  private lengths: Uint32Array;
+  private rawLengths: Uint32Array;
   /** type | compression << 2 | level << 4 */
-  private flags = new Uint16Array(1024);
+  private flags: Uint16Array;
   /** Slot of the delta base, or NO_BASE. */
-  private bases = new Int32Array(1024);
+  private bases: Int32Array;
   /** SKETCH_SLOTS values per blob; the count of values is in sketchLengths. */
-  private sketchValues = new Uint32Array(1024 * SKETCH_SLOTS);
-  private sketchLengths = new Uint8Array(1024);
+  private sketchValues: Uint32Array;
+  private sketchLengths: Uint8Array;
   private readonly packIds: string[] = [];
   private readonly packSlots = new Map<string, number>();
   private readonly packs: IndexedPack[] = [];
   private located = 0;
+
+  /** `capacity`: blobs before the first growth (tests start small to cross many growths). */
+  constructor(capacity = 1024) {
+    capacity = Math.max(1, capacity);
+    this.packOf = new Uint32Array(capacity);
+    this.offsets = new Uint32Array(capacity);
+    this.lengths = new Uint32Array(capacity);
+    this.rawLengths = new Uint32Array(capacity);
+    this.flags = new Uint16Array(capacity);
+    this.bases = new Int32Array(capacity);
+    this.sketchValues = new Uint32Array(capacity * SKETCH_SLOTS);
+    this.sketchLengths = new Uint8Array(capacity);
+  }
 
   get blobCount(): number {
     return this.located;
@@ -168,15 +181,18 @@ export class MasterIndex {
     }
     if (indexFile) this.packs[packSlot]!.indexFiles.add(indexFile);
     for (const blob of record.blobs) {
+      // Both slots first: either may grow the arrays, and a write through an array read before
+      // the growth is lost (a delta's base was once written into the discarded array).
       const slot = this.slotFor(blob.id);
+      // Index files load in any order: a base not seen yet gets a slot now and a location later.
+      const base = blob.base ? this.slotFor(blob.base) : NO_BASE;
       if (this.packOf[slot] === UNLOCATED) this.located++;
       this.packOf[slot] = packSlot;
       this.offsets[slot] = blob.offset;
       this.lengths[slot] = blob.length;
       this.rawLengths[slot] = blob.rawLength;
       this.flags[slot] = blob.type | (blob.compression << 2) | (blob.level << 4);
-      // Index files load in any order: a base not seen yet gets a slot now and a location later.
-      this.bases[slot] = blob.base ? this.slotFor(blob.base) : NO_BASE;
+      this.bases[slot] = base;
       const sketch = record.sketches?.get(blob.id)?.slice(0, SKETCH_SLOTS) ?? [];
       this.sketchValues.set(sketch, slot * SKETCH_SLOTS);
       this.sketchLengths[slot] = sketch.length;

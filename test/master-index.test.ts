@@ -1,0 +1,209 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { BlobTypeValue, CompressionValue } from '../src/repository/blob.ts';
+import {
+  MasterIndex,
+  serializeIndex,
+  type IndexedBlob,
+  type IndexedPackRecord,
+} from '../src/repository/master-index.ts';
+
+/**
+ * MasterIndex against a plain model: Maps of what each index file said, the last word on a blob
+ * winning. Random packs of blobs drawn from a small pool, with delta bases drawn from the same
+ * pool (often not added yet, as when index files load in another order), added to indexes that
+ * start with room for one, two or three blobs, so that every growth boundary is crossed with
+ * references on both sides of it.
+ */
+
+interface ModelBlob extends IndexedBlob {
+  id: string;
+}
+
+interface Model {
+  blobs: Map<string, ModelBlob>;
+  packs: Map<string, { size: number; keys: string; indexFiles: Set<string> }>;
+}
+
+const hexId = (n: number, width = 64) => n.toString(16).padStart(width, '0');
+
+function blobArbitrary(pool: number) {
+  return fc.record({
+    id: fc.integer({ min: 0, max: pool - 1 }).map((n) => hexId(n)),
+    base: fc.option(
+      fc.integer({ min: 0, max: pool - 1 }).map((n) => hexId(n)),
+      { nil: undefined },
+    ),
+    type: fc.constantFrom<BlobTypeValue>(0, 1),
+    offset: fc.nat({ max: 0xffffffff }),
+    length: fc.nat({ max: 0xffffffff }),
+    rawLength: fc.nat({ max: 0xffffffff }),
+    compression: fc.constantFrom<CompressionValue>(0, 1),
+    level: fc.integer({ min: -7, max: 22 }).map((level) => Math.max(0, level)),
+    sketch: fc.option(fc.array(fc.nat({ max: 0xffffffff }), { maxLength: 10 }), { nil: undefined }),
+  });
+}
+
+type GeneratedBlob = ReturnType<typeof blobArbitrary> extends fc.Arbitrary<infer T> ? T : never;
+
+function record(packNumber: number, size: number, blobs: GeneratedBlob[]): IndexedPackRecord {
+  const sketches = new Map<string, number[]>();
+  const entries = blobs.map(({ sketch, base, ...blob }) => {
+    if (sketch) sketches.set(blob.id, sketch);
+    // A blob is never its own base.
+    return base !== undefined && base !== blob.id ? { ...blob, base } : blob;
+  });
+  return { id: hexId(packNumber), size, keys: Buffer.from([packNumber & 0xff]), blobs: entries, sketches };
+}
+
+class AddPack implements fc.Command<Model, MasterIndex> {
+  constructor(
+    readonly pack: IndexedPackRecord,
+    readonly indexFile: string | undefined,
+    readonly viaFile: boolean,
+  ) {}
+
+  check(): boolean {
+    return true;
+  }
+
+  run(model: Model, index: MasterIndex): void {
+    if (this.viaFile && this.indexFile) {
+      // Through the serialized form, as index files are read back.
+      index.addIndexFile(this.indexFile, JSON.parse(JSON.stringify(serializeIndex([this.pack]))));
+    } else {
+      index.addPack(this.pack, this.indexFile);
+    }
+    const known = model.packs.get(this.pack.id);
+    const pack = known ?? {
+      size: this.pack.size,
+      keys: this.pack.keys.toString('hex'),
+      indexFiles: new Set(),
+    };
+    if (this.indexFile) pack.indexFiles.add(this.indexFile);
+    model.packs.set(this.pack.id, pack);
+    for (const blob of this.pack.blobs) {
+      const sketch = this.pack.sketches?.get(blob.id)?.slice(0, 8);
+      const { id, ...location } = blob;
+      const entry: ModelBlob = { id, ...location, pack: this.pack.id };
+      if (sketch && sketch.length > 0) entry.sketch = sketch;
+      model.blobs.set(id, entry);
+    }
+    compare(model, index);
+  }
+
+  toString(): string {
+    return `addPack(${this.pack.id.slice(-3)}, ${this.pack.blobs.length} blobs${this.viaFile ? ', via file' : ''})`;
+  }
+}
+
+function compare(model: Model, index: MasterIndex): void {
+  expect(index.blobCount).toBe(model.blobs.size);
+  expect(index.packCount).toBe(model.packs.size);
+  const expected = (blob: ModelBlob): IndexedBlob => {
+    const { id: _id, ...rest } = blob;
+    return rest;
+  };
+  for (const [id, blob] of model.blobs) {
+    expect(index.has(id)).toBe(true);
+    expect(index.get(id)).toEqual(expected(blob));
+    expect(index.rawLength(id)).toBe(blob.rawLength);
+    expect(index.idAt(index.slotOf(id)!)).toBe(id);
+  }
+  expect(new Map(index.entries())).toEqual(
+    new Map([...model.blobs].map(([id, blob]) => [id, expected(blob)])),
+  );
+  const sketches = new Map([...index.sketches()].map(([slot, sketch]) => [index.idAt(slot), sketch]));
+  const expectedSketches = new Map(
+    [...model.blobs.values()]
+      .filter((blob) => blob.sketch && blob.base === undefined)
+      .map((blob) => [blob.id, blob.sketch!]),
+  );
+  expect(sketches).toEqual(expectedSketches);
+  for (const [id, pack] of model.packs) {
+    const indexed = index.pack(id)!;
+    expect(indexed.size).toBe(pack.size);
+    expect(indexed.keys.toString('hex')).toBe(pack.keys);
+    expect(indexed.indexFiles).toEqual(pack.indexFiles);
+  }
+  expect([...index.packIdList()].sort()).toEqual([...model.packs.keys()].sort());
+}
+
+function commandsArbitrary(pool: number) {
+  const addPack = fc
+    .record({
+      packNumber: fc.integer({ min: 0, max: 30 }),
+      size: fc.nat(),
+      blobs: fc.array(blobArbitrary(pool), { minLength: 0, maxLength: 12 }),
+      indexFile: fc.option(
+        fc.integer({ min: 0, max: 5 }).map((n) => `index/${hexId(n)}`),
+        { nil: undefined },
+      ),
+      viaFile: fc.boolean(),
+    })
+    .map(({ packNumber, size, blobs, indexFile, viaFile }) => {
+      return new AddPack(record(packNumber, size, blobs), indexFile, viaFile);
+    });
+  return fc.commands([addPack], { maxCommands: 40 });
+}
+
+describe('MasterIndex (model-based)', () => {
+  it('answers as a plain model does, across every growth boundary', () => {
+    const runs = fc
+      .tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 2, max: 90 }))
+      .chain(([capacity, pool]) => fc.tuple(fc.constant(capacity), commandsArbitrary(pool)));
+    fc.assert(
+      fc.property(runs, ([capacity, commands]) => {
+        const model: Model = { blobs: new Map(), packs: new Map() };
+        fc.modelRun(() => ({ model, real: new MasterIndex(capacity) }), commands);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('keeps a base met first as the blob that grows the arrays (the data-loss case)', () => {
+    const index = new MasterIndex(2);
+    const blob = (n: number, base?: number) => ({
+      id: hexId(n),
+      type: 0 as const,
+      offset: n,
+      length: 10,
+      rawLength: 20,
+      compression: 1 as const,
+      level: 1,
+      ...(base === undefined ? {} : { base: hexId(base) }),
+    });
+    // Slots 0 and 1 fill the arrays; the delta takes slot 1 and its unseen base slot 2 grows them.
+    index.addPack({ id: hexId(1), size: 1, keys: Buffer.alloc(1), blobs: [blob(10)] });
+    index.addPack({ id: hexId(2), size: 1, keys: Buffer.alloc(1), blobs: [blob(11, 12)] });
+    index.addPack({ id: hexId(3), size: 1, keys: Buffer.alloc(1), blobs: [blob(12)] });
+    expect(index.get(hexId(11))?.base).toBe(hexId(12));
+  });
+
+  it('holds thousands of blobs at the default size, each delta listed before its base', () => {
+    const index = new MasterIndex();
+    const count = 5001;
+    // Odd blobs are deltas of the next one, unseen until the next blob: the bases take the even
+    // slots, 1024 among them, so a base is what grows the arrays.
+    const hasBase = (n: number) => n % 2 === 1 && n + 1 < count;
+    for (let start = 0; start < count; start += 97) {
+      const blobs = Array.from({ length: Math.min(97, count - start) }, (_, k) => start + k).map((n) => ({
+        id: hexId(n),
+        type: 0 as const,
+        offset: n,
+        length: 1,
+        rawLength: n,
+        compression: 1 as const,
+        level: 3,
+        ...(hasBase(n) ? { base: hexId(n + 1) } : {}),
+      }));
+      index.addPack({ id: hexId(start, 8), size: start, keys: Buffer.alloc(1), blobs });
+    }
+    expect(index.blobCount).toBe(count);
+    for (let n = 0; n < count; n++) {
+      const blob = index.get(hexId(n))!;
+      expect(blob.rawLength).toBe(n);
+      expect(blob.base).toBe(hasBase(n) ? hexId(n + 1) : undefined);
+    }
+  });
+});
