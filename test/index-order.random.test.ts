@@ -116,7 +116,11 @@ describe('index load order (randomized)', () => {
         const index = new MasterIndex(1 + Math.floor(next() * 4));
         for (const [name, content] of shuffled) index.addIndexFile(name, content);
         expect(index.blobCount).toBe(places.size);
-        for (const [id, blob] of index.entries()) expect(places.get(id)).toContainEqual(blob);
+        for (const [id, blob] of index.entries()) {
+          expect(places.get(id)).toContainEqual(blob);
+          expect(index.locations(id)).toHaveLength(places.get(id)!.length);
+          expect(index.whyUnreadable(id)).toBeUndefined();
+        }
       }
       for (const session of opened.splice(0)) await session.close();
       await repo.cleanup();

@@ -21,7 +21,8 @@ interface ModelBlob extends IndexedBlob {
 }
 
 interface Model {
-  blobs: Map<string, ModelBlob>;
+  /** Every place of each blob, the one `get` gives first. */
+  blobs: Map<string, ModelBlob[]>;
   packs: Map<string, { size: number; keys: string; indexFiles: Set<string> }>;
 }
 
@@ -87,7 +88,16 @@ class AddPack implements fc.Command<Model, MasterIndex> {
       const { id, ...location } = blob;
       const entry: ModelBlob = { id, ...location, pack: this.pack.id };
       if (sketch && sketch.length > 0) entry.sketch = sketch;
-      model.blobs.set(id, entry);
+      const places = model.blobs.get(id);
+      if (!places) {
+        model.blobs.set(id, [entry]);
+        continue;
+      }
+      const listed = places.findIndex((place) => place.pack === entry.pack && place.offset === entry.offset);
+      if (listed >= 0) places[listed] = entry;
+      else if (entry.base === undefined && places[0]!.base !== undefined)
+        places.push(places.splice(0, 1, entry)[0]!);
+      else places.push(entry);
     }
     compare(model, index);
   }
@@ -97,6 +107,9 @@ class AddPack implements fc.Command<Model, MasterIndex> {
   }
 }
 
+const sorted = (places: IndexedBlob[]) =>
+  places.map((place) => JSON.stringify(place, Object.keys(place).sort())).sort();
+
 function compare(model: Model, index: MasterIndex): void {
   expect(index.blobCount).toBe(model.blobs.size);
   expect(index.packCount).toBe(model.packs.size);
@@ -104,18 +117,28 @@ function compare(model: Model, index: MasterIndex): void {
     const { id: _id, ...rest } = blob;
     return rest;
   };
-  for (const [id, blob] of model.blobs) {
+  const readable = (places: ModelBlob[]) =>
+    places.some(
+      (place) =>
+        place.base === undefined ||
+        (model.blobs.get(place.base) ?? []).some((base) => base.base === undefined),
+    );
+  for (const [id, places] of model.blobs) {
     expect(index.has(id)).toBe(true);
-    expect(index.get(id)).toEqual(expected(blob));
-    expect(index.rawLength(id)).toBe(blob.rawLength);
+    expect(index.get(id)).toEqual(expected(places[0]!));
+    expect(index.rawLength(id)).toBe(places[0]!.rawLength);
     expect(index.idAt(index.slotOf(id)!)).toBe(id);
+    expect(sorted(index.locations(id))).toEqual(sorted(places.map(expected)));
+    expect(index.whyUnreadable(id) === undefined).toBe(readable(places));
   }
   expect(new Map(index.entries())).toEqual(
-    new Map([...model.blobs].map(([id, blob]) => [id, expected(blob)])),
+    new Map([...model.blobs].map(([id, places]) => [id, expected(places[0]!)])),
   );
+  expect([...index.everyLocation()].length).toBe([...model.blobs.values()].flat().length);
   const sketches = new Map([...index.sketches()].map(([slot, sketch]) => [index.idAt(slot), sketch]));
   const expectedSketches = new Map(
     [...model.blobs.values()]
+      .map((places) => places[0]!)
       .filter((blob) => blob.sketch && blob.base === undefined)
       .map((blob) => [blob.id, blob.sketch!]),
   );

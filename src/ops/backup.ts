@@ -1,7 +1,9 @@
 import os from 'node:os';
+import { isDeepStrictEqual } from 'node:util';
 import { Chunker, type Chunk } from '../chunking/fastcdc.ts';
 import { BlobType } from '../repository/blob.ts';
 import { BlobWriter } from '../repository/blob-writer.ts';
+import { MasterIndex } from '../repository/master-index.ts';
 import type { Repository } from '../repository/repository.ts';
 import type { SnapshotHeader } from '../repository/snapshot.ts';
 import { encodeTree, type Tree } from '../repository/tree.ts';
@@ -17,6 +19,9 @@ import {
 import { currentUsername } from '../util/host.ts';
 import { pieceAt } from '../util/search.ts';
 import { PROGRAM } from '../version.ts';
+import { VerificationError } from '../errors.ts';
+import { ObjectNotFoundError } from '../storage/backend.ts';
+import { ReferencedBlobs, UnreadableSnapshotError } from './referenced-blobs.ts';
 
 export interface BackupOptions {
   tags?: string[];
@@ -84,9 +89,11 @@ async function backupLocked(
       options.threads === undefined ? {} : { threads: options.threads },
     );
     try {
-      const sink = new RepositorySink(repository, writer, options.onProgress);
+      const references = new ReferencedBlobs(repository.index);
+      const sink = new RepositorySink(repository, writer, references, options.onProgress);
       const result = await source.run(sink, parent?.trees);
       await writer.flush();
+      await proveReadable(repository, references, writer.indexFilesWritten);
       const header: SnapshotHeader = {
         time: new Date(started).toISOString(),
         host,
@@ -127,6 +134,37 @@ async function backupLocked(
   }
 }
 
+/**
+ * Before the snapshot is written: the index files this backup wrote read back from storage as
+ * what it indexed, and every blob the snapshot references resolves through the index, deltas
+ * and their bases included. A backup that exits 0 must restore; this costs a map lookup per blob
+ * and one read of this backup's own index files.
+ */
+async function proveReadable(
+  repository: Repository,
+  references: ReferencedBlobs,
+  indexFiles: readonly string[],
+): Promise<void> {
+  for (const name of indexFiles) {
+    const written = new MasterIndex();
+    try {
+      written.addIndexFile(name, repository.readIndexFile(name, await repository.backend.get(name)));
+    } catch (error) {
+      if (error instanceof ObjectNotFoundError)
+        throw new UnreadableSnapshotError(`index file ${name}`, 'the storage lost it after accepting it');
+      if (error instanceof VerificationError)
+        throw new UnreadableSnapshotError(`index file ${name}`, 'it does not read back as written');
+      throw error;
+    }
+    for (const [id, blob] of written.entries()) {
+      if (!repository.index.locations(id).some((location) => isDeepStrictEqual(location, blob)))
+        throw new UnreadableSnapshotError(`index file ${name}`, 'it does not read back as written');
+    }
+  }
+  const unreadable = references.firstUnreadable();
+  if (unreadable) throw new UnreadableSnapshotError(`blob ${unreadable.id.slice(0, 16)}`, unreadable.reason);
+}
+
 /** The newest snapshot of the same source from this host, when the key can read its trees. */
 async function findParent(
   repository: Repository,
@@ -137,7 +175,21 @@ async function findParent(
   const previous = (await repository.listSnapshots({ kind: source.kind, name: source.name, host })).at(-1);
   if (!previous) return undefined;
   const { body } = await repository.loadSnapshot(previous.id);
-  return { id: previous.id, trees: { root: body.tree, readTree: (id) => repository.readTree(id) } };
+  return { id: previous.id, trees: { root: body.tree, readTree: (id) => readParentTree(repository, id) } };
+}
+
+/**
+ * A tree of the parent snapshot, or an empty one when it cannot be read (its index file lost, its
+ * pack damaged): the parent only spares reading unchanged files, so without it they are read.
+ */
+async function readParentTree(repository: Repository, id: string): Promise<Tree> {
+  if (repository.index.whyUnreadable(id) !== undefined) return { nodes: [] };
+  try {
+    return await repository.readTree(id);
+  } catch (error) {
+    if (error instanceof VerificationError) return { nodes: [] };
+    throw error;
+  }
 }
 
 class RepositorySink implements ContentSink {
@@ -146,6 +198,7 @@ class RepositorySink implements ContentSink {
   constructor(
     private readonly repository: Repository,
     private readonly writer: BlobWriter,
+    private readonly references: ReferencedBlobs,
     private readonly onProgress: ((progress: BackupProgress) => void) | undefined,
   ) {}
 
@@ -183,10 +236,19 @@ class RepositorySink implements ContentSink {
   }
 
   async storeTree(tree: Tree): Promise<string> {
-    return (await this.writer.save(BlobType.tree, encodeTree(tree))).id;
+    // Every blob a snapshot references is named by one of its trees.
+    for (const node of tree.nodes) {
+      for (const id of node.content ?? []) this.references.add(id);
+      if (node.subtree !== undefined) this.references.add(node.subtree);
+    }
+    const { id } = await this.writer.save(BlobType.tree, encodeTree(tree));
+    this.references.add(id);
+    return id;
   }
 
-  reuseContent(): void {}
+  reuseContent(content: readonly string[]): boolean {
+    return content.every((id) => this.repository.index.whyUnreadable(id) === undefined);
+  }
 }
 
 /**

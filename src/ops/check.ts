@@ -200,7 +200,7 @@ class Checker {
 
   private usersOfPack(pack: string): Set<string> {
     const snapshots = new Set<string>();
-    for (const [blob, entry] of this.repository.index.entries()) {
+    for (const [blob, entry] of this.repository.index.everyLocation()) {
       if (entry.pack === pack) for (const user of this.users.get(blob) ?? []) snapshots.add(user);
     }
     return snapshots;
@@ -211,12 +211,12 @@ class Checker {
     const bytes = await this.repository.backend.get(name);
     const intact = nameMatches(name, bytes);
     const damagedBlobs: string[] = [];
-    for (const [blob, entry] of this.repository.index.entries()) {
+    for (const [blob, entry] of this.repository.index.everyLocation()) {
       if (entry.pack !== pack) continue;
       try {
         await this.repository.decodeBlob(
           blob,
-          entry.type,
+          entry,
           bytes.subarray(entry.offset, entry.offset + entry.length),
         );
       } catch (error) {

@@ -73,6 +73,8 @@ export class BlobWriter {
   /** Sketches of blobs on their way to a pack, recorded in the index once the pack is durable. */
   private readonly sketches = new Map<string, number[]>();
   private unindexed: IndexedPackRecord[] = [];
+  /** Names of the index files this writer wrote, for the backup to read back. */
+  readonly indexFilesWritten: string[] = [];
   /** Bytes of blobs handed to workers and not yet packed. */
   private queuedBytes = 0;
   private readonly queuedLimit: number;
@@ -165,7 +167,10 @@ export class BlobWriter {
   ): Promise<{ id: string; isNew: boolean; base?: string }> {
     this.throwIfFailed();
     const id = this.repository.blobId(data);
-    if (this.repository.index.has(id) || this.inFlight.has(id)) return { id, isNew: false };
+    // A stored copy is reused only if a reader can get it: a delta whose base's index file was
+    // lost is stored again, and the new copy is the one the index then gives.
+    if (this.inFlight.has(id) || this.repository.index.whyUnreadable(id) === undefined)
+      return { id, isNew: false };
     this.inFlight.add(id);
     let delta: { id: string; data: Uint8Array } | undefined;
     if (type === BlobType.data) {
@@ -313,7 +318,8 @@ export class BlobWriter {
     if (records.length === 0) return this.indexWrite;
     this.indexWrite = this.indexWrite.then(async () => {
       await this.repository.backend.syncDeferred();
-      const { size } = await this.repository.writeIndex(records);
+      const { name, size } = await this.repository.writeIndex(records);
+      this.indexFilesWritten.push(name);
       this.stats.storedBytes += size;
     });
     this.track(this.indexWrite);

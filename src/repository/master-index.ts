@@ -74,6 +74,8 @@ export class MasterIndex {
   private readonly packIds: string[] = [];
   private readonly packSlots = new Map<string, number>();
   private readonly packs: IndexedPack[] = [];
+  /** Further copies of blobs stored more than once, by slot: rare, so kept as whole records. */
+  private readonly copies = new Map<number, IndexedBlob[]>();
   private located = 0;
 
   /** `capacity`: blobs before the first growth (tests start small to cross many growths). */
@@ -150,6 +152,46 @@ export class MasterIndex {
     }
   }
 
+  /** Every place `id` is stored, the one `get` gives first; empty when it is not indexed. */
+  locations(id: string): IndexedBlob[] {
+    const slot = this.slotOf(id);
+    return slot === undefined ? [] : [this.blobAt(slot), ...(this.copies.get(slot) ?? [])];
+  }
+
+  /** Every place of every blob, further copies included (what `check --read-data` reads). */
+  *everyLocation(): IterableIterator<[string, IndexedBlob]> {
+    yield* this.entries();
+    for (const [slot, copies] of this.copies) for (const copy of copies) yield [this.ids[slot]!, copy];
+  }
+
+  /**
+   * Why a reader could not get the plaintext of `id` through this index, or undefined when it
+   * can: some copy of it must be stored whole, or be a delta whose base has a copy stored whole
+   * (reads do not follow chains).
+   */
+  whyUnreadable(id: string): string | undefined {
+    const slot = this.slotOf(id);
+    if (slot === undefined) return 'it is not in the index';
+    let reason: string | undefined;
+    for (const base of this.baseSlots(slot)) {
+      if (base === NO_BASE) return undefined;
+      const baseId = this.ids[base]!.slice(0, 16);
+      if (this.packOf[base] === UNLOCATED) reason ??= `its delta base ${baseId} is not in the index`;
+      else if (!this.baseSlots(base).includes(NO_BASE))
+        reason ??= `its delta base ${baseId} is a delta itself`;
+      else return undefined;
+    }
+    return reason;
+  }
+
+  /** The base slot of each copy of a located blob: NO_BASE for a copy stored whole. */
+  private baseSlots(slot: number): number[] {
+    const bases = [this.bases[slot]!];
+    for (const copy of this.copies.get(slot) ?? [])
+      bases.push(copy.base === undefined ? NO_BASE : this.slots.get(copy.base)!);
+    return bases;
+  }
+
   private blobAt(slot: number): IndexedBlob {
     const flags = this.flags[slot]!;
     const blob: IndexedBlob = {
@@ -186,14 +228,43 @@ export class MasterIndex {
       const slot = this.slotFor(blob.id);
       // Index files load in any order: a base not seen yet gets a slot now and a location later.
       const base = blob.base ? this.slotFor(blob.base) : NO_BASE;
-      if (this.packOf[slot] === UNLOCATED) this.located++;
+      const sketch = record.sketches?.get(blob.id)?.slice(0, SKETCH_SLOTS) ?? [];
+      if (this.packOf[slot] === UNLOCATED) {
+        this.located++;
+      } else if (this.packOf[slot] !== packSlot || this.offsets[slot] !== blob.offset) {
+        // Another copy (concurrent writers, or stored again after the first became unreadable).
+        // The first one met stays in the arrays unless this one is whole and it is a delta: which
+        // copy is where must not depend on the order index files load in.
+        const copy: IndexedBlob = {
+          pack: record.id,
+          type: blob.type,
+          offset: blob.offset,
+          length: blob.length,
+          rawLength: blob.rawLength,
+          compression: blob.compression,
+          level: blob.level,
+          ...(blob.base ? { base: blob.base } : {}),
+          ...(sketch.length > 0 ? { sketch } : {}),
+        };
+        const copies = this.copies.get(slot) ?? [];
+        this.copies.set(slot, copies);
+        const listed = copies.findIndex((other) => other.pack === record.id && other.offset === blob.offset);
+        if (listed >= 0) {
+          copies[listed] = copy;
+          continue;
+        }
+        if (base !== NO_BASE || this.bases[slot] === NO_BASE) {
+          copies.push(copy);
+          continue;
+        }
+        copies.push(this.blobAt(slot));
+      }
       this.packOf[slot] = packSlot;
       this.offsets[slot] = blob.offset;
       this.lengths[slot] = blob.length;
       this.rawLengths[slot] = blob.rawLength;
       this.flags[slot] = blob.type | (blob.compression << 2) | (blob.level << 4);
       this.bases[slot] = base;
-      const sketch = record.sketches?.get(blob.id)?.slice(0, SKETCH_SLOTS) ?? [];
       this.sketchValues.set(sketch, slot * SKETCH_SLOTS);
       this.sketchLengths[slot] = sketch.length;
     }

@@ -3,9 +3,9 @@ import { AuthenticationFailure, open } from '../crypto/aead.ts';
 import { unwrapKey } from '../crypto/key-wrap.ts';
 import { decodeDelta } from '../compression/delta.ts';
 import { zstdDecompress } from '../compression/zstd.ts';
-import { ConfigError, KeyError, VerificationError } from '../errors.ts';
+import { ConfigError, KeyError, StrongboxError, VerificationError } from '../errors.ts';
 import { ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
-import { Compression, packName, type BlobTypeValue } from './blob.ts';
+import { Compression, packName } from './blob.ts';
 import {
   CONFIG_NAME,
   createConfig,
@@ -30,6 +30,7 @@ import { acquireLock, type Lock } from './locks.ts';
 import {
   MasterIndex,
   serializeIndex,
+  type IndexedBlob,
   type IndexFileContent,
   type IndexedPackRecord,
 } from './master-index.ts';
@@ -243,22 +244,32 @@ export class Repository {
     return length;
   }
 
-  /** Reads, decrypts, decompresses and authenticates one blob. */
+  /**
+   * Reads, decrypts, decompresses and authenticates one blob. A blob stored more than once is
+   * read from another copy when one cannot be read (its pack damaged or gone).
+   */
   async readBlob(id: string): Promise<Buffer> {
-    const entry = this.index.get(id);
-    if (!entry) {
+    const locations = this.index.locations(id);
+    if (locations.length === 0) {
       throw new VerificationError(`blob ${id.slice(0, 16)} is not in the index`, {
         hint: 'Run `strongbox check`.',
       });
     }
-    const sealed = await this.backend.getRange(packName(entry.pack), entry.offset, entry.length);
-    return this.decodeBlob(id, entry.type, sealed);
+    let failure: unknown;
+    for (const entry of locations) {
+      try {
+        const sealed = await this.backend.getRange(packName(entry.pack), entry.offset, entry.length);
+        return await this.decodeBlob(id, entry, sealed);
+      } catch (error) {
+        if (!(error instanceof StrongboxError)) throw error;
+        failure ??= error;
+      }
+    }
+    throw failure;
   }
 
-  /** Turns a blob's stored bytes into its plaintext, checking it against its id. */
-  async decodeBlob(id: string, type: BlobTypeValue, sealed: Uint8Array): Promise<Buffer> {
-    const entry = this.index.get(id);
-    if (!entry) throw new VerificationError(`blob ${id.slice(0, 16)} is not in the index`);
+  /** Turns the stored bytes of one copy of a blob into its plaintext, checking it against its id. */
+  async decodeBlob(id: string, entry: IndexedBlob, sealed: Uint8Array): Promise<Buffer> {
     const damaged = (cause?: unknown) =>
       new VerificationError(`blob ${id.slice(0, 16)} in pack ${entry.pack.slice(0, 16)} is damaged`, {
         cause,
@@ -267,7 +278,7 @@ export class Repository {
     const key = this.packKey(entry.pack);
     let plain: Buffer;
     try {
-      plain = open(key, sealed, blobAad(type, Buffer.from(id, 'hex')));
+      plain = open(key, sealed, blobAad(entry.type, Buffer.from(id, 'hex')));
       if (entry.compression === Compression.zstd) plain = zstdDecompress(plain);
     } catch (cause) {
       throw damaged(cause);

@@ -176,9 +176,12 @@ class FilesBackup {
     parentNode: TreeNode | undefined,
   ): Promise<TreeNode | undefined> {
     const node = { ...metadata(name, 'file', stats), device: Number(stats.dev), inode: Number(stats.ino) };
-    if (parentNode && isUnchanged(parentNode, node, Number(stats.size))) {
+    if (
+      parentNode &&
+      isUnchanged(parentNode, node, Number(stats.size)) &&
+      this.sink.reuseContent(parentNode.content!, parentNode.size!)
+    ) {
       const size = parentNode.size!;
-      this.sink.reuseContent(size);
       this.summary.files++;
       this.summary.unchangedFiles++;
       this.size += size;

@@ -21,8 +21,12 @@ export interface ContentSink {
    */
   storeContent(content: AsyncIterable<ContentPiece>, previous?: PreviousContent): Promise<StoredContent>;
   storeTree(tree: Tree): Promise<string>;
-  /** Records content a source skipped because the parent snapshot already has it. */
-  reuseContent(size: number): void;
+  /**
+   * Asks to reuse a file's content from the parent snapshot without reading it: false when a
+   * blob of it can no longer be read through the index (its index file lost, say), and then the
+   * source must store the content again.
+   */
+  reuseContent(content: readonly string[], size: number): boolean;
 }
 
 /**

@@ -61,8 +61,10 @@ export class MemorySink implements ContentSink {
     return id;
   }
 
-  reuseContent(size: number): void {
+  reuseContent(content: readonly string[], size: number): boolean {
+    if (!content.every((id) => this.blobs.has(id))) return false;
     this.reusedBytes += size;
+    return true;
   }
 
   async readTree(id: string): Promise<Tree> {
