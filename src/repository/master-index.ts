@@ -75,6 +75,11 @@ export class MasterIndex {
   private readonly packSlots = new Map<string, number>();
   private readonly packs: IndexedPack[] = [];
   private located = 0;
+  /**
+   * Copies of a blob in other packs than the one its slot points to: a backup stores a blob again
+   * when its stored copy is damaged, and index files load in any order, so readers try each copy.
+   */
+  private readonly otherCopies = new Map<number, IndexedBlob[]>();
 
   get blobCount(): number {
     return this.located;
@@ -109,6 +114,12 @@ export class MasterIndex {
     return slot === undefined ? undefined : this.rawLengths[slot];
   }
 
+  /** Every stored copy of the blob: the one `get` gives first, then any others. */
+  copiesOf(id: string): IndexedBlob[] {
+    const slot = this.slotOf(id);
+    return slot === undefined ? [] : [this.blobAt(slot), ...(this.otherCopies.get(slot) ?? [])];
+  }
+
   pack(id: string): IndexedPack | undefined {
     const slot = this.packSlots.get(id);
     return slot === undefined ? undefined : this.packs[slot];
@@ -122,6 +133,12 @@ export class MasterIndex {
     for (let slot = 0; slot < this.ids.length; slot++) {
       if (this.packOf[slot] !== UNLOCATED) yield [this.ids[slot]!, this.blobAt(slot)];
     }
+  }
+
+  /** Every copy of every blob, `entries()` and the other copies too. */
+  *allCopies(): IterableIterator<[string, IndexedBlob]> {
+    yield* this.entries();
+    for (const [slot, copies] of this.otherCopies) for (const copy of copies) yield [this.ids[slot]!, copy];
   }
 
   /** Slots and sketches of the blobs stored whole that have one: the candidates for delta bases. */
@@ -170,6 +187,7 @@ export class MasterIndex {
     for (const blob of record.blobs) {
       const slot = this.slotFor(blob.id);
       if (this.packOf[slot] === UNLOCATED) this.located++;
+      else if (this.packOf[slot] !== packSlot) this.keepOtherCopy(slot, record.id);
       this.packOf[slot] = packSlot;
       this.offsets[slot] = blob.offset;
       this.lengths[slot] = blob.length;
@@ -181,6 +199,14 @@ export class MasterIndex {
       this.sketchValues.set(sketch, slot * SKETCH_SLOTS);
       this.sketchLengths[slot] = sketch.length;
     }
+  }
+
+  /** Keeps the slot's current location as another copy, before a copy in `newPack` replaces it. */
+  private keepOtherCopy(slot: number, newPack: string): void {
+    const { sketch: _sketch, ...current } = this.blobAt(slot);
+    const others = (this.otherCopies.get(slot) ?? []).filter((copy) => copy.pack !== newPack);
+    if (!others.some((copy) => copy.pack === current.pack)) others.push(current);
+    this.otherCopies.set(slot, others);
   }
 
   addIndexFile(name: string, content: IndexFileContent): void {
