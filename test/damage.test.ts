@@ -142,6 +142,31 @@ describe('a damaged or stray snapshot file', () => {
   });
 });
 
+describe('stray files in keys/ and index/', () => {
+  it('are skipped with a warning, and named by check', async () => {
+    const repo = await tempRepo();
+    try {
+      expectExit(await runCli(['init'], { env: repo.env }), 0);
+      expectExit(await runCli(['backup', 'stdin', '--name', 'a.txt'], { env: repo.env, input: 'kept\n' }), 0);
+      // Named to be listed before the real key and index file.
+      await writeFile(path.join(repo.repo, 'keys', '0000'), 'not a key\n');
+      await writeFile(path.join(repo.repo, 'index', '0000'), 'not an index\n');
+      const keys = await runCli(['key', 'list'], { env: repo.env });
+      expectExit(keys, 0);
+      expect(keys.stderr).toMatch(/warning: skipped keys\/0000: not a key slot/);
+      const read = await cat(repo, 'latest');
+      expectExit(read, 0);
+      expect(read.stdout.toString()).toBe('kept\n');
+      expect(read.stderr).toMatch(/warning: skipped index file index\/0000: it is damaged/);
+      const checked = await runCli(['check'], { env: repo.env });
+      expectExit(checked, 7);
+      expect(checked.stderr).toMatch(/index\/0000: index file content does not match its name/);
+    } finally {
+      await repo.cleanup();
+    }
+  });
+});
+
 describe('a damaged pack', () => {
   let repo: TempRepo;
   beforeAll(async () => {

@@ -162,11 +162,10 @@ export class Repository {
       }
       return new Repository(backend, config, key.identity, undefined);
     }
-    for await (const object of backend.list('keys/')) {
-      const slot = JSON.parse((await backend.get(object.name)).toString('utf8')) as KeySlot;
+    for await (const { name, slot } of readKeySlots(backend)) {
       const material = await openKeySlot(slot, key.passphrase);
       if (material && material.repository === config.id)
-        return new Repository(backend, config, material, object.name);
+        return new Repository(backend, config, material, name);
     }
     throw new KeyError(`wrong password: no key of the repository at ${backend.location} opens with it`, {
       hint: 'Check STRONGBOX_PASSWORD, --password-file or --password-command.',
@@ -219,15 +218,22 @@ export class Repository {
   /**
    * Brings the in-memory index up to date. Index files never change once written, so only those
    * not loaded yet are read: operations can call this freely without reading the index twice.
+   * A damaged index file is skipped with a warning: its packs are then unknown, so a backup
+   * stores their blobs again and only reads that need them fail.
    */
   async loadIndex(): Promise<void> {
     for await (const object of this.backend.list('index/')) {
       if (this.loadedIndexFiles.has(object.name)) continue;
       this.loadedIndexFiles.add(object.name);
-      this.index.addIndexFile(
-        object.name,
-        this.readIndexFile(object.name, await this.backend.get(object.name)),
-      );
+      let content: IndexFileContent;
+      try {
+        content = this.readIndexFile(object.name, await this.backend.get(object.name));
+      } catch (error) {
+        if (!(error instanceof VerificationError)) throw error;
+        this.onWarning(`skipped index file ${object.name}: it is damaged; run \`strongbox check\``);
+        continue;
+      }
+      this.index.addIndexFile(object.name, content);
     }
   }
 
@@ -503,15 +509,14 @@ export class Repository {
 
   async listKeys(): Promise<KeyListing[]> {
     const keys: KeyListing[] = [];
-    for await (const object of this.backend.list('keys/')) {
-      const slot = JSON.parse((await this.backend.get(object.name)).toString('utf8')) as KeySlot;
+    for await (const { name, slot } of readKeySlots(this.backend, this.onWarning)) {
       keys.push({
-        id: object.name.slice('keys/'.length),
+        id: name.slice('keys/'.length),
         kind: slot.kind,
         created: slot.created,
         host: slot.host,
         username: slot.username,
-        current: object.name === this.keyName,
+        current: name === this.keyName,
       });
     }
     return keys.sort((a, b) => a.created.localeCompare(b.created));
@@ -620,6 +625,27 @@ function matches(header: SnapshotHeader, filter: SnapshotFilter): boolean {
 
 export function isSnapshotId(name: string): boolean {
   return SNAPSHOT_ID.test(name);
+}
+
+/**
+ * The key slots under keys/. A file there that is not one (a stray file, a damaged slot) is
+ * skipped: it must not keep the repository from opening with the slots that are intact.
+ */
+async function* readKeySlots(
+  backend: StorageBackend,
+  onWarning: (message: string) => void = () => undefined,
+): AsyncGenerator<{ name: string; slot: KeySlot }> {
+  for await (const object of backend.list('keys/')) {
+    let slot: Partial<KeySlot> | undefined;
+    try {
+      slot = JSON.parse((await backend.get(object.name)).toString('utf8')) as Partial<KeySlot>;
+    } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error;
+    }
+    if (slot?.version === 1 && typeof slot.data === 'string' && typeof slot.kdf === 'object' && slot.kdf)
+      yield { name: object.name, slot: slot as KeySlot };
+    else onWarning(`skipped ${object.name}: not a key slot`);
+  }
 }
 
 /** A snapshot id as shown to people: its first 8 characters; a stray file's name in full. */
