@@ -137,12 +137,12 @@ class Checker {
     const backend = this.repository.backend;
     const seenTrees = new Set<string>();
     for await (const object of backend.list('snapshots/')) {
-      this.snapshotCount++;
       const id = object.name.slice('snapshots/'.length);
       if (!isSnapshotId(id)) {
         this.report(object.name, NOT_A_SNAPSHOT);
         continue;
       }
+      this.snapshotCount++;
       const bytes = await backend.get(object.name);
       if (!nameMatches(object.name, bytes)) {
         this.report(object.name, 'snapshot file content does not match its name (damaged)', [id]);
