@@ -57,6 +57,22 @@ export class VerificationError extends StrongboxError {
   override readonly exitCode = ExitCode.verification;
 }
 
+/** A blob cannot be read back: its pack is missing or truncated, or its bytes fail authentication. */
+export class DamagedBlobError extends VerificationError {
+  constructor(
+    readonly blob: string,
+    readonly pack: string,
+    /** What is wrong, e.g. "its pack is missing". */
+    readonly reason: string,
+    cause?: unknown,
+  ) {
+    super(`blob ${blob.slice(0, 16)} in pack ${pack.slice(0, 16)} is damaged: ${reason}`, {
+      cause,
+      hint: 'Run `strongbox check --read-data` to see which snapshots are affected.',
+    });
+  }
+}
+
 /** The repository is held by another process whose lock excludes ours. */
 export class LockedError extends StrongboxError {}
 

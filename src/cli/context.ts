@@ -64,11 +64,14 @@ export function usesIdentityFile(options: GlobalOptions): boolean {
 
 export async function openRepository(options: GlobalOptions): Promise<Repository> {
   const backend = await openBackend(repositoryLocation(options));
-  return closingOnFailure(backend, async () => {
+  const repository = await closingOnFailure(backend, async () => {
     const { identityFile } = keySources(options);
     if (identityFile) return Repository.open(backend, { identity: await readIdentityFile(identityFile) });
     return Repository.open(backend, { passphrase: await repositoryPassword(options, false) });
   });
+  const output = outputFor(options);
+  repository.onWarning = (message) => output.warn(`warning: ${message}`);
+  return repository;
 }
 
 export function repositoryPassword(options: GlobalOptions, confirm: boolean): Promise<string> {

@@ -52,6 +52,12 @@ export interface BackupResult {
   deduplicationRatio: number;
   newBlobs: number;
   deltaBlobs: number;
+  /** Packs found damaged: this snapshot depends on none of them (see the next two). */
+  damagedPacks: string[];
+  /** Chunks stored again because no stored copy could be read (damaged packs, a lost index file). */
+  storedAgain: number;
+  /** Chunks stored whole because their delta base is in a damaged pack. */
+  wholeForDamagedBase: number;
   durationMs: number;
   summary: Record<string, number>;
 }
@@ -82,6 +88,7 @@ async function backupLocked(
   const lock = await repository.lock(false, `backup ${source.kind}`);
   try {
     await repository.loadIndex();
+    await repository.findMissingOrTruncatedPacks();
     const host = options.host ?? os.hostname();
     const parent = await findParent(repository, source, host);
     const writer = new BlobWriter(
@@ -123,6 +130,9 @@ async function backupLocked(
         deduplicationRatio: result.size / stored,
         newBlobs: writer.stats.newBlobs,
         deltaBlobs: writer.stats.deltaBlobs,
+        damagedPacks: [...repository.knownDamagedPacks],
+        storedAgain: writer.stats.storedAgain,
+        wholeForDamagedBase: writer.stats.wholeForDamagedBase,
         durationMs: Date.now() - started,
         summary: result.summary,
       };

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import { VerificationError } from '../errors.ts';
+import { DamagedBlobError } from '../errors.ts';
 import { packName } from '../repository/blob.ts';
 import type { IndexFileContent } from '../repository/master-index.ts';
 import { parsePackTable } from '../repository/pack-format.ts';
-import type { Repository } from '../repository/repository.ts';
+import { isSnapshotId, NOT_A_SNAPSHOT, type Repository } from '../repository/repository.ts';
 
 export interface CheckOptions {
   /** Download and verify every pack (1), a fraction of them (0 < f < 1), or none (0, the default). */
@@ -24,8 +24,13 @@ export interface CheckResult {
   packs: number;
   blobs: number;
   packsRead: number;
-  /** Packs in storage that no index lists: left by interrupted backups, harmless. */
+  /**
+   * Packs in storage that no index lists: left by interrupted backups, or listed by an index file
+   * that was lost, and then their blobs are missing from the index (a later `repair index`
+   * will index them again).
+   */
   unreferencedPacks: number;
+  unreferencedBytes: number;
   problems: CheckProblem[];
 }
 
@@ -48,6 +53,10 @@ class Checker {
   /** Which snapshots use each blob, to name the snapshots a damaged blob affects. */
   private readonly users = new Map<string, Set<string>>();
   private snapshotCount = 0;
+  /** Packs the index lists that storage lacks or holds at another size. */
+  private readonly unreadablePacks = new Set<string>();
+  /** Blobs that failed authentication, by the pack holding them. */
+  private readonly damagedBlobs = new Map<string, Set<string>>();
 
   constructor(
     private readonly repository: Repository,
@@ -86,12 +95,13 @@ class Checker {
     for (const pack of this.repository.index.packIdList()) {
       const size = stored.get(packName(pack));
       const expected = this.repository.index.pack(pack)!.size;
+      if (size === expected) continue;
+      this.unreadablePacks.add(pack);
       if (size === undefined) this.report(packName(pack), 'pack listed in the index is missing');
-      else if (size !== expected)
-        this.report(packName(pack), `pack is ${size} bytes, the index says ${expected}`);
+      else this.report(packName(pack), `pack is ${size} bytes, the index says ${expected}`);
     }
     const indexedNames = new Set([...this.repository.index.packIdList()].map(packName));
-    const unreferencedPacks = [...stored.keys()].filter((name) => !indexedNames.has(name)).length;
+    const unreferenced = [...stored].filter(([name]) => !indexedNames.has(name));
 
     progress('checking snapshots');
     await this.checkSnapshots();
@@ -108,6 +118,7 @@ class Checker {
         progress(`reading pack ${++packsRead}/${chosen.length}`);
         await this.readPack(pack);
       }
+      this.reportDamagedBlobs();
     }
 
     return {
@@ -116,7 +127,8 @@ class Checker {
       packs: this.repository.index.packCount,
       blobs: this.repository.index.blobCount,
       packsRead,
-      unreferencedPacks,
+      unreferencedPacks: unreferenced.length,
+      unreferencedBytes: unreferenced.reduce((sum, [, size]) => sum + size, 0),
       problems: this.problems,
     };
   }
@@ -125,8 +137,12 @@ class Checker {
     const backend = this.repository.backend;
     const seenTrees = new Set<string>();
     for await (const object of backend.list('snapshots/')) {
-      this.snapshotCount++;
       const id = object.name.slice('snapshots/'.length);
+      if (!isSnapshotId(id)) {
+        this.report(object.name, NOT_A_SNAPSHOT);
+        continue;
+      }
+      this.snapshotCount++;
       const bytes = await backend.get(object.name);
       if (!nameMatches(object.name, bytes)) {
         this.report(object.name, 'snapshot file content does not match its name (damaged)', [id]);
@@ -194,23 +210,44 @@ class Checker {
     for (const problem of this.problems) {
       if (!problem.object.startsWith('data/') || problem.snapshots.length > 0) continue;
       const pack = problem.object.slice(problem.object.lastIndexOf('/') + 1);
-      problem.snapshots = [...this.usersOfPack(pack)].sort();
+      const blobs = [];
+      for (const [blob, entry] of this.repository.index.everyLocation())
+        if (entry.pack === pack) blobs.push(blob);
+      problem.snapshots = this.affectedBy(blobs);
     }
   }
 
-  private usersOfPack(pack: string): Set<string> {
+  /** The snapshots that need one of these blobs and find no intact copy of it. */
+  private affectedBy(blobs: Iterable<string>): string[] {
     const snapshots = new Set<string>();
-    for (const [blob, entry] of this.repository.index.everyLocation()) {
-      if (entry.pack === pack) for (const user of this.users.get(blob) ?? []) snapshots.add(user);
+    for (const blob of blobs) {
+      if (this.hasIntactCopy(blob)) continue;
+      for (const user of this.users.get(blob) ?? []) snapshots.add(user);
     }
-    return snapshots;
+    return [...snapshots].sort();
   }
 
+  /** Whether a copy of the blob (and of its delta base) is in a pack not found missing, resized or damaged there. */
+  private hasIntactCopy(blob: string): boolean {
+    return this.repository.index
+      .locations(blob)
+      .some(
+        (copy) =>
+          !this.unreadablePacks.has(copy.pack) &&
+          !this.damagedBlobs.get(copy.pack)?.has(blob) &&
+          (copy.base === undefined || this.hasIntactCopy(copy.base)),
+      );
+  }
+
+  /**
+   * Authenticates every blob stored in the pack. A delta whose base fails is the base's pack's
+   * damage, recorded there: each damaged pack is reported once, after all are read.
+   */
   private async readPack(pack: string): Promise<void> {
     const name = packName(pack);
     const bytes = await this.repository.backend.get(name);
     const intact = nameMatches(name, bytes);
-    const damagedBlobs: string[] = [];
+    let blobsIntact = true;
     for (const [blob, entry] of this.repository.index.everyLocation()) {
       if (entry.pack !== pack) continue;
       try {
@@ -220,8 +257,11 @@ class Checker {
           bytes.subarray(entry.offset, entry.offset + entry.length),
         );
       } catch (error) {
-        if (!(error instanceof VerificationError)) throw error;
-        damagedBlobs.push(blob);
+        if (!(error instanceof DamagedBlobError)) throw error;
+        if (error.pack === pack) blobsIntact = false;
+        let damaged = this.damagedBlobs.get(error.pack);
+        if (!damaged) this.damagedBlobs.set(error.pack, (damaged = new Set()));
+        damaged.add(error.blob);
       }
     }
     let tableReadable = true;
@@ -230,17 +270,23 @@ class Checker {
     } catch {
       tableReadable = false;
     }
-    if (damagedBlobs.length > 0) {
-      const snapshots = damagedBlobs.flatMap((blob) => [...(this.users.get(blob) ?? [])]);
-      this.report(
-        name,
-        `${damagedBlobs.length} blob(s) fail authentication: ${damagedBlobs.map((b) => b.slice(0, 16)).join(', ')}`,
-        snapshots,
-      );
-    } else if (!intact || !tableReadable) {
+    if (blobsIntact && (!intact || !tableReadable)) {
       this.report(
         name,
         `pack content does not match its name (damaged ${tableReadable ? 'header' : 'trailer'}; every blob still decrypts)`,
+      );
+    }
+  }
+
+  /** One problem per pack with blobs that failed authentication, unless it was reported missing or resized. */
+  private reportDamagedBlobs(): void {
+    for (const [pack, blobs] of this.damagedBlobs) {
+      if (this.unreadablePacks.has(pack)) continue;
+      const ids = [...blobs].map((blob) => blob.slice(0, 16)).join(', ');
+      this.report(
+        packName(pack),
+        `${blobs.size} blob(s) fail authentication: ${ids}`,
+        this.affectedBy(blobs),
       );
     }
   }

@@ -1,7 +1,7 @@
 import { ConfigError, KeyError } from '../errors.ts';
 import { BlobType } from '../repository/blob.ts';
 import { BlobWriter } from '../repository/blob-writer.ts';
-import type { Repository, SnapshotFilter } from '../repository/repository.ts';
+import { shortName, type Repository, type SnapshotFilter } from '../repository/repository.ts';
 import type { SnapshotHeader, SnapshotInfo } from '../repository/snapshot.ts';
 import { encodeTree, type TreeNode } from '../repository/tree.ts';
 import { readBlobs } from './read-content.ts';
@@ -78,7 +78,9 @@ export async function copySnapshots(
   try {
     const targetLock = await target.lock(false, 'copy to');
     try {
-      const all = await source.listSnapshots();
+      const { snapshots: all, damaged } = await source.scanSnapshots();
+      for (const snapshot of damaged)
+        source.onWarning(`damaged snapshot ${shortName(snapshot.id)} is not copied: ${snapshot.problem}`);
       const filtered = options.filter && Object.keys(options.filter).length > 0;
       const selected = selectSnapshots(
         filtered ? await source.listSnapshots(options.filter) : all,
@@ -93,6 +95,8 @@ export async function copySnapshots(
       const start = async () => {
         await source.loadIndex();
         await target.loadIndex();
+        // Nothing copied may depend on a target pack that is missing or truncated.
+        await target.findMissingOrTruncatedPacks();
         const writer = new BlobWriter(
           target,
           options.threads === undefined ? {} : { threads: options.threads },

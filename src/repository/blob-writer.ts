@@ -3,7 +3,7 @@ import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { SimilarityIndex } from '../chunking/similarity.ts';
-import { StrongboxError } from '../errors.ts';
+import { DamagedBlobError, StrongboxError } from '../errors.ts';
 import { BlobType, packName, type BlobTypeValue } from './blob.ts';
 import type { IndexedPackRecord } from './master-index.ts';
 import {
@@ -30,6 +30,10 @@ export interface WriteStats {
   /** Bytes written to storage: packs and index files. */
   storedBytes: number;
   packs: number;
+  /** Blobs stored already, stored again because no stored copy can be read (see save()). */
+  storedAgain: number;
+  /** Chunks stored whole because their delta base could not be read. */
+  wholeForDamagedBase: number;
 }
 
 /**
@@ -59,7 +63,15 @@ interface WorkerSlot {
  * durable. `flush()` returns once everything saved so far is durable and indexed.
  */
 export class BlobWriter {
-  readonly stats: WriteStats = { newBlobs: 0, newRawBytes: 0, deltaBlobs: 0, storedBytes: 0, packs: 0 };
+  readonly stats: WriteStats = {
+    newBlobs: 0,
+    newRawBytes: 0,
+    deltaBlobs: 0,
+    storedBytes: 0,
+    packs: 0,
+    storedAgain: 0,
+    wholeForDamagedBase: 0,
+  };
   private readonly slots: WorkerSlot[];
   private readonly inFlight = new Set<string>();
   /**
@@ -167,16 +179,20 @@ export class BlobWriter {
   ): Promise<{ id: string; isNew: boolean; base?: string }> {
     this.throwIfFailed();
     const id = this.repository.blobId(data);
-    // A stored copy is reused only if a reader can get it: a delta whose base's index file was
-    // lost is stored again, and the new copy is the one the index then gives.
-    if (this.inFlight.has(id) || this.repository.index.whyUnreadable(id) === undefined)
-      return { id, isNew: false };
+    if (this.inFlight.has(id)) return { id, isNew: false };
+    if (this.repository.index.has(id)) {
+      // A snapshot must not depend on a copy a reader cannot get (in a pack known to be damaged,
+      // or a delta whose base's index file was lost): then the chunk is stored again, and the
+      // new copy is the one reads fall back to.
+      if (this.repository.hasReadableCopy(id)) return { id, isNew: false };
+      this.stats.storedAgain++;
+    }
     this.inFlight.add(id);
     let delta: { id: string; data: Uint8Array } | undefined;
     if (type === BlobType.data) {
       if (sketch && sketch.length > 0) this.sketches.set(id, sketch);
       const base = this.deltas ? this.findBase(sketch, predecessor) : undefined;
-      if (base) delta = { id: base, data: await this.repository.readBlob(base) };
+      if (base) delta = await this.readBase(base);
     }
     // Storage is the bottleneck when uploads pile up: then the reader waits.
     while (this.pendingUploads >= this.repository.backend.concurrency && !this.failure) {
@@ -197,6 +213,18 @@ export class BlobWriter {
     return delta ? { id, isNew: true, base: delta.id } : { id, isNew: true };
   }
 
+  /** A delta base's plaintext; none when it cannot be read, and then the chunk is stored whole. */
+  private async readBase(base: string): Promise<{ id: string; data: Uint8Array } | undefined> {
+    try {
+      return { id: base, data: await this.repository.readBlob(base) };
+    } catch (error) {
+      // The repository remembers the damaged pack: no later chunk takes a base from it.
+      if (!(error instanceof DamagedBlobError)) throw error;
+      this.stats.wholeForDamagedBase++;
+      return undefined;
+    }
+  }
+
   /** The base for a new data chunk (see save()); a delta is never one: reads never follow chains. */
   private findBase(sketch: number[] | undefined, predecessor: string | undefined): string | undefined {
     const stored = predecessor === undefined ? undefined : this.repository.index.get(predecessor);
@@ -208,8 +236,13 @@ export class BlobWriter {
       sketch?.length && this.similarity.size > 0
         ? this.similarity.findBase(sketch, predecessorSlot)
         : undefined;
-    if (slot !== undefined) return this.repository.index.idAt(slot);
-    return predecessorSlot === undefined ? undefined : predecessor;
+    const base =
+      slot !== undefined
+        ? this.repository.index.idAt(slot)
+        : predecessorSlot === undefined
+          ? undefined
+          : predecessor;
+    return base !== undefined && this.repository.hasReadableCopy(base) ? base : undefined;
   }
 
   /** Copies a blob into the next worker's batch, sending the batch once it is full. */

@@ -3,7 +3,7 @@ import { AuthenticationFailure, open } from '../crypto/aead.ts';
 import { unwrapKey } from '../crypto/key-wrap.ts';
 import { decodeDelta } from '../compression/delta.ts';
 import { zstdDecompress } from '../compression/zstd.ts';
-import { ConfigError, KeyError, StrongboxError, VerificationError } from '../errors.ts';
+import { ConfigError, DamagedBlobError, KeyError, VerificationError } from '../errors.ts';
 import { ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
 import { Compression, packName } from './blob.ts';
 import {
@@ -30,8 +30,8 @@ import { acquireLock, type Lock } from './locks.ts';
 import {
   MasterIndex,
   serializeIndex,
-  type IndexedBlob,
   type IndexFileContent,
+  type IndexedBlob,
   type IndexedPackRecord,
 } from './master-index.ts';
 import { blobAad } from './pack-format.ts';
@@ -41,6 +41,7 @@ import {
   decodeSnapshotBody,
   decodeSnapshotHeader,
   encodeSnapshot,
+  MalformedSnapshot,
   type SnapshotBody,
   type SnapshotHeader,
   type SnapshotInfo,
@@ -69,12 +70,32 @@ export interface SnapshotFilter {
   before?: Date;
 }
 
+/** A file under snapshots/ that is not an intact snapshot. */
+export interface DamagedSnapshot {
+  /** Its name under snapshots/: a snapshot id, or whatever a stray file is called. */
+  id: string;
+  problem: string;
+  /** The header, when it is intact and only the rest of the file is not. */
+  header?: SnapshotHeader;
+}
+
+export interface SnapshotListing {
+  snapshots: SnapshotInfo[];
+  damaged: DamagedSnapshot[];
+}
+
+const SNAPSHOT_ID = /^[0-9a-f]{64}$/;
+export const NOT_A_SNAPSHOT = 'not a snapshot: a stray file, whose name is not a snapshot id';
+
 export class Repository {
   readonly index = new MasterIndex();
+  /** Where the repository reports what it works around (a damaged snapshot skipped); set by the caller. */
+  onWarning: (message: string) => void = () => undefined;
   private readonly loadedIndexFiles = new Set<string>();
   private readonly writerKeys: WriterKeys;
   private readonly reader: ReaderIdentities | undefined;
   private readonly packKeys = new Map<string, Buffer>();
+  private readonly damagedPacks = new Set<string>();
   private recipientKeys: Buffer[];
 
   private constructor(
@@ -141,11 +162,10 @@ export class Repository {
       }
       return new Repository(backend, config, key.identity, undefined);
     }
-    for await (const object of backend.list('keys/')) {
-      const slot = JSON.parse((await backend.get(object.name)).toString('utf8')) as KeySlot;
+    for await (const { name, slot } of readKeySlots(backend)) {
       const material = await openKeySlot(slot, key.passphrase);
       if (material && material.repository === config.id)
-        return new Repository(backend, config, material, object.name);
+        return new Repository(backend, config, material, name);
     }
     throw new KeyError(`wrong password: no key of the repository at ${backend.location} opens with it`, {
       hint: 'Check STRONGBOX_PASSWORD, --password-file or --password-command.',
@@ -198,15 +218,22 @@ export class Repository {
   /**
    * Brings the in-memory index up to date. Index files never change once written, so only those
    * not loaded yet are read: operations can call this freely without reading the index twice.
+   * A damaged index file is skipped with a warning: its packs are then unknown, so a backup
+   * stores their blobs again and only reads that need them fail.
    */
   async loadIndex(): Promise<void> {
     for await (const object of this.backend.list('index/')) {
       if (this.loadedIndexFiles.has(object.name)) continue;
       this.loadedIndexFiles.add(object.name);
-      this.index.addIndexFile(
-        object.name,
-        this.readIndexFile(object.name, await this.backend.get(object.name)),
-      );
+      let content: IndexFileContent;
+      try {
+        content = this.readIndexFile(object.name, await this.backend.get(object.name));
+      } catch (error) {
+        if (!(error instanceof VerificationError)) throw error;
+        this.onWarning(`skipped index file ${object.name}: it is damaged; run \`strongbox check\``);
+        continue;
+      }
+      this.index.addIndexFile(object.name, content);
     }
   }
 
@@ -245,46 +272,63 @@ export class Repository {
   }
 
   /**
-   * Reads, decrypts, decompresses and authenticates one blob. A blob stored more than once is
-   * read from another copy when one cannot be read (its pack damaged or gone).
+   * Reads, decrypts, decompresses and authenticates one blob, from the first of its stored copies
+   * that reads back intact; a pack found damaged on the way is remembered (see `isDamaged`).
    */
   async readBlob(id: string): Promise<Buffer> {
-    const locations = this.index.locations(id);
-    if (locations.length === 0) {
+    const copies = this.index.locations(id);
+    if (copies.length === 0) {
       throw new VerificationError(`blob ${id.slice(0, 16)} is not in the index`, {
         hint: 'Run `strongbox check`.',
       });
     }
-    let failure: unknown;
-    for (const entry of locations) {
+    // Copies in packs known to be damaged go last: another copy may be whole.
+    copies.sort((a, b) => Number(this.damagedPacks.has(a.pack)) - Number(this.damagedPacks.has(b.pack)));
+    let first: VerificationError | undefined;
+    for (const copy of copies) {
       try {
-        const sealed = await this.backend.getRange(packName(entry.pack), entry.offset, entry.length);
-        return await this.decodeBlob(id, entry, sealed);
+        return await this.decodeBlob(id, copy, await this.readStored(id, copy));
       } catch (error) {
-        if (!(error instanceof StrongboxError)) throw error;
-        failure ??= error;
+        // A damaged copy, or a delta whose base cannot be read: the next copy may do.
+        if (!(error instanceof VerificationError)) throw error;
+        if (error instanceof DamagedBlobError) this.damagedPacks.add(error.pack);
+        first ??= error;
       }
     }
-    throw failure;
+    throw first!;
   }
 
-  /** Turns the stored bytes of one copy of a blob into its plaintext, checking it against its id. */
-  async decodeBlob(id: string, entry: IndexedBlob, sealed: Uint8Array): Promise<Buffer> {
+  /** A copy's stored bytes; a missing or truncated pack is damage, not a storage failure. */
+  private async readStored(id: string, copy: IndexedBlob): Promise<Buffer> {
+    const name = packName(copy.pack);
+    try {
+      return await this.backend.getRange(name, copy.offset, copy.length);
+    } catch (error) {
+      if (error instanceof ObjectNotFoundError)
+        throw new DamagedBlobError(id, copy.pack, 'its pack is missing', error);
+      // Asked only after a failed read: a connection that failed may fail this too, and then
+      // the first failure is the one to report.
+      const stored = await this.backend.stat(name).catch(() => undefined);
+      if (stored && stored.size < copy.offset + copy.length)
+        throw new DamagedBlobError(id, copy.pack, `its pack is truncated (${stored.size} bytes)`, error);
+      throw error;
+    }
+  }
+
+  /** Turns one copy's stored bytes into the blob's plaintext, checking it against its id. */
+  async decodeBlob(id: string, copy: IndexedBlob, sealed: Uint8Array): Promise<Buffer> {
     const damaged = (cause?: unknown) =>
-      new VerificationError(`blob ${id.slice(0, 16)} in pack ${entry.pack.slice(0, 16)} is damaged`, {
-        cause,
-        hint: 'Run `strongbox check --read-data` to see which snapshots are affected.',
-      });
-    const key = this.packKey(entry.pack);
+      new DamagedBlobError(id, copy.pack, 'it fails authentication', cause);
+    const key = this.packKey(copy.pack);
     let plain: Buffer;
     try {
-      plain = open(key, sealed, blobAad(entry.type, Buffer.from(id, 'hex')));
-      if (entry.compression === Compression.zstd) plain = zstdDecompress(plain);
+      plain = open(key, sealed, blobAad(copy.type, Buffer.from(id, 'hex')));
+      if (copy.compression === Compression.zstd) plain = zstdDecompress(plain);
     } catch (cause) {
       throw damaged(cause);
     }
-    if (entry.base) {
-      const base = await this.readBlob(entry.base);
+    if (copy.base) {
+      const base = await this.readBlob(copy.base);
       try {
         plain = decodeDelta(base, plain);
       } catch (cause) {
@@ -292,8 +336,40 @@ export class Repository {
       }
     }
     const actual = Buffer.from(this.blobId(plain), 'hex');
-    if (plain.length !== entry.rawLength || !timingSafeEqual(actual, Buffer.from(id, 'hex'))) throw damaged();
+    if (plain.length !== copy.rawLength || !timingSafeEqual(actual, Buffer.from(id, 'hex'))) throw damaged();
     return plain;
+  }
+
+  /**
+   * Whether some copy of the blob lies in a pack not known to be damaged, with its delta base
+   * likewise: what a writer may deduplicate onto, or take as a delta base.
+   */
+  hasReadableCopy(id: string): boolean {
+    if (this.index.whyUnreadable(id) !== undefined) return false;
+    if (this.damagedPacks.size === 0) return true;
+    return this.index
+      .locations(id)
+      .some(
+        (copy) =>
+          !this.damagedPacks.has(copy.pack) && (copy.base === undefined || this.hasReadableCopy(copy.base)),
+      );
+  }
+
+  /** Packs found damaged by this session: missing, truncated, or holding a blob that failed to read. */
+  get knownDamagedPacks(): ReadonlySet<string> {
+    return this.damagedPacks;
+  }
+
+  /**
+   * Lists the stored packs and remembers those the index lists that are missing or of another
+   * size: one listing, and blobs in them are then neither deduplicated onto nor used as bases.
+   */
+  async findMissingOrTruncatedPacks(): Promise<void> {
+    const stored = new Map<string, number>();
+    for await (const object of this.backend.list('data/')) stored.set(object.name, object.size);
+    for (const pack of this.index.packIdList()) {
+      if (stored.get(packName(pack)) !== this.index.pack(pack)!.size) this.damagedPacks.add(pack);
+    }
   }
 
   packKey(pack: string): Buffer {
@@ -328,15 +404,41 @@ export class Repository {
     return { id, size: bytes.length };
   }
 
-  /** Every snapshot's header, oldest first. */
+  /** Every intact snapshot's header, oldest first. */
   async listSnapshots(filter: SnapshotFilter = {}): Promise<SnapshotInfo[]> {
+    return (await this.scanSnapshots(filter)).snapshots;
+  }
+
+  /**
+   * Every snapshot file: the intact ones, oldest first, and apart from them the damaged ones and
+   * stray files, so that one bad file does not hide the others. A damaged snapshot whose header
+   * cannot be read might match any filter, so it is always among `damaged`.
+   */
+  async scanSnapshots(filter: SnapshotFilter = {}): Promise<SnapshotListing> {
     const snapshots: SnapshotInfo[] = [];
+    const damaged: DamagedSnapshot[] = [];
     for await (const object of this.backend.list('snapshots/')) {
       const id = object.name.slice('snapshots/'.length);
-      const header = this.decodeHeader(id, await this.backend.get(object.name));
-      if (matches(header, filter)) snapshots.push({ id, header });
+      if (!isSnapshotId(id)) {
+        damaged.push({ id, problem: NOT_A_SNAPSHOT });
+        continue;
+      }
+      const bytes = await this.backend.get(object.name);
+      let header: SnapshotHeader;
+      try {
+        header = this.decodeHeader(id, bytes);
+      } catch (error) {
+        damaged.push({ id, problem: problemOf(error) });
+        continue;
+      }
+      if (!matches(header, filter)) continue;
+      if (createHash('sha256').update(bytes).digest('hex') !== id)
+        damaged.push({ id, problem: 'its content does not match its name', header });
+      else snapshots.push({ id, header });
     }
-    return snapshots.sort((a, b) => a.header.time.localeCompare(b.header.time) || a.id.localeCompare(b.id));
+    snapshots.sort((a, b) => a.header.time.localeCompare(b.header.time) || a.id.localeCompare(b.id));
+    damaged.sort((a, b) => a.id.localeCompare(b.id));
+    return { snapshots, damaged };
   }
 
   private decodeHeader(id: string, bytes: Buffer): SnapshotHeader {
@@ -369,39 +471,54 @@ export class Repository {
     }
   }
 
-  /** Resolves `latest`, a full id or a unique id prefix to a snapshot. */
+  /**
+   * Resolves `latest`, a full id or a unique id prefix to a snapshot. `latest` is the newest
+   * intact one, with a warning for each damaged snapshot that might have been newer; an id of a
+   * damaged snapshot is a VerificationError.
+   */
   async findSnapshot(reference: string, filter: SnapshotFilter = {}): Promise<SnapshotInfo> {
-    const snapshots = await this.listSnapshots(filter);
+    const { snapshots, damaged } = await this.scanSnapshots(filter);
     if (reference === 'latest') {
       const latest = snapshots.at(-1);
+      for (const skipped of damaged) {
+        if (!skipped.header || !latest || skipped.header.time > latest.header.time)
+          this.onWarning(`skipped damaged snapshot ${shortName(skipped.id)}: ${skipped.problem}`);
+      }
       if (!latest)
         throw new ConfigError('there is no snapshot to use', {
           hint: 'Check the filters, or run `strongbox snapshots`.',
         });
       return latest;
     }
-    const found = snapshots.filter((snapshot) => snapshot.id.startsWith(reference.toLowerCase()));
+    const prefix = reference.toLowerCase();
+    const found = snapshots.filter((snapshot) => snapshot.id.startsWith(prefix));
+    const foundDamaged = damaged.filter((snapshot) => snapshot.id.startsWith(prefix));
+    if (found.length + foundDamaged.length > 1)
+      throw new ConfigError(`snapshot id ${reference} is ambiguous`, {
+        hint: 'Give more characters of the id.',
+      });
     if (found.length === 1) return found[0]!;
-    if (found.length === 0)
-      throw new ConfigError(`no snapshot ${reference}`, { hint: 'Run `strongbox snapshots` to list them.' });
-    throw new ConfigError(`snapshot id ${reference} is ambiguous`, {
-      hint: 'Give more characters of the id.',
-    });
+    if (foundDamaged.length === 1) {
+      const { id, problem } = foundDamaged[0]!;
+      throw new VerificationError(`snapshot ${shortName(id)} is damaged: ${problem}`, {
+        hint: 'Restore another snapshot; `strongbox check` lists what is damaged.',
+      });
+    }
+    throw new ConfigError(`no snapshot ${reference}`, { hint: 'Run `strongbox snapshots` to list them.' });
   }
 
   // ---- keys
 
   async listKeys(): Promise<KeyListing[]> {
     const keys: KeyListing[] = [];
-    for await (const object of this.backend.list('keys/')) {
-      const slot = JSON.parse((await this.backend.get(object.name)).toString('utf8')) as KeySlot;
+    for await (const { name, slot } of readKeySlots(this.backend, this.onWarning)) {
       keys.push({
-        id: object.name.slice('keys/'.length),
+        id: name.slice('keys/'.length),
         kind: slot.kind,
         created: slot.created,
         host: slot.host,
         username: slot.username,
-        current: object.name === this.keyName,
+        current: name === this.keyName,
       });
     }
     return keys.sort((a, b) => a.created.localeCompare(b.created));
@@ -506,4 +623,41 @@ function matches(header: SnapshotHeader, filter: SnapshotFilter): boolean {
   if (filter.tags && !filter.tags.every((tag) => header.tags.includes(tag))) return false;
   if (filter.before && Date.parse(header.time) > filter.before.getTime()) return false;
   return true;
+}
+
+export function isSnapshotId(name: string): boolean {
+  return SNAPSHOT_ID.test(name);
+}
+
+/**
+ * The key slots under keys/. A file there that is not one (a stray file, a damaged slot) is
+ * skipped: it must not keep the repository from opening with the slots that are intact.
+ */
+async function* readKeySlots(
+  backend: StorageBackend,
+  onWarning: (message: string) => void = () => undefined,
+): AsyncGenerator<{ name: string; slot: KeySlot }> {
+  for await (const object of backend.list('keys/')) {
+    let slot: Partial<KeySlot> | undefined;
+    try {
+      slot = JSON.parse((await backend.get(object.name)).toString('utf8')) as Partial<KeySlot>;
+    } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error;
+    }
+    if (slot?.version === 1 && typeof slot.data === 'string' && typeof slot.kdf === 'object' && slot.kdf)
+      yield { name: object.name, slot: slot as KeySlot };
+    else onWarning(`skipped ${object.name}: not a key slot`);
+  }
+}
+
+/** A snapshot id as shown to people: its first 8 characters; a stray file's name in full. */
+export function shortName(id: string): string {
+  return isSnapshotId(id) ? id.slice(0, 8) : id;
+}
+
+/** The innermost message of a damaged-file error: what is wrong, not which file. */
+function problemOf(error: unknown): string {
+  const cause = error instanceof Error ? error.cause : undefined;
+  if (cause instanceof MalformedSnapshot) return cause.message;
+  return 'its header fails authentication';
 }

@@ -164,8 +164,18 @@ async function runBackup(
   }
   const { result, copy } = outcome;
   output.clearProgress();
+  if (result.damagedPacks.length > 0) output.warn(damageWarning(result));
   if (global.json) output.data(copy ? { ...result, copy } : result);
   else output.info(copy ? `${summarize(result)}\n${summarizeCopy(copy)}` : summarize(result));
+}
+
+/** What a backup found damaged, and what it stored so that the new snapshot does not depend on it. */
+function damageWarning(result: BackupResult): string {
+  const packs = result.damagedPacks.map((pack) => pack.slice(0, 16)).join(', ');
+  return (
+    `warning: damaged pack(s) ${packs}: this snapshot does not use them (${result.storedAgain} chunk(s) stored again, ${result.wholeForDamagedBase} stored whole instead of as deltas); older snapshots may be affected\n` +
+    '  Run `strongbox check --read-data` to see which.'
+  );
 }
 
 /** "3.3:1", "422:1": three significant digits at most. */

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { check } from '../../ops/check.ts';
 import { ConfigError, VerificationError } from '../../errors.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
+import { formatBytes } from '../output.ts';
 
 export function registerCheck(program: Command): void {
   program
@@ -32,11 +33,12 @@ export function registerCheck(program: Command): void {
           output.warn(`error: ${problem.object}: ${problem.message}${affected}`);
         }
         output.info(
-          `${result.snapshots} snapshots, ${result.indexFiles} index files, ${result.packs} packs, ${result.blobs} blobs checked; ${result.packsRead} packs read` +
-            (result.unreferencedPacks
-              ? `; ${result.unreferencedPacks} unreferenced packs (from interrupted backups)`
-              : ''),
+          `${result.snapshots} snapshots, ${result.indexFiles} index files, ${result.packs} packs, ${result.blobs} blobs checked; ${result.packsRead} packs read`,
         );
+        if (result.unreferencedPacks > 0)
+          output.info(
+            `${result.unreferencedPacks} pack(s) (${formatBytes(result.unreferencedBytes)}) are in no index file: left by interrupted backups, or listed by an index file that was lost; until a later \`strongbox repair index\` indexes them again, their data is not used`,
+          );
       }
       if (result.problems.length > 0) {
         throw new VerificationError(`check found ${result.problems.length} problem(s)`, {

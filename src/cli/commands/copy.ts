@@ -135,6 +135,7 @@ export function registerCopy(program: Command): void {
         identityFile: options.fromIdentityFile,
       });
       const source = await openOther(SOURCE, from, sourceKey);
+      source.onWarning = (message) => output.warn(`warning: ${message} (in the source repository)`);
       try {
         const target = await openRepository({ ...global, ...(options.to ? { repo: options.to } : {}) });
         try {

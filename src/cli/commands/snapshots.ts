@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { shortName } from '../../repository/repository.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
 import { formatBytes, table } from '../output.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
@@ -9,11 +10,14 @@ export function registerSnapshots(program: Command): void {
     .action(async (options: FilterOptions, command: Command) => {
       const global = globalOptions(command);
       const output = outputFor(global);
-      const snapshots = await withRepository(global, (repository) =>
-        repository.listSnapshots(snapshotFilter(options)),
+      const { snapshots, damaged } = await withRepository(global, (repository) =>
+        repository.scanSnapshots(snapshotFilter(options)),
       );
       if (global.json) {
-        output.data(snapshots.map(({ id, header }) => ({ id, ...header })));
+        output.data([
+          ...snapshots.map(({ id, header }) => ({ id, ...header })),
+          ...damaged.map(({ id, problem, header }) => ({ id, damaged: true, problem, ...header })),
+        ]);
         return;
       }
       const rows = [['ID', 'TIME', 'HOST', 'KIND', 'NAME', 'SIZE', 'STORED', 'TAGS']];
@@ -30,6 +34,10 @@ export function registerSnapshots(program: Command): void {
         ]);
       }
       output.line(table(rows));
-      output.info(`${snapshots.length} snapshot(s)`);
+      // Below the table: nothing of a damaged snapshot's header may be known.
+      for (const { id, problem } of damaged) output.line(`${shortName(id)}  damaged: ${problem}`);
+      output.info(
+        `${snapshots.length} snapshot(s)${damaged.length ? `, and ${damaged.length} damaged (see \`strongbox check\`)` : ''}`,
+      );
     });
 }

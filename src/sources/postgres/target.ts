@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { SourceError } from '../../errors.ts';
+import { SourceError, StrongboxError } from '../../errors.ts';
 import { withDatabase, type PostgresConnection } from './connection.ts';
 import * as queries from './queries.ts';
 import { firstError, psql, withLargeStdioBuffers, type PostgresTools } from './tools.ts';
@@ -74,6 +74,7 @@ export class RestoreTarget {
     });
     const fed = pipeline(Readable.from(script), child.stdin).catch((error: unknown) => error);
     const [code, feedError] = await Promise.all([exited, fed]);
+    if (feedError instanceof StrongboxError) throw feedError;
     const errors = [...stderr.matchAll(/ERROR:\s+([0-9A-Z]{5}):\s*(.*)/g)];
     const unexpected = errors.filter((match) => match[1] !== '42710');
     if (code !== 0 || unexpected.length > 0) {
@@ -119,6 +120,8 @@ export class RestoreTarget {
     const fed = pipeline(Readable.from(archive), child.stdin).catch((error: unknown) => error);
     const [code, feedError] = await Promise.all([exited, fed]);
     signal?.throwIfAborted();
+    // When reading the archive failed (a damaged blob), pg_restore only saw its input end early.
+    if (feedError instanceof StrongboxError) throw feedError;
     if (code !== 0) {
       throw new SourceError(
         `pg_restore into ${database} failed: ${firstError(stderr, 'pg_restore') ?? `exit ${code}`}`,
