@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { SourceError } from '../errors.ts';
+import { awaitedLater } from '../util/awaited-later.ts';
 import type { StreamProducer } from './stdin.ts';
 
 /** Kept of a program's standard error, for the message when it fails. */
@@ -34,20 +35,24 @@ export function processProducer(
   stdout.on('readable', holdUntilRead);
   let stderr = '';
   child.stderr?.on('data', (data: Buffer) => (stderr = (stderr + data.toString()).slice(-STDERR_KEPT)));
-  const finished = new Promise<void>((resolve, reject) => {
-    child.once('error', (cause: NodeJS.ErrnoException) =>
-      reject(
-        new SourceError(`cannot run ${command}: ${cause.code ?? cause.message}`, {
-          cause,
-          hint: 'Check the program name and PATH.',
-        }),
-      ),
-    );
-    child.once('close', (code, signal) => {
-      if (code === 0) resolve();
-      else reject(options.failure(signal ? `was killed by ${signal}` : `exited with status ${code}`, stderr));
-    });
-  });
+  // The program may fail before anyone reads its output (pg_dump started while the repository opens).
+  const finished = awaitedLater(
+    new Promise<void>((resolve, reject) => {
+      child.once('error', (cause: NodeJS.ErrnoException) =>
+        reject(
+          new SourceError(`cannot run ${command}: ${cause.code ?? cause.message}`, {
+            cause,
+            hint: 'Check the program name and PATH.',
+          }),
+        ),
+      );
+      child.once('close', (code, signal) => {
+        if (code === 0) resolve();
+        else
+          reject(options.failure(signal ? `was killed by ${signal}` : `exited with status ${code}`, stderr));
+      });
+    }),
+  );
   return {
     content: stdout,
     finished,

@@ -1,6 +1,7 @@
 import { fstatSync } from 'node:fs';
 import { SourceError } from '../errors.ts';
 import type { TreeNode } from '../repository/tree.ts';
+import { awaitedLater } from '../util/awaited-later.ts';
 import { processProducer } from './process-producer.ts';
 import { readPieces } from './read-pieces.ts';
 import {
@@ -15,7 +16,10 @@ import {
 /** Where a stream comes from: its bytes, the producer's verdict, and how to stop it early. */
 export interface StreamProducer {
   content: AsyncIterable<ContentPiece>;
-  /** Resolves when the producer succeeded; rejects with a SourceError when it failed. */
+  /**
+   * Resolves when the producer succeeded; rejects with a SourceError when it failed. It may fail
+   * before the stream is read, so it is made awaitedLater: never an unhandled rejection.
+   */
   finished: Promise<void>;
   stop(): void;
 }
@@ -68,8 +72,7 @@ export async function storeProduced(
   fileName: string,
   previous?: PreviousContent,
 ): Promise<TreeNode> {
-  // Observed here, awaited below: a producer that fails at once must not be an unhandled rejection.
-  producer.finished.catch(() => undefined);
+  awaitedLater(producer.finished);
   const mtimeNs = (BigInt(Date.now()) * 1_000_000n).toString();
   let contentFailed = false;
   const content = (async function* () {

@@ -5,6 +5,7 @@ import { postgresSource } from '../../sources/postgres/index.ts';
 import { commandSource, stdinSource } from '../../sources/stdin.ts';
 import type { BackupSource } from '../../sources/source.ts';
 import { ConfigError } from '../../errors.ts';
+import { awaitedLater } from '../../util/awaited-later.ts';
 import { positiveInteger } from '../arguments.ts';
 import { globalOptions, outputFor, withRepository, type GlobalOptions } from '../context.ts';
 import { formatBytes, formatRate, type Output } from '../output.ts';
@@ -135,9 +136,8 @@ async function runBackup(
   source: BackupSource | Promise<BackupSource>,
   options: CommonBackupOptions,
 ): Promise<void> {
-  // Observed here, awaited below: a source that fails while the repository opens must not be
-  // an unhandled rejection.
-  Promise.resolve(source).catch(() => undefined);
+  // Finding pg_dump may fail while the repository opens.
+  awaitedLater(Promise.resolve(source));
   let outcome;
   try {
     const copyTo = await prepareCopyTo(options);

@@ -54,9 +54,11 @@ export function clusterSource(
         databases: {},
       };
       for (const database of databases) {
-        const dump = await openDump(withDatabase(connection, database), tools, options);
         const file = archiveFileName(database);
-        nodes.push(await storeProduced(sink, dump.producer, file, await previousContent(parent, file)));
+        // Read before pg_dump starts: a failure to read it must not leave a dump running unread.
+        const previous = await previousContent(parent, file);
+        const dump = await openDump(withDatabase(connection, database), tools, options);
+        nodes.push(await storeProduced(sink, dump.producer, file, previous));
         details.databases[database] = { file, ...dump.details() };
       }
       const size = nodes.reduce((sum, node) => sum + (node.size ?? 0), 0);

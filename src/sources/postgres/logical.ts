@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { SourceError } from '../../errors.ts';
+import { awaitedLater } from '../../util/awaited-later.ts';
 import type { BackupSource } from '../source.ts';
 import { processProducer } from '../process-producer.ts';
 import { streamSource, type StreamProducer } from '../stdin.ts';
@@ -56,7 +57,8 @@ export function logicalSource(options: LogicalBackupOptions): BackupSource {
     opening ??= openDump(connection, options.tools, options);
     return opening;
   };
-  if (options.startNow) start().catch(() => undefined);
+  // run() or abandon() awaits it; until then it may fail unobserved.
+  if (options.startNow) awaitedLater(start());
   let dump: Awaited<ReturnType<typeof openDump>> | undefined;
   let taken = false;
   const source = streamSource(
@@ -110,12 +112,19 @@ export async function openDump(
   for (const table of options.tables ?? []) args.push(`--table=${table}`);
   for (const table of options.excludeTables ?? []) args.push(`--exclude-table=${table}`);
   const follower = new DumpFollower();
-  const dump = spawnTool(tools, 'pg_dump', args, connection);
+  let dump;
+  try {
+    dump = spawnTool(tools, 'pg_dump', args, connection);
+  } catch (error) {
+    await session.close();
+    throw error;
+  }
   return {
     producer: {
       ...dump,
       content: follower.follow(dump.content),
-      finished: dump.finished.finally(() => session.close()),
+      // The session holds the snapshot until pg_dump is done with it.
+      finished: awaitedLater(dump.finished.finally(() => session.close())),
     },
     details: () => ({
       database: connection.database,

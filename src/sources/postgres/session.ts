@@ -17,6 +17,8 @@ export class PsqlSession {
   private waiting:
     { marker: string; resolve: (output: string) => void; reject: (error: Error) => void } | undefined;
   private exited: Error | undefined;
+  /** Why psql could not be started, if it could not: 'close' follows. */
+  private startFailure: NodeJS.ErrnoException | undefined;
 
   constructor(
     private readonly connection: PostgresConnection,
@@ -33,13 +35,15 @@ export class PsqlSession {
     });
     this.child.stderr.on('data', (data: Buffer) => (this.stderr += data.toString()));
     this.child.stdin.on('error', () => undefined);
+    this.child.on('error', (cause: NodeJS.ErrnoException) => (this.startFailure = cause));
     this.child.on('close', (code) => {
-      this.exited = new SourceError(
-        `the session with ${connection.display} ended: ${firstError(this.stderr, 'psql') ?? `psql exit ${code}`}`,
-        {
-          hint: 'Check the connection settings and that the server is up.',
-        },
-      );
+      const reason = this.startFailure
+        ? `cannot run psql: ${this.startFailure.code ?? this.startFailure.message}`
+        : (firstError(this.stderr, 'psql') ?? `psql exit ${code}`);
+      this.exited = new SourceError(`the session with ${connection.display} ended: ${reason}`, {
+        hint: 'Check the connection settings and that the server is up.',
+        cause: this.startFailure,
+      });
       this.waiting?.reject(this.exited);
       this.waiting = undefined;
     });

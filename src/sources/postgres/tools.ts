@@ -119,14 +119,20 @@ export async function psql(connection: PostgresConnection, binDir: string, sql: 
   }
 }
 
-/** The first error line a PostgreSQL program printed, without its "program: error:" prefix. */
+/**
+ * The first error line a PostgreSQL program printed, without its "program: error:" prefix, and
+ * the server's own words when the next line gives them: pg_dump that loses its connection while
+ * reading a table says only "PQgetCopyData() failed." on its error line.
+ */
 export function firstError(stderr: string, program: string): string | undefined {
   const lines = stderr
     .split('\n')
     .map((line) => line.trim())
     .filter(Boolean);
-  const line = lines.find((candidate) => candidate.includes('error:')) ?? lines.at(-1);
-  return line?.replace(new RegExp(`^${program}: (error: )?`), '');
+  const at = lines.findIndex((candidate) => candidate.includes('error:'));
+  const line = (at >= 0 ? lines[at] : lines.at(-1))?.replace(new RegExp(`^${program}: (error: )?`), '');
+  const server = /^\S+: detail: Error message from server: (.+)$/.exec(lines[at + 1] ?? '')?.[1];
+  return at >= 0 && server ? `${line!.replace(/\.$/, '')}: ${server}` : line;
 }
 
 /**
