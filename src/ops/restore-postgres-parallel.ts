@@ -11,6 +11,7 @@ import {
   type RestoreUnit,
 } from '../sources/postgres/parallel-restore.ts';
 import type { RestoreTarget } from '../sources/postgres/target.ts';
+import { count } from '../util/plural.ts';
 import { tableComparer, type RecordedTable, type TableComparison } from '../sources/postgres/verify.ts';
 import { ContentRanges, findFile, readBlobs } from './read-content.ts';
 
@@ -110,7 +111,7 @@ export async function restoreInParallel(
       await run(plan.before, prefix());
     }
     step(
-      `restore ${plan.units.length} part(s) of data, indexes and constraints and ${plan.foreignKeys.length} foreign key(s), ${options.jobs} at a time`,
+      `restore ${count(plan.units.length, 'part')} of data, indexes and constraints and ${count(plan.foreignKeys.length, 'foreign key')}, ${options.jobs} at a time`,
     );
     const unitArchive = async function* (unit: RestoreUnit) {
       yield* prefix();

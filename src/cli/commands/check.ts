@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { check } from '../../ops/check.ts';
 import { ConfigError, VerificationError } from '../../errors.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
+import { count } from '../../util/plural.ts';
 
 export function registerCheck(program: Command): void {
   program
@@ -32,14 +33,14 @@ export function registerCheck(program: Command): void {
           output.warn(`error: ${problem.object}: ${problem.message}${affected}`);
         }
         output.info(
-          `${result.snapshots} snapshots, ${result.indexFiles} index files, ${result.packs} packs, ${result.blobs} blobs checked; ${result.packsRead} packs read` +
+          `${count(result.snapshots, 'snapshot')}, ${count(result.indexFiles, 'index file')}, ${count(result.packs, 'pack')}, ${count(result.blobs, 'blob')} checked; ${count(result.packsRead, 'pack')} read` +
             (result.unreferencedPacks
-              ? `; ${result.unreferencedPacks} unreferenced packs (from interrupted backups)`
+              ? `; ${count(result.unreferencedPacks, 'unreferenced pack')} (from interrupted backups)`
               : ''),
         );
       }
       if (result.problems.length > 0) {
-        throw new VerificationError(`check found ${result.problems.length} problem(s)`, {
+        throw new VerificationError(`check found ${count(result.problems.length, 'problem')}`, {
           hint: 'Restore affected snapshots from another copy, or make a new backup.',
         });
       }

@@ -8,6 +8,7 @@ import { globalOptions, openRepository, outputFor } from '../context.ts';
 import { formatBytes, type Output } from '../output.ts';
 import { readIdentityFile, resolvePassword } from '../secrets.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
+import { count } from '../../util/plural.ts';
 
 /**
  * A repository other than the one of the global options (the source of `copy`, the target of
@@ -169,7 +170,7 @@ function describeCopied(snapshot: CopiedSnapshot): string {
 
 export function summarizeCopy(result: CopyResult): string {
   return [
-    `copy: ${result.snapshotsCopied} snapshot(s) copied, ${result.snapshotsSkipped} skipped (in the target already)`,
+    `copy: ${count(result.snapshotsCopied, 'snapshot')} copied, ${result.snapshotsSkipped} skipped (in the target already)`,
     `  blobs: ${result.blobsCopied} copied, ${result.blobsSkipped} skipped (in the target already)`,
     `  read ${formatBytes(result.bytesRead)}, new ${formatBytes(result.bytesNew)}, stored ${formatBytes(result.stored)} in ${(result.durationMs / 1000).toFixed(1)} s`,
   ].join('\n');

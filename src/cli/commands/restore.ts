@@ -11,6 +11,7 @@ import { globalOptions, outputFor, withRepository, type GlobalOptions } from '..
 import { formatBytes } from '../output.ts';
 import { showingMismatch, verificationTable } from '../verification.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
+import { count } from '../../util/plural.ts';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -121,7 +122,7 @@ export function registerRestore(program: Command): void {
         if (global.json) output.data(result);
         else
           output.info(
-            `restored snapshot ${result.snapshot.slice(0, 8)} to ${options.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${formatBytes(result.bytes)}`,
+            `restored snapshot ${result.snapshot.slice(0, 8)} to ${options.target}: ${count(result.files, 'file')}, ${count(result.dirs, 'directory', 'directories')}, ${count(result.symlinks, 'symlink')}, ${formatBytes(result.bytes)}`,
           );
       },
     );
@@ -200,6 +201,6 @@ async function restoreCluster(
   for (const [database, verification] of Object.entries(result.verification))
     output.info(verificationTable(verification, clusterDatabaseTitle(database)));
   output.info(
-    `restored ${result.databases.length} databases and the roles of snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s`,
+    `restored ${count(result.databases.length, 'database')} and the roles of snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s`,
   );
 }

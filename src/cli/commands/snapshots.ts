@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
 import { formatBytes, table } from '../output.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
+import { count } from '../../util/plural.ts';
 
 export function registerSnapshots(program: Command): void {
   filterOptions(program.command('snapshots'))
@@ -30,6 +31,6 @@ export function registerSnapshots(program: Command): void {
         ]);
       }
       output.line(table(rows));
-      output.info(`${snapshots.length} snapshot(s)`);
+      output.info(count(snapshots.length, 'snapshot'));
     });
 }
