@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
-import { ExitCode, StrongboxError } from '../errors.ts';
+import { ExitCode, SnapshotKindError, StrongboxError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { registerBackup } from './commands/backup.ts';
 import { registerCat } from './commands/cat.ts';
@@ -16,7 +16,7 @@ import { registerVerify } from './commands/verify.ts';
 
 function buildProgram(): Command {
   const program = new Command('strongbox')
-    .description('Backups of PostgreSQL, Redis and files into an encrypted, deduplicating repository.')
+    .description('Backups of PostgreSQL and files into an encrypted, deduplicating repository.')
     .version(VERSION)
     .option('-r, --repo <location>', 'repository location (env STRONGBOX_REPO)')
     .option(
@@ -69,7 +69,8 @@ function report(error: unknown, debug: boolean): number {
   }
   if (error instanceof StrongboxError) {
     process.stderr.write(`strongbox: ${error.message}\n`);
-    if (error.hint) process.stderr.write(`  ${error.hint}\n`);
+    const hint = error instanceof SnapshotKindError ? restoreHint(error) : error.hint;
+    if (hint) process.stderr.write(`  ${hint}\n`);
     if (debug) process.stderr.write(`${error.stack}\n`);
     return error.exitCode;
   }
@@ -84,6 +85,23 @@ function report(error: unknown, debug: boolean): number {
       : '  Run again with --debug for details, and report it if it persists.\n',
   );
   return ExitCode.general;
+}
+
+/** For a snapshot given to a command that does not take its kind: the command that does. */
+function restoreHint({ kind, snapshot }: SnapshotKindError): string | undefined {
+  const id = snapshot.slice(0, 8);
+  switch (kind) {
+    case 'postgres':
+      return `Restore it with: strongbox restore ${id} --to postgres://…/DATABASE (or write its archive: strongbox dump ${id} > FILE).`;
+    case 'postgres-cluster':
+      return `Restore it with: strongbox restore --all ${id}.`;
+    case 'files':
+      return `Restore it with: strongbox restore files ${id} --target DIR.`;
+    case 'stdin':
+      return `Restore it with: strongbox cat ${id} > FILE, or strongbox restore files ${id} --target DIR.`;
+    default:
+      return undefined;
+  }
 }
 
 const debug = process.argv.includes('--debug');

@@ -32,7 +32,7 @@ export async function verifyPostgres(
     const connection = resolveConnection(options.to);
     const snapshot = await repository.findSnapshot(
       reference,
-      await databaseFilter(repository, options.filter ?? {}, connection.database),
+      await databaseFilter(repository, reference, options.filter ?? {}, connection.database),
     );
     const recorded = (await repository.loadSnapshot(snapshot.id)).body.source as
       PostgresSnapshotDetails | undefined;

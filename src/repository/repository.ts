@@ -3,7 +3,7 @@ import { AuthenticationFailure, open } from '../crypto/aead.ts';
 import { unwrapKey } from '../crypto/key-wrap.ts';
 import { decodeDelta } from '../compression/delta.ts';
 import { zstdDecompress } from '../compression/zstd.ts';
-import { ConfigError, KeyError, VerificationError } from '../errors.ts';
+import { ConfigError, KeyError, SnapshotKindError, VerificationError } from '../errors.ts';
 import { ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
 import { Compression, packName, type BlobTypeValue } from './blob.ts';
 import {
@@ -358,24 +358,38 @@ export class Repository {
     }
   }
 
-  /** Resolves `latest`, a full id or a unique id prefix to a snapshot. */
+  /**
+   * Resolves `latest` (the newest snapshot `filter` selects), a full id or a unique id prefix to a
+   * snapshot. An id names one snapshot whatever the filters; one they would not select is refused,
+   * saying why, rather than reported missing.
+   */
   async findSnapshot(reference: string, filter: SnapshotFilter = {}): Promise<SnapshotInfo> {
-    const snapshots = await this.listSnapshots(filter);
     if (reference === 'latest') {
-      const latest = snapshots.at(-1);
+      const latest = (await this.listSnapshots(filter)).at(-1);
       if (!latest)
         throw new ConfigError('there is no snapshot to use', {
           hint: 'Check the filters, or run `strongbox snapshots`.',
         });
       return latest;
     }
-    const found = snapshots.filter((snapshot) => snapshot.id.startsWith(reference.toLowerCase()));
-    if (found.length === 1) return found[0]!;
+    const found = (await this.listSnapshots()).filter((snapshot) =>
+      snapshot.id.startsWith(reference.toLowerCase()),
+    );
     if (found.length === 0)
       throw new ConfigError(`no snapshot ${reference}`, { hint: 'Run `strongbox snapshots` to list them.' });
-    throw new ConfigError(`snapshot id ${reference} is ambiguous`, {
-      hint: 'Give more characters of the id.',
-    });
+    if (found.length > 1)
+      throw new ConfigError(`snapshot id ${reference} is ambiguous`, {
+        hint: 'Give more characters of the id.',
+      });
+    const snapshot = found[0]!;
+    const { header } = snapshot;
+    if (filter.kind && header.kind !== filter.kind)
+      throw new SnapshotKindError(snapshot.id, header.kind, header.name, filter.kind);
+    if (!matches(header, filter))
+      throw new ConfigError(`snapshot ${snapshot.id.slice(0, 8)} is not one the filters select`, {
+        hint: 'Leave out the filters (--tag, --host, --name, --at…) when naming a snapshot by id.',
+      });
+    return snapshot;
   }
 
   // ---- keys
