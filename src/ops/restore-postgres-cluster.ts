@@ -18,6 +18,8 @@ export interface ClusterRestoreOptions {
   dryRun?: boolean;
   filter?: SnapshotFilter;
   onStep?: (message: string) => void;
+  /** Called as each database's archive is handed to pg_restore: bytes so far, and its size. */
+  onProgress?: (bytes: number, archiveBytes: number) => void;
 }
 
 export interface ClusterRestoreResult {
@@ -93,6 +95,7 @@ export async function restorePostgresCluster(
         blocks: recorded.blocks,
         tables: recorded.tables,
         onStep: step,
+        onProgress: options.onProgress,
       });
       result.verification[database] = await verifyDatabase(
         withDatabase(connection, database),

@@ -77,9 +77,11 @@ export function registerRestore(program: Command): void {
             filter,
             confirm: (database) => (options.yes ? Promise.resolve(true) : confirmByName(database)),
             onStep: (message) => output.info(message),
+            onProgress: (bytes, total) => showRestoreProgress(output, bytes, total),
           }),
         ),
       );
+      output.clearProgress();
       if (global.json) output.data(result);
       else if (result.dryRun) {
         output.line(
@@ -157,6 +159,10 @@ async function confirmByName(database: string): Promise<boolean> {
   );
 }
 
+function showRestoreProgress(output: Output, bytes: number, total: number): void {
+  output.progress(`restore: ${formatBytes(bytes)} of ${formatBytes(total)} restored`);
+}
+
 const clusterDatabaseTitle = (database: string) => `${database}, compared with the backup`;
 
 async function restoreCluster(
@@ -188,10 +194,12 @@ async function restoreCluster(
         dryRun: Boolean(options.dryRun),
         filter,
         onStep: (message) => output.info(message),
+        onProgress: (bytes, total) => showRestoreProgress(output, bytes, total),
       }),
       clusterDatabaseTitle,
     ),
   );
+  output.clearProgress();
   if (global.json) return output.data(result);
   if (result.dryRun) {
     output.line(`plan: restore cluster snapshot ${result.snapshot.slice(0, 8)} into ${result.target}`);
