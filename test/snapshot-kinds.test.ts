@@ -93,7 +93,9 @@ describe('snapshots named by id', () => {
     const { stdout } = await promisify(execFile)('script', ['-qefc', command, '/dev/null'], {
       env: { ...cleanEnv(), ...repo.env },
     });
-    expect(stdout).toMatch(/\r\x1b\[Krestore: [\d.]+ [KM]?i?B of [\d.]+ MiB restored/);
+    // Redrawn in place: a carriage return and an erase-line sequence before each status.
+    expect(stdout).toContain('\r\u001b[Krestore: ');
+    expect(stdout).toMatch(/restore: [\d.]+ [KM]?i?B of [\d.]+ MiB restored/);
     expect(stdout).toContain(`restored snapshot ${app.slice(0, 8)} into`);
   });
 });
