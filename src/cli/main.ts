@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { ExitCode, SnapshotKindError, StrongboxError } from '../errors.ts';
+import { runInterruptCleanups } from '../util/interrupt.ts';
 import { VERSION } from '../version.ts';
 import { registerBackup } from './commands/backup.ts';
 import { registerCat } from './commands/cat.ts';
@@ -104,9 +105,34 @@ function restoreHint({ kind, snapshot }: SnapshotKindError): string | undefined 
   }
 }
 
+/** 128 + the signal's number, as shells report a process a signal ended. */
+const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
+/** How long the cleanups of an interrupt may take (a lock to delete on a slow storage) before exiting anyway. */
+const CLEANUP_TIMEOUT_MS = 15_000;
+
+let interrupted = false;
+
+/**
+ * SIGINT or SIGTERM: one line, then what the library registered (locks, children, databases to
+ * put back in service) is undone, and the process exits. Whatever the interrupted command was
+ * doing fails meanwhile, unreported: the line said why. A second signal exits at once.
+ */
+function interrupt(signal: keyof typeof SIGNAL_EXIT_CODES): void {
+  const code = SIGNAL_EXIT_CODES[signal];
+  if (interrupted) process.exit(code);
+  interrupted = true;
+  // On a terminal, over a progress line being redrawn.
+  process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}strongbox: interrupted by ${signal}\n`);
+  const timeout = new Promise<void>((resolve) => setTimeout(resolve, CLEANUP_TIMEOUT_MS));
+  void Promise.race([runInterruptCleanups(), timeout]).finally(() => process.exit(code));
+}
+
+process.on('SIGINT', () => interrupt('SIGINT'));
+process.on('SIGTERM', () => interrupt('SIGTERM'));
+
 const debug = process.argv.includes('--debug');
 try {
   await buildProgram().parseAsync(process.argv);
 } catch (error) {
-  process.exitCode = report(error, debug);
+  if (!interrupted) process.exitCode = report(error, debug);
 }
