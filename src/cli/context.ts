@@ -15,6 +15,8 @@ export interface GlobalOptions {
   json?: boolean;
   quiet?: boolean;
   debug?: boolean;
+  /** Commander's name for --no-lock: false when it is given. */
+  lock?: boolean;
 }
 
 export function globalOptions(command: Command): GlobalOptions {
@@ -64,11 +66,20 @@ export function usesIdentityFile(options: GlobalOptions): boolean {
 
 export async function openRepository(options: GlobalOptions): Promise<Repository> {
   const backend = await openBackend(repositoryLocation(options));
-  return closingOnFailure(backend, async () => {
+  const repository = await closingOnFailure(backend, async () => {
     const { identityFile } = keySources(options);
     if (identityFile) return Repository.open(backend, { identity: await readIdentityFile(identityFile) });
     return Repository.open(backend, { passphrase: await repositoryPassword(options, false) });
   });
+  readWithoutLockWhereRefused(repository, outputFor(options));
+  repository.readLocking.skip = options.lock === false;
+  return repository;
+}
+
+/** Commands that only read go on without a lock where the storage refuses one, saying so. */
+export function readWithoutLockWhereRefused(repository: Repository, output: Output): void {
+  repository.readLocking.onUnlocked = (refused) =>
+    output.warn(`warning: ${refused.message}; reading without a lock (as --no-lock does)`);
 }
 
 export function repositoryPassword(options: GlobalOptions, confirm: boolean): Promise<string> {

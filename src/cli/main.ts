@@ -35,6 +35,10 @@ function buildProgram(): Command {
     .option('--json', 'print data as JSON')
     .option('-q, --quiet', 'print no progress or informational messages')
     .option('--debug', 'print stack traces of errors')
+    .option(
+      '--no-lock',
+      'commands that only read (restore, verify, check) take no lock: for a repository that cannot be written',
+    )
     .showHelpAfterError('(add --help for usage)')
     .exitOverride();
   program.configureOutput({ writeErr: (text) => process.stderr.write(text) });

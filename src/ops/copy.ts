@@ -74,7 +74,7 @@ export async function copySnapshots(
       hint: 'Give the source a full key (its password or identity file); the target needs only a write-only key.',
     });
   }
-  const sourceLock = await source.lock(false, 'copy from');
+  const sourceLock = await source.readLock('copy from');
   try {
     const targetLock = await target.lock(false, 'copy to');
     try {

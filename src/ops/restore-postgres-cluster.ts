@@ -45,7 +45,7 @@ export async function restorePostgresCluster(
 ): Promise<ClusterRestoreResult> {
   const started = Date.now();
   const step = options.onStep ?? (() => undefined);
-  const lock = await repository.lock(false, 'restore postgres cluster');
+  const lock = await repository.readLock('restore postgres cluster');
   try {
     const snapshot = await repository.findSnapshot(reference, { ...options.filter, kind: CLUSTER_KIND });
     const { body } = await repository.loadSnapshot(snapshot.id);

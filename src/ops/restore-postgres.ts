@@ -80,7 +80,7 @@ export async function restorePostgres(
       hint: 'Leave out --jobs, or --single-transaction.',
     });
   }
-  const lock = await repository.lock(false, 'restore postgres');
+  const lock = await repository.readLock('restore postgres');
   try {
     const connection = resolveConnection(options.to);
     const snapshot = await repository.findSnapshot(

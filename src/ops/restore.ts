@@ -20,7 +20,7 @@ export async function restoreSnapshotFiles(
   target: string,
   options: RestoreFilesOptions = {},
 ) {
-  const lock = await repository.lock(false, 'restore');
+  const lock = await repository.readLock('restore');
   try {
     const { id, header } = await repository.findSnapshot(reference, options.filter);
     if (DATABASE_KINDS.has(header.kind)) throw new SnapshotKindError(id, header.kind, header.name, 'files');

@@ -27,7 +27,7 @@ export async function verifyPostgres(
   reference: string,
   options: PostgresVerifyOptions = {},
 ): Promise<PostgresVerifyResult> {
-  const lock = await repository.lock(false, 'verify postgres');
+  const lock = await repository.readLock('verify postgres');
   try {
     const connection = resolveConnection(options.to);
     const snapshot = await repository.findSnapshot(

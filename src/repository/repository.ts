@@ -4,7 +4,7 @@ import { unwrapKey } from '../crypto/key-wrap.ts';
 import { decodeDelta } from '../compression/delta.ts';
 import { zstdDecompress } from '../compression/zstd.ts';
 import { ConfigError, KeyError, SnapshotKindError, VerificationError } from '../errors.ts';
-import { ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
+import { AccessDeniedError, ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
 import { Compression, packName, type BlobTypeValue } from './blob.ts';
 import {
   CONFIG_NAME,
@@ -68,8 +68,24 @@ export interface SnapshotFilter {
   before?: Date;
 }
 
+/** How operations that only read take their lock (Repository.readLock). */
+export interface ReadLocking {
+  /** Take none (`--no-lock`): for a repository this process cannot, or should not, write. */
+  skip?: boolean;
+  /** Told when the storage refused the lock's write and the operation goes on without one. */
+  onUnlocked?: (refused: AccessDeniedError) => void;
+}
+
+/** What an operation holds while it runs: released when it ends, whether or not a lock was written. */
+export interface HeldLock {
+  release(): Promise<void>;
+}
+
+const NO_LOCK: HeldLock = { release: () => Promise.resolve() };
+
 export class Repository {
   readonly index = new MasterIndex();
+  readLocking: ReadLocking = {};
   private readonly loadedIndexFiles = new Set<string>();
   private readonly writerKeys: WriterKeys;
   private readonly reader: ReaderIdentities | undefined;
@@ -190,6 +206,23 @@ export class Repository {
 
   lock(exclusive: boolean, operation: string): Promise<Lock> {
     return acquireLock(this.backend, this.writerKeys.metadataKey, { exclusive, operation });
+  }
+
+  /**
+   * A shared lock for an operation that only reads (restore, verify, check). Reading needs no
+   * lock to be correct; it only keeps maintenance from removing data under the reader. So, as
+   * restic does, a repository that cannot be written (a read-only mount, read-only credentials:
+   * disaster recovery from a copy) is read without one, and `readLocking.skip` takes none.
+   */
+  async readLock(operation: string): Promise<HeldLock> {
+    if (this.readLocking.skip) return NO_LOCK;
+    try {
+      return await this.lock(false, operation);
+    } catch (error) {
+      if (!(error instanceof AccessDeniedError)) throw error;
+      this.readLocking.onUnlocked?.(error);
+      return NO_LOCK;
+    }
   }
 
   // ---- index

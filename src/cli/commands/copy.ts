@@ -4,7 +4,7 @@ import { copySnapshots, type CopiedSnapshot, type CopyResult } from '../../ops/c
 import { Repository, type KeySource } from '../../repository/repository.ts';
 import { openBackend } from '../../storage/open.ts';
 import { positiveInteger } from '../arguments.ts';
-import { globalOptions, openRepository, outputFor } from '../context.ts';
+import { globalOptions, openRepository, outputFor, readWithoutLockWhereRefused } from '../context.ts';
 import { formatBytes, type Output } from '../output.ts';
 import { readIdentityFile, resolvePassword } from '../secrets.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
@@ -136,6 +136,7 @@ export function registerCopy(program: Command): void {
         identityFile: options.fromIdentityFile,
       });
       const source = await openOther(SOURCE, from, sourceKey);
+      readWithoutLockWhereRefused(source, output);
       try {
         const target = await openRepository({ ...global, ...(options.to ? { repo: options.to } : {}) });
         try {
