@@ -76,6 +76,19 @@ export class DamagedBlobError extends VerificationError {
 /** The repository is held by another process whose lock excludes ours. */
 export class LockedError extends StrongboxError {}
 
+/** A snapshot named by id is of another kind than the operation restores (a files snapshot given to a database restore). */
+export class SnapshotKindError extends ConfigError {
+  constructor(
+    readonly snapshot: string,
+    readonly kind: string,
+    /** What the snapshot holds: the database, the stdin name, the first path. */
+    readonly holds: string,
+    readonly wanted: string,
+  ) {
+    super(`snapshot ${snapshot.slice(0, 8)} is a ${kind} snapshot (${holds}), not a ${wanted} one`);
+  }
+}
+
 /** A Node.js system error code (ENOENT, EACCES…), or undefined for anything else. */
 export function errnoCode(error: unknown): string | undefined {
   if (error instanceof Error && 'code' in error && typeof error.code === 'string') return error.code;

@@ -168,7 +168,7 @@ describe('strongbox copy between local repositories', () => {
     expect(human.stderr).toMatch(
       /skipped [0-9a-f]{8} \(stdin db\.dump, .*\): in the target already as [0-9a-f]{8}/,
     );
-    expect(human.stderr).toContain('copy: 0 snapshot(s) copied, 3 skipped (in the target already)');
+    expect(human.stderr).toContain('copy: 0 snapshots copied, 3 skipped (in the target already)');
   });
 
   it('copies only the snapshots named or filtered, taking the source from the environment', async () => {
@@ -331,7 +331,7 @@ describe('strongbox backup --copy-to', () => {
       env: { STRONGBOX_COPY_TO_IDENTITY_FILE: b.env.STRONGBOX_IDENTITY_FILE! },
     });
     expectExit(human, 0);
-    expect(human.stderr).toContain('copy: 1 snapshot(s) copied, 0 skipped');
+    expect(human.stderr).toContain('copy: 1 snapshot copied, 0 skipped');
     expect(await snapshots(b)).toHaveLength(2);
   });
 

@@ -55,7 +55,7 @@ describe('restore postgres', () => {
     const untouched = await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env });
     expectExit(untouched, 0);
     expect(untouched.stderr).toMatch(
-      /compared with snapshot \w{8}:\n {2}tables +1 \(1000 rows\) +all match\n {2}sequences +1 +all match\n {2}objects +1 schemas +all match\n/,
+      /compared with snapshot \w{8}:\n {2}tables +1 \(1000 rows\) +all match\n {2}sequences +1 +all match\n {2}objects +1 schema +all match\n/,
     );
     await cluster.psql(`update items set name = 'tampered' where id = 500`, 'app_copy');
     const tampered = await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env });
@@ -84,7 +84,7 @@ describe('restore postgres', () => {
     expect(changed.stderr).toMatch(/sequence public\.app_seq: 42 backed up, 43 found/);
     expect(changed.stderr).toMatch(/schema public: indexes: 2 backed up, 1 found/);
     expect(changed.stderr).toMatch(
-      / {2}tables +1 \(1000 rows\) +all match\n {2}sequences +1 +1 differs\n {4}sequence public\.app_seq: 42 backed up, 43 found\n {2}objects +1 schemas +1 differs\n/,
+      / {2}tables +1 \(1000 rows\) +all match\n {2}sequences +1 +1 differs\n {4}sequence public\.app_seq: 42 backed up, 43 found\n {2}objects +1 schema +1 differs\n/,
     );
   });
 

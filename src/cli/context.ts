@@ -15,6 +15,8 @@ export interface GlobalOptions {
   json?: boolean;
   quiet?: boolean;
   debug?: boolean;
+  /** Commander's name for --no-lock: false when it is given. */
+  lock?: boolean;
 }
 
 export function globalOptions(command: Command): GlobalOptions {
@@ -71,7 +73,15 @@ export async function openRepository(options: GlobalOptions): Promise<Repository
   });
   const output = outputFor(options);
   repository.onWarning = (message) => output.warn(`warning: ${message}`);
+  readWithoutLockWhereRefused(repository, output);
+  repository.readLocking.skip = options.lock === false;
   return repository;
+}
+
+/** Commands that only read go on without a lock where the storage refuses one, saying so. */
+export function readWithoutLockWhereRefused(repository: Repository, output: Output): void {
+  repository.readLocking.onUnlocked = (refused) =>
+    output.warn(`warning: ${refused.message}; reading without a lock (as --no-lock does)`);
 }
 
 export function repositoryPassword(options: GlobalOptions, confirm: boolean): Promise<string> {

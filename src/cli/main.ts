@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
-import { ExitCode, StrongboxError } from '../errors.ts';
+import { ExitCode, SnapshotKindError, StrongboxError } from '../errors.ts';
+import { runInterruptCleanups } from '../util/interrupt.ts';
 import { VERSION } from '../version.ts';
 import { registerBackup } from './commands/backup.ts';
 import { registerCat } from './commands/cat.ts';
@@ -16,7 +17,7 @@ import { registerVerify } from './commands/verify.ts';
 
 function buildProgram(): Command {
   const program = new Command('strongbox')
-    .description('Backups of PostgreSQL, Redis and files into an encrypted, deduplicating repository.')
+    .description('Backups of PostgreSQL and files into an encrypted, deduplicating repository.')
     .version(VERSION)
     .option('-r, --repo <location>', 'repository location (env STRONGBOX_REPO)')
     .option(
@@ -34,6 +35,10 @@ function buildProgram(): Command {
     .option('--json', 'print data as JSON')
     .option('-q, --quiet', 'print no progress or informational messages')
     .option('--debug', 'print stack traces of errors')
+    .option(
+      '--no-lock',
+      'commands that only read (restore, verify, check) take no lock: for a repository that cannot be written',
+    )
     .showHelpAfterError('(add --help for usage)')
     .exitOverride();
   program.configureOutput({ writeErr: (text) => process.stderr.write(text) });
@@ -69,7 +74,8 @@ function report(error: unknown, debug: boolean): number {
   }
   if (error instanceof StrongboxError) {
     process.stderr.write(`strongbox: ${error.message}\n`);
-    if (error.hint) process.stderr.write(`  ${error.hint}\n`);
+    const hint = error instanceof SnapshotKindError ? restoreHint(error) : error.hint;
+    if (hint) process.stderr.write(`  ${hint}\n`);
     if (debug) process.stderr.write(`${error.stack}\n`);
     return error.exitCode;
   }
@@ -86,9 +92,51 @@ function report(error: unknown, debug: boolean): number {
   return ExitCode.general;
 }
 
+/** For a snapshot given to a command that does not take its kind: the command that does. */
+function restoreHint({ kind, snapshot }: SnapshotKindError): string | undefined {
+  const id = snapshot.slice(0, 8);
+  switch (kind) {
+    case 'postgres':
+      return `Restore it with: strongbox restore ${id} --to postgres://…/DATABASE (or write its archive: strongbox dump ${id} > FILE).`;
+    case 'postgres-cluster':
+      return `Restore it with: strongbox restore --all ${id}.`;
+    case 'files':
+      return `Restore it with: strongbox restore files ${id} --target DIR.`;
+    case 'stdin':
+      return `Restore it with: strongbox cat ${id} > FILE, or strongbox restore files ${id} --target DIR.`;
+    default:
+      return undefined;
+  }
+}
+
+/** 128 + the signal's number, as shells report a process a signal ended. */
+const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
+/** How long the cleanups of an interrupt may take (a lock to delete on a slow storage) before exiting anyway. */
+const CLEANUP_TIMEOUT_MS = 15_000;
+
+let interrupted = false;
+
+/**
+ * SIGINT or SIGTERM: one line, then what the library registered (locks, children, databases to
+ * put back in service) is undone, and the process exits. Whatever the interrupted command was
+ * doing fails meanwhile, unreported: the line said why. A second signal exits at once.
+ */
+function interrupt(signal: keyof typeof SIGNAL_EXIT_CODES): void {
+  const code = SIGNAL_EXIT_CODES[signal];
+  if (interrupted) process.exit(code);
+  interrupted = true;
+  // On a terminal, over a progress line being redrawn.
+  process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}strongbox: interrupted by ${signal}\n`);
+  const timeout = new Promise<void>((resolve) => setTimeout(resolve, CLEANUP_TIMEOUT_MS));
+  void Promise.race([runInterruptCleanups(), timeout]).finally(() => process.exit(code));
+}
+
+process.on('SIGINT', () => interrupt('SIGINT'));
+process.on('SIGTERM', () => interrupt('SIGTERM'));
+
 const debug = process.argv.includes('--debug');
 try {
   await buildProgram().parseAsync(process.argv);
 } catch (error) {
-  process.exitCode = report(error, debug);
+  if (!interrupted) process.exitCode = report(error, debug);
 }

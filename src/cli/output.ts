@@ -1,12 +1,22 @@
+/** Seconds between status lines off a terminal: STRONGBOX_PROGRESS_INTERVAL, else 10. */
+function progressInterval(): number {
+  const seconds = Number(process.env.STRONGBOX_PROGRESS_INTERVAL);
+  return (seconds > 0 ? seconds : 10) * 1000;
+}
+
 /** How a command talks: data to stdout (JSON with --json), progress and messages to stderr. */
 export class Output {
   private lastProgress = 0;
   private progressShown = false;
+  /** Off a terminal: the latest status, and the timer that prints it while the command runs. */
+  private latest = '';
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly json: boolean,
     readonly quiet: boolean = false,
     private readonly terminal: boolean = Boolean(process.stderr.isTTY),
+    private readonly intervalMs: number = progressInterval(),
   ) {}
 
   data(value: unknown): void {
@@ -19,32 +29,46 @@ export class Output {
 
   info(text: string): void {
     if (this.quiet) return;
-    this.clearProgress();
+    this.eraseProgress();
     process.stderr.write(text + '\n');
   }
 
   /** A warning or a problem found: printed even with --quiet, which only silences progress and information. */
   warn(text: string): void {
-    this.clearProgress();
+    this.eraseProgress();
     process.stderr.write(text + '\n');
   }
 
-  /** A status line: redrawn in place on a terminal, a plain log line every 10 s otherwise. */
+  /**
+   * A status line: redrawn in place on a terminal. Otherwise (a log, cron's mail) the first one
+   * is printed at once, and then the latest one every interval until clearProgress(), whether or
+   * not a new one came: a long quiet stretch (a big table, a verification) still shows the run alive.
+   */
   progress(text: string): void {
     if (this.quiet) return;
-    const now = Date.now();
-    if (this.terminal) {
-      if (now - this.lastProgress < 100) return;
-      process.stderr.write(`\r\x1b[K${text}`);
-      this.progressShown = true;
-    } else {
-      if (now - this.lastProgress < 10_000) return;
+    if (!this.terminal) {
+      this.latest = text;
+      if (this.timer) return;
       process.stderr.write(text + '\n');
+      this.timer = setInterval(() => process.stderr.write(this.latest + '\n'), this.intervalMs);
+      this.timer.unref();
+      return;
     }
+    const now = Date.now();
+    if (now - this.lastProgress < 100) return;
+    process.stderr.write(`\r\x1b[K${text}`);
+    this.progressShown = true;
     this.lastProgress = now;
   }
 
+  /** Ends the status lines of a phase: erased on a terminal, no longer repeated otherwise. */
   clearProgress(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.eraseProgress();
+  }
+
+  private eraseProgress(): void {
     if (this.progressShown) {
       process.stderr.write('\r\x1b[K');
       this.progressShown = false;

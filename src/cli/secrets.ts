@@ -16,31 +16,44 @@ export interface PasswordSources {
   value?: string | undefined;
   /** What to ask on a terminal, when nothing else is given. */
   prompt: string;
+  /** A password for a new key: asked twice on a terminal, and refused when empty. */
   confirm?: boolean;
   /** Names of the option and variables, for the error when none is given. */
   describe: string;
 }
 
 export async function resolvePassword(sources: PasswordSources): Promise<string> {
-  if (sources.file) return stripNewline(await readSecretFile(sources.file, 'password file'));
+  const { password, from } = await readPassword(sources);
+  // The library refuses too; here the message can say where the empty password came from.
+  if (sources.confirm && password === '')
+    throw new ConfigError(`the new password ${from} is empty`, {
+      hint: 'A key needs a password: anyone who can read the repository could open it with an empty one.',
+    });
+  return password;
+}
+
+async function readPassword(sources: PasswordSources): Promise<{ password: string; from: string }> {
+  if (sources.file) {
+    const password = stripNewline(await readSecretFile(sources.file, 'password file'));
+    return { password, from: `in ${sources.file}` };
+  }
   if (sources.command) {
     try {
       const { stdout } = await promisify(execFile)('/bin/sh', ['-c', sources.command], {
         maxBuffer: 1024 * 1024,
       });
-      return stripNewline(stdout);
+      return { password: stripNewline(stdout), from: 'printed by the password command' };
     } catch (cause) {
       throw new ConfigError('the password command failed', { cause, hint: 'Run it by hand to see why.' });
     }
   }
-  if (sources.value !== undefined) return sources.value;
+  if (sources.value !== undefined) return { password: sources.value, from: 'in the environment' };
   if (process.stdin.isTTY && process.stderr.isTTY) {
     const password = await promptHidden(sources.prompt);
     if (sources.confirm && (await promptHidden('Repeat it: ')) !== password) {
       throw new ConfigError('the two passwords differ');
     }
-    if (password === '') throw new ConfigError('an empty password is not allowed');
-    return password;
+    return { password, from: 'you typed' };
   }
   throw new ConfigError('no password given', { hint: `Set ${sources.describe}.` });
 }

@@ -3,6 +3,7 @@ import {
   differenceOf,
   type DatabaseVerification,
 } from '../sources/postgres/verify.ts';
+import { count } from '../util/plural.ts';
 import type { Output } from './output.ts';
 
 /**
@@ -24,13 +25,13 @@ export function verificationTable(
   if (verification.tables > 0 || mismatched.length > 0)
     rows.push([
       'tables',
-      `${verification.tables} (${verification.rows} rows)`,
+      `${verification.tables} (${count(verification.rows, 'row')})`,
       mismatched.map((table) => `${table.schema}.${table.name}: ${differenceOf(table)}`),
     ]);
   if (verification.sequences > 0 || sequenceDifferences.length > 0)
     rows.push(['sequences', String(verification.sequences), sequenceDifferences]);
   if (verification.schemas > 0 || objectDifferences.length > 0)
-    rows.push(['objects', `${verification.schemas} schemas`, objectDifferences]);
+    rows.push(['objects', count(verification.schemas, 'schema'), objectDifferences]);
   if (rows.length === 0) return `${title}: nothing to compare`;
   const countWidth = Math.max(...rows.map(([, count]) => count.length));
   const lines = [`${title}:`];

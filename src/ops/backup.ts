@@ -46,10 +46,16 @@ export interface BackupResult {
   bytesRead: number;
   /** Plaintext bytes of new blobs. */
   bytesNew: number;
-  /** Bytes added to the repository: packs, index and the snapshot file. */
+  /**
+   * Bytes of the packs and index files the backup added: the same number its header records and
+   * `snapshots` lists (the snapshot file, written after, is not counted).
+   */
   stored: number;
-  /** The snapshot's size over the bytes it added (deduplication and compression): 3.3 is 3.3:1. */
-  deduplicationRatio: number;
+  /**
+   * The snapshot's size over the bytes it added (deduplication and compression): 3.3 is 3.3:1;
+   * null when it added nothing.
+   */
+  deduplicationRatio: number | null;
   newBlobs: number;
   deltaBlobs: number;
   /** Packs found damaged: this snapshot depends on none of them (see the next two). */
@@ -119,7 +125,7 @@ async function backupLocked(
         summary: result.summary,
         ...(result.details ? { source: result.details } : {}),
       });
-      const stored = writer.stats.storedBytes + saved.size;
+      const stored = header.stored;
       return {
         snapshot: saved.id,
         ...(parent ? { parent: parent.id } : {}),
@@ -127,7 +133,7 @@ async function backupLocked(
         bytesRead: sink.bytesRead,
         bytesNew: writer.stats.newRawBytes,
         stored,
-        deduplicationRatio: result.size / stored,
+        deduplicationRatio: stored > 0 ? result.size / stored : null,
         newBlobs: writer.stats.newBlobs,
         deltaBlobs: writer.stats.deltaBlobs,
         damagedPacks: [...repository.knownDamagedPacks],

@@ -40,7 +40,7 @@ export interface CheckResult {
  * decrypts and authenticates the blobs themselves.
  */
 export async function check(repository: Repository, options: CheckOptions = {}): Promise<CheckResult> {
-  const lock = await repository.lock(false, 'check');
+  const lock = await repository.readLock('check');
   try {
     return await new Checker(repository, options).run();
   } finally {

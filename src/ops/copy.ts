@@ -34,7 +34,7 @@ export interface CopiedSnapshot {
   time: string;
   kind: string;
   name: string;
-  /** Bytes this copy added to the target (0 when skipped). */
+  /** Bytes of packs and index files this copy added to the target, as its header records (0 when skipped). */
   stored: number;
 }
 
@@ -50,7 +50,7 @@ export interface CopyResult {
   bytesRead: number;
   /** Plaintext bytes of the blobs written to the target. */
   bytesNew: number;
-  /** Bytes added to the target: packs, index and snapshot files. */
+  /** Bytes of packs and index files added to the target. */
   stored: number;
   durationMs: number;
 }
@@ -74,7 +74,7 @@ export async function copySnapshots(
       hint: 'Give the source a full key (its password or identity file); the target needs only a write-only key.',
     });
   }
-  const sourceLock = await source.lock(false, 'copy from');
+  const sourceLock = await source.readLock('copy from');
   try {
     const targetLock = await target.lock(false, 'copy to');
     try {
@@ -154,7 +154,7 @@ export async function copySnapshots(
             time,
             kind,
             name,
-            stored: header.stored + saved.size,
+            stored: header.stored,
           };
           copied.push(result);
           options.onSnapshot?.(result);

@@ -18,6 +18,8 @@ export interface ClusterRestoreOptions {
   dryRun?: boolean;
   filter?: SnapshotFilter;
   onStep?: (message: string) => void;
+  /** Called as each database's archive is handed to pg_restore: bytes so far, and its size. */
+  onProgress?: (bytes: number, archiveBytes: number) => void;
 }
 
 export interface ClusterRestoreResult {
@@ -43,7 +45,7 @@ export async function restorePostgresCluster(
 ): Promise<ClusterRestoreResult> {
   const started = Date.now();
   const step = options.onStep ?? (() => undefined);
-  const lock = await repository.lock(false, 'restore postgres cluster');
+  const lock = await repository.readLock('restore postgres cluster');
   try {
     const snapshot = await repository.findSnapshot(reference, { ...options.filter, kind: CLUSTER_KIND });
     const { body } = await repository.loadSnapshot(snapshot.id);
@@ -93,6 +95,7 @@ export async function restorePostgresCluster(
         blocks: recorded.blocks,
         tables: recorded.tables,
         onStep: step,
+        onProgress: options.onProgress,
       });
       result.verification[database] = await verifyDatabase(
         withDatabase(connection, database),

@@ -11,6 +11,7 @@ import {
   type RestoreUnit,
 } from '../sources/postgres/parallel-restore.ts';
 import type { RestoreTarget } from '../sources/postgres/target.ts';
+import { count } from '../util/plural.ts';
 import { tableComparer, type RecordedTable, type TableComparison } from '../sources/postgres/verify.ts';
 import { ContentRanges, findFile, readBlobs } from './read-content.ts';
 
@@ -32,6 +33,8 @@ export interface ArchiveRestore {
   /** The tables to compare as soon as each is restored (the rest is compared afterwards). */
   tables: readonly RecordedTable[];
   onStep?: (message: string) => void;
+  /** Called as the archive's bytes are handed to pg_restore: so far, and the archive's size. */
+  onProgress?: ((bytes: number, archiveBytes: number) => void) | undefined;
 }
 
 /**
@@ -41,8 +44,17 @@ export interface ArchiveRestore {
 export async function restoreArchive(restore: ArchiveRestore): Promise<TableComparison[]> {
   const { repository, target, database } = restore;
   const archive = await findFile(repository, restore.tree, restore.path);
+  let restored = 0;
+  const progress = (bytes: number) => {
+    restored += bytes;
+    restore.onProgress?.(restored, archive.size ?? 0);
+  };
   if (restore.jobs <= 1 || !restore.blocks) {
-    await target.restore(database, readBlobs(repository, archive.content ?? []), restore.args);
+    await target.restore(
+      database,
+      counted(readBlobs(repository, archive.content ?? []), progress),
+      restore.args,
+    );
     return [];
   }
   return restoreInParallel(
@@ -59,9 +71,21 @@ export async function restoreArchive(restore: ArchiveRestore): Promise<TableComp
         table: await tableComparer(target.connection, target.tools, database),
       },
       ...(restore.onStep ? { onStep: restore.onStep } : {}),
+      onBytes: progress,
     },
     { jobs: restore.jobs, schemaOnly: restore.schemaOnly, dataOnly: restore.dataOnly },
   );
+}
+
+/** `pieces`, each length told to `onBytes` as it passes. */
+async function* counted(
+  pieces: AsyncIterable<Uint8Array>,
+  onBytes: (bytes: number) => void,
+): AsyncGenerator<Uint8Array> {
+  for await (const piece of pieces) {
+    onBytes(piece.length);
+    yield piece;
+  }
 }
 
 export interface ParallelRestoreInput {
@@ -77,6 +101,8 @@ export interface ParallelRestoreInput {
   /** Compares one restored table with its fingerprint; run as soon as the table is complete. */
   compare?: { tables: readonly RecordedTable[]; table: (table: RecordedTable) => Promise<TableComparison> };
   onStep?: (message: string) => void;
+  /** Told of the archive's bytes as they are handed over: the schema once, each data block once. */
+  onBytes?: (bytes: number) => void;
 }
 
 /**
@@ -90,6 +116,7 @@ export async function restoreInParallel(
 ): Promise<TableComparison[]> {
   const { repository, content, target, database } = input;
   const step = input.onStep ?? (() => undefined);
+  const onBytes = input.onBytes ?? (() => undefined);
   const prefixLength = Math.min(input.size, input.blocks[0]?.[1] ?? input.size);
   const ranges = new ContentRanges(repository, content);
   const prefix = () => ranges.read(0, prefixLength);
@@ -107,15 +134,15 @@ export async function restoreInParallel(
   try {
     if (plan.before.length > 0) {
       step('restore the schema');
-      await run(plan.before, prefix());
+      await run(plan.before, counted(prefix(), onBytes));
     }
     step(
-      `restore ${plan.units.length} part(s) of data, indexes and constraints and ${plan.foreignKeys.length} foreign key(s), ${options.jobs} at a time`,
+      `restore ${count(plan.units.length, 'part')} of data, indexes and constraints and ${count(plan.foreignKeys.length, 'foreign key')}, ${options.jobs} at a time`,
     );
     const unitArchive = async function* (unit: RestoreUnit) {
       yield* prefix();
       for (const [offset, length] of unit.blocks) {
-        yield* ranges.read(offset, offset + length);
+        yield* counted(ranges.read(offset, offset + length), onBytes);
       }
     };
     // A table is complete once its unit's data and builds are; a foreign key waits for both of its.

@@ -33,6 +33,8 @@ export interface PostgresRestoreOptions {
   dryRun?: boolean;
   filter?: SnapshotFilter;
   onStep?: (message: string) => void;
+  /** Called as the archive is handed to pg_restore: bytes so far, and the archive's size. */
+  onProgress?: (bytes: number, archiveBytes: number) => void;
 }
 
 export interface PostgresRestorePlan {
@@ -78,12 +80,12 @@ export async function restorePostgres(
       hint: 'Leave out --jobs, or --single-transaction.',
     });
   }
-  const lock = await repository.lock(false, 'restore postgres');
+  const lock = await repository.readLock('restore postgres');
   try {
     const connection = resolveConnection(options.to);
     const snapshot = await repository.findSnapshot(
       reference,
-      await databaseFilter(repository, options.filter ?? {}, connection.database),
+      await databaseFilter(repository, reference, options.filter ?? {}, connection.database),
     );
     const target = new RestoreTarget(
       connection,
@@ -151,6 +153,7 @@ export async function restorePostgres(
         dataOnly: options.dataOnly,
         tables: expected.tables,
         onStep: step,
+        onProgress: options.onProgress,
       });
     } catch (error) {
       await target.drop(scratch).catch(() => undefined);
@@ -206,15 +209,17 @@ export async function restorePostgres(
 
 /**
  * Snapshots of one database: the one named by the filter; else, when the repository holds
- * snapshots of several databases, the target's namesake if there is one.
+ * snapshots of several databases, the target's namesake if there is one. A snapshot id names
+ * one database already.
  */
 export async function databaseFilter(
   repository: Repository,
+  reference: string,
   filter: SnapshotFilter,
   targetDatabase: string,
 ): Promise<SnapshotFilter> {
   const postgres: SnapshotFilter = { ...filter, kind: 'postgres' };
-  if (filter.name) return postgres;
+  if (filter.name || reference !== 'latest') return postgres;
   const names = new Set((await repository.listSnapshots(postgres)).map((snapshot) => snapshot.header.name));
   if (names.size <= 1) return postgres;
   if (names.has(targetDatabase)) return { ...postgres, name: targetDatabase };

@@ -1,4 +1,6 @@
+import { SnapshotKindError } from '../errors.ts';
 import type { Repository, SnapshotFilter } from '../repository/repository.ts';
+import { CLUSTER_KIND } from '../sources/postgres/cluster.ts';
 import { restoreFiles } from './restore-files.ts';
 
 export interface RestoreFilesOptions {
@@ -8,6 +10,9 @@ export interface RestoreFilesOptions {
   onProgress?: (bytes: number) => void;
 }
 
+/** Snapshots that hold a database's archive: restored into a database, not as files. */
+const DATABASE_KINDS = new Set(['postgres', CLUSTER_KIND]);
+
 /** Restores the files of a snapshot (`latest`, an id or an id prefix) under `target`. */
 export async function restoreSnapshotFiles(
   repository: Repository,
@@ -15,9 +20,10 @@ export async function restoreSnapshotFiles(
   target: string,
   options: RestoreFilesOptions = {},
 ) {
-  const lock = await repository.lock(false, 'restore');
+  const lock = await repository.readLock('restore');
   try {
-    const { id } = await repository.findSnapshot(reference, options.filter);
+    const { id, header } = await repository.findSnapshot(reference, options.filter);
+    if (DATABASE_KINDS.has(header.kind)) throw new SnapshotKindError(id, header.kind, header.name, 'files');
     const { body } = await repository.loadSnapshot(id);
     await repository.loadIndex();
     const stats = await restoreFiles(repository, body.tree, target, {

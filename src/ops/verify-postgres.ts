@@ -27,12 +27,12 @@ export async function verifyPostgres(
   reference: string,
   options: PostgresVerifyOptions = {},
 ): Promise<PostgresVerifyResult> {
-  const lock = await repository.lock(false, 'verify postgres');
+  const lock = await repository.readLock('verify postgres');
   try {
     const connection = resolveConnection(options.to);
     const snapshot = await repository.findSnapshot(
       reference,
-      await databaseFilter(repository, options.filter ?? {}, connection.database),
+      await databaseFilter(repository, reference, options.filter ?? {}, connection.database),
     );
     const recorded = (await repository.loadSnapshot(snapshot.id)).body.source as
       PostgresSnapshotDetails | undefined;

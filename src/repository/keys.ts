@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import os from 'node:os';
+import { ConfigError } from '../errors.ts';
 import { currentUsername } from '../util/host.ts';
 import { AuthenticationFailure, open, seal } from '../crypto/aead.ts';
 import { derivePassphraseKey, newScryptParams, type ScryptParams } from '../crypto/kdf.ts';
@@ -72,7 +73,12 @@ export function deserializeMaterial(value: SerializedMaterial): KeyMaterial {
   throw new Error('key material is incomplete');
 }
 
+/**
+ * Refuses an empty passphrase: anyone who can read the repository could open that slot. Every
+ * slot is made here (init, key add, passwd, rotate), so no caller can skip the check.
+ */
 export async function createKeySlot(material: KeyMaterial, passphrase: string): Promise<KeySlot> {
+  if (passphrase === '') throw new ConfigError('a key cannot have an empty password');
   const kdf = newScryptParams();
   const key = await derivePassphraseKey(passphrase, kdf);
   const plaintext = Buffer.from(JSON.stringify(serializeMaterial(material)));

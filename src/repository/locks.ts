@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { currentUsername } from '../util/host.ts';
+import { onInterrupt } from '../util/interrupt.ts';
 import { LockedError } from '../errors.ts';
 import { AuthenticationFailure } from '../crypto/aead.ts';
 import type { StorageBackend } from '../storage/backend.ts';
@@ -39,6 +40,8 @@ export class Lock {
     private readonly metadataKey: Buffer,
     readonly name: string,
     private info: LockInfo,
+    /** Unregisters the removal of this lock on SIGINT/SIGTERM. */
+    private readonly forgetInterrupt: () => void,
   ) {
     this.timer = setInterval(() => void this.refresh().catch(() => undefined), REFRESH_EVERY_MS);
     this.timer.unref();
@@ -55,6 +58,7 @@ export class Lock {
     this.released = true;
     clearInterval(this.timer);
     await this.backend.delete(this.name);
+    this.forgetInterrupt();
   }
 }
 
@@ -74,13 +78,23 @@ export async function acquireLock(
     refreshed: now,
   };
   const name = `locks/${randomBytes(16).toString('hex')}`;
-  await backend.put(name, sealJson('SBLK', metadataKey, info));
-  // Written first, checked second: two processes racing each see the other's lock.
-  const conflicts = (await listLocks(backend, metadataKey)).filter(
-    (lock) => lock.name !== name && !lock.stale && (options.exclusive || lock.info?.exclusive !== false),
-  );
+  // Registered before the write: an interrupt while it is under way must not leave it behind.
+  const forgetInterrupt = onInterrupt(() => backend.delete(name));
+  let conflicts: ListedLock[];
+  try {
+    await backend.put(name, sealJson('SBLK', metadataKey, info));
+    // Written first, checked second: two processes racing each see the other's lock.
+    conflicts = (await listLocks(backend, metadataKey)).filter(
+      (lock) => lock.name !== name && !lock.stale && (options.exclusive || lock.info?.exclusive !== false),
+    );
+  } catch (error) {
+    await backend.delete(name).catch(() => undefined);
+    forgetInterrupt();
+    throw error;
+  }
   if (conflicts.length > 0) {
     await backend.delete(name);
+    forgetInterrupt();
     const holder = conflicts[0]!.info;
     const who = holder
       ? `${holder.operation} by pid ${holder.pid} on ${holder.host} since ${holder.created}`
@@ -89,7 +103,7 @@ export async function acquireLock(
       hint: 'Wait for it to finish; if that process is gone, run `strongbox unlock`.',
     });
   }
-  return new Lock(backend, metadataKey, name, info);
+  return new Lock(backend, metadataKey, name, info, forgetInterrupt);
 }
 
 export async function listLocks(backend: StorageBackend, metadataKey: Buffer): Promise<ListedLock[]> {

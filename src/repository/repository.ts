@@ -3,8 +3,8 @@ import { AuthenticationFailure, open } from '../crypto/aead.ts';
 import { unwrapKey } from '../crypto/key-wrap.ts';
 import { decodeDelta } from '../compression/delta.ts';
 import { zstdDecompress } from '../compression/zstd.ts';
-import { ConfigError, DamagedBlobError, KeyError, VerificationError } from '../errors.ts';
-import { ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
+import { ConfigError, DamagedBlobError, KeyError, SnapshotKindError, VerificationError } from '../errors.ts';
+import { AccessDeniedError, ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
 import { Compression, packName } from './blob.ts';
 import {
   CONFIG_NAME,
@@ -87,8 +87,24 @@ export interface SnapshotListing {
 const SNAPSHOT_ID = /^[0-9a-f]{64}$/;
 export const NOT_A_SNAPSHOT = 'not a snapshot: a stray file, whose name is not a snapshot id';
 
+/** How operations that only read take their lock (Repository.readLock). */
+export interface ReadLocking {
+  /** Take none (`--no-lock`): for a repository this process cannot, or should not, write. */
+  skip?: boolean;
+  /** Told when the storage refused the lock's write and the operation goes on without one. */
+  onUnlocked?: (refused: AccessDeniedError) => void;
+}
+
+/** What an operation holds while it runs: released when it ends, whether or not a lock was written. */
+export interface HeldLock {
+  release(): Promise<void>;
+}
+
+const NO_LOCK: HeldLock = { release: () => Promise.resolve() };
+
 export class Repository {
   readonly index = new MasterIndex();
+  readLocking: ReadLocking = {};
   /** Where the repository reports what it works around (a damaged snapshot skipped); set by the caller. */
   onWarning: (message: string) => void = () => undefined;
   private readonly loadedIndexFiles = new Set<string>();
@@ -211,6 +227,23 @@ export class Repository {
 
   lock(exclusive: boolean, operation: string): Promise<Lock> {
     return acquireLock(this.backend, this.writerKeys.metadataKey, { exclusive, operation });
+  }
+
+  /**
+   * A shared lock for an operation that only reads (restore, verify, check). Reading needs no
+   * lock to be correct; it only keeps maintenance from removing data under the reader. So, as
+   * restic does, a repository that cannot be written (a read-only mount, read-only credentials:
+   * disaster recovery from a copy) is read without one, and `readLocking.skip` takes none.
+   */
+  async readLock(operation: string): Promise<HeldLock> {
+    if (this.readLocking.skip) return NO_LOCK;
+    try {
+      return await this.lock(false, operation);
+    } catch (error) {
+      if (!(error instanceof AccessDeniedError)) throw error;
+      this.readLocking.onUnlocked?.(error);
+      return NO_LOCK;
+    }
   }
 
   // ---- index
@@ -472,13 +505,14 @@ export class Repository {
   }
 
   /**
-   * Resolves `latest`, a full id or a unique id prefix to a snapshot. `latest` is the newest
-   * intact one, with a warning for each damaged snapshot that might have been newer; an id of a
-   * damaged snapshot is a VerificationError.
+   * Resolves `latest` (the newest intact snapshot `filter` selects, with a warning for each
+   * damaged one that might have been newer), a full id or a unique id prefix to a snapshot. An id
+   * names one snapshot whatever the filters: one they would not select is refused, saying why,
+   * rather than reported missing, and an id of a damaged snapshot is a VerificationError.
    */
   async findSnapshot(reference: string, filter: SnapshotFilter = {}): Promise<SnapshotInfo> {
-    const { snapshots, damaged } = await this.scanSnapshots(filter);
     if (reference === 'latest') {
+      const { snapshots, damaged } = await this.scanSnapshots(filter);
       const latest = snapshots.at(-1);
       for (const skipped of damaged) {
         if (!skipped.header || !latest || skipped.header.time > latest.header.time)
@@ -490,6 +524,7 @@ export class Repository {
         });
       return latest;
     }
+    const { snapshots, damaged } = await this.scanSnapshots();
     const prefix = reference.toLowerCase();
     const found = snapshots.filter((snapshot) => snapshot.id.startsWith(prefix));
     const foundDamaged = damaged.filter((snapshot) => snapshot.id.startsWith(prefix));
@@ -497,14 +532,23 @@ export class Repository {
       throw new ConfigError(`snapshot id ${reference} is ambiguous`, {
         hint: 'Give more characters of the id.',
       });
-    if (found.length === 1) return found[0]!;
     if (foundDamaged.length === 1) {
       const { id, problem } = foundDamaged[0]!;
       throw new VerificationError(`snapshot ${shortName(id)} is damaged: ${problem}`, {
         hint: 'Restore another snapshot; `strongbox check` lists what is damaged.',
       });
     }
-    throw new ConfigError(`no snapshot ${reference}`, { hint: 'Run `strongbox snapshots` to list them.' });
+    if (found.length === 0)
+      throw new ConfigError(`no snapshot ${reference}`, { hint: 'Run `strongbox snapshots` to list them.' });
+    const snapshot = found[0]!;
+    const { header } = snapshot;
+    if (filter.kind && header.kind !== filter.kind)
+      throw new SnapshotKindError(snapshot.id, header.kind, header.name, filter.kind);
+    if (!matches(header, filter))
+      throw new ConfigError(`snapshot ${snapshot.id.slice(0, 8)} is not one the filters select`, {
+        hint: 'Leave out the filters (--tag, --host, --name, --at…) when naming a snapshot by id.',
+      });
+    return snapshot;
   }
 
   // ---- keys

@@ -21,7 +21,7 @@ export interface SnapshotHeader {
   tags: string[];
   /** Bytes read from the source. */
   size: number;
-  /** Bytes this backup added to the repository (packs, index and snapshot files). */
+  /** Bytes of the packs and index files this backup added to the repository. */
   stored: number;
   parent?: string;
   /**

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { SourceError } from '../errors.ts';
 import { awaitedLater } from '../util/awaited-later.ts';
+import { stopOnInterrupt } from '../util/interrupt.ts';
 import type { StreamProducer } from './stdin.ts';
 
 /** Kept of a program's standard error, for the message when it fails. */
@@ -27,6 +28,7 @@ export function processProducer(
     env: options.env ?? process.env,
     stdio: ['ignore', 'pipe', options.captureStderr ? 'pipe' : 'inherit'],
   });
+  stopOnInterrupt(child);
   // Standard output is always a pipe here.
   const stdout = child.stdout!;
   // When a child exits, Node resumes its unread output, so that output nobody reads is thrown

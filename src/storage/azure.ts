@@ -10,7 +10,7 @@ import {
 } from '@azure/storage-blob';
 import { ConfigError, StorageError } from '../errors.ts';
 import { PROGRAM } from '../version.ts';
-import { ObjectNotFoundError, type ObjectInfo, type StorageBackend } from './backend.ts';
+import { AccessDeniedError, ObjectNotFoundError, type ObjectInfo, type StorageBackend } from './backend.ts';
 import { isTransientHttpStatus, isTransientNetworkError, withRetries } from './retry.ts';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY, wholeNumberOption } from './url-options.ts';
 
@@ -529,7 +529,9 @@ class AzureBackend implements StorageBackend {
       });
     }
     if (status === 401 || status === 403) {
-      return new StorageError(`Azure refused access to ${this.location} (${code ?? `HTTP ${status}`})`, {
+      // 403: a SAS token or role that may read but not write; 401 is a wrong key.
+      const Failure = status === 403 ? AccessDeniedError : StorageError;
+      return new Failure(`Azure refused access to ${this.location} (${code ?? `HTTP ${status}`})`, {
         hint: 'Check the account name, AZURE_STORAGE_KEY or AZURE_STORAGE_CONNECTION_STRING, or the permissions (read, add, create, write, delete, list) and expiry of AZURE_STORAGE_SAS_TOKEN.',
         cause: error,
       });

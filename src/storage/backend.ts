@@ -43,6 +43,12 @@ export interface StorageBackend {
   close(): Promise<void>;
 }
 
+/**
+ * The storage refused an operation for lack of permission: a read-only mount or file system,
+ * credentials that may only read. Readers can go on without writing (Repository.readLock).
+ */
+export class AccessDeniedError extends StorageError {}
+
 export class ObjectNotFoundError extends StorageError {
   constructor(
     readonly objectName: string,

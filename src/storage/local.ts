@@ -2,7 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { errnoCode, StorageError } from '../errors.ts';
-import { ObjectNotFoundError, type ObjectInfo, type PutOptions, type StorageBackend } from './backend.ts';
+import {
+  AccessDeniedError,
+  ObjectNotFoundError,
+  type ObjectInfo,
+  type PutOptions,
+  type StorageBackend,
+} from './backend.ts';
 
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
@@ -194,14 +200,18 @@ export class LocalBackend implements StorageBackend {
     if (error instanceof StorageError) return error;
     const code = errnoCode(error);
     if (code === 'ENOENT' && objectName) return new ObjectNotFoundError(objectName, this.location);
-    const hint =
-      code === 'ENOSPC'
-        ? 'The disk is full: free space or move the repository.'
-        : code === 'EACCES' || code === 'EPERM'
-          ? `Check the permissions of ${this.location}.`
-          : undefined;
-    return new StorageError(`cannot ${action} in ${this.location}: ${code ?? String(error)}`, {
-      hint,
+    const message = `cannot ${action} in ${this.location}: ${code ?? String(error)}`;
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+      return new AccessDeniedError(message, {
+        hint:
+          code === 'EROFS'
+            ? `${this.location} is on a read-only file system.`
+            : `Check the permissions of ${this.location}.`,
+        cause: error,
+      });
+    }
+    return new StorageError(message, {
+      hint: code === 'ENOSPC' ? 'The disk is full: free space or move the repository.' : undefined,
       cause: error,
     });
   }

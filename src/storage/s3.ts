@@ -15,7 +15,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { ConfigError, StorageError, StrongboxError } from '../errors.ts';
-import { ObjectNotFoundError, type ObjectInfo, type StorageBackend } from './backend.ts';
+import { AccessDeniedError, ObjectNotFoundError, type ObjectInfo, type StorageBackend } from './backend.ts';
 import { isTransientHttpStatus, isTransientNetworkError, withRetries } from './retry.ts';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY, wholeNumberOption } from './url-options.ts';
 
@@ -536,7 +536,9 @@ export class S3Backend implements StorageBackend {
         : named
           ? `${code} (HTTP ${status})`
           : `HTTP ${status}`;
-    return new StorageError(`cannot ${action} in ${this.location}: ${detail}`, {
+    // 403 once the repository was read: credentials that may read but not write (or delete).
+    const Failure = status === 403 ? AccessDeniedError : StorageError;
+    return new Failure(`cannot ${action} in ${this.location}: ${detail}`, {
       hint: this.hintFor(error),
       cause: error,
     });

@@ -6,7 +6,13 @@ import path from 'node:path';
 import type { ConnectConfig, FileEntryWithStats, SFTPWrapper, Stats } from 'ssh2';
 import SftpClient from 'ssh2-sftp-client';
 import { ConfigError, errnoCode, StorageError, StrongboxError } from '../errors.ts';
-import { ObjectNotFoundError, type ObjectInfo, type PutOptions, type StorageBackend } from './backend.ts';
+import {
+  AccessDeniedError,
+  ObjectNotFoundError,
+  type ObjectInfo,
+  type PutOptions,
+  type StorageBackend,
+} from './backend.ts';
 import {
   DEFAULT_PORT,
   hostKeyRefusal,
@@ -642,7 +648,7 @@ class SftpBackend implements StorageBackend {
     if (status === Status.noSuchFile && objectName) return new ObjectNotFoundError(objectName, this.location);
     const where = `cannot ${action} at ${this.location}`;
     if (status === Status.permissionDenied) {
-      return new StorageError(`${where}: permission denied`, {
+      return new AccessDeniedError(`${where}: permission denied`, {
         hint: `Check that ${this.settings.user} may read and write ${this.settings.root} on the server.`,
         cause: error,
       });

@@ -1,3 +1,5 @@
+import type { ChildProcess } from 'node:child_process';
+
 /**
  * Work to do before the process exits on SIGINT or SIGTERM: release a lock, stop a child, put a
  * database back in service. The library registers what it holds; the CLI, which owns the signal
@@ -26,4 +28,22 @@ export async function runInterruptCleanups(): Promise<void> {
       // Exiting anyway: what a cleanup could not undo, the next run finds and reports.
     }
   }
+}
+
+/**
+ * Stops `child` on SIGINT or SIGTERM, and waits for it to exit, for as long as it runs. A
+ * terminal's Ctrl-C reaches the whole process group, but a SIGTERM sent to strongbox alone does
+ * not reach its children, which would go on (a pg_dump holding a snapshot, a pg_restore writing).
+ */
+export function stopOnInterrupt(child: ChildProcess): void {
+  const forget = onInterrupt(
+    () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  );
+  child.once('exit', forget);
+  child.once('error', forget);
 }

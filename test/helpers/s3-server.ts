@@ -12,6 +12,11 @@ import { pipeline } from 'node:stream/promises';
 /** The credentials s3rver accepts (its built-in account). */
 export const S3RVER_ACCESS_KEY = 'S3RVER';
 export const S3RVER_SECRET_KEY = 'S3RVER';
+/**
+ * An access key that may only read, as an IAM policy with s3:GetObject and s3:ListBucket alone:
+ * the server answers its writes and deletes with 403 AccessDenied (s3rver has no policies).
+ */
+export const READ_ONLY_ACCESS_KEY = 'READONLY';
 
 /** One request the server received, as the client sent it. */
 export interface RecordedRequest {
@@ -90,6 +95,18 @@ export async function startS3Server(bucket = 'strongbox-test'): Promise<S3Server
     };
     requests.push(recorded);
     response.once('finish', () => (recorded.status = response.statusCode));
+    const credential = `Credential=${READ_ONLY_ACCESS_KEY}/`;
+    if (request.headers.authorization?.includes(credential)) {
+      if (!['GET', 'HEAD'].includes(request.method ?? '')) {
+        request.resume();
+        sendXml(response, 403, errorXml('AccessDenied', 'Access Denied'));
+        return;
+      }
+      request.headers.authorization = request.headers.authorization.replace(
+        credential,
+        `Credential=${S3RVER_ACCESS_KEY}/`,
+      );
+    }
     handleMultipartListing(directory, request, response).then(
       (handled) => {
         if (!handled) s3rverHandler(request, response);

@@ -11,6 +11,7 @@ import { globalOptions, outputFor, withRepository, type GlobalOptions } from '..
 import { formatBytes, formatRate, type Output } from '../output.ts';
 import { copyToOptions, prepareCopyTo, summarizeCopy, type CopyToOptions } from './copy.ts';
 import { withEnvironment } from './filters.ts';
+import { count } from '../../util/plural.ts';
 
 interface CommonBackupOptions extends CopyToOptions {
   tag: string[];
@@ -188,9 +189,13 @@ function summarize(result: BackupResult): string {
     result.size > 0
       ? ((100 * result.stored) / result.size).toFixed(result.stored * 100 < result.size ? 2 : 1)
       : '0';
+  const stored =
+    result.deduplicationRatio === null
+      ? 'stored nothing new'
+      : `stored ${formatBytes(result.stored)} (${share}% of the snapshot's size), deduplication ${formatRatio(result.deduplicationRatio)}`;
   return [
     `snapshot ${result.snapshot.slice(0, 8)} saved${result.parent ? ` (parent ${result.parent.slice(0, 8)})` : ''}`,
     `  read ${formatBytes(result.bytesRead)} of ${formatBytes(result.size)} in ${(result.durationMs / 1000).toFixed(1)} s (${formatRate(result.bytesRead, result.durationMs)})`,
-    `  new ${formatBytes(result.bytesNew)} in ${result.newBlobs} blobs (${result.deltaBlobs} as deltas), stored ${formatBytes(result.stored)} (${share}% of the snapshot's size), deduplication ${formatRatio(result.deduplicationRatio)}`,
+    `  new ${formatBytes(result.bytesNew)} in ${count(result.newBlobs, 'blob')} (${count(result.deltaBlobs, 'delta')}), ${stored}`,
   ].join('\n');
 }

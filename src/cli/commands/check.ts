@@ -3,6 +3,7 @@ import { check } from '../../ops/check.ts';
 import { ConfigError, VerificationError } from '../../errors.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
 import { formatBytes } from '../output.ts';
+import { count } from '../../util/plural.ts';
 
 export function registerCheck(program: Command): void {
   program
@@ -33,15 +34,15 @@ export function registerCheck(program: Command): void {
           output.warn(`error: ${problem.object}: ${problem.message}${affected}`);
         }
         output.info(
-          `${result.snapshots} snapshots, ${result.indexFiles} index files, ${result.packs} packs, ${result.blobs} blobs checked; ${result.packsRead} packs read`,
+          `${count(result.snapshots, 'snapshot')}, ${count(result.indexFiles, 'index file')}, ${count(result.packs, 'pack')}, ${count(result.blobs, 'blob')} checked; ${count(result.packsRead, 'pack')} read`,
         );
         if (result.unreferencedPacks > 0)
           output.info(
-            `${result.unreferencedPacks} pack(s) (${formatBytes(result.unreferencedBytes)}) are in no index file: left by interrupted backups, or listed by an index file that was lost; until a later \`strongbox repair index\` indexes them again, their data is not used`,
+            `${count(result.unreferencedPacks, 'pack')} (${formatBytes(result.unreferencedBytes)}) in no index file: left by interrupted backups, or listed by an index file that was lost; until a later \`strongbox repair index\` indexes them again, their data is not used`,
           );
       }
       if (result.problems.length > 0) {
-        throw new VerificationError(`check found ${result.problems.length} problem(s)`, {
+        throw new VerificationError(`check found ${count(result.problems.length, 'problem')}`, {
           hint: 'Restore affected snapshots from another copy, or make a new backup.',
         });
       }

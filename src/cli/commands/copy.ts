@@ -4,10 +4,11 @@ import { copySnapshots, type CopiedSnapshot, type CopyResult } from '../../ops/c
 import { Repository, type KeySource } from '../../repository/repository.ts';
 import { openBackend } from '../../storage/open.ts';
 import { positiveInteger } from '../arguments.ts';
-import { globalOptions, openRepository, outputFor } from '../context.ts';
+import { globalOptions, openRepository, outputFor, readWithoutLockWhereRefused } from '../context.ts';
 import { formatBytes, type Output } from '../output.ts';
 import { readIdentityFile, resolvePassword } from '../secrets.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
+import { count } from '../../util/plural.ts';
 
 /**
  * A repository other than the one of the global options (the source of `copy`, the target of
@@ -136,6 +137,7 @@ export function registerCopy(program: Command): void {
       });
       const source = await openOther(SOURCE, from, sourceKey);
       source.onWarning = (message) => output.warn(`warning: ${message} (in the source repository)`);
+      readWithoutLockWhereRefused(source, output);
       try {
         const target = await openRepository({ ...global, ...(options.to ? { repo: options.to } : {}) });
         try {
@@ -170,7 +172,7 @@ function describeCopied(snapshot: CopiedSnapshot): string {
 
 export function summarizeCopy(result: CopyResult): string {
   return [
-    `copy: ${result.snapshotsCopied} snapshot(s) copied, ${result.snapshotsSkipped} skipped (in the target already)`,
+    `copy: ${count(result.snapshotsCopied, 'snapshot')} copied, ${result.snapshotsSkipped} skipped (in the target already)`,
     `  blobs: ${result.blobsCopied} copied, ${result.blobsSkipped} skipped (in the target already)`,
     `  read ${formatBytes(result.bytesRead)}, new ${formatBytes(result.bytesNew)}, stored ${formatBytes(result.stored)} in ${(result.durationMs / 1000).toFixed(1)} s`,
   ].join('\n');

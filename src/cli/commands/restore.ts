@@ -11,6 +11,7 @@ import { globalOptions, outputFor, withRepository, type GlobalOptions } from '..
 import { formatBytes } from '../output.ts';
 import { showingMismatch, verificationTable } from '../verification.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
+import { count } from '../../util/plural.ts';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -76,9 +77,11 @@ export function registerRestore(program: Command): void {
             filter,
             confirm: (database) => (options.yes ? Promise.resolve(true) : confirmByName(database)),
             onStep: (message) => output.info(message),
+            onProgress: (bytes, total) => showRestoreProgress(output, bytes, total),
           }),
         ),
       );
+      output.clearProgress();
       if (global.json) output.data(result);
       else if (result.dryRun) {
         output.line(
@@ -121,7 +124,7 @@ export function registerRestore(program: Command): void {
         if (global.json) output.data(result);
         else
           output.info(
-            `restored snapshot ${result.snapshot.slice(0, 8)} to ${options.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${formatBytes(result.bytes)}`,
+            `restored snapshot ${result.snapshot.slice(0, 8)} to ${options.target}: ${count(result.files, 'file')}, ${count(result.dirs, 'directory', 'directories')}, ${count(result.symlinks, 'symlink')}, ${formatBytes(result.bytes)}`,
           );
       },
     );
@@ -156,6 +159,10 @@ async function confirmByName(database: string): Promise<boolean> {
   );
 }
 
+function showRestoreProgress(output: Output, bytes: number, total: number): void {
+  output.progress(`restore: ${formatBytes(bytes)} of ${formatBytes(total)} restored`);
+}
+
 const clusterDatabaseTitle = (database: string) => `${database}, compared with the backup`;
 
 async function restoreCluster(
@@ -187,10 +194,12 @@ async function restoreCluster(
         dryRun: Boolean(options.dryRun),
         filter,
         onStep: (message) => output.info(message),
+        onProgress: (bytes, total) => showRestoreProgress(output, bytes, total),
       }),
       clusterDatabaseTitle,
     ),
   );
+  output.clearProgress();
   if (global.json) return output.data(result);
   if (result.dryRun) {
     output.line(`plan: restore cluster snapshot ${result.snapshot.slice(0, 8)} into ${result.target}`);
@@ -200,6 +209,6 @@ async function restoreCluster(
   for (const [database, verification] of Object.entries(result.verification))
     output.info(verificationTable(verification, clusterDatabaseTitle(database)));
   output.info(
-    `restored ${result.databases.length} databases and the roles of snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s`,
+    `restored ${count(result.databases.length, 'database')} and the roles of snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s`,
   );
 }

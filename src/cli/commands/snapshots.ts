@@ -3,6 +3,7 @@ import { shortName } from '../../repository/repository.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
 import { formatBytes, table } from '../output.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
+import { count } from '../../util/plural.ts';
 
 export function registerSnapshots(program: Command): void {
   filterOptions(program.command('snapshots'))
@@ -37,7 +38,7 @@ export function registerSnapshots(program: Command): void {
       // Below the table: nothing of a damaged snapshot's header may be known.
       for (const { id, problem } of damaged) output.line(`${shortName(id)}  damaged: ${problem}`);
       output.info(
-        `${snapshots.length} snapshot(s)${damaged.length ? `, and ${damaged.length} damaged (see \`strongbox check\`)` : ''}`,
+        `${count(snapshots.length, 'snapshot')}${damaged.length ? `, and ${damaged.length} damaged (see \`strongbox check\`)` : ''}`,
       );
     });
 }

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { unlock } from '../../ops/unlock.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
+import { count } from '../../util/plural.ts';
 
 export function registerUnlock(program: Command): void {
   program
@@ -17,9 +18,11 @@ export function registerUnlock(program: Command): void {
       const output = outputFor(global);
       if (global.json) output.data({ removed: removed.locks, incompleteUploads: removed.incompleteUploads });
       else {
-        output.info(`removed ${removed.locks} lock(s)`);
+        output.info(`removed ${count(removed.locks, 'lock')}`);
         if (removed.incompleteUploads > 0) {
-          output.info(`removed ${removed.incompleteUploads} incomplete upload(s) of interrupted writers`);
+          output.info(
+            `removed ${count(removed.incompleteUploads, 'incomplete upload')} of interrupted writers`,
+          );
         }
       }
     });

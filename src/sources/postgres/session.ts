@@ -2,6 +2,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { SourceError } from '../../errors.ts';
+import { stopOnInterrupt } from '../../util/interrupt.ts';
 import type { PostgresConnection } from './connection.ts';
 import { firstError } from './tools.ts';
 
@@ -28,6 +29,7 @@ export class PsqlSession {
       env: { ...process.env, ...connection.env, PGTZ: 'UTC' },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
+    stopOnInterrupt(this.child);
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (text: string) => {
       this.buffered += text;

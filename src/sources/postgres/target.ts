@@ -3,6 +3,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { SourceError, StrongboxError } from '../../errors.ts';
+import { stopOnInterrupt } from '../../util/interrupt.ts';
 import { withDatabase, type PostgresConnection } from './connection.ts';
 import * as queries from './queries.ts';
 import { firstError, psql, withLargeStdioBuffers, type PostgresTools } from './tools.ts';
@@ -66,6 +67,7 @@ export class RestoreTarget {
         stdio: ['pipe', 'ignore', 'pipe'],
       },
     );
+    stopOnInterrupt(child);
     let stderr = '';
     child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
     const exited = new Promise<number | null>((resolve, reject) => {
@@ -109,6 +111,7 @@ export class RestoreTarget {
       stdio: ['pipe', 'ignore', 'pipe'],
       ...(signal ? { signal } : {}),
     });
+    stopOnInterrupt(child);
     let stderr = '';
     child.stderr.on('data', (data: Buffer) => (stderr = (stderr + data.toString()).slice(-STDERR_KEPT)));
     const exited = new Promise<number | null>((resolve, reject) => {

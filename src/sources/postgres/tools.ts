@@ -3,6 +3,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { MissingDependencyError, SourceError } from '../../errors.ts';
+import { stopOnInterrupt } from '../../util/interrupt.ts';
 import type { PostgresConnection } from './connection.ts';
 import { SERVER_VERSION } from './queries.ts';
 
@@ -95,7 +96,7 @@ export async function serverVersion(connection: PostgresConnection, psqlDir: str
  */
 export async function psql(connection: PostgresConnection, binDir: string, sql: string): Promise<string> {
   try {
-    const { stdout } = await run(
+    const running = run(
       path.join(binDir, 'psql'),
       ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql],
       {
@@ -103,7 +104,8 @@ export async function psql(connection: PostgresConnection, binDir: string, sql: 
         maxBuffer: 64 * 1024 * 1024,
       },
     );
-    return stdout;
+    stopOnInterrupt(running.child);
+    return (await running).stdout;
   } catch (cause) {
     const stderr = firstError((cause as { stderr?: string }).stderr ?? '', 'psql');
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT') {

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { SourceError, VerificationError } from '../../errors.ts';
+import { stopOnInterrupt } from '../../util/interrupt.ts';
 import type { PostgresConnection } from './connection.ts';
 import { TableFingerprint, type CopyTextProblem } from './fingerprint.ts';
 import { CATALOG_FINGERPRINT, copyOutStatement, databaseEncoding, sessionLikePgDump } from './queries.ts';
@@ -216,6 +217,7 @@ async function fingerprintTable(
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  stopOnInterrupt(child);
   let stderr = '';
   child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
   // COPY TO STDOUT through psql: rows, each ending with "\n", and no terminator line.

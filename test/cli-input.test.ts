@@ -1,0 +1,130 @@
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, tempRepo, type RunOptions, type RunResult, type TempRepo } from './helpers/cli.ts';
+import { createTestRepo, type TestRepo } from './helpers/repo.ts';
+import { LocalBackend, Repository } from '../src/index.ts';
+import { seededBytes } from './helpers/data.ts';
+
+function cli(repo: TempRepo, args: string[], options: RunOptions = {}): Promise<RunResult> {
+  return runCli(args, { ...options, env: { ...repo.env, ...options.env } });
+}
+
+function expectExit(result: RunResult, code: number): void {
+  expect({ code: result.code, stderr: result.stderr }).toMatchObject({ code });
+}
+
+describe('empty passwords', () => {
+  let repo: TempRepo;
+  let empty: string;
+
+  beforeAll(async () => {
+    repo = await tempRepo();
+    empty = path.join(repo.dir, 'empty-password');
+    await fs.writeFile(empty, '\n');
+  });
+  afterAll(() => repo.cleanup());
+
+  it('init refuses an empty password file with exit 3 and creates nothing', async () => {
+    const result = await cli(repo, ['init'], { env: { STRONGBOX_PASSWORD_FILE: empty } });
+    expectExit(result, 3);
+    expect(result.stderr).toBe(
+      `strongbox: the new password in ${empty} is empty\n` +
+        '  A key needs a password: anyone who can read the repository could open it with an empty one.\n',
+    );
+    await expect(fs.readdir(repo.repo)).rejects.toThrow();
+  });
+
+  it('key add and key passwd refuse an empty new password; the old keys still open', async () => {
+    expectExit(await cli(repo, ['init']), 0);
+    const added = await cli(repo, ['key', 'add', '--new-password-file', empty]);
+    expectExit(added, 3);
+    expect(added.stderr).toContain(`the new password in ${empty} is empty`);
+    const changed = await cli(repo, ['key', 'passwd'], { env: { STRONGBOX_NEW_PASSWORD: '' } });
+    expectExit(changed, 3);
+    expect(changed.stderr).toContain('the new password in the environment is empty');
+    const keys = await cli(repo, ['key', 'list', '--json']);
+    expectExit(keys, 0);
+    expect(JSON.parse(keys.stdout.toString())).toHaveLength(1);
+  });
+});
+
+describe('empty passwords in the library', () => {
+  let test: TestRepo;
+
+  beforeAll(async () => {
+    test = await createTestRepo();
+  });
+  afterAll(() => test.cleanup());
+
+  it('every way of making a key slot refuses an empty password (ConfigError, exit 3)', async () => {
+    const fresh = new LocalBackend(path.join(test.dir, 'fresh'));
+    await expect(Repository.init(fresh, '')).rejects.toMatchObject({ exitCode: 3 });
+    expect(await fresh.stat('config')).toBeUndefined();
+    await expect(test.repository.addKey('', 'full')).rejects.toMatchObject({ exitCode: 3 });
+    await expect(test.repository.addKey('', 'write-only')).rejects.toMatchObject({ exitCode: 3 });
+    await expect(test.repository.changePassphrase('')).rejects.toMatchObject({ exitCode: 3 });
+    await expect(test.repository.rotate('')).rejects.toMatchObject({ exitCode: 3 });
+    expect(await test.repository.listKeys()).toHaveLength(1);
+  });
+});
+
+describe('sizes and counts in output', () => {
+  let repo: TempRepo;
+
+  beforeAll(async () => {
+    repo = await tempRepo();
+    expectExit(await cli(repo, ['init']), 0);
+  });
+  afterAll(() => repo.cleanup());
+
+  it("the backup's stored bytes are what `snapshots` lists for it, in JSON and as text", async () => {
+    const data = seededBytes('sizes', 3 * 1024 * 1024);
+    const first = await cli(repo, ['backup', 'stdin', '--name', 'a.bin', '--json'], { input: data });
+    expectExit(first, 0);
+    const saved = JSON.parse(first.stdout.toString()) as { snapshot: string; stored: number };
+    const listed = await cli(repo, ['snapshots', '--json']);
+    const rows = JSON.parse(listed.stdout.toString()) as { id: string; stored: number }[];
+    expect(rows.find((row) => row.id === saved.snapshot)?.stored).toBe(saved.stored);
+
+    const second = await cli(repo, ['backup', 'stdin', '--name', 'b.bin'], {
+      input: Buffer.concat([data, Buffer.from('more')]),
+    });
+    expectExit(second, 0);
+    const stored = /stored ([\d.]+ [KMG]?i?B) \(/.exec(second.stderr)?.[1];
+    expect(stored, second.stderr).toBeDefined();
+    const table = await cli(repo, ['snapshots']);
+    const id = /snapshot (\w{8}) saved/.exec(second.stderr)![1]!;
+    const row = table.stdout
+      .toString()
+      .split('\n')
+      .find((line) => line.startsWith(id));
+    expect(row?.split(/\s{2,}/)[6]).toBe(stored);
+  });
+
+  it('an unchanged backup says it stored nothing new', async () => {
+    const dir = path.join(repo.dir, 'files');
+    await fs.mkdir(dir);
+    await fs.writeFile(path.join(dir, 'a.txt'), seededBytes('unchanged', 200_000));
+    expectExit(await cli(repo, ['backup', 'files', dir]), 0);
+    const again = await cli(repo, ['backup', 'files', dir]);
+    expectExit(again, 0);
+    expect(again.stderr).toMatch(/new 0 B in 0 blobs \(0 deltas\), stored nothing new\n$/);
+    const json = await cli(repo, ['backup', 'files', dir, '--json']);
+    expect(JSON.parse(json.stdout.toString())).toMatchObject({ stored: 0, deduplicationRatio: null });
+  });
+
+  it('counts one thing in the singular', async () => {
+    const other = await tempRepo();
+    try {
+      expectExit(await cli(other, ['init']), 0);
+      expectExit(await cli(other, ['backup', 'stdin', '--name', 'x'], { input: 'x' }), 0);
+      const listed = await cli(other, ['snapshots']);
+      expect(listed.stderr).toBe('1 snapshot\n');
+      const checked = await cli(other, ['check']);
+      expect(checked.stderr).toMatch(/\n1 snapshot, 1 index file, 1 pack, \d+ blobs checked; 0 packs read\n/);
+    } finally {
+      await other.cleanup();
+    }
+  });
+});
