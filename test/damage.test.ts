@@ -97,7 +97,7 @@ describe('a damaged or stray snapshot file', () => {
     expect(text).toContain(snapshots.second.slice(0, 8));
     expect(text).toMatch(/abababab {2}damaged: not a snapshot file/);
     expect(text).toMatch(/notes\.txt {2}damaged: not a snapshot/);
-    expect(listed.stderr).toMatch(/2 snapshot\(s\), and 2 damaged/);
+    expect(listed.stderr).toMatch(/2 snapshots, and 2 damaged/);
 
     const json = await runCli(['snapshots', '--json'], { env: repo.env });
     expectExit(json, 0);
