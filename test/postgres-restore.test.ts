@@ -15,7 +15,11 @@ describe('restore postgres', () => {
   const count = async (database: string, table: string) =>
     Number((await cluster.psql(`select count(*) from ${table}`, database)).trim());
   const databases = async () =>
-    (await cluster.psql(`select datname from pg_database where datname like 'app%' or datname like 'strongbox%' order by 1`))
+    (
+      await cluster.psql(
+        `select datname from pg_database where datname like 'app%' or datname like 'strongbox%' order by 1`,
+      )
+    )
       .trim()
       .split('\n')
       .filter(Boolean);

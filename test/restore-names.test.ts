@@ -39,12 +39,17 @@ describe('restore names', () => {
     expect(keptName('shop', stamp)).toBe('shop_before_20261204_160522');
     fc.assert(
       fc.property(databaseName, fc.nat(98), (target, attempt) => {
-        const names = [0, attempt, attempt + 1].flatMap((n) => [scratchName(target, stamp, n), keptName(target, stamp, n)]);
+        const names = [0, attempt, attempt + 1].flatMap((n) => [
+          scratchName(target, stamp, n),
+          keptName(target, stamp, n),
+        ]);
         for (const name of names) expect(bytes(name)).toBeLessThanOrEqual(MAX_NAME_BYTES);
         expect(new Set(names).size).toBe(attempt === 0 ? 4 : 6);
         expect(scratchName(target, stamp, attempt).startsWith(SCRATCH_PREFIX)).toBe(true);
         expect(keptName(target, stamp, attempt)).not.toBe(target);
-        expect(keptName(target, stamp, attempt).startsWith(SCRATCH_PREFIX)).toBe(target.startsWith(SCRATCH_PREFIX));
+        expect(keptName(target, stamp, attempt).startsWith(SCRATCH_PREFIX)).toBe(
+          target.startsWith(SCRATCH_PREFIX),
+        );
       }),
     );
   });

@@ -24,11 +24,17 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
   const databases = async () => (await session.query('select datname from pg_database order by 1')).sort();
   /** Rows of items, and how many of them are marked old: the snapshot has none. */
   const content = async (database: string) =>
-    (await cluster.psql(`select count(*) || ' ' || count(*) filter (where name = 'old') from items`, database)).trim();
+    (
+      await cluster.psql(
+        `select count(*) || ' ' || count(*) filter (where name = 'old') from items`,
+        database,
+      )
+    ).trim();
   /** Puts `database` in the state the snapshot does not have. */
   const makeOld = (database: string) => cluster.psql(`update items set name = 'old'`, database);
   const dropAll = async (names: string[]) => {
-    for (const name of names) await cluster.psql(`drop database "${name.replaceAll('"', '""')}" with (force)`);
+    for (const name of names)
+      await cluster.psql(`drop database "${name.replaceAll('"', '""')}" with (force)`);
   };
 
   beforeAll(async () => {
@@ -41,7 +47,10 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
       `create table items (id int primary key, name text); insert into items select g, 'item ' || g from generate_series(1, ${ROWS}) g`,
       'shop',
     );
-    expectExit(await runCli(['backup', 'postgres'], { env: { ...repo.env, ...cluster.env(), PGDATABASE: 'shop' } }), 0);
+    expectExit(
+      await runCli(['backup', 'postgres'], { env: { ...repo.env, ...cluster.env(), PGDATABASE: 'shop' } }),
+      0,
+    );
   });
   afterAll(async () => {
     await session?.close();
@@ -66,7 +75,9 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
         }
       }
       await done;
-      expect(await session.query(`select datallowconn from pg_database where datname = 'shop'`)).toEqual(['t']);
+      expect(await session.query(`select datallowconn from pg_database where datname = 'shop'`)).toEqual([
+        't',
+      ]);
       expect([`${ROWS} ${ROWS}`, `${ROWS} 0`]).toContain(await content('shop'));
       await dropAll((await databases()).filter((name) => !initial.includes(name)));
     }
@@ -98,13 +109,17 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
     const listed = await runCli(['restore', '--cleanup', '--dry-run', '--to', to('postgres')]);
     expectExit(listed, 0);
     expect(listed.stdout.toString()).toMatch(
-      new RegExp(`would remove +${scratch} \\(the scratch database of a restore of shop that did not finish\\)`),
+      new RegExp(
+        `would remove +${scratch} \\(the scratch database of a restore of shop that did not finish\\)`,
+      ),
     );
     expect(await databases()).toContain(scratch);
 
     const next = await replace('shop');
     expectExit(next, 0);
-    expect(next.stderr).toContain(`removed ${scratch} (the scratch database of a restore of shop that did not finish)`);
+    expect(next.stderr).toContain(
+      `removed ${scratch} (the scratch database of a restore of shop that did not finish)`,
+    );
     expect(await content('shop')).toBe(`${ROWS} 0`);
     const kept = (await databases()).filter((name) => !initial.includes(name));
     expect(kept).toEqual([expect.stringMatching(/^shop_before_\d{8}_\d{6}$/)]);
@@ -122,20 +137,44 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
     expect(nothing.stderr).toMatch(/nothing left by restores on /);
   });
 
+  it('drops the old database with --drop-old, and finishes a drop a killed restore left', async () => {
+    const initial = await databases();
+    await makeOld('shop');
+    const dropped = await replace('shop', '--drop-old', '--json');
+    expectExit(dropped, 0);
+    expect(JSON.parse(dropped.stdout.toString())).not.toHaveProperty('keptAs');
+    expect(await databases()).toEqual(initial);
+    // What a --drop-old restore killed between its swap and its drop leaves: the old database, marked.
+    await cluster.psql(
+      `create database shop_before_20261204_000000; comment on database shop_before_20261204_000000 is '{"strongbox":"replaced","target":"shop"}'`,
+    );
+    const cleaned = await runCli(['restore', '--cleanup', '--to', to('postgres')]);
+    expectExit(cleaned, 0);
+    expect(cleaned.stdout.toString()).toMatch(
+      /removed +shop_before_20261204_000000 \(the database a restore of shop replaced and was to drop\)/,
+    );
+    expect(await databases()).toEqual(initial);
+  });
+
   it('leaves alone the scratch database of a restore still running', async () => {
     await makeOld('shop');
     const child = startReplace('shop');
     const done = exited(child);
     let scratch: string | undefined;
     while (!scratch) {
-      [scratch] = await session.query(`select datname from pg_database where datname like 'strongbox\\_restore\\_%'`);
+      [scratch] = await session.query(
+        `select datname from pg_database where datname like 'strongbox\\_restore\\_%'`,
+      );
       expect(child.exitCode).toBeNull();
     }
     const cleaned = await runCli(['restore', '--cleanup', '--to', to('postgres'), '--json']);
     await done;
     expect(child.exitCode, 'the running restore').toBe(0);
     expectExit(cleaned, 0);
-    const result = JSON.parse(cleaned.stdout.toString()) as { removed: unknown[]; found: { database: string }[] };
+    const result = JSON.parse(cleaned.stdout.toString()) as {
+      removed: unknown[];
+      found: { database: string }[];
+    };
     expect(result.removed).toEqual([]);
     expect(await content('shop')).toBe(`${ROWS} 0`);
     await dropAll((await databases()).filter((name) => name.startsWith('shop_before_')));

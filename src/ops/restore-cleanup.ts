@@ -58,7 +58,9 @@ export async function clearLeftoversOf(
   for (const leftover of removed) step(`removed ${describeLeftover(leftover)}`);
   const others = found.filter((leftover) => !ours.includes(leftover) && !leftover.running);
   for (const leftover of others)
-    step(`found ${describeLeftover(leftover)}${removable(leftover) ? '; strongbox restore --cleanup removes it' : ''}`);
+    step(
+      `found ${describeLeftover(leftover)}${removable(leftover) ? '; strongbox restore --cleanup removes it' : ''}`,
+    );
   return removed;
 }
 

@@ -149,7 +149,9 @@ export async function restorePostgres(
     await repository.loadIndex();
     const expected = expectedAfter(recorded, options);
     await clearLeftoversOf(target, database, step);
-    const release = replace ? await createScratch(target, database, stamp, (name) => (scratch = name)) : undefined;
+    const release = replace
+      ? await createScratch(target, database, stamp, (name) => (scratch = name))
+      : undefined;
     if (!replace) await target.create(scratch);
     // On SIGINT/SIGTERM the half-loaded database goes; after a SIGKILL the next restore of the
     // same target, or `restore --cleanup`, finds and removes it (restore-leftovers.ts).
@@ -210,10 +212,14 @@ export async function restorePostgres(
       return { ...plan, dryRun: false, verification, durationMs: Date.now() - started };
     }
     try {
-      keptAs = await swapIn(target, { database, scratch, stamp, dropOld: Boolean(options.dropOld) }, (name) => {
-        keptAs = name;
-        step(steps()[3]!);
-      });
+      keptAs = await swapIn(
+        target,
+        { database, scratch, stamp, dropOld: Boolean(options.dropOld) },
+        (name) => {
+          keptAs = name;
+          step(steps()[3]!);
+        },
+      );
     } catch (error) {
       await abandon();
       throw error;
@@ -268,7 +274,9 @@ async function createScratch(
     }
     await release();
   }
-  throw new SourceError(`no free name for a scratch database beside ${database} after ${NAME_ATTEMPTS} tries`);
+  throw new SourceError(
+    `no free name for a scratch database beside ${database} after ${NAME_ATTEMPTS} tries`,
+  );
 }
 
 /**

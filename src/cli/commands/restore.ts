@@ -164,7 +164,11 @@ async function confirmByName(database: string): Promise<boolean> {
   );
 }
 
-async function cleanup(global: GlobalOptions, output: Output, options: PostgresRestoreCliOptions): Promise<void> {
+async function cleanup(
+  global: GlobalOptions,
+  output: Output,
+  options: PostgresRestoreCliOptions,
+): Promise<void> {
   const result = await cleanupRestores({
     ...(options.to ? { to: options.to } : {}),
     ...(options.pgBin ? { pgBin: options.pgBin } : {}),
@@ -180,7 +184,9 @@ async function cleanup(global: GlobalOptions, output: Output, options: PostgresR
         : removable(leftover)
           ? 'would remove'
           : 'found';
-    output.line(`${done.padEnd(12)} ${describeLeftover(leftover)}${leftover.running ? ', still restoring' : ''}${size}`);
+    output.line(
+      `${done.padEnd(12)} ${describeLeftover(leftover)}${leftover.running ? ', still restoring' : ''}${size}`,
+    );
   }
   const freed = result.removed.reduce((sum, leftover) => sum + (leftover.bytes ?? 0), 0);
   output.info(

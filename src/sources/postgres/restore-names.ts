@@ -21,11 +21,7 @@ export const RESTORE_LOCK_CLASS = 0x53424f58;
 
 /** When a restore started, as it appears in the names: 20261204_160522 (UTC). */
 export function restoreStamp(at: Date): string {
-  return at
-    .toISOString()
-    .replace(/[-:]/g, '')
-    .replace(/\..*$/, '')
-    .replace('T', '_');
+  return at.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '_');
 }
 
 /** `text` cut to at most `bytes` bytes of UTF-8, never inside a character. */
@@ -76,7 +72,10 @@ export function readMark(comment: string | null): RestoreMark | undefined {
   if (!comment?.startsWith('{"strongbox":')) return undefined;
   try {
     const parsed = JSON.parse(comment) as { strongbox?: unknown; target?: unknown };
-    if ((parsed.strongbox === 'scratch' || parsed.strongbox === 'replaced') && typeof parsed.target === 'string')
+    if (
+      (parsed.strongbox === 'scratch' || parsed.strongbox === 'replaced') &&
+      typeof parsed.target === 'string'
+    )
       return { kind: parsed.strongbox, target: parsed.target };
   } catch {
     // A comment that only looks like a mark is someone else's.

@@ -104,10 +104,14 @@ export class RestoreTarget {
    * cleanup leaves alone. Returns undefined when another session holds it.
    */
   async claim(name: string): Promise<(() => Promise<void>) | undefined> {
-    const child = spawn(path.join(this.tools.binDir, 'psql'), ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1'], {
-      env: { ...process.env, ...this.admin.env, PGAPPNAME: 'strongbox restore' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      path.join(this.tools.binDir, 'psql'),
+      ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1'],
+      {
+        env: { ...process.env, ...this.admin.env, PGAPPNAME: 'strongbox restore' },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
@@ -134,7 +138,9 @@ export class RestoreTarget {
     if (answer === 'f') return undefined;
     throw new SourceError(
       `cannot query ${this.admin.display}: ${firstError(stderr, 'psql') ?? 'psql failed'}`,
-      { hint: 'Check the connection settings (URL, PGHOST/PGUSER/PGPASSWORD, ~/.pgpass) and that the server is up.' },
+      {
+        hint: 'Check the connection settings (URL, PGHOST/PGUSER/PGPASSWORD, ~/.pgpass) and that the server is up.',
+      },
     );
   }
 
