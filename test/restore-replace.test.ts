@@ -1,8 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, startCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
-import { startCluster, type TestCluster } from './helpers/postgres.ts';
-import { exited, openSession, type CatalogSession } from './helpers/restore-watch.ts';
+import { runCli, startCli, type RunResult } from './helpers/cli.ts';
+import { exited, startShop, type ShopFixture } from './helpers/restore-watch.ts';
 
 function expectExit(result: RunResult, code: number): void {
   expect(result.code, result.stderr).toBe(code);
@@ -11,51 +10,29 @@ function expectExit(result: RunResult, code: number): void {
 const ROWS = 2000;
 
 describe('restore --replace: interruptions, leftovers, long names', () => {
-  let cluster: TestCluster;
-  let repo: TempRepo;
-  let session: CatalogSession;
-  const to = (database: string) =>
-    `postgres:///${encodeURIComponent(database)}?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`;
+  let shop: ShopFixture;
+  const to = (database: string) => shop.to(database);
+  const content = (database: string) => shop.content(database);
+  const makeOld = (database: string) => shop.makeOld(database);
   const replace = (database: string, ...args: string[]) =>
-    runCli(['restore', 'latest', '--to', to(database), '--replace', '--yes', ...args], { env: repo.env });
+    runCli(['restore', 'latest', '--to', to(database), '--replace', '--yes', ...args], {
+      env: shop.repo.env,
+    });
   const startReplace = (database: string) =>
-    startCli(['restore', 'latest', '--to', to(database), '--replace', '--yes'], { env: repo.env });
+    startCli(['restore', 'latest', '--to', to(database), '--replace', '--yes'], { env: shop.repo.env });
   const kill = (child: ChildProcess) => process.kill(-child.pid!, 'SIGKILL');
-  const databases = async () => (await session.query('select datname from pg_database order by 1')).sort();
-  /** Rows of items, and how many of them are marked old: the snapshot has none. */
-  const content = async (database: string) =>
-    (
-      await cluster.psql(
-        `select count(*) || ' ' || count(*) filter (where name = 'old') from items`,
-        database,
-      )
-    ).trim();
-  /** Puts `database` in the state the snapshot does not have. */
-  const makeOld = (database: string) => cluster.psql(`update items set name = 'old'`, database);
+  const databases = async () =>
+    (await shop.session.query('select datname from pg_database order by 1')).sort();
   const dropAll = async (names: string[]) => {
     for (const name of names)
-      await cluster.psql(`drop database "${name.replaceAll('"', '""')}" with (force)`);
+      await shop.cluster.psql(`drop database "${name.replaceAll('"', '""')}" with (force)`);
   };
 
   beforeAll(async () => {
-    cluster = await startCluster();
-    repo = await tempRepo();
-    session = openSession(cluster);
-    expectExit(await runCli(['init'], { env: repo.env }), 0);
-    await cluster.createDatabase('shop');
-    await cluster.psql(
-      `create table items (id int primary key, name text); insert into items select g, 'item ' || g from generate_series(1, ${ROWS}) g`,
-      'shop',
-    );
-    expectExit(
-      await runCli(['backup', 'postgres'], { env: { ...repo.env, ...cluster.env(), PGDATABASE: 'shop' } }),
-      0,
-    );
+    shop = await startShop(ROWS);
   });
   afterAll(async () => {
-    await session?.close();
-    await cluster?.stop();
-    await repo?.cleanup();
+    await shop?.stop();
   });
 
   it('a SIGKILL while the names are swapped leaves the target reachable, old or new', async () => {
@@ -68,16 +45,16 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
       void done.then(() => (finished = true));
       // Kill the moment the target is missing or closed to connections; the fix never lets it be.
       while (!finished) {
-        const rows = await session.query(`select datallowconn from pg_database where datname = 'shop'`);
+        const rows = await shop.session.query(`select datallowconn from pg_database where datname = 'shop'`);
         if (rows.length === 0 || rows[0] === 'f') {
           kill(child);
           break;
         }
       }
       await done;
-      expect(await session.query(`select datallowconn from pg_database where datname = 'shop'`)).toEqual([
-        't',
-      ]);
+      expect(await shop.session.query(`select datallowconn from pg_database where datname = 'shop'`)).toEqual(
+        ['t'],
+      );
       expect([`${ROWS} ${ROWS}`, `${ROWS} 0`]).toContain(await content('shop'));
       await dropAll((await databases()).filter((name) => !initial.includes(name)));
     }
@@ -91,7 +68,7 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
       const done = exited(child);
       // Killed while pg_restore loads the scratch database.
       for (;;) {
-        const loading = await session.query(
+        const loading = await shop.session.query(
           `select datname from pg_stat_activity where application_name = 'pg_restore' and datname is not null`,
         );
         if (loading.length > 0) {
@@ -145,7 +122,7 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
     expect(JSON.parse(dropped.stdout.toString())).not.toHaveProperty('keptAs');
     expect(await databases()).toEqual(initial);
     // What a --drop-old restore killed between its swap and its drop leaves: the old database, marked.
-    await cluster.psql(
+    await shop.cluster.psql(
       `create database shop_before_20261204_000000; comment on database shop_before_20261204_000000 is '{"strongbox":"replaced","target":"shop"}'`,
     );
     const cleaned = await runCli(['restore', '--cleanup', '--to', to('postgres')]);
@@ -162,7 +139,7 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
     const done = exited(child);
     let scratch: string | undefined;
     while (!scratch) {
-      [scratch] = await session.query(
+      [scratch] = await shop.session.query(
         `select datname from pg_database where datname like 'strongbox\\_restore\\_%'`,
       );
       expect(child.exitCode).toBeNull();
@@ -185,7 +162,7 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
     // boundary; 45 bytes: the old _before_ names of two runs hours apart were cut to the same one.
     for (const target of ['x'.repeat(63), `${'数据'.repeat(7)}_${'é'.repeat(10)}`, 'l'.repeat(45)]) {
       expect(Buffer.byteLength(target)).toBeLessThanOrEqual(63);
-      expectExit(await runCli(['restore', 'latest', '--to', to(target)], { env: repo.env }), 0);
+      expectExit(await runCli(['restore', 'latest', '--to', to(target)], { env: shop.repo.env }), 0);
       await makeOld(target);
       const before = await databases();
       const keptAs: string[] = [];

@@ -54,7 +54,11 @@ export function registerRestore(program: Command): void {
     .action(async (reference: string, options: PostgresRestoreCliOptions, command: Command) => {
       const global = globalOptions(command);
       const output = outputFor(global);
-      if (options.cleanup) return cleanup(global, output, options);
+      if (options.cleanup) {
+        if (options.replace || options.all)
+          throw new ConfigError('--cleanup restores nothing', { hint: 'Leave out --replace and --all.' });
+        return cleanup(global, output, options);
+      }
       const filter = snapshotFilter(options);
       if (options.all) return restoreCluster(global, output, reference, options, filter);
       if (options.at) {
