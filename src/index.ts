@@ -38,6 +38,12 @@ export {
   type PostgresRestoreResult,
 } from './ops/restore-postgres.ts';
 export {
+  cleanupRestores,
+  type RestoreCleanupOptions,
+  type RestoreCleanupResult,
+} from './ops/restore-cleanup.ts';
+export type { RestoreLeftover } from './sources/postgres/restore-leftovers.ts';
+export {
   restorePostgresCluster,
   type ClusterRestoreOptions,
   type ClusterRestoreResult,

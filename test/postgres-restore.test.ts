@@ -15,7 +15,11 @@ describe('restore postgres', () => {
   const count = async (database: string, table: string) =>
     Number((await cluster.psql(`select count(*) from ${table}`, database)).trim());
   const databases = async () =>
-    (await cluster.psql(`select datname from pg_database where datname like 'app%' order by 1`))
+    (
+      await cluster.psql(
+        `select datname from pg_database where datname like 'app%' or datname like 'strongbox%' order by 1`,
+      )
+    )
       .trim()
       .split('\n')
       .filter(Boolean);
@@ -121,7 +125,7 @@ describe('restore postgres', () => {
     expect(keptAs).toMatch(/^app_before_\d{8}_\d{6}$/);
     expect(await count('app', 'items')).toBe(1000);
     expect(await count(keptAs, 'items')).toBe(10);
-    expect((await databases()).filter((name) => name.includes('_restore_'))).toEqual([]);
+    expect((await databases()).filter((name) => name.includes('restore_'))).toEqual([]);
     await cluster.psql(`drop database "${keptAs}"`);
   });
 
@@ -147,7 +151,7 @@ describe('restore postgres', () => {
     );
     expectExit(failed, 4);
     expect(failed.stderr).toMatch(
-      /pg_restore into app_roles_restore_\S+ failed: .*role "app_owner" does not exist/,
+      /pg_restore into strongbox_restore_app_roles_\S+ failed: .*role "app_owner" does not exist/,
     );
     expect(await cluster.psql('select note from survivor', 'app_roles')).toBe('original\n');
     expect((await databases()).filter((name) => name.startsWith('app_roles'))).toEqual(['app_roles']);
@@ -170,7 +174,7 @@ describe('restore postgres', () => {
     );
     expectExit(failedInParallel, 4);
     expect(failedInParallel.stderr).toMatch(
-      /pg_restore into app_roles_restore_\S+ failed: .*role "app_owner" does not exist/,
+      /pg_restore into strongbox_restore_app_roles_\S+ failed: .*role "app_owner" does not exist/,
     );
     expect(await cluster.psql('select note from survivor', 'app_roles')).toBe('original\n');
     expect((await databases()).filter((name) => name.startsWith('app_roles'))).toEqual(['app_roles']);

@@ -1,4 +1,4 @@
-import { ConfigError } from '../errors.ts';
+import { ConfigError, SourceError } from '../errors.ts';
 import type { Repository, SnapshotFilter } from '../repository/repository.ts';
 import { resolveConnection } from '../sources/postgres/connection.ts';
 import { RestoreTarget } from '../sources/postgres/target.ts';
@@ -10,6 +10,15 @@ import {
   type CatalogExpectations,
   type DatabaseVerification,
 } from '../sources/postgres/verify.ts';
+import {
+  keptName,
+  markText,
+  MAX_NAME_BYTES,
+  restoreStamp,
+  scratchName,
+} from '../sources/postgres/restore-names.ts';
+import { onInterrupt } from '../util/interrupt.ts';
+import { clearLeftoversOf } from './restore-cleanup.ts';
 import { restoreArchive } from './restore-postgres-parallel.ts';
 
 export interface PostgresRestoreOptions {
@@ -92,6 +101,9 @@ export async function restorePostgres(
       await findTools({ ...connection, env: { ...connection.env, PGDATABASE: 'postgres' } }, options.pgBin),
     );
     const database = connection.database;
+    if (Buffer.byteLength(database) > MAX_NAME_BYTES) {
+      throw new ConfigError(`database name ${database} is longer than PostgreSQL's ${MAX_NAME_BYTES} bytes`);
+    }
     const exists = await target.exists(database);
     if (exists && !options.replace) {
       throw new ConfigError(`database ${database} already exists on ${connection.display}`, {
@@ -99,9 +111,10 @@ export async function restorePostgres(
       });
     }
     const replace = exists && Boolean(options.replace);
-    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '_');
-    const scratch = replace ? `${database}_restore_${stamp}` : database;
-    const keptAs = `${database}_before_${stamp}`;
+    const stamp = restoreStamp(new Date());
+    // The first choices: a name already taken is skipped for the next (restore-names.ts).
+    let scratch = replace ? scratchName(database, stamp) : database;
+    let keptAs = keptName(database, stamp);
     const { body } = await repository.loadSnapshot(snapshot.id);
     const recorded = body.source as PostgresSnapshotDetails | undefined;
     // A parallel restore needs to know where each table's data lies in the archive (backups
@@ -115,19 +128,20 @@ export async function restorePostgres(
       database,
       replace,
       archiveBytes: snapshot.header.size,
-      steps: [
-        `create database ${scratch}`,
-        `restore snapshot ${snapshot.id.slice(0, 8)} (${snapshot.header.name}, ${snapshot.header.time}) into ${scratch} with pg_restore${parallel ? `, ${jobs} at a time` : ''}`,
-        'compare every restored table with the fingerprints taken at backup',
-        ...(replace
-          ? [
-              `end sessions on ${database} and rename it to ${keptAs}`,
-              `rename ${scratch} to ${database}`,
-              ...(options.dropOld ? [`drop ${keptAs}`] : []),
-            ]
-          : []),
-      ],
+      steps: [],
     };
+    const steps = () => [
+      `create database ${scratch}`,
+      `restore snapshot ${snapshot.id.slice(0, 8)} (${snapshot.header.name}, ${snapshot.header.time}) into ${scratch} with pg_restore${parallel ? `, ${jobs} at a time` : ''}`,
+      'compare every restored table with the fingerprints taken at backup',
+      ...(replace
+        ? [
+            `end sessions on ${database}, and in one transaction rename it to ${keptAs} and ${scratch} to ${database}`,
+            ...(options.dropOld ? [`drop ${keptAs}`] : []),
+          ]
+        : []),
+    ];
+    plan.steps = steps();
     if (options.dryRun) return { ...plan, dryRun: true, durationMs: Date.now() - started };
     if (replace && !(await options.confirm?.(database))) {
       throw new ConfigError(`replacing database ${database} was not confirmed`, {
@@ -136,11 +150,26 @@ export async function restorePostgres(
     }
     await repository.loadIndex();
     const expected = expectedAfter(recorded, options);
-    step(plan.steps[0]!);
-    await target.create(scratch);
+    await clearLeftoversOf(target, database, step);
+    const release = replace
+      ? await createScratch(target, database, stamp, (name) => (scratch = name))
+      : undefined;
+    if (!replace) await target.create(scratch);
+    // On SIGINT/SIGTERM the half-loaded database goes; after a SIGKILL the next restore of the
+    // same target, or `restore --cleanup`, finds and removes it (restore-leftovers.ts).
+    const forget = onInterrupt(async () => {
+      await release?.();
+      await target.drop(scratch, true);
+    });
+    const abandon = async () => {
+      forget();
+      await release?.();
+      await target.drop(scratch, true).catch(() => undefined);
+    };
+    step(steps()[0]!);
     let compared: TableComparison[] = [];
     try {
-      step(plan.steps[1]!);
+      step(steps()[1]!);
       compared = await restoreArchive({
         repository,
         tree: body.tree,
@@ -156,10 +185,10 @@ export async function restorePostgres(
         onProgress: options.onProgress,
       });
     } catch (error) {
-      await target.drop(scratch).catch(() => undefined);
+      await abandon();
       throw error;
     }
-    step(plan.steps[2]!);
+    step(steps()[2]!);
     let verification: DatabaseVerification;
     try {
       verification = await verifyDatabase(
@@ -177,26 +206,36 @@ export async function restorePostgres(
         compared,
       );
     } catch (error) {
-      if (replace) await target.drop(scratch).catch(() => undefined);
+      if (replace) await abandon();
+      else forget();
       throw error;
     }
-    if (!replace) return { ...plan, dryRun: false, verification, durationMs: Date.now() - started };
-    step(plan.steps[3]!);
-    await target.rename(database, keptAs);
+    if (!replace) {
+      forget();
+      return { ...plan, dryRun: false, verification, durationMs: Date.now() - started };
+    }
     try {
-      step(plan.steps[4]!);
-      await target.rename(scratch, database);
+      keptAs = await swapIn(
+        target,
+        { database, scratch, stamp, dropOld: Boolean(options.dropOld) },
+        (name) => {
+          keptAs = name;
+          step(steps()[3]!);
+        },
+      );
     } catch (error) {
-      // Put the original back under its name before reporting.
-      await target.rename(keptAs, database).catch(() => undefined);
+      await abandon();
       throw error;
     }
+    forget();
+    await release?.();
     if (options.dropOld) {
-      step(plan.steps[5]!);
-      await target.drop(keptAs);
+      step(steps()[4]!);
+      await target.drop(keptAs, true);
     }
     return {
       ...plan,
+      steps: steps(),
       dryRun: false,
       verification,
       ...(options.dropOld ? {} : { keptAs }),
@@ -205,6 +244,69 @@ export async function restorePostgres(
   } finally {
     await lock.release();
   }
+}
+
+/** Tries for a free name before giving up: each taken name is one more try. */
+const NAME_ATTEMPTS = 100;
+
+/**
+ * Creates the scratch database a replace loads into, under the first free name, holding that
+ * name (RestoreTarget.claim) so that cleanups leave it alone, and marked with its target.
+ * Returns the release of the claim.
+ */
+async function createScratch(
+  target: RestoreTarget,
+  database: string,
+  stamp: string,
+  named: (name: string) => void,
+): Promise<() => Promise<void>> {
+  for (let attempt = 0; attempt < NAME_ATTEMPTS; attempt++) {
+    const name = scratchName(database, stamp, attempt);
+    const release = await target.claim(name);
+    if (!release) continue;
+    try {
+      if (await target.createIfFree(name)) {
+        named(name);
+        // Killed before this mark, the scratch is still known by its name, and holds nothing.
+        await target.comment(name, markText({ kind: 'scratch', target: database }));
+        return release;
+      }
+    } catch (error) {
+      await release();
+      throw error;
+    }
+    await release();
+  }
+  throw new SourceError(
+    `no free name for a scratch database beside ${database} after ${NAME_ATTEMPTS} tries`,
+  );
+}
+
+/**
+ * Swaps the scratch database in for `database` (RestoreTarget.swap: one transaction), the old
+ * one renamed to the first free <database>_before_<stamp>; `naming` hears each name tried.
+ * Returns the name the old database has now.
+ */
+async function swapIn(
+  target: RestoreTarget,
+  swap: { database: string; scratch: string; stamp: string; dropOld: boolean },
+  naming: (keptAs: string) => void,
+): Promise<string> {
+  for (let attempt = 0; attempt < NAME_ATTEMPTS; attempt++) {
+    const keptAs = keptName(swap.database, swap.stamp, attempt);
+    if (await target.exists(keptAs)) continue;
+    naming(keptAs);
+    const swapped = await target.swap({
+      target: swap.database,
+      scratch: swap.scratch,
+      keptAs,
+      ...(swap.dropOld ? { keptMark: markText({ kind: 'replaced', target: swap.database }) } : {}),
+    });
+    if (swapped) return keptAs;
+  }
+  throw new SourceError(`no free name to keep ${swap.database} under after ${NAME_ATTEMPTS} tries`, {
+    hint: `${swap.database} was left as it was.`,
+  });
 }
 
 /**

@@ -51,7 +51,7 @@ export interface FaultProxy {
 }
 
 /** mulberry32: small, fast and good enough to make fault patterns repeatable from a seed. */
-function seededRandom(seed: number): () => number {
+export function seededRandom(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;

@@ -3,6 +3,8 @@ import type { Command } from 'commander';
 import { restoreSnapshotFiles } from '../../ops/restore.ts';
 import { restorePostgres } from '../../ops/restore-postgres.ts';
 import { restorePostgresCluster } from '../../ops/restore-postgres-cluster.ts';
+import { cleanupRestores, describeLeftover } from '../../ops/restore-cleanup.ts';
+import { removable } from '../../sources/postgres/restore-leftovers.ts';
 import type { SnapshotFilter } from '../../repository/repository.ts';
 import type { Output } from '../output.ts';
 import { ConfigError } from '../../errors.ts';
@@ -34,6 +36,10 @@ export function registerRestore(program: Command): void {
       'with --replace: drop the old database instead of keeping it as <name>_before_<time>',
     )
     .option('--yes', 'do not ask before replacing a database')
+    .option(
+      '--cleanup',
+      'restore nothing: remove the scratch databases killed restores left on the server --to names',
+    )
     .option('--dry-run', 'print the plan and change nothing')
     .option('--single-transaction', 'restore as one transaction: all or nothing')
     .option(
@@ -49,6 +55,11 @@ export function registerRestore(program: Command): void {
     .action(async (reference: string, options: PostgresRestoreCliOptions, command: Command) => {
       const global = globalOptions(command);
       const output = outputFor(global);
+      if (options.cleanup) {
+        if (options.replace || options.all)
+          throw new ConfigError('--cleanup restores nothing', { hint: 'Leave out --replace and --all.' });
+        return cleanup(global, output, options);
+      }
       const filter = snapshotFilter(options);
       if (options.all) return restoreCluster(global, output, reference, options, filter);
       if (options.at) {
@@ -132,6 +143,7 @@ export function registerRestore(program: Command): void {
 
 interface PostgresRestoreCliOptions extends FilterOptions {
   all?: boolean;
+  cleanup?: boolean;
   jobs?: number;
   to?: string;
   at?: string;
@@ -161,6 +173,38 @@ async function confirmByName(database: string): Promise<boolean> {
 
 function showRestoreProgress(output: Output, bytes: number, total: number): void {
   output.progress(`restore: ${formatBytes(bytes)} of ${formatBytes(total)} restored`);
+}
+
+async function cleanup(
+  global: GlobalOptions,
+  output: Output,
+  options: PostgresRestoreCliOptions,
+): Promise<void> {
+  const result = await cleanupRestores({
+    ...(options.to ? { to: options.to } : {}),
+    ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+    dryRun: Boolean(options.dryRun),
+  });
+  if (global.json) return output.data(result);
+  for (const leftover of result.found) {
+    const size = leftover.bytes === undefined ? '' : ` ${formatBytes(leftover.bytes)}`;
+    const done = result.removed.includes(leftover)
+      ? 'removed'
+      : leftover.running
+        ? 'running'
+        : removable(leftover)
+          ? 'would remove'
+          : 'found';
+    output.line(
+      `${done.padEnd(12)} ${describeLeftover(leftover)}${leftover.running ? ', still restoring' : ''}${size}`,
+    );
+  }
+  const freed = result.removed.reduce((sum, leftover) => sum + (leftover.bytes ?? 0), 0);
+  output.info(
+    result.found.length === 0
+      ? `nothing left by restores on ${result.server}`
+      : `removed ${count(result.removed.length, 'database')} left by restores on ${result.server} (${formatBytes(freed)})`,
+  );
 }
 
 const clusterDatabaseTitle = (database: string) => `${database}, compared with the backup`;

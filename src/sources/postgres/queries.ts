@@ -20,24 +20,71 @@ export function createDatabase(database: string): string {
   return `create database ${quoteIdentifier(database)}`;
 }
 
-export function dropDatabase(database: string): string {
-  return `drop database if exists ${quoteIdentifier(database)}`;
+/** WITH (FORCE), from PostgreSQL 13, first ends the sessions connected to it. */
+export function dropDatabase(database: string, force = false): string {
+  return `drop database if exists ${quoteIdentifier(database)}${force ? ' with (force)' : ''}`;
 }
 
-export function renameDatabase(from: string, to: string): string {
-  return `alter database ${quoteIdentifier(from)} rename to ${quoteIdentifier(to)}`;
+export function commentOnDatabase(database: string, comment: string | null): string {
+  return `comment on database ${quoteIdentifier(database)} is ${comment === null ? 'null' : quoteLiteral(comment)}`;
 }
 
-/** Keeps new sessions out of a database and ends the ones it has, so it can be renamed. */
-export function closeDatabase(database: string): string[] {
+/**
+ * Takes, for this session, strongbox's advisory lock on a database name (restore-names.ts); prints
+ * t when it was free. Running restores hold their scratch database's name so.
+ */
+export function claimName(lockClass: number, database: string): string {
+  return `select pg_try_advisory_lock(${lockClass}, hashtext(${quoteLiteral(database)}))`;
+}
+
+/**
+ * Puts `scratch` in the place of `target` in one transaction: the server either renames both or
+ * neither, so the target's name always leads to a whole database. Renaming a database needs it
+ * without sessions, so those are ended first; the rename then holds the database's lock, which
+ * keeps new sessions out until the commit (they are then let into the new database), and waits a
+ * few seconds for the ended ones to go. No database is ever left closed to connections.
+ * `keptMark` goes on the old database (a restore that drops it leaves a mark for a cleanup to
+ * finish the job); the scratch's own mark is removed as it becomes the target.
+ */
+export function swapDatabases(swap: {
+  target: string;
+  scratch: string;
+  keptAs: string;
+  keptMark?: string;
+}): string {
+  const { target, scratch, keptAs } = swap;
   return [
-    `alter database ${quoteIdentifier(database)} allow_connections false`,
-    `select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = ${quoteLiteral(database)} and pid <> pg_backend_pid()`,
-  ];
+    'begin',
+    "set local lock_timeout = '60s'",
+    `select count(pg_terminate_backend(pid)) from pg_stat_activity where datname in (${quoteLiteral(target)}, ${quoteLiteral(scratch)}) and pid <> pg_backend_pid()`,
+    `alter database ${quoteIdentifier(target)} rename to ${quoteIdentifier(keptAs)}`,
+    `alter database ${quoteIdentifier(scratch)} rename to ${quoteIdentifier(target)}`,
+    commentOnDatabase(target, null),
+    ...(swap.keptMark === undefined ? [] : [commentOnDatabase(keptAs, swap.keptMark)]),
+    'commit',
+  ].join(';\n');
 }
 
-export function openDatabase(database: string): string {
-  return `alter database ${quoteIdentifier(database)} allow_connections true`;
+/**
+ * As one JSON array, the databases a restore may have left: those named like its scratch
+ * databases, those with a comment it writes, and any that accepts no connections (an older
+ * strongbox closed databases while it swapped them); each with its comment, its size when
+ * readable, whether a running restore holds its name, and how many sessions it has.
+ */
+export function restoreLeftovers(scratchPrefix: string, lockClass: number): string {
+  const prefixPattern = quoteLiteral(`${scratchPrefix.replace(/[\\%_]/g, (character) => `\\${character}`)}%`);
+  return `select coalesce(json_agg(json_build_object(
+    'database', d.datname,
+    'comment', shobj_description(d.oid, 'pg_database'),
+    'allowsConnections', d.datallowconn,
+    'bytes', case when has_database_privilege(d.oid, 'connect') then pg_database_size(d.oid) end,
+    'held', exists (select 1 from pg_locks l where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+      and l.classid = ${lockClass}::oid and l.objid = hashtext(d.datname::text)::oid),
+    'sessions', (select count(*) from pg_stat_activity a where a.datid = d.oid)
+  ) order by d.datname), '[]')
+  from pg_database d
+  where not d.datistemplate and (d.datname like ${prefixPattern}
+    or shobj_description(d.oid, 'pg_database') like '{"strongbox":%' or not d.datallowconn)`;
 }
 
 export function databaseSize(database: string): string {

@@ -6,10 +6,37 @@ import { SourceError, StrongboxError } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
 import { withDatabase, type PostgresConnection } from './connection.ts';
 import * as queries from './queries.ts';
-import { firstError, psql, withLargeStdioBuffers, type PostgresTools } from './tools.ts';
+import { RESTORE_LOCK_CLASS, SCRATCH_PREFIX } from './restore-names.ts';
+import {
+  firstError,
+  psql,
+  QueryError,
+  withLargeStdioBuffers,
+  type PostgresTools,
+  type ServerVersion,
+} from './tools.ts';
 
 /** Kept of pg_restore's standard error, for the message when it fails. */
 const STDERR_KEPT = 8192;
+
+/** SQLSTATEs: a database of that name exists; a database has sessions (or prepared transactions). */
+const DUPLICATE_DATABASE = '42P04';
+const OBJECT_IN_USE = '55006';
+
+/** Swaps tried while sessions keep slipping into the target before its lock is taken. */
+const SWAP_ATTEMPTS = 5;
+
+/** A database queries.restoreLeftovers found, as the server described it. */
+export interface DatabaseFound {
+  database: string;
+  comment: string | null;
+  allowsConnections: boolean;
+  /** null when this user may not connect to it. */
+  bytes: number | null;
+  /** Whether a running restore holds its name. */
+  held: boolean;
+  sessions: number;
+}
 
 /** A server to restore into, reached through its maintenance database for CREATE, DROP and RENAME. */
 export class RestoreTarget {
@@ -17,7 +44,7 @@ export class RestoreTarget {
 
   constructor(
     readonly connection: PostgresConnection,
-    readonly tools: PostgresTools,
+    readonly tools: PostgresTools & { server: ServerVersion },
   ) {
     this.admin = { ...connection, env: { ...connection.env, PGDATABASE: 'postgres' }, database: 'postgres' };
   }
@@ -30,18 +57,99 @@ export class RestoreTarget {
     await psql(this.admin, this.tools.binDir, queries.createDatabase(database));
   }
 
-  async drop(database: string): Promise<void> {
-    await psql(this.admin, this.tools.binDir, queries.dropDatabase(database));
+  /** Creates `database`; false when that name is taken. */
+  async createIfFree(database: string): Promise<boolean> {
+    try {
+      await psql(this.admin, this.tools.binDir, queries.createDatabase(database));
+      return true;
+    } catch (error) {
+      if (error instanceof QueryError && error.sqlState === DUPLICATE_DATABASE) return false;
+      throw error;
+    }
   }
 
-  /** Renames `from` to `to`, ending the sessions connected to `from` first. */
-  async rename(from: string, to: string): Promise<void> {
-    for (const sql of queries.closeDatabase(from)) await psql(this.admin, this.tools.binDir, sql);
-    try {
-      await psql(this.admin, this.tools.binDir, queries.renameDatabase(from, to));
-    } finally {
-      await psql(this.admin, this.tools.binDir, queries.openDatabase((await this.exists(to)) ? to : from));
+  /** Drops `database` if it exists; `force` first ends its sessions, where the server can (13+). */
+  async drop(database: string, force = false): Promise<void> {
+    await psql(
+      this.admin,
+      this.tools.binDir,
+      queries.dropDatabase(database, force && this.tools.server.major >= 13),
+    );
+  }
+
+  async comment(database: string, comment: string | null): Promise<void> {
+    await psql(this.admin, this.tools.binDir, queries.commentOnDatabase(database, comment));
+  }
+
+  /**
+   * Swaps `scratch` in for `target` in one transaction (queries.swapDatabases), the old one
+   * renamed to `keptAs`. Returns false, with nothing changed, when `keptAs` is taken; retries
+   * while sessions that slipped in keep the target busy, up to a few times.
+   */
+  async swap(swap: { target: string; scratch: string; keptAs: string; keptMark?: string }): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await psql(this.admin, this.tools.binDir, queries.swapDatabases(swap));
+        return true;
+      } catch (error) {
+        if (error instanceof QueryError && error.sqlState === DUPLICATE_DATABASE) return false;
+        if (!(error instanceof QueryError && error.sqlState === OBJECT_IN_USE) || attempt >= SWAP_ATTEMPTS)
+          throw error;
+      }
     }
+  }
+
+  /**
+   * Holds strongbox's advisory lock on `name` (restore-names.ts) in a session of its own, until
+   * the returned release is called or this process dies: the mark of a running restore, which a
+   * cleanup leaves alone. Returns undefined when another session holds it.
+   */
+  async claim(name: string): Promise<(() => Promise<void>) | undefined> {
+    const child = spawn(
+      path.join(this.tools.binDir, 'psql'),
+      ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1'],
+      {
+        env: { ...process.env, ...this.admin.env, PGAPPNAME: 'strongbox restore' },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+    const exited = new Promise<number | null>((resolve) => {
+      child.once('error', () => resolve(null));
+      child.once('close', resolve);
+    });
+    const answered = new Promise<string | undefined>((resolve) => {
+      child.stdout.on('data', (data: Buffer) => {
+        stdout += data.toString();
+        if (stdout.includes('\n')) resolve(stdout.trim());
+      });
+      void exited.then(() => resolve(undefined));
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.write(`${queries.claimName(RESTORE_LOCK_CLASS, name)};\n`);
+    const answer = await answered;
+    const release = async () => {
+      child.stdin.end();
+      await exited;
+    };
+    if (answer === 't') return release;
+    await release();
+    if (answer === 'f') return undefined;
+    throw new SourceError(
+      `cannot query ${this.admin.display}: ${firstError(stderr, 'psql') ?? 'psql failed'}`,
+      {
+        hint: 'Check the connection settings (URL, PGHOST/PGUSER/PGPASSWORD, ~/.pgpass) and that the server is up.',
+      },
+    );
+  }
+
+  /** The databases restores may have left on this server: queries.restoreLeftovers. */
+  async leftovers(): Promise<DatabaseFound[]> {
+    return JSON.parse(
+      await psql(this.admin, this.tools.binDir, queries.restoreLeftovers(SCRATCH_PREFIX, RESTORE_LOCK_CLASS)),
+    ) as DatabaseFound[];
   }
 
   /** Whether `database` holds no table of its own (a fresh `postgres` database). */

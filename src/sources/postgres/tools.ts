@@ -2,7 +2,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { MissingDependencyError, SourceError } from '../../errors.ts';
+import { MissingDependencyError, SourceError, type ErrorDetails } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
 import type { PostgresConnection } from './connection.ts';
 import { SERVER_VERSION } from './queries.ts';
@@ -89,16 +89,27 @@ export async function serverVersion(connection: PostgresConnection, psqlDir: str
   return { number, major: Math.floor(number / 10000) };
 }
 
+/** A statement the server refused; `sqlState` is PostgreSQL's error code, to branch on. */
+export class QueryError extends SourceError {
+  constructor(
+    message: string,
+    readonly sqlState: string | undefined,
+    details: ErrorDetails,
+  ) {
+    super(message, details);
+  }
+}
+
 /**
- * Runs one SQL statement with psql and returns its unaligned output. Like every PostgreSQL
- * program strongbox runs, psql never prompts for a password (-w): a scheduled backup must fail
- * with a message, not wait for a keyboard.
+ * Runs SQL with psql and returns its unaligned output. Like every PostgreSQL program strongbox
+ * runs, psql never prompts for a password (-w): a scheduled backup must fail with a message, not
+ * wait for a keyboard. Errors are printed verbosely for their SQLSTATE, which QueryError carries.
  */
 export async function psql(connection: PostgresConnection, binDir: string, sql: string): Promise<string> {
   try {
     const running = run(
       path.join(binDir, 'psql'),
-      ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql],
+      ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-v', 'VERBOSITY=verbose', '-c', sql],
       {
         env: { ...process.env, ...connection.env },
         maxBuffer: 64 * 1024 * 1024,
@@ -107,17 +118,22 @@ export async function psql(connection: PostgresConnection, binDir: string, sql: 
     stopOnInterrupt(running.child);
     return (await running).stdout;
   } catch (cause) {
-    const stderr = firstError((cause as { stderr?: string }).stderr ?? '', 'psql');
+    const output = (cause as { stderr?: string }).stderr ?? '';
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new MissingDependencyError(`psql is missing from ${binDir}`, {
         hint: 'Install the PostgreSQL client programs.',
         cause,
       });
     }
-    throw new SourceError(`cannot query ${connection.display}: ${stderr ?? 'psql failed'}`, {
-      hint: 'Check the connection settings (URL, PGHOST/PGUSER/PGPASSWORD, ~/.pgpass) and that the server is up.',
-      cause,
-    });
+    const refused = /ERROR:\s+([0-9A-Z]{5}):\s*(.*)/.exec(output);
+    throw new QueryError(
+      `cannot query ${connection.display}: ${refused?.[2] ?? firstError(output, 'psql') ?? 'psql failed'}`,
+      refused?.[1],
+      {
+        hint: 'Check the connection settings (URL, PGHOST/PGUSER/PGPASSWORD, ~/.pgpass) and that the server is up.',
+        cause,
+      },
+    );
   }
 }
 
