@@ -553,7 +553,7 @@ describe('check on a damaged pack', () => {
     const result = await cli(repo, ['check', '--read-data', '--quiet']);
     expectExit(result, 7);
     expect(result.stderr).not.toContain('packs read');
-    expect(result.stderr).toContain(`error: ${largest.name}: 1 blob(s) fail authentication`);
+    expect(result.stderr).toContain(`error: ${largest.name}: 1 blob fails authentication`);
     expect(result.stderr).toContain(`(affects snapshots ${victim!.id.slice(0, 8)})`);
     expect(result.stderr).toContain('strongbox: check found 1 problem');
 

@@ -251,7 +251,7 @@ describe('a damaged pack', () => {
       expectExit(checked, 7);
       expect(checked.stderr).toMatch(
         new RegExp(
-          `${path.basename(victim)}: 1 blob\\(s\\) fail authentication: [0-9a-f]{16} \\(affects snapshots `,
+          `${path.basename(victim)}: 1 blob fails authentication: [0-9a-f]{16} \\(affects snapshots `,
         ),
       );
       expect(checked.stderr).toContain(second.slice(0, 8));

@@ -285,7 +285,7 @@ class Checker {
       const ids = [...blobs].map((blob) => blob.slice(0, 16)).join(', ');
       this.report(
         packName(pack),
-        `${blobs.size} blob(s) fail authentication: ${ids}`,
+        `${blobs.size === 1 ? '1 blob fails' : `${blobs.size} blobs fail`} authentication: ${ids}`,
         this.affectedBy(blobs),
       );
     }

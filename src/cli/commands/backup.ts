@@ -174,7 +174,7 @@ async function runBackup(
 function damageWarning(result: BackupResult): string {
   const packs = result.damagedPacks.map((pack) => pack.slice(0, 16)).join(', ');
   return (
-    `warning: damaged pack(s) ${packs}: this snapshot does not use them (${result.storedAgain} chunk(s) stored again, ${result.wholeForDamagedBase} stored whole instead of as deltas); older snapshots may be affected\n` +
+    `warning: damaged ${result.damagedPacks.length === 1 ? 'pack' : 'packs'} ${packs}: this snapshot does not use them (${count(result.storedAgain, 'chunk')} stored again, ${result.wholeForDamagedBase} stored whole instead of as deltas); older snapshots may be affected\n` +
     '  Run `strongbox check --read-data` to see which.'
   );
 }
