@@ -273,7 +273,7 @@ export class Repository {
 
   /**
    * Reads, decrypts, decompresses and authenticates one blob, from the first of its stored copies
-   * that reads back intact; a pack found damaged on the way is remembered (see `isDamaged`).
+   * that reads back intact; a pack found damaged on the way is remembered (`knownDamagedPacks`).
    */
   async readBlob(id: string): Promise<Buffer> {
     const copies = this.index.copiesOf(id);
@@ -343,13 +343,15 @@ export class Repository {
    * Whether some copy of the blob lies in a pack not known to be damaged, with its delta base
    * likewise: what a writer may deduplicate onto, or take as a delta base.
    */
-  hasReadableCopy(id: string): boolean {
+  hasReadableCopy(id: string, asBase = false): boolean {
     if (this.damagedPacks.size === 0) return this.index.has(id);
+    // A base is read whole (reads never follow chains), so only its whole copies count.
     return this.index
       .copiesOf(id)
-      .some(
-        (copy) =>
-          !this.damagedPacks.has(copy.pack) && (copy.base === undefined || this.hasReadableCopy(copy.base)),
+      .some((copy) =>
+        copy.base === undefined
+          ? !this.damagedPacks.has(copy.pack)
+          : !asBase && !this.damagedPacks.has(copy.pack) && this.hasReadableCopy(copy.base, true),
       );
   }
 
