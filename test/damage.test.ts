@@ -41,7 +41,7 @@ function changed(data: Buffer, start: number): Buffer {
   return copy;
 }
 
-const ORIGINAL = seededBytes('damage', 3_000_000);
+const ORIGINAL = seededBytes('damage', 2_000_000);
 const CHANGED = changed(ORIGINAL, 0);
 const CHANGED_AGAIN = changed(ORIGINAL, 50);
 
@@ -266,9 +266,9 @@ describe('a damaged pack', () => {
   it('missing: restores of the snapshots that need it fail with exit 7 naming the blob', async () => {
     const missing = await tempRepo();
     try {
-      await writeFile(path.join(missing.dir, 'a.bin'), ORIGINAL.subarray(0, 2_000_000));
+      await writeFile(path.join(missing.dir, 'a.bin'), ORIGINAL.subarray(0, 1_500_000));
       await mkdir(path.join(missing.dir, 'tree'));
-      await writeFile(path.join(missing.dir, 'tree', 'b.bin'), CHANGED.subarray(0, 2_000_000));
+      await writeFile(path.join(missing.dir, 'tree', 'b.bin'), CHANGED.subarray(0, 1_500_000));
       expectExit(await runCli(['init', '--pack-size', '1'], { env: missing.env }), 0);
       expectExit(
         await runCli(['backup', 'files', path.join(missing.dir, 'a.bin'), path.join(missing.dir, 'tree')], {
