@@ -25,7 +25,14 @@ export async function initRepository(
   return closingOnFailure(backend, () => Repository.init(backend, options.passphrase, options));
 }
 
-export { Repository, type KeySource, type SnapshotFilter, type KeyListing } from './repository/repository.ts';
+export {
+  Repository,
+  type KeySource,
+  type SnapshotFilter,
+  type KeyListing,
+  type DamagedSnapshot,
+  type SnapshotListing,
+} from './repository/repository.ts';
 export type { RepositoryOptions, RepositoryConfig } from './repository/config.ts';
 export type { KeyKind, KeyMaterial } from './repository/keys.ts';
 export type { SnapshotHeader, SnapshotBody, SnapshotInfo } from './repository/snapshot.ts';

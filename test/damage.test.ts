@@ -41,7 +41,7 @@ function changed(data: Buffer, start: number): Buffer {
   return copy;
 }
 
-const ORIGINAL = seededBytes('damage', 3_000_000);
+const ORIGINAL = seededBytes('damage', 2_000_000);
 const CHANGED = changed(ORIGINAL, 0);
 const CHANGED_AGAIN = changed(ORIGINAL, 50);
 
@@ -263,29 +263,42 @@ describe('a damaged pack', () => {
     }
   });
 
-  it('missing: restores of the snapshots that need it fail with exit 7 naming the blob', async () => {
+  it('missing: restore files restores every other file, then fails with exit 7 naming the blob', async () => {
     const missing = await tempRepo();
     try {
-      await writeFile(path.join(missing.dir, 'a.bin'), ORIGINAL.subarray(0, 2_000_000));
-      await mkdir(path.join(missing.dir, 'tree'));
-      await writeFile(path.join(missing.dir, 'tree', 'b.bin'), CHANGED.subarray(0, 2_000_000));
+      const source = path.join(missing.dir, 'source');
+      await mkdir(path.join(source, 'tree'), { recursive: true });
+      await writeFile(path.join(source, 'small.txt'), 'kept\n');
       expectExit(await runCli(['init', '--pack-size', '1'], { env: missing.env }), 0);
-      expectExit(
-        await runCli(['backup', 'files', path.join(missing.dir, 'a.bin'), path.join(missing.dir, 'tree')], {
-          env: missing.env,
-        }),
-        0,
+      // The small file's only copy is in a pack of its own, which stays.
+      expectExit(await runCli(['backup', 'files', source], { env: missing.env }), 0);
+      const kept = await filesUnder(path.join(missing.repo, 'data'));
+      await writeFile(path.join(source, 'a.bin'), ORIGINAL);
+      await writeFile(path.join(source, 'tree', 'b.bin'), CHANGED);
+      expectExit(await runCli(['backup', 'files', source], { env: missing.env }), 0);
+      const added = (await filesUnder(path.join(missing.repo, 'data'))).filter(
+        (pack) => !kept.includes(pack),
       );
-      const packs = await filesUnder(path.join(missing.repo, 'data'));
-      const sizes = await Promise.all(packs.map(async (pack) => (await stat(pack)).size));
-      await rm(packs[sizes.indexOf(Math.max(...sizes))]!);
-      const restored = await runCli(
-        ['restore', 'files', 'latest', '--target', path.join(missing.dir, 'restored')],
-        { env: missing.env },
-      );
+      const sizes = await Promise.all(added.map(async (pack) => (await stat(pack)).size));
+      await rm(added[sizes.indexOf(Math.max(...sizes))]!);
+
+      const target = path.join(missing.dir, 'restored');
+      const restored = await runCli(['restore', 'files', 'latest', '--target', target], { env: missing.env });
       expectExit(restored, 7);
       expect(restored.stderr).toMatch(BLOB_DAMAGED);
       expect(restored.stderr).toMatch(/its pack is missing/);
+      expect(restored.stderr).toMatch(/file\(s\) not restored, their data is damaged: /);
+      const restoredRoot = path.join(target, source);
+      expect(await readFile(path.join(restoredRoot, 'small.txt'), 'utf8')).toBe('kept\n');
+      // A damaged file leaves nothing behind; an intact one comes back whole.
+      for (const [name, data] of [
+        ['a.bin', ORIGINAL],
+        ['tree/b.bin', CHANGED],
+      ] as const) {
+        const named = restored.stderr.includes(`${source.slice(1)}/${name} not restored`);
+        const content = await readFile(path.join(restoredRoot, name)).catch(() => undefined);
+        expect(named ? content : content?.equals(data), name).toBe(named ? undefined : true);
+      }
     } finally {
       await missing.cleanup();
     }

@@ -77,4 +77,14 @@ describe('locks', () => {
     expect((await listLocks(backend, metadataKey)).map((listed) => listed.name)).toEqual(['locks/live']);
     expect((await unlock(repo.repository, { all: true })).locks).toBe(1);
   });
+
+  it('holds nothing with a damaged or stray lock file, which unlock removes', async () => {
+    repo = await createTestRepo();
+    const { backend, metadataKey } = repo.repository;
+    await backend.put('locks/notes.txt', Buffer.from('not a lock\n'));
+    const exclusive = await acquireLock(backend, metadataKey, { exclusive: true, operation: 'prune' });
+    await exclusive.release();
+    expect((await unlock(repo.repository)).locks).toBe(1);
+    expect(await listLocks(backend, metadataKey)).toEqual([]);
+  });
 });

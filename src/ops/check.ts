@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { DamagedBlobError } from '../errors.ts';
 import { packName } from '../repository/blob.ts';
-import type { IndexFileContent } from '../repository/master-index.ts';
+import type { IndexedBlob, IndexFileContent } from '../repository/master-index.ts';
 import { parsePackTable } from '../repository/pack-format.ts';
 import { isSnapshotId, NOT_A_SNAPSHOT, type Repository } from '../repository/repository.ts';
 
@@ -114,9 +114,15 @@ class Checker {
         (pack) => stored.get(packName(pack)) === this.repository.index.pack(pack)!.size,
       );
       const chosen = fraction >= 1 ? packs : sample(packs, Math.max(1, Math.ceil(packs.length * fraction)));
+      const blobsByPack = new Map<string, [string, IndexedBlob][]>();
+      for (const [blob, entry] of this.repository.index.everyLocation()) {
+        let blobs = blobsByPack.get(entry.pack);
+        if (!blobs) blobsByPack.set(entry.pack, (blobs = []));
+        blobs.push([blob, entry]);
+      }
       for (const pack of chosen) {
         progress(`reading pack ${++packsRead}/${chosen.length}`);
-        await this.readPack(pack);
+        await this.readPack(pack, blobsByPack.get(pack) ?? []);
       }
       this.reportDamagedBlobs();
     }
@@ -228,14 +234,14 @@ class Checker {
   }
 
   /** Whether a copy of the blob (and of its delta base) is in a pack not found missing, resized or damaged there. */
-  private hasIntactCopy(blob: string): boolean {
+  private hasIntactCopy(blob: string, asBase = false): boolean {
     return this.repository.index
       .locations(blob)
       .some(
         (copy) =>
           !this.unreadablePacks.has(copy.pack) &&
           !this.damagedBlobs.get(copy.pack)?.has(blob) &&
-          (copy.base === undefined || this.hasIntactCopy(copy.base)),
+          (copy.base === undefined || (!asBase && this.hasIntactCopy(copy.base, true))),
       );
   }
 
@@ -243,13 +249,12 @@ class Checker {
    * Authenticates every blob stored in the pack. A delta whose base fails is the base's pack's
    * damage, recorded there: each damaged pack is reported once, after all are read.
    */
-  private async readPack(pack: string): Promise<void> {
+  private async readPack(pack: string, blobs: readonly [string, IndexedBlob][]): Promise<void> {
     const name = packName(pack);
     const bytes = await this.repository.backend.get(name);
     const intact = nameMatches(name, bytes);
     let blobsIntact = true;
-    for (const [blob, entry] of this.repository.index.everyLocation()) {
-      if (entry.pack !== pack) continue;
+    for (const [blob, entry] of blobs) {
       try {
         await this.repository.decodeBlob(
           blob,

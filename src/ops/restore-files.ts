@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { ConfigError, errnoCode, StrongboxError, VerificationError } from '../errors.ts';
+import { ConfigError, DamagedBlobError, errnoCode, StrongboxError, VerificationError } from '../errors.ts';
 import type { Tree, TreeNode } from '../repository/tree.ts';
 import { globMatcher } from '../sources/files.ts';
 import { readBlobs } from './read-content.ts';
@@ -46,6 +46,15 @@ export async function restoreFiles(
     '',
     everything,
   );
+  if (restore.damaged.length > 0) {
+    const { files } = restore.result;
+    throw new VerificationError(
+      `${restore.damaged.length} file(s) not restored, their data is damaged: ${restore.damaged.join(', ')} (${files} file(s) restored)`,
+      {
+        hint: 'Run `strongbox check --read-data` to see what is damaged; restore those files from another snapshot.',
+      },
+    );
+  }
   return restore.result;
 }
 
@@ -106,6 +115,8 @@ const runFile = promisify(execFile);
 
 class FilesRestore {
   readonly result: RestoreFilesResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
+  /** Files left out because a blob of theirs is damaged: the others are still restored. */
+  readonly damaged: string[] = [];
   readonly overwrite: boolean;
   private readonly isIncluded: (relative: string) => boolean;
   private readonly restoresOwners = process.getuid?.() === 0;
@@ -159,7 +170,7 @@ class FilesRestore {
       await onTarget(destination, () => fs.rm(destination, { recursive: true, force: true }));
     switch (node.type) {
       case 'file':
-        await this.restoreFile(node, destination, relative);
+        if (!(await this.restoreFile(node, destination, relative))) return;
         this.result.files++;
         break;
       case 'symlink':
@@ -176,10 +187,12 @@ class FilesRestore {
     await this.applyMetadata(node, destination);
   }
 
-  private async restoreFile(node: TreeNode, destination: string, relative: string): Promise<void> {
+  /** False when the file's data is damaged: then no part of it is left in the target. */
+  private async restoreFile(node: TreeNode, destination: string, relative: string): Promise<boolean> {
     // wx: never write through something already there; overwrite removed it first.
     const handle = await onTarget(destination, () => fs.open(destination, 'wx', 0o600));
     let written = 0;
+    let damage: DamagedBlobError | undefined;
     try {
       for await (const blob of readBlobs(this.reader, node.content ?? [])) {
         await onTarget(destination, () => writeAll(handle, blob));
@@ -187,8 +200,17 @@ class FilesRestore {
         this.result.bytes += blob.length;
         this.options.onProgress?.(this.result.bytes);
       }
+    } catch (error) {
+      if (!(error instanceof DamagedBlobError)) throw error;
+      damage = error;
     } finally {
       await handle.close();
+    }
+    if (damage) {
+      this.damaged.push(relative);
+      this.warn(`${relative} not restored: ${damage.message}`);
+      await onTarget(destination, () => fs.rm(destination, { force: true }));
+      return false;
     }
     if (node.size !== undefined && written !== node.size)
       throw new VerificationError(
@@ -197,6 +219,7 @@ class FilesRestore {
           hint: 'The snapshot is damaged; run strongbox check and restore from another snapshot.',
         },
       );
+    return true;
   }
 
   /** False when mkfifo is not installed: the fifo is skipped with a warning. */

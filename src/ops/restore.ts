@@ -30,6 +30,7 @@ export async function restoreSnapshotFiles(
       ...(options.include ? { include: options.include } : {}),
       ...(options.overwrite ? { overwrite: true } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      onWarning: (message) => repository.onWarning(message),
     });
     return { snapshot: id, ...stats };
   } finally {

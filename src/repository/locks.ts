@@ -95,10 +95,8 @@ export async function acquireLock(
   if (conflicts.length > 0) {
     await backend.delete(name);
     forgetInterrupt();
-    const holder = conflicts[0]!.info;
-    const who = holder
-      ? `${holder.operation} by pid ${holder.pid} on ${holder.host} since ${holder.created}`
-      : 'an unreadable lock';
+    const holder = conflicts[0]!.info!;
+    const who = `${holder.operation} by pid ${holder.pid} on ${holder.host} since ${holder.created}`;
     throw new LockedError(`the repository is locked (${who})`, {
       hint: 'Wait for it to finish; if that process is gone, run `strongbox unlock`.',
     });
@@ -120,7 +118,9 @@ export async function listLocks(backend: StorageBackend, metadataKey: Buffer): P
       ))
         throw error;
     }
-    locks.push({ name: object.name, ...(info ? { info } : {}), stale: info ? isStale(info) : false });
+    // Locks are written whole (put is atomic) and sealed with the key every writer has: one that
+    // cannot be read is damaged or a stray file, no running process's lock, so it holds nothing.
+    locks.push({ name: object.name, ...(info ? { info } : {}), stale: info ? isStale(info) : true });
   }
   return locks;
 }

@@ -306,7 +306,7 @@ export class Repository {
 
   /**
    * Reads, decrypts, decompresses and authenticates one blob, from the first of its stored copies
-   * that reads back intact; a pack found damaged on the way is remembered (see `isDamaged`).
+   * that reads back intact; a pack found damaged on the way is remembered (`knownDamagedPacks`).
    */
   async readBlob(id: string): Promise<Buffer> {
     const copies = this.index.locations(id);
@@ -377,14 +377,16 @@ export class Repository {
    * Whether some copy of the blob lies in a pack not known to be damaged, with its delta base
    * likewise: what a writer may deduplicate onto, or take as a delta base.
    */
-  hasReadableCopy(id: string): boolean {
+  hasReadableCopy(id: string, asBase = false): boolean {
     if (this.index.whyUnreadable(id) !== undefined) return false;
     if (this.damagedPacks.size === 0) return true;
+    // A base is read whole (reads never follow chains), so only its whole copies count.
     return this.index
       .locations(id)
-      .some(
-        (copy) =>
-          !this.damagedPacks.has(copy.pack) && (copy.base === undefined || this.hasReadableCopy(copy.base)),
+      .some((copy) =>
+        copy.base === undefined
+          ? !this.damagedPacks.has(copy.pack)
+          : !asBase && !this.damagedPacks.has(copy.pack) && this.hasReadableCopy(copy.base, true),
       );
   }
 
