@@ -114,6 +114,32 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
     expect(nothing.stderr).toMatch(/nothing left by restores on /);
   });
 
+  it('loads a new database under a scratch name: a kill while loading leaves nothing under the target name', async () => {
+    const initial = await databases();
+    const child = startCli(['restore', 'latest', '--to', to('shop_new')], { env: shop.repo.env });
+    const done = exited(child);
+    for (;;) {
+      const loading = await shop.session.query(
+        `select datname from pg_stat_activity where application_name = 'pg_restore' and datname is not null`,
+      );
+      if (loading.length > 0) {
+        expect(loading[0]).toMatch(/^strongbox_restore_shop_new_\d{8}_\d{6}$/);
+        kill(child);
+        break;
+      }
+      expect(child.exitCode).toBeNull();
+    }
+    await done;
+    expect(await databases()).not.toContain('shop_new');
+
+    const next = await runCli(['restore', 'latest', '--to', to('shop_new')], { env: shop.repo.env });
+    expectExit(next, 0);
+    expect(next.stderr).toMatch(/removed strongbox_restore_shop_new_\d{8}_\d{6} \(the scratch database/);
+    expect(await content('shop_new')).toBe(`${ROWS} 0`);
+    expect((await databases()).filter((name) => !initial.includes(name))).toEqual(['shop_new']);
+    await dropAll(['shop_new']);
+  });
+
   it('drops the old database with --drop-old, and finishes a drop a killed restore left', async () => {
     const initial = await databases();
     await makeOld('shop');

@@ -67,10 +67,11 @@ export interface PostgresRestoreResult extends PostgresRestorePlan {
 }
 
 /**
- * Restores a PostgreSQL snapshot into a database. Into a new database: create, restore, and on
- * failure drop what was created. Over an existing one (replace): restore into a scratch
- * database beside it; only when that succeeded are the names swapped, so any failure leaves
- * the original untouched.
+ * Restores a PostgreSQL snapshot into a database, always through a scratch database loaded and
+ * verified under a name of its own: into a new database, the scratch is then renamed to it; over
+ * an existing one (replace), the names are swapped in one transaction. Any failure, or a kill at
+ * any moment, leaves the target as it was (absent, or the original) and at most a scratch
+ * database that the next restore of the same target removes.
  */
 export async function restorePostgres(
   repository: Repository,
@@ -112,8 +113,9 @@ export async function restorePostgres(
     }
     const replace = exists && Boolean(options.replace);
     const stamp = restoreStamp(new Date());
-    // The first choices: a name already taken is skipped for the next (restore-names.ts).
-    let scratch = replace ? scratchName(database, stamp) : database;
+    // The first choices: a name already taken is skipped for the next (restore-names.ts). A new
+    // database is loaded under a scratch name too, and renamed only once verified.
+    let scratch = scratchName(database, stamp);
     let keptAs = keptName(database, stamp);
     const { body } = await repository.loadSnapshot(snapshot.id);
     const recorded = body.source as PostgresSnapshotDetails | undefined;
@@ -139,7 +141,7 @@ export async function restorePostgres(
             `end sessions on ${database}, and in one transaction rename it to ${keptAs} and ${scratch} to ${database}`,
             ...(options.dropOld ? [`drop ${keptAs}`] : []),
           ]
-        : []),
+        : [`rename ${scratch} to ${database}`]),
     ];
     plan.steps = steps();
     if (options.dryRun) return { ...plan, dryRun: true, durationMs: Date.now() - started };
@@ -151,19 +153,16 @@ export async function restorePostgres(
     await repository.loadIndex();
     const expected = expectedAfter(recorded, options);
     await clearLeftoversOf(target, database, step);
-    const release = replace
-      ? await createScratch(target, database, stamp, (name) => (scratch = name))
-      : undefined;
-    if (!replace) await target.create(scratch);
+    const release = await createScratch(target, database, stamp, (name) => (scratch = name));
     // On SIGINT/SIGTERM the half-loaded database goes; after a SIGKILL the next restore of the
     // same target, or `restore --cleanup`, finds and removes it (restore-leftovers.ts).
     const forget = onInterrupt(async () => {
-      await release?.();
+      await release();
       await target.drop(scratch, true);
     });
     const abandon = async () => {
       forget();
-      await release?.();
+      await release();
       await target.drop(scratch, true).catch(() => undefined);
     };
     step(steps()[0]!);
@@ -201,17 +200,34 @@ export async function restorePostgres(
           // Over an existing database nothing is swapped; a new one is left for inspection.
           hint: replace
             ? `${database} was left as it was.`
-            : `${scratch} was left for inspection; drop it when done.`,
+            : `${database} was not created; the restored copy was left as ${scratch} for inspection, and the next restore into ${database} (or \`restore --cleanup\`) removes it.`,
         },
         compared,
       );
     } catch (error) {
       if (replace) await abandon();
-      else forget();
+      else {
+        forget();
+        await release();
+      }
       throw error;
     }
     if (!replace) {
+      step(steps()[3]!);
+      try {
+        if (!(await target.moveIntoPlace({ scratch, target: database })))
+          throw new ConfigError(
+            `database ${database} was created on ${connection.display} during the restore`,
+            {
+              hint: 'Restore into a new database, or pass --replace to swap it for the restored one.',
+            },
+          );
+      } catch (error) {
+        await abandon();
+        throw error;
+      }
       forget();
+      await release();
       return { ...plan, dryRun: false, verification, durationMs: Date.now() - started };
     }
     try {
@@ -228,7 +244,7 @@ export async function restorePostgres(
       throw error;
     }
     forget();
-    await release?.();
+    await release();
     if (options.dropOld) {
       step(steps()[4]!);
       await target.drop(keptAs, true);

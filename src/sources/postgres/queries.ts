@@ -66,6 +66,23 @@ export function swapDatabases(swap: {
 }
 
 /**
+ * Gives a restored, verified scratch database the name it was restored for, in one transaction
+ * that also clears its scratch mark: until then the target name does not exist, so a restore
+ * killed at any moment never leaves a half-loaded database under it.
+ */
+export function moveIntoPlace(move: { scratch: string; target: string }): string {
+  const { scratch, target } = move;
+  return [
+    'begin',
+    "set local lock_timeout = '60s'",
+    `select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = ${quoteLiteral(scratch)} and pid <> pg_backend_pid()`,
+    `alter database ${quoteIdentifier(scratch)} rename to ${quoteIdentifier(target)}`,
+    commentOnDatabase(target, null),
+    'commit',
+  ].join(';\n');
+}
+
+/**
  * As one JSON array, the databases a restore may have left: those named like its scratch
  * databases, those with a comment it writes, and any that accepts no connections (an older
  * strongbox closed databases while it swapped them); each with its comment, its size when

@@ -100,6 +100,23 @@ export class RestoreTarget {
   }
 
   /**
+   * Renames the verified scratch database to `target` (queries.moveIntoPlace: one transaction).
+   * Returns false, with nothing changed, when `target` was created meanwhile by someone else.
+   */
+  async moveIntoPlace(move: { scratch: string; target: string }): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await psql(this.admin, this.tools.binDir, queries.moveIntoPlace(move));
+        return true;
+      } catch (error) {
+        if (error instanceof QueryError && error.sqlState === DUPLICATE_DATABASE) return false;
+        if (!(error instanceof QueryError && error.sqlState === OBJECT_IN_USE) || attempt >= SWAP_ATTEMPTS)
+          throw error;
+      }
+    }
+  }
+
+  /**
    * Holds strongbox's advisory lock on `name` (restore-names.ts) in a session of its own, until
    * the returned release is called or this process dies: the mark of a running restore, which a
    * cleanup leaves alone. Returns undefined when another session holds it.

@@ -192,7 +192,10 @@ export async function tableComparer(
   tools: PostgresTools,
   database: string,
 ): Promise<(table: RecordedTable) => Promise<TableComparison>> {
-  const encoding = (await psql(connection, tools.binDir, databaseEncoding(database))).trim();
+  // Asked of the database compared: the connection's own may not exist yet (a restore verifies
+  // its scratch database before giving it the target's name).
+  const on = { ...connection, env: { ...connection.env, PGDATABASE: database }, database };
+  const encoding = (await psql(on, tools.binDir, databaseEncoding(database))).trim();
   const env = { ...connection.env, PGDATABASE: database, PGTZ: 'UTC', PGCLIENTENCODING: encoding };
   return async (table) => {
     const fingerprint = await fingerprintTable(env, tools, table.copyStatement);
