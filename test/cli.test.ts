@@ -819,7 +819,7 @@ describe('unlock', () => {
 
     const check = await cli(repo, ['check']);
     expectExit(check, 0);
-    expect(check.stderr).toContain('1 snapshots');
+    expect(check.stderr).toContain('1 snapshot,');
     expect((await snapshotList(repo)).map((s) => s.name)).toEqual(['after']);
   });
 });
