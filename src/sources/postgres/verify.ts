@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { SourceError, VerificationError } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
+import { count } from '../../util/plural.ts';
 import type { PostgresConnection } from './connection.ts';
 import { TableFingerprint, type CopyTextProblem } from './fingerprint.ts';
 import { CATALOG_FINGERPRINT, copyOutStatement, databaseEncoding, sessionLikePgDump } from './queries.ts';
@@ -138,7 +139,7 @@ export async function verifyDatabase(
   if (mismatched.length > 0 || catalogDifferences.length > 0) {
     const tables = mismatched.map((table) => `${table.schema}.${table.name} (${differenceOf(table)})`);
     throw new DatabaseMismatchError(
-      `${database} differs from snapshot ${onMismatch.snapshot.slice(0, 8)}: ${[...(tables.length ? [`${tables.length} table(s): ${tables.join(', ')}`] : []), ...catalogDifferences].join('; ')}`,
+      `${database} differs from snapshot ${onMismatch.snapshot.slice(0, 8)}: ${[...(tables.length ? [`${count(tables.length, 'table')}: ${tables.join(', ')}`] : []), ...catalogDifferences].join('; ')}`,
       database,
       verification,
       { hint: onMismatch.hint },
