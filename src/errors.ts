@@ -60,6 +60,9 @@ export class VerificationError extends StrongboxError {
 /** The repository is held by another process whose lock excludes ours. */
 export class LockedError extends StrongboxError {}
 
+/** The process is stopping on SIGINT or SIGTERM; the CLI has said so already. */
+export class InterruptedError extends StrongboxError {}
+
 /** A snapshot named by id is of another kind than the operation restores (a files snapshot given to a database restore). */
 export class SnapshotKindError extends ConfigError {
   constructor(
