@@ -76,6 +76,9 @@ export class DamagedBlobError extends VerificationError {
 /** The repository is held by another process whose lock excludes ours. */
 export class LockedError extends StrongboxError {}
 
+/** The process is stopping on SIGINT or SIGTERM; the CLI has said so already. */
+export class InterruptedError extends StrongboxError {}
+
 /** A snapshot named by id is of another kind than the operation restores (a files snapshot given to a database restore). */
 export class SnapshotKindError extends ConfigError {
   constructor(

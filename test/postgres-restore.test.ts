@@ -65,7 +65,7 @@ describe('restore postgres', () => {
     const tampered = await runCli(['verify', '--name', 'app', '--to', target], { env: repo.env });
     expectExit(tampered, 7);
     expect(tampered.stderr).toMatch(
-      /app_copy differs from snapshot \w{8}: 1 table\(s\): public\.items \(1000 rows backed up, 1000 found, contents differ\)/,
+      /app_copy differs from snapshot \w{8}: 1 table: public\.items \(1000 rows backed up, 1000 found, contents differ\)/,
     );
     // The table comes first: what differs, and what still matches.
     expect(tampered.stderr).toMatch(

@@ -16,7 +16,7 @@ function expectExit(result: RunResult, code: number): void {
 }
 
 const LOCK_REFUSED =
-  /^warning: cannot write locks\/\w+ in .*: (EACCES|AccessDenied \(HTTP 403\)); reading without a lock \(as --no-lock does\)$/m;
+  /^warning: cannot write locks\/\w+ in .*: (EACCES|EROFS|AccessDenied \(HTTP 403\)); reading without a lock \(as --no-lock does\)$/m;
 
 /**
  * Disaster recovery from a repository this process may read but not write: files only nobody
@@ -110,6 +110,41 @@ describe.runIf(process.getuid?.() === 0)('a repository that cannot be written', 
     );
     expectExit(verified, 0);
     expect(verified.stderr).toMatch(LOCK_REFUSED);
+  });
+
+  it('restores files and checks from a read-only mount (EROFS), as root', async () => {
+    const mount = path.join(repo.dir, 'mounted');
+    const target = path.join(repo.dir, 'target-erofs');
+    await fs.mkdir(mount);
+    // A private mount namespace: the read-only bind mount is seen by this command alone.
+    const script = [
+      'mount --bind "$REPO" "$MOUNT"',
+      'mount -o remount,bind,ro "$MOUNT"',
+      '"$NODE" "$CLI" restore files "$SNAPSHOT" --target "$TARGET" && "$NODE" "$CLI" check',
+    ].join(' && ');
+    const result = await new Promise<RunResult>((resolve, reject) => {
+      const child = spawn('unshare', ['-m', 'sh', '-c', script], {
+        env: {
+          ...cleanEnv(),
+          ...repo.env,
+          STRONGBOX_REPO: mount,
+          REPO: repo.repo,
+          MOUNT: mount,
+          NODE: process.execPath,
+          CLI,
+          SNAPSHOT: files,
+          TARGET: target,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+      child.on('error', reject);
+      child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.alloc(0), stderr }));
+    });
+    expectExit(result, 0);
+    expect(result.stderr.match(/: EROFS; reading without a lock/g)).toHaveLength(2);
+    expect(await fs.readFile(path.join(target, sourceDir(), 'app.conf'), 'utf8')).toBe('port = 80\n');
   });
 
   it('takes no lock and says nothing of it with --no-lock', async () => {

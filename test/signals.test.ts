@@ -1,9 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CLI, cleanEnv, runCli, tempRepo, type TempRepo } from './helpers/cli.ts';
 import { startCluster, type TestCluster } from './helpers/postgres.ts';
+import { createTestRepo } from './helpers/repo.ts';
+import { backup, InterruptedError, stdinSource } from '../src/index.ts';
+import { runInterruptCleanups } from '../src/util/interrupt.ts';
 
 interface Started {
   child: ChildProcess;
@@ -128,4 +132,23 @@ describe('SIGINT and SIGTERM', () => {
       await expectStoppedCleanly(repo, run, signal, children);
     });
   }
+});
+
+describe('a backup whose source ends after an interrupt', () => {
+  it('writes no snapshot: the stream may have ended because the same Ctrl-C killed its writer', async () => {
+    const test = await createTestRepo();
+    try {
+      const input = new PassThrough();
+      const running = backup(test.repository, stdinSource('cut.dump', input), { threads: 1 });
+      input.write(Buffer.alloc(200_000, 7));
+      // What the CLI's signal handler does first; this file's later tests run no backup in-process.
+      await runInterruptCleanups();
+      input.end();
+      await expect(running).rejects.toBeInstanceOf(InterruptedError);
+      expect(await test.repository.listSnapshots()).toEqual([]);
+    } finally {
+      await test.repository.close();
+      await test.cleanup();
+    }
+  });
 });

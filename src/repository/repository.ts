@@ -3,7 +3,14 @@ import { AuthenticationFailure, open } from '../crypto/aead.ts';
 import { unwrapKey } from '../crypto/key-wrap.ts';
 import { decodeDelta } from '../compression/delta.ts';
 import { zstdDecompress } from '../compression/zstd.ts';
-import { ConfigError, DamagedBlobError, KeyError, SnapshotKindError, VerificationError } from '../errors.ts';
+import {
+  ConfigError,
+  DamagedBlobError,
+  InterruptedError,
+  KeyError,
+  SnapshotKindError,
+  VerificationError,
+} from '../errors.ts';
 import { AccessDeniedError, ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
 import { Compression, packName } from './blob.ts';
 import {
@@ -47,6 +54,7 @@ import {
   type SnapshotInfo,
 } from './snapshot.ts';
 import { decodeTree, type Tree } from './tree.ts';
+import { interruptBegun } from '../util/interrupt.ts';
 
 /** How to unlock a repository: a passphrase that opens one of its key slots, or an identity file's material. */
 export type KeySource = { passphrase: string } | { identity: KeyMaterial };
@@ -434,6 +442,8 @@ export class Repository {
   // ---- snapshots
 
   async saveSnapshot(header: SnapshotHeader, body: SnapshotBody): Promise<{ id: string; size: number }> {
+    // `pg_dump | strongbox backup stdin` and Ctrl-C: the stream ends because pg_dump died.
+    if (interruptBegun()) throw new InterruptedError('interrupted: the snapshot was not written');
     const { id, bytes } = encodeSnapshot(header, body, this.writerKeys.metadataKey, this.recipientKeys);
     await this.backend.put(`snapshots/${id}`, bytes);
     return { id, size: bytes.length };

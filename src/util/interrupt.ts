@@ -9,6 +9,15 @@ import type { ChildProcess } from 'node:child_process';
 type Cleanup = () => Promise<void> | void;
 
 const cleanups = new Set<Cleanup>();
+let begun = false;
+
+/**
+ * True once SIGINT or SIGTERM was received: what is written after that (a snapshot whose source
+ * ended because the same Ctrl-C killed it) could be cut short without knowing it, so it is not.
+ */
+export function interruptBegun(): boolean {
+  return begun;
+}
 
 /** Registers `cleanup` until the returned function is called. */
 export function onInterrupt(cleanup: Cleanup): () => void {
@@ -20,6 +29,7 @@ export function onInterrupt(cleanup: Cleanup): () => void {
 
 /** Runs every registered cleanup, newest first; a failing one does not stop the others. */
 export async function runInterruptCleanups(): Promise<void> {
+  begun = true;
   for (const cleanup of [...cleanups].reverse()) {
     cleanups.delete(cleanup);
     try {

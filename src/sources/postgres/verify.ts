@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { SourceError, VerificationError } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
+import { count } from '../../util/plural.ts';
 import type { PostgresConnection } from './connection.ts';
 import { TableFingerprint, type CopyTextProblem } from './fingerprint.ts';
 import { CATALOG_FINGERPRINT, copyOutStatement, databaseEncoding, sessionLikePgDump } from './queries.ts';
