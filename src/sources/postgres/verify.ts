@@ -1,4 +1,3 @@
-import { count } from '../../util/plural.ts';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { SourceError, VerificationError } from '../../errors.ts';
