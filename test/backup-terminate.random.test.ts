@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanEnv, runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
 import { startCluster, type TestCluster } from './helpers/postgres.ts';
+import { seededRandom } from './helpers/fault-proxy.ts';
 import { rounds, seed } from './helpers/soak.ts';
 
 /**
@@ -22,18 +23,6 @@ const KILLER = 'strongbox-test-killer';
 interface Termination {
   victims: 'pg_dump' | 'psql' | 'both';
   delaySeconds: number;
-}
-
-/** mulberry32: a small seeded generator, so that a seed replays the same rounds. */
-function generator(value: number): () => number {
-  let state = value >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 function drawTermination(random: () => number): Termination {
@@ -141,7 +130,7 @@ describe('backup postgres while the server terminates its sessions', () => {
     'exits 0 with a snapshot that restores, or 4 with one line and no snapshot',
     { timeout: 600_000 },
     async () => {
-      const random = generator(seed('backup-terminate'));
+      const random = seededRandom(seed('backup-terminate'));
       const saved: string[] = [];
       const failures: string[] = [];
       for (let round = 0; round < rounds(20); round++) {

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { check, openRepository, type Repository } from '../src/index.ts';
 import { MasterIndex, type IndexedBlob } from '../src/repository/master-index.ts';
 import { backupBuffer, createTestRepo, PASSWORD, readAll, type TestRepo } from './helpers/repo.ts';
+import { seededRandom } from './helpers/fault-proxy.ts';
 import { rounds, seed } from './helpers/soak.ts';
 
 /**
@@ -11,17 +12,6 @@ import { rounds, seed } from './helpers/soak.ts';
  * the same of every blob whatever order its files are loaded in (readers load them in name
  * order, which is the order of their hashes: any order at all).
  */
-
-/** xorshift32: the test's only source of randomness, so a seed replays a run. */
-function random(seedValue: number): () => number {
-  let x = seedValue || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
 
 /** Rows of a table as text, as a dump holds them. */
 function table(next: () => number, rows: number): string[] {
@@ -58,7 +48,7 @@ describe('index load order (randomized)', () => {
   it('reads back every snapshot of related, concurrent backups, whatever the order of index files', async () => {
     const base = seed('index load order');
     for (let round = 0; round < rounds(2); round++) {
-      const next = random(base + round);
+      const next = seededRandom(base + round);
       repo = await createTestRepo({ chunker: { min: 256, avg: 1024, max: 4096 }, packSize: 1024 * 1024 });
       const expected = new Map<string, Buffer>();
       let version = table(next, 100_000);

@@ -28,6 +28,31 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
       await shop.cluster.psql(`drop database "${name.replaceAll('"', '""')}" with (force)`);
   };
 
+  /**
+   * Starts a restore and kills it while pg_restore loads its database, which it returns. A restore
+   * that finished before that moment was seen is run again (its database dropped first).
+   */
+  const killWhenLoading = async (start: () => Promise<ChildProcess>): Promise<string> => {
+    const initial = await databases();
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const child = await start();
+      const done = exited(child);
+      while (child.exitCode === null && child.signalCode === null) {
+        const loading = await shop.session.query(
+          `select datname from pg_stat_activity where application_name = 'pg_restore' and datname is not null`,
+        );
+        if (loading.length > 0) {
+          kill(child);
+          await done;
+          return loading[0]!;
+        }
+      }
+      await done;
+      await dropAll((await databases()).filter((name) => !initial.includes(name)));
+    }
+    throw new Error('pg_restore was never seen loading in ten restores');
+  };
+
   beforeAll(async () => {
     shop = await startShop(ROWS);
   });
@@ -62,23 +87,11 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
 
   it('removes the scratch database of a killed restore: on the next restore of its target, and with --cleanup', async () => {
     const initial = await databases();
-    const killWhileLoading = async () => {
-      await makeOld('shop');
-      const child = startReplace('shop');
-      const done = exited(child);
-      // Killed while pg_restore loads the scratch database.
-      for (;;) {
-        const loading = await shop.session.query(
-          `select datname from pg_stat_activity where application_name = 'pg_restore' and datname is not null`,
-        );
-        if (loading.length > 0) {
-          kill(child);
-          await done;
-          return loading[0]!;
-        }
-        expect(child.exitCode).toBeNull();
-      }
-    };
+    const killWhileLoading = () =>
+      killWhenLoading(async () => {
+        await makeOld('shop');
+        return startReplace('shop');
+      });
     const scratch = await killWhileLoading();
     expect(scratch).toMatch(/^strongbox_restore_shop_\d{8}_\d{6}$/);
     expect(await content('shop')).toBe(`${ROWS} ${ROWS}`);
@@ -116,20 +129,10 @@ describe('restore --replace: interruptions, leftovers, long names', () => {
 
   it('loads a new database under a scratch name: a kill while loading leaves nothing under the target name', async () => {
     const initial = await databases();
-    const child = startCli(['restore', 'latest', '--to', to('shop_new')], { env: shop.repo.env });
-    const done = exited(child);
-    for (;;) {
-      const loading = await shop.session.query(
-        `select datname from pg_stat_activity where application_name = 'pg_restore' and datname is not null`,
-      );
-      if (loading.length > 0) {
-        expect(loading[0]).toMatch(/^strongbox_restore_shop_new_\d{8}_\d{6}$/);
-        kill(child);
-        break;
-      }
-      expect(child.exitCode).toBeNull();
-    }
-    await done;
+    const scratch = await killWhenLoading(async () =>
+      startCli(['restore', 'latest', '--to', to('shop_new')], { env: shop.repo.env }),
+    );
+    expect(scratch).toMatch(/^strongbox_restore_shop_new_\d{8}_\d{6}$/);
     expect(await databases()).not.toContain('shop_new');
 
     const next = await runCli(['restore', 'latest', '--to', to('shop_new')], { env: shop.repo.env });

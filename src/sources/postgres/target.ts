@@ -86,27 +86,26 @@ export class RestoreTarget {
    * renamed to `keptAs`. Returns false, with nothing changed, when `keptAs` is taken; retries
    * while sessions that slipped in keep the target busy, up to a few times.
    */
-  async swap(swap: { target: string; scratch: string; keptAs: string; keptMark?: string }): Promise<boolean> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await psql(this.admin, this.tools.binDir, queries.swapDatabases(swap));
-        return true;
-      } catch (error) {
-        if (error instanceof QueryError && error.sqlState === DUPLICATE_DATABASE) return false;
-        if (!(error instanceof QueryError && error.sqlState === OBJECT_IN_USE) || attempt >= SWAP_ATTEMPTS)
-          throw error;
-      }
-    }
+  swap(swap: { target: string; scratch: string; keptAs: string; keptMark?: string }): Promise<boolean> {
+    return this.rename(queries.swapDatabases(swap));
   }
 
   /**
    * Renames the verified scratch database to `target` (queries.moveIntoPlace: one transaction).
    * Returns false, with nothing changed, when `target` was created meanwhile by someone else.
    */
-  async moveIntoPlace(move: { scratch: string; target: string }): Promise<boolean> {
+  moveIntoPlace(move: { scratch: string; target: string }): Promise<boolean> {
+    return this.rename(queries.moveIntoPlace(move));
+  }
+
+  /**
+   * Runs a transaction of renames: false, with nothing changed, when a new name is taken; run
+   * again while sessions that slipped in keep a database busy, up to a few times.
+   */
+  private async rename(transaction: string): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await psql(this.admin, this.tools.binDir, queries.moveIntoPlace(move));
+        await psql(this.admin, this.tools.binDir, transaction);
         return true;
       } catch (error) {
         if (error instanceof QueryError && error.sqlState === DUPLICATE_DATABASE) return false;
