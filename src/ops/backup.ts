@@ -263,7 +263,7 @@ class RepositorySink implements ContentSink {
   }
 
   reuseContent(content: readonly string[]): boolean {
-    return content.every((id) => this.repository.index.whyUnreadable(id) === undefined);
+    return content.every((id) => this.repository.hasReadableCopy(id));
   }
 }
 
