@@ -77,6 +77,31 @@ describe('restore postgres', () => {
     );
   });
 
+  it('names a differing table as an identifier, quoted where its name needs it', async () => {
+    await cluster.createDatabase('app_odd');
+    await cluster.psql(
+      `create schema "Sch ema"; create table "Sch ema"."we""ird ✓ table" (id int primary key, v text);
+       insert into "Sch ema"."we""ird ✓ table" select g, 'v' || g from generate_series(1, 50) g`,
+      'app_odd',
+    );
+    expectExit(await runCli(['backup', 'postgres'], { env: { ...sourceEnv, PGDATABASE: 'app_odd' } }), 0);
+    expectExit(
+      await runCli(['restore', 'latest', '--name', 'app_odd', '--to', to('app_odd_copy')], { env: repo.env }),
+      0,
+    );
+    await cluster.psql(`update "Sch ema"."we""ird ✓ table" set v = 'x' where id = 3`, 'app_odd_copy');
+    const tampered = await runCli(['verify', '--name', 'app_odd', '--to', to('app_odd_copy')], {
+      env: repo.env,
+    });
+    expectExit(tampered, 7);
+    expect(tampered.stderr).toContain(
+      '1 table: "Sch ema"."we""ird ✓ table" (50 rows backed up, 50 found, contents differ)',
+    );
+    expect(tampered.stderr).toContain(
+      '    "Sch ema"."we""ird ✓ table": 50 rows backed up, 50 found, contents differ',
+    );
+  });
+
   it('catches a moved sequence and a missing index (exit 7)', async () => {
     expectExit(
       await runCli(['restore', 'latest', '--name', 'app', '--to', to('app_catalog')], { env: repo.env }),

@@ -1,6 +1,7 @@
 import {
   DatabaseMismatchError,
   differenceOf,
+  displayTable,
   type DatabaseVerification,
 } from '../sources/postgres/verify.ts';
 import { count } from '../util/plural.ts';
@@ -26,7 +27,7 @@ export function verificationTable(
     rows.push([
       'tables',
       `${verification.tables} (${count(verification.rows, 'row')})`,
-      mismatched.map((table) => `${table.schema}.${table.name}: ${differenceOf(table)}`),
+      mismatched.map((table) => `${displayTable(table)}: ${differenceOf(table)}`),
     ]);
   if (verification.sequences > 0 || sequenceDifferences.length > 0)
     rows.push(['sequences', String(verification.sequences), sequenceDifferences]);

@@ -117,7 +117,7 @@ export async function verifyDatabase(
       ])) {
         objectDifferences.push(
           ...differences(
-            `schema ${schema}:`,
+            `schema ${displayIdentifier(schema)}:`,
             recorded.catalog.objects[schema] ?? {},
             actual.objects[schema] ?? {},
           ),
@@ -137,7 +137,7 @@ export async function verifyDatabase(
     catalogDifferences,
   };
   if (mismatched.length > 0 || catalogDifferences.length > 0) {
-    const tables = mismatched.map((table) => `${table.schema}.${table.name} (${differenceOf(table)})`);
+    const tables = mismatched.map((table) => `${displayTable(table)} (${differenceOf(table)})`);
     throw new DatabaseMismatchError(
       `${database} differs from snapshot ${onMismatch.snapshot.slice(0, 8)}: ${[...(tables.length ? [`${count(tables.length, 'table')}: ${tables.join(', ')}`] : []), ...catalogDifferences].join('; ')}`,
       database,
@@ -146,6 +146,19 @@ export async function verifyDatabase(
     );
   }
   return verification;
+}
+
+/**
+ * A name as an identifier, quoted as PostgreSQL would need it: `public.items`, but
+ * `"Sch ema"."we""ird"`, so that a message names exactly one object.
+ */
+export function displayIdentifier(name: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replaceAll('"', '""')}"`;
+}
+
+/** A table's qualified name, each part quoted as it needs (displayIdentifier). */
+export function displayTable(table: { schema: string; name: string }): string {
+  return `${displayIdentifier(table.schema)}.${displayIdentifier(table.name)}`;
 }
 
 /** "1000 rows backed up, 999 found", or "…, contents differ" when the counts agree. */
