@@ -103,15 +103,20 @@ describe('sizes and counts in output', () => {
   });
 
   it('an unchanged backup says it stored nothing new', async () => {
-    const dir = path.join(repo.dir, 'files');
-    await fs.mkdir(dir);
-    await fs.writeFile(path.join(dir, 'a.txt'), seededBytes('unchanged', 200_000));
-    expectExit(await cli(repo, ['backup', 'files', dir]), 0);
-    const again = await cli(repo, ['backup', 'files', dir]);
-    expectExit(again, 0);
-    expect(again.stderr).toMatch(/new 0 B in 0 blobs \(0 deltas\), stored nothing new\n$/);
-    const json = await cli(repo, ['backup', 'files', dir, '--json']);
-    expect(JSON.parse(json.stdout.toString())).toMatchObject({ stored: 0, deduplicationRatio: null });
+    // Not under /tmp: a files snapshot records its paths' parent directories, and other tests
+    // make and remove directories in /tmp all the time, which changes its tree.
+    const dir = await fs.mkdtemp(path.join('/var/tmp', 'strongbox-unchanged-'));
+    try {
+      await fs.writeFile(path.join(dir, 'a.txt'), seededBytes('unchanged', 200_000));
+      expectExit(await cli(repo, ['backup', 'files', dir]), 0);
+      const again = await cli(repo, ['backup', 'files', dir]);
+      expectExit(again, 0);
+      expect(again.stderr).toMatch(/new 0 B in 0 blobs \(0 deltas\), stored nothing new\n$/);
+      const json = await cli(repo, ['backup', 'files', dir, '--json']);
+      expect(JSON.parse(json.stdout.toString())).toMatchObject({ stored: 0, deduplicationRatio: null });
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('counts one thing in the singular', async () => {
