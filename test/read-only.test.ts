@@ -31,19 +31,7 @@ describe.runIf(process.getuid?.() === 0)('a repository that cannot be written', 
 
   /** Runs the binary as the user nobody, who may read the repository and not write it. */
   function asNobody(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
-    return new Promise((resolve, reject) => {
-      const child = spawn('runuser', ['-u', 'nobody', '--', process.execPath, CLI, ...args], {
-        env: { ...cleanEnv(), ...repo.env, ...env },
-        cwd: repo.dir,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      const stdout: Buffer[] = [];
-      let stderr = '';
-      child.stdout.on('data', (data: Buffer) => stdout.push(data));
-      child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
-      child.on('error', reject);
-      child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(stdout), stderr }));
-    });
+    return runCli(args, { env: { ...repo.env, ...env }, cwd: repo.dir, user: 'nobody' });
   }
 
   beforeAll(async () => {

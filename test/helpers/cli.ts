@@ -18,12 +18,16 @@ export interface RunOptions {
   env?: Record<string, string | undefined>;
   input?: Buffer | string;
   cwd?: string;
+  /** Run as this user (through runuser), as when the repository is another user's. */
+  user?: string;
 }
 
 /** Runs the real `strongbox` binary and collects what it printed. */
 export function runCli(args: string[], options: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const command = [process.execPath, CLI, ...args];
+    const [program, ...argv] = options.user ? ['runuser', '-u', options.user, '--', ...command] : command;
+    const child = spawn(program!, argv, {
       env: { ...cleanEnv(), ...options.env },
       cwd: options.cwd ?? process.cwd(),
       stdio: ['pipe', 'pipe', 'pipe'],
