@@ -33,6 +33,11 @@ export function verificationTable(
     rows.push(['sequences', String(verification.sequences), sequenceDifferences]);
   if (verification.schemas > 0 || objectDifferences.length > 0)
     rows.push(['objects', count(verification.schemas, 'schema'), objectDifferences]);
+  const notes = new Map<string, string[]>();
+  for (const check of verification.checks) {
+    rows.push([check.name, check.compared, check.differences]);
+    notes.set(check.name, check.notes);
+  }
   if (rows.length === 0) return `${title}: nothing to compare`;
   const countWidth = Math.max(...rows.map(([, count]) => count.length));
   const lines = [`${title}:`];
@@ -41,13 +46,17 @@ export function verificationTable(
       differences.length === 0
         ? 'all match'
         : `${differences.length} ${differences.length === 1 ? 'differs' : 'differ'}`;
-    lines.push(`  ${what.padEnd(10)} ${count.padEnd(countWidth)}  ${verdict}`);
+    lines.push(`  ${what.padEnd(WHAT_WIDTH)} ${count.padEnd(countWidth)}  ${verdict}`);
     for (const difference of differences.slice(0, SHOWN_DIFFERENCES)) lines.push(`    ${difference}`);
     if (differences.length > SHOWN_DIFFERENCES)
       lines.push(`    … and ${differences.length - SHOWN_DIFFERENCES} more`);
+    for (const note of notes.get(what) ?? []) lines.push(`    note: ${note}`);
   }
   return lines.join('\n');
 }
+
+/** "large objects", the longest line name. */
+const WHAT_WIDTH = 13;
 
 /** Differences listed under each row; the error message and --json name them all. */
 const SHOWN_DIFFERENCES = 10;

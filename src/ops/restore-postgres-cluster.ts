@@ -3,6 +3,7 @@ import type { Repository, SnapshotFilter } from '../repository/repository.ts';
 import { CLUSTER_KIND, GLOBALS_FILE, type PostgresClusterDetails } from '../sources/postgres/cluster.ts';
 import { resolveConnection, withDatabase } from '../sources/postgres/connection.ts';
 import { RestoreTarget } from '../sources/postgres/target.ts';
+import { checksFor } from '../sources/postgres/checks.ts';
 import { findTools } from '../sources/postgres/tools.ts';
 import { verifyDatabase, type DatabaseVerification } from '../sources/postgres/verify.ts';
 import { catFile } from './read-content.ts';
@@ -101,7 +102,17 @@ export async function restorePostgresCluster(
         withDatabase(connection, database),
         target.tools,
         database,
-        { tables: recorded.tables, catalog: recorded.catalog, expect: { sequences: true, objects: true } },
+        {
+          tables: recorded.tables,
+          catalog: recorded.catalog,
+          expect: { sequences: true, objects: true },
+          checks: checksFor(recorded, {
+            schema: true,
+            largeObjects: true,
+            database: true,
+            owners: !options.noOwner,
+          }),
+        },
         { snapshot: snapshot.id, hint: `${database} was left for inspection.` },
         compared,
       );

@@ -2,6 +2,7 @@ import { ConfigError, SourceError } from '../errors.ts';
 import type { Repository, SnapshotFilter } from '../repository/repository.ts';
 import { resolveConnection } from '../sources/postgres/connection.ts';
 import { RestoreTarget } from '../sources/postgres/target.ts';
+import { checksFor } from '../sources/postgres/checks.ts';
 import { findTools } from '../sources/postgres/tools.ts';
 import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
 import {
@@ -366,6 +367,12 @@ function expectedAfter(recorded: PostgresSnapshotDetails | undefined, options: P
       sequences: !options.schemaOnly && !subset,
       objects: !options.dataOnly && !subset,
     } satisfies CatalogExpectations,
+    checks: checksFor(recorded, {
+      schema: !options.dataOnly && !subset,
+      largeObjects: !options.schemaOnly && !subset,
+      database: true,
+      owners: !options.noOwner,
+    }),
   };
 }
 

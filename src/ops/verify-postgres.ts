@@ -1,6 +1,7 @@
 import type { Repository, SnapshotFilter } from '../repository/repository.ts';
 import { resolveConnection } from '../sources/postgres/connection.ts';
 import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
+import { checksFor } from '../sources/postgres/checks.ts';
 import { findTools } from '../sources/postgres/tools.ts';
 import { verifyDatabase, type DatabaseVerification } from '../sources/postgres/verify.ts';
 import { databaseFilter } from './restore-postgres.ts';
@@ -41,6 +42,7 @@ export async function verifyPostgres(
       tables: recorded?.tables ?? [],
       catalog: recorded?.catalog,
       expect: { sequences: true, objects: true },
+      checks: checksFor(recorded, { schema: true, largeObjects: true, database: true, owners: true }),
     };
     const verification = await verifyDatabase(connection, tools, connection.database, expected, {
       snapshot: snapshot.id,

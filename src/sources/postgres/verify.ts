@@ -32,6 +32,32 @@ export interface CatalogExpectations {
   objects: boolean;
 }
 
+/**
+ * A comparison beyond table rows, sequences and object counts (schema objects, large objects,
+ * database properties…), with its line in the verification table.
+ */
+export interface VerificationCheck {
+  /** Its line in the verification table: "schema", "large objects", "database". */
+  name: string;
+  /** What was compared, as the table shows it: "214 objects". */
+  compared: string;
+  /** Each difference, one sentence naming the object and what differs: any fails the verification. */
+  differences: string[];
+  /** Differences expected by design, reported without failing (docs/CLI.md lists them). */
+  notes: string[];
+}
+
+/** Where a check reads the database it verifies. */
+export interface CheckTarget {
+  /** The connection, pointed at the database verified. */
+  connection: PostgresConnection;
+  tools: PostgresTools;
+  database: string;
+}
+
+/** One comparison of the database verified with what its backup recorded. */
+export type Checker = (target: CheckTarget) => Promise<VerificationCheck>;
+
 export interface TableComparison {
   schema: string;
   name: string;
@@ -55,6 +81,8 @@ export interface DatabaseVerification {
   objectDifferences: string[];
   /** Both of the above. */
   catalogDifferences: string[];
+  /** The other comparisons made (schema objects, large objects, database properties…). */
+  checks: VerificationCheck[];
 }
 
 /** A restored database that differs from its snapshot (exit 7), with what was compared. */
@@ -82,6 +110,8 @@ export async function verifyDatabase(
     tables: readonly RecordedTable[];
     catalog?: CatalogFingerprint | undefined;
     expect: CatalogExpectations;
+    /** Further comparisons, run in order after the tables. */
+    checks?: readonly Checker[];
   },
   onMismatch: { snapshot: string; hint: string },
   /** Tables compared already (as a parallel restore does while it runs); the rest are compared here. */
@@ -126,6 +156,10 @@ export async function verifyDatabase(
     }
   }
   const catalogDifferences = [...sequenceDifferences, ...objectDifferences];
+  const on = { ...connection, env: { ...connection.env, PGDATABASE: database }, database };
+  const checks: VerificationCheck[] = [];
+  for (const check of recorded.checks ?? []) checks.push(await check({ connection: on, tools, database }));
+  const checkDifferences = checks.flatMap((check) => check.differences);
   const verification: DatabaseVerification = {
     tables: comparisons.length,
     rows: comparisons.reduce((sum, comparison) => sum + comparison.actualRows, 0),
@@ -135,11 +169,12 @@ export async function verifyDatabase(
     sequenceDifferences,
     objectDifferences,
     catalogDifferences,
+    checks,
   };
-  if (mismatched.length > 0 || catalogDifferences.length > 0) {
+  if (mismatched.length > 0 || catalogDifferences.length > 0 || checkDifferences.length > 0) {
     const tables = mismatched.map((table) => `${displayTable(table)} (${differenceOf(table)})`);
     throw new DatabaseMismatchError(
-      `${database} differs from snapshot ${onMismatch.snapshot.slice(0, 8)}: ${[...(tables.length ? [`${count(tables.length, 'table')}: ${tables.join(', ')}`] : []), ...catalogDifferences].join('; ')}`,
+      `${database} differs from snapshot ${onMismatch.snapshot.slice(0, 8)}: ${[...(tables.length ? [`${count(tables.length, 'table')}: ${tables.join(', ')}`] : []), ...catalogDifferences, ...checkDifferences].join('; ')}`,
       database,
       verification,
       { hint: onMismatch.hint },
