@@ -111,6 +111,7 @@ export async function restorePostgresCluster(
             largeObjects: true,
             database: true,
             owners: !options.noOwner,
+            materializedViewRows: true,
           }),
         },
         { snapshot: snapshot.id, hint: `${database} was left for inspection.` },

@@ -372,6 +372,7 @@ function expectedAfter(recorded: PostgresSnapshotDetails | undefined, options: P
       largeObjects: !options.schemaOnly && !subset,
       database: true,
       owners: !options.noOwner,
+      materializedViewRows: !options.schemaOnly,
     }),
   };
 }

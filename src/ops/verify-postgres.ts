@@ -42,7 +42,13 @@ export async function verifyPostgres(
       tables: recorded?.tables ?? [],
       catalog: recorded?.catalog,
       expect: { sequences: true, objects: true },
-      checks: checksFor(recorded, { schema: true, largeObjects: true, database: true, owners: true }),
+      checks: checksFor(recorded, {
+        schema: true,
+        largeObjects: true,
+        database: true,
+        owners: true,
+        materializedViewRows: true,
+      }),
     };
     const verification = await verifyDatabase(connection, tools, connection.database, expected, {
       snapshot: snapshot.id,

@@ -1,4 +1,5 @@
 import type { PostgresSnapshotDetails } from './logical.ts';
+import { schemaCheck } from './schema-fingerprint.ts';
 import type { Checker } from './verify.ts';
 
 /** Which of a backup's records a restore with its options is expected to reproduce, beyond rows. */
@@ -11,6 +12,8 @@ export interface CheckExpectations {
   database: boolean;
   /** Owners (and the grantors in ACLs) as backed up: not after --no-owner. */
   owners: boolean;
+  /** Materialized views populated, with the rows they had: not after --schema-only. */
+  materializedViewRows: boolean;
 }
 
 /** The comparisons, beyond rows, sequences and object counts, that a backup's records allow. */
@@ -20,6 +23,9 @@ export function checksFor(
 ): Checker[] {
   const checks: Checker[] = [];
   if (!recorded) return checks;
-  void expect;
+  if (expect.schema && recorded.schema)
+    checks.push(
+      schemaCheck(recorded.schema, { owners: expect.owners, viewRows: expect.materializedViewRows }),
+    );
   return checks;
 }

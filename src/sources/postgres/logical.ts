@@ -10,6 +10,7 @@ import { CATALOG_FINGERPRINT, EXPORT_SNAPSHOT } from './queries.ts';
 import { PsqlSession } from './session.ts';
 import { firstError, withLargeStdioBuffers, type PostgresTools, type ServerVersion } from './tools.ts';
 import type { CatalogFingerprint, RecordedTable } from './verify.ts';
+import { fingerprintViews, readSchema, type SchemaFingerprint } from './schema-fingerprint.ts';
 
 /** What a logical backup records of one database (the snapshot body's `source`). */
 export type PostgresSnapshotDetails = {
@@ -23,6 +24,8 @@ export type PostgresSnapshotDetails = {
   tables: RecordedTable[];
   /** Sequences and object counts, read in the dump's own snapshot. */
   catalog?: CatalogFingerprint;
+  /** Every schema object's definition and materialized view's rows, in that snapshot; whole-database dumps only. */
+  schema?: SchemaFingerprint;
   /** Where each data block lies in the archive, for a parallel restore. */
   blocks?: ArchiveBlocks;
 };
@@ -98,11 +101,15 @@ export async function openDump(
   const session = new PsqlSession(connection, tools.binDir);
   let snapshot: string;
   let catalog: CatalogFingerprint;
+  // A dump of some tables holds only those: the rest of the schema would be missed by design.
+  const wholeDatabase = !options.tables?.length && !options.excludeTables?.length;
+  let schema: Awaited<ReturnType<typeof readSchema>> | undefined;
   try {
     let exported = '';
     for (const sql of EXPORT_SNAPSHOT) exported = await session.query(sql);
     snapshot = exported.trim();
     catalog = JSON.parse(await session.query(CATALOG_FINGERPRINT)) as CatalogFingerprint;
+    if (wholeDatabase) schema = await readSchema((sql) => session.query(sql));
   } catch (error) {
     await session.close();
     throw error;
@@ -119,12 +126,28 @@ export async function openDump(
     await session.close();
     throw error;
   }
+  // Read while pg_dump runs, in its snapshot; a schema-only dump restores them unpopulated.
+  const views =
+    schema && !options.schemaOnly
+      ? fingerprintViews(connection, tools, snapshot, schema.populatedViews)
+      : Promise.resolve(undefined);
+  let materializedViews: SchemaFingerprint['materializedViews'] | undefined;
+  const finished = (async () => {
+    try {
+      const [dumped, hashed] = await Promise.allSettled([dump.finished, views]);
+      if (dumped.status === 'rejected') throw dumped.reason;
+      if (hashed.status === 'rejected') throw hashed.reason;
+      materializedViews = hashed.value;
+    } finally {
+      // The session holds the snapshot until pg_dump and the views are done with it.
+      await session.close();
+    }
+  })();
   return {
     producer: {
       ...dump,
       content: follower.follow(dump.content),
-      // The session holds the snapshot until pg_dump is done with it.
-      finished: awaitedLater(dump.finished.finally(() => session.close())),
+      finished: awaitedLater(finished),
     },
     details: () => ({
       database: connection.database,
@@ -135,6 +158,16 @@ export async function openDump(
       archiveVersion: follower.header?.archiveVersion ?? '',
       tables: follower.tables,
       catalog,
+      ...(schema
+        ? {
+            schema: {
+              version: 1,
+              objects: schema.objects,
+              data: !options.schemaOnly,
+              materializedViews: materializedViews ?? {},
+            },
+          }
+        : {}),
       blocks: follower.blocks,
     }),
   };

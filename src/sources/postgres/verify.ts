@@ -240,13 +240,14 @@ export async function tableComparer(
   tools: PostgresTools,
   database: string,
 ): Promise<(table: RecordedTable) => Promise<TableComparison>> {
-  // Asked of the database compared: the connection's own may not exist yet (a restore verifies
-  // its scratch database before giving it the target's name).
-  const on = { ...connection, env: { ...connection.env, PGDATABASE: database }, database };
-  const encoding = (await psql(on, tools.binDir, databaseEncoding(database))).trim();
-  const env = { ...connection.env, PGDATABASE: database, PGTZ: 'UTC', PGCLIENTENCODING: encoding };
+  const env = await copySessionEnvironment(connection, tools, database);
   return async (table) => {
-    const fingerprint = await fingerprintTable(env, tools, table.copyStatement);
+    const fingerprint = await fingerprintCopy(
+      env,
+      tools,
+      { statement: copyOutStatement(table.copyStatement) },
+      displayTable(table),
+    );
     return {
       schema: table.schema,
       name: table.name,
@@ -257,13 +258,34 @@ export async function tableComparer(
   };
 }
 
-async function fingerprintTable(
+/**
+ * The environment of a psql session that reads `database`'s rows as pg_dump did: in the
+ * database's encoding, and in UTC.
+ */
+export async function copySessionEnvironment(
+  connection: PostgresConnection,
+  tools: PostgresTools,
+  database: string,
+): Promise<Record<string, string>> {
+  // Asked of the database compared: the connection's own may not exist yet (a restore verifies
+  // its scratch database before giving it the target's name).
+  const on = { ...connection, env: { ...connection.env, PGDATABASE: database }, database };
+  const encoding = (await psql(on, tools.binDir, databaseEncoding(database))).trim();
+  return { ...connection.env, PGDATABASE: database, PGTZ: 'UTC', PGCLIENTENCODING: encoding };
+}
+
+/**
+ * Runs a COPY … TO STDOUT in a psql session set up as pg_dump's, after `opening` (such as the
+ * import of a snapshot), and fingerprints the rows it prints. `what` names the rows in an error.
+ */
+export async function fingerprintCopy(
   env: Record<string, string>,
   tools: PostgresTools,
-  copyStatement: string,
+  copy: { opening?: readonly string[]; statement: string },
+  what: string,
 ): Promise<TableFingerprint> {
   const args = ['-X', '-w', '-q', '-v', 'ON_ERROR_STOP=1'];
-  for (const sql of [...sessionLikePgDump(), copyOutStatement(copyStatement)]) args.push('-c', sql);
+  for (const sql of [...(copy.opening ?? []), ...sessionLikePgDump(), copy.statement]) args.push('-c', sql);
   const command = withLargeStdioBuffers(path.join(tools.binDir, 'psql'), args);
   const child = spawn(command.command, command.args, {
     env: { ...process.env, ...env },
@@ -281,10 +303,7 @@ async function fingerprintTable(
   );
   if (code !== 0 || malformed || fingerprint.insideRow) {
     throw new SourceError(
-      `cannot read back ${copyStatement
-        .split('(')[0]
-        ?.replace(/^COPY /, '')
-        .trim()}: ${firstError(stderr, 'psql') ?? (code !== 0 ? `psql exit ${code}` : 'its COPY output was cut short or held a NUL byte')}`,
+      `cannot read back ${what}: ${firstError(stderr, 'psql') ?? (code !== 0 ? `psql exit ${code}` : 'its COPY output was cut short or held a NUL byte')}`,
     );
   }
   return fingerprint;
