@@ -1,5 +1,5 @@
 import type { PostgresSnapshotDetails } from './logical.ts';
-import { schemaCheck } from './schema-fingerprint.ts';
+import { isSchemaFingerprint, schemaCheck } from './schema-fingerprint.ts';
 import type { Checker } from './verify.ts';
 
 /** Which of a backup's records a restore with its options is expected to reproduce, beyond rows. */
@@ -23,7 +23,7 @@ export function checksFor(
 ): Checker[] {
   const checks: Checker[] = [];
   if (!recorded) return checks;
-  if (expect.schema && recorded.schema)
+  if (expect.schema && isSchemaFingerprint(recorded.schema))
     checks.push(
       schemaCheck(recorded.schema, { owners: expect.owners, viewRows: expect.materializedViewRows }),
     );
