@@ -66,6 +66,7 @@ export {
   type TableComparison,
 } from './sources/postgres/verify.ts';
 export { catFile } from './ops/read-content.ts';
+export { findDatabaseSnapshot, type DatabaseSnapshot } from './ops/database-snapshot.ts';
 export { check, type CheckOptions, type CheckResult, type CheckProblem } from './ops/check.ts';
 export { unlock } from './ops/unlock.ts';
 export {

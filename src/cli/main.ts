@@ -99,7 +99,7 @@ function restoreHint({ kind, snapshot }: SnapshotKindError): string | undefined 
     case 'postgres':
       return `Restore it with: strongbox restore ${id} --to postgres://…/DATABASE (or write its archive: strongbox dump ${id} > FILE).`;
     case 'postgres-cluster':
-      return `Restore it with: strongbox restore --all ${id}.`;
+      return `Restore it with: strongbox restore --all ${id}, or one of its databases: strongbox restore ${id} --name DATABASE --to postgres://…/DATABASE.`;
     case 'files':
       return `Restore it with: strongbox restore files ${id} --target DIR.`;
     case 'stdin':

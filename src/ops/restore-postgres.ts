@@ -19,6 +19,7 @@ import {
   scratchName,
 } from '../sources/postgres/restore-names.ts';
 import { onInterrupt } from '../util/interrupt.ts';
+import { archiveSize, findDatabaseSnapshot } from './database-snapshot.ts';
 import { clearLeftoversOf } from './restore-cleanup.ts';
 import { restoreArchive } from './restore-postgres-parallel.ts';
 
@@ -94,10 +95,8 @@ export async function restorePostgres(
   const lock = await repository.readLock('restore postgres');
   try {
     const connection = resolveConnection(options.to);
-    const snapshot = await repository.findSnapshot(
-      reference,
-      await databaseFilter(repository, reference, options.filter ?? {}, connection.database),
-    );
+    const found = await findDatabaseSnapshot(repository, reference, options.filter, connection.database);
+    const { snapshot, details: recorded } = found;
     const target = new RestoreTarget(
       connection,
       await findTools({ ...connection, env: { ...connection.env, PGDATABASE: 'postgres' } }, options.pgBin),
@@ -118,24 +117,22 @@ export async function restorePostgres(
     // database is loaded under a scratch name too, and renamed only once verified.
     let scratch = scratchName(database, stamp);
     let keptAs = keptName(database, stamp);
-    const { body } = await repository.loadSnapshot(snapshot.id);
-    const recorded = body.source as PostgresSnapshotDetails | undefined;
     // A parallel restore needs to know where each table's data lies in the archive (backups
     // record it), and restores whole databases only: pg_restore --table selects too little for it.
     const parallel = jobs > 1 && recorded?.blocks !== undefined && !options.tables?.length;
     const plan: PostgresRestorePlan = {
       snapshot: snapshot.id,
       snapshotTime: snapshot.header.time,
-      sourceDatabase: snapshot.header.name,
+      sourceDatabase: found.database,
       target: connection.display,
       database,
       replace,
-      archiveBytes: snapshot.header.size,
+      archiveBytes: await archiveSize(repository, found),
       steps: [],
     };
     const steps = () => [
       `create database ${scratch}`,
-      `restore snapshot ${snapshot.id.slice(0, 8)} (${snapshot.header.name}, ${snapshot.header.time}) into ${scratch} with pg_restore${parallel ? `, ${jobs} at a time` : ''}`,
+      `restore snapshot ${snapshot.id.slice(0, 8)} (${found.database}, ${snapshot.header.time}) into ${scratch} with pg_restore${parallel ? `, ${jobs} at a time` : ''}`,
       'compare every restored table with the fingerprints taken at backup',
       ...(replace
         ? [
@@ -172,7 +169,8 @@ export async function restorePostgres(
       step(steps()[1]!);
       compared = await restoreArchive({
         repository,
-        tree: body.tree,
+        tree: found.tree,
+        path: found.path,
         target,
         database: scratch,
         args: restoreArguments(options),
@@ -323,27 +321,6 @@ async function swapIn(
   }
   throw new SourceError(`no free name to keep ${swap.database} under after ${NAME_ATTEMPTS} tries`, {
     hint: `${swap.database} was left as it was.`,
-  });
-}
-
-/**
- * Snapshots of one database: the one named by the filter; else, when the repository holds
- * snapshots of several databases, the target's namesake if there is one. A snapshot id names
- * one database already.
- */
-export async function databaseFilter(
-  repository: Repository,
-  reference: string,
-  filter: SnapshotFilter,
-  targetDatabase: string,
-): Promise<SnapshotFilter> {
-  const postgres: SnapshotFilter = { ...filter, kind: 'postgres' };
-  if (filter.name || reference !== 'latest') return postgres;
-  const names = new Set((await repository.listSnapshots(postgres)).map((snapshot) => snapshot.header.name));
-  if (names.size <= 1) return postgres;
-  if (names.has(targetDatabase)) return { ...postgres, name: targetDatabase };
-  throw new ConfigError(`snapshots of several databases match (${[...names].sort().join(', ')})`, {
-    hint: 'Choose one with --name DATABASE.',
   });
 }
 

@@ -1,10 +1,9 @@
 import type { Repository, SnapshotFilter } from '../repository/repository.ts';
 import { resolveConnection } from '../sources/postgres/connection.ts';
-import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
 import { checksFor } from '../sources/postgres/checks.ts';
 import { findTools } from '../sources/postgres/tools.ts';
 import { verifyDatabase, type DatabaseVerification } from '../sources/postgres/verify.ts';
-import { databaseFilter } from './restore-postgres.ts';
+import { findDatabaseSnapshot } from './database-snapshot.ts';
 
 export interface PostgresVerifyOptions {
   /** The database to check: postgres://…/database; else the PG* and DB_* environment variables. */
@@ -15,6 +14,8 @@ export interface PostgresVerifyOptions {
 
 export interface PostgresVerifyResult {
   snapshot: string;
+  /** The database of the snapshot compared with: its name, or one of a cluster snapshot's. */
+  database: string;
   target: string;
   verification: DatabaseVerification;
 }
@@ -31,12 +32,11 @@ export async function verifyPostgres(
   const lock = await repository.readLock('verify postgres');
   try {
     const connection = resolveConnection(options.to);
-    const snapshot = await repository.findSnapshot(
-      reference,
-      await databaseFilter(repository, reference, options.filter ?? {}, connection.database),
-    );
-    const recorded = (await repository.loadSnapshot(snapshot.id)).body.source as
-      PostgresSnapshotDetails | undefined;
+    const {
+      snapshot,
+      database,
+      details: recorded,
+    } = await findDatabaseSnapshot(repository, reference, options.filter, connection.database);
     const tools = await findTools(connection, options.pgBin);
     const expected = {
       tables: recorded?.tables ?? [],
@@ -54,7 +54,7 @@ export async function verifyPostgres(
       snapshot: snapshot.id,
       hint: 'Restore the database again from the snapshot, or find out what changed it.',
     });
-    return { snapshot: snapshot.id, target: connection.display, verification };
+    return { snapshot: snapshot.id, database, target: connection.display, verification };
   } finally {
     await lock.release();
   }
