@@ -51,7 +51,8 @@ export function clusterSource(
         serverVersion: tools.server.number,
         pgDumpMajor: tools.major,
         globals: GLOBALS_FILE,
-        databases: {},
+        // Without a prototype, a database named __proto__ is recorded like any other.
+        databases: Object.create(null) as PostgresClusterDetails['databases'],
       };
       for (const database of databases) {
         const file = archiveFileName(database);
