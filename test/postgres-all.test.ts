@@ -18,7 +18,7 @@ describe('backup postgres --all', () => {
     repo = await tempRepo();
     expectExit(await runCli(['init'], { env: repo.env }), 0);
     await source.psql(
-      `create role app_owner login; create database sales owner app_owner; create database "weird/name"`,
+      `create role app_owner login; create database sales owner app_owner; create database "weird/name"; create database "__proto__"`,
     );
     await source.psql(
       `set role app_owner; create table orders (id serial primary key, total numeric); insert into orders (total) select g * 1.5 from generate_series(1, 500) g`,
@@ -36,7 +36,7 @@ describe('backup postgres --all', () => {
       env: repo.env,
     });
     expectExit(backedUp, 0);
-    expect(JSON.parse(backedUp.stdout.toString()).summary).toMatchObject({ databases: 3 });
+    expect(JSON.parse(backedUp.stdout.toString()).summary).toMatchObject({ databases: 4 });
 
     const planned = await runCli(['restore', '--all', '--to', server(target), '--dry-run'], {
       env: repo.env,
@@ -52,7 +52,8 @@ describe('backup postgres --all', () => {
       databases: string[];
       verification: Record<string, { tables: number; rows: number; sequences: number }>;
     };
-    expect(result.databases.sort()).toEqual(['postgres', 'sales', 'weird/name']);
+    // A name that is special to JavaScript objects is recorded and restored like any other.
+    expect(result.databases.sort()).toEqual(['__proto__', 'postgres', 'sales', 'weird/name']);
     expect(result.verification.sales).toMatchObject({ tables: 1, rows: 500, sequences: 1 });
     expect(await target.psql(`select rolname from pg_roles where rolname = 'app_owner'`)).toBe('app_owner\n');
     expect(await target.psql(`select tableowner from pg_tables where tablename = 'orders'`, 'sales')).toBe(
@@ -65,6 +66,6 @@ describe('backup postgres --all', () => {
   it('refuses to restore over databases that exist', async () => {
     const again = await runCli(['restore', '--all', '--to', server(target)], { env: repo.env });
     expectExit(again, 3);
-    expect(again.stderr).toMatch(/database (sales|weird\/name) already exists/);
+    expect(again.stderr).toMatch(/database (__proto__|sales|weird\/name) already exists/);
   });
 });
