@@ -17,6 +17,8 @@ import { warmTree } from './files.ts';
 import { measure, run, type Measurement } from './process.ts';
 import type { Outcome } from './rows.ts';
 import { missingBaselines } from './tools.ts';
+import { copyViewRows, type ViewName } from '../src/sources/postgres/schema-fingerprint.ts';
+import { POPULATED_MATERIALIZED_VIEWS, SCHEMA_FINGERPRINT } from '../src/sources/postgres/schema-queries.ts';
 
 /** `strongbox backup postgres` and `restore` against a live database, beside PostgreSQL's own tools. */
 export interface PostgresResults {
@@ -32,6 +34,12 @@ export interface PostgresResults {
   /** `pg_dump -Fc -Z0 | restic backup --stdin` of the same two states. */
   restic: Outcome<TwoBackups>;
   restores: Restores;
+  /**
+   * What a backup adds to pg_dump's reading for its schema fingerprint (SCHEMA_FINGERPRINT and
+   * every populated materialized view's rows, each a psql run here), median of three: compared
+   * with the 1st backup's wall time, whose share of it must stay within 2 %.
+   */
+  schemaFingerprintSeconds: number;
 }
 
 /** Restores of the before state, each into a new database. */
@@ -98,6 +106,11 @@ async function measureOn(cluster: Cluster, bench: PostgresBench): Promise<Postgr
     pgDumpZstd = { ok: typical(runs, runs[0]!) };
   }
 
+  log(`postgres: schema fingerprint (${TIMED_RUNS} runs)`);
+  const fingerprints: number[] = [];
+  for (let run = 0; run < TIMED_RUNS; run++) fingerprints.push(await timeSchemaFingerprint(cluster));
+  const schemaFingerprintSeconds = fingerprints.sort((a, b) => a - b)[Math.floor(TIMED_RUNS / 2)]!;
+
   const strongboxRepo = strongbox(bench.cli, bench.workDir);
   const missing = missingBaselines(['restic']);
   const resticRepo: Outcome<Contender> = missing ? { missing } : { ok: restic(bench.workDir) };
@@ -134,7 +147,18 @@ async function measureOn(cluster: Cluster, bench: PostgresBench): Promise<Postgr
     strongbox: { first: firstStrongbox, second: secondStrongbox },
     restic: pairOf(firstRestic, secondRestic),
     restores,
+    schemaFingerprintSeconds,
   };
+}
+
+/** The catalog query of the schema fingerprint, then each populated materialized view's rows read. */
+async function timeSchemaFingerprint(cluster: Cluster): Promise<number> {
+  const started = performance.now();
+  const psql = (sql: string) => cluster.client('psql', DATABASE, ['-X', '-At', '-c', sql]);
+  await run(psql(SCHEMA_FINGERPRINT), { discardStdout: true });
+  const views = JSON.parse(await run(psql(POPULATED_MATERIALIZED_VIEWS))) as ViewName[];
+  for (const view of views) await run(psql(copyViewRows(view)), { discardStdout: true });
+  return (performance.now() - started) / 1000;
 }
 
 /**
