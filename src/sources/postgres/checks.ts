@@ -1,3 +1,4 @@
+import { largeObjectsCheck } from './large-objects.ts';
 import type { PostgresSnapshotDetails } from './logical.ts';
 import type { Checker } from './verify.ts';
 
@@ -20,6 +21,7 @@ export function checksFor(
 ): Checker[] {
   const checks: Checker[] = [];
   if (!recorded) return checks;
-  void expect;
+  if (expect.largeObjects && recorded.largeObjects)
+    checks.push(largeObjectsCheck(recorded.largeObjects, expect));
   return checks;
 }

@@ -6,6 +6,12 @@ import { processProducer } from '../process-producer.ts';
 import { streamSource, type StreamProducer } from '../stdin.ts';
 import type { PostgresConnection } from './connection.ts';
 import { DumpFollower, type ArchiveBlocks } from './dump-follower.ts';
+import {
+  readLargeObjectMetadata,
+  recordLargeObjects,
+  type CatalogLargeObjects,
+  type RecordedLargeObjects,
+} from './large-objects.ts';
 import { CATALOG_FINGERPRINT, EXPORT_SNAPSHOT } from './queries.ts';
 import { PsqlSession } from './session.ts';
 import { firstError, withLargeStdioBuffers, type PostgresTools, type ServerVersion } from './tools.ts';
@@ -25,6 +31,8 @@ export type PostgresSnapshotDetails = {
   catalog?: CatalogFingerprint;
   /** Where each data block lies in the archive, for a parallel restore. */
   blocks?: ArchiveBlocks;
+  /** The large objects the archive carries (large-objects.ts); absent when pg_dump left them out. */
+  largeObjects?: RecordedLargeObjects;
 };
 
 export interface DumpOptions {
@@ -98,11 +106,13 @@ export async function openDump(
   const session = new PsqlSession(connection, tools.binDir);
   let snapshot: string;
   let catalog: CatalogFingerprint;
+  let largeObjects: CatalogLargeObjects;
   try {
     let exported = '';
     for (const sql of EXPORT_SNAPSHOT) exported = await session.query(sql);
     snapshot = exported.trim();
     catalog = JSON.parse(await session.query(CATALOG_FINGERPRINT)) as CatalogFingerprint;
+    largeObjects = await readLargeObjectMetadata(session);
   } catch (error) {
     await session.close();
     throw error;
@@ -136,6 +146,7 @@ export async function openDump(
       tables: follower.tables,
       catalog,
       blocks: follower.blocks,
+      largeObjects: recordLargeObjects(largeObjects, follower.largeObjects),
     }),
   };
 }
