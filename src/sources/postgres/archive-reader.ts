@@ -1,10 +1,12 @@
+import { createHash, type Hash } from 'node:crypto';
 import { SourceError, type ErrorDetails } from '../../errors.ts';
 import { TableFingerprint } from './fingerprint.ts';
 
 /**
  * A streaming reader of pg_dump's custom-format archive (`pg_dump -Fc -Z0` written to a pipe),
  * so a backup can learn, from the bytes it is storing anyway, where each table's data starts
- * and ends, how many rows it holds and their fingerprint (fingerprint.ts).
+ * and ends, how many rows it holds and their fingerprint (fingerprint.ts), and each large
+ * object's size and SHA-256.
  *
  * The layout, from PostgreSQL's pg_backup_archiver.c and pg_backup_custom.c:
  *
@@ -18,7 +20,8 @@ import { TableFingerprint } from './fingerprint.ts';
  *            3: no data) and offSize bytes
  *   data     per entry with data, in TOC order: a block type byte (1: data, 3: large objects), the
  *            dumpId, then length-prefixed chunks up to a zero length. Large-object blocks hold,
- *            per object, its oid then such chunks, and end with a zero oid.
+ *            per object, its oid (an int: one above 2^31 - 1 wraps to a negative value) then
+ *            such chunks, and end with a zero oid.
  *
  * An int is a sign byte (0 or 1) and intSize magnitude bytes, least significant first; a string
  * is an int length (-1 for null) and that many bytes. A TABLE DATA block holds the table's COPY
@@ -88,6 +91,14 @@ export interface DataBlockEnd {
   fingerprint: string | undefined;
 }
 
+/** One large object's contents, as a BLOBS block carried them. */
+export interface LargeObjectContents {
+  oid: number;
+  bytes: number;
+  /** SHA-256 of its bytes, as 64 lowercase hex digits. */
+  sha256: string;
+}
+
 /**
  * What the reader reports, each call made synchronously from within push(). Every method is
  * optional. Offsets count bytes from the start of the stream.
@@ -97,6 +108,8 @@ export interface ArchiveHandler {
   tocEntry?(entry: TocEntry): void;
   dataStart?(block: DataBlockStart): void;
   dataEnd?(block: DataBlockEnd): void;
+  /** Each large object of a BLOBS block, once its last byte passed; only then are they hashed. */
+  largeObject?(contents: LargeObjectContents): void;
 }
 
 /** The input is not a custom-format archive pg_dump could have written. */
@@ -131,6 +144,8 @@ const MAX_STRING_BYTES = 0x3fffffff;
 const TIMESTAMP_INTS = 7;
 const BLOCK_DATA = 1;
 const BLOCK_LARGE_OBJECTS = 3;
+/** pg_dump writes an oid (unsigned) with WriteInt: one above 2^31 - 1 arrives negative. */
+const OID_RANGE = 2 ** 32;
 /** A gathered TOC entry larger than this is not kept around for the next one. */
 const KEPT_BUFFER_BYTES = 1 << 20;
 
@@ -183,6 +198,8 @@ export class ArchiveReader {
   /** The rows of the current block's COPY data, while it is read. */
   private copyRows: TableFingerprint | undefined;
   private chunkLeft = 0;
+  /** The large object being read, while the handler wants them. */
+  private largeObject: { oid: number; bytes: number; hash: Hash } | undefined;
 
   private failure: unknown;
   private ended = false;
@@ -458,15 +475,20 @@ export class ArchiveReader {
           this.chunkLeft = value;
           this.step = Step.OpaqueChunk;
         } else if (this.blockType === BLOCK_LARGE_OBJECTS) {
+          this.endLargeObject();
           this.expectInt(IntRole.LargeObjectOid);
         } else {
           this.endBlock(offset, end);
         }
         return;
       case IntRole.LargeObjectOid:
-        // An oid above 2^31 is written as a negative int; only zero ends the block.
-        if (value === 0) this.endBlock(offset, end);
-        else this.expectInt(IntRole.ChunkLength);
+        // Only a zero oid ends the block.
+        if (value === 0) return this.endBlock(offset, end);
+        if (this.handler.largeObject) {
+          const oid = value < 0 ? value + OID_RANGE : value;
+          this.largeObject = { oid, bytes: 0, hash: createHash('sha256') };
+        }
+        this.expectInt(IntRole.ChunkLength);
         return;
     }
   }
@@ -534,8 +556,20 @@ export class ArchiveReader {
     }
   }
 
+  private endLargeObject(): void {
+    const object = this.largeObject;
+    if (!object) return;
+    this.largeObject = undefined;
+    this.handler.largeObject?.({ oid: object.oid, bytes: object.bytes, sha256: object.hash.digest('hex') });
+  }
+
+  /** Passes over a chunk of data that is not COPY text; a large object's is hashed as it passes. */
   private skipChunk(piece: Uint8Array, at: number): number {
     const take = Math.min(this.chunkLeft, piece.length - at);
+    if (this.largeObject) {
+      this.largeObject.hash.update(piece.subarray(at, at + take));
+      this.largeObject.bytes += take;
+    }
     this.chunkLeft -= take;
     if (this.chunkLeft === 0) this.expectInt(IntRole.ChunkLength);
     return at + take;

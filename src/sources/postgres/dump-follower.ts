@@ -1,5 +1,6 @@
 import { CHUNK_BOUNDARY, type ContentPiece } from '../source.ts';
 import { ArchiveReader, type ArchiveHeader } from './archive-reader.ts';
+import type { ArchivedLargeObjects } from './large-objects.ts';
 import type { RecordedTable } from './verify.ts';
 
 /**
@@ -12,17 +13,23 @@ export type ArchiveBlocks = [dumpId: number, offset: number, length: number][];
 /**
  * Follows pg_dump's archive as it streams into the repository, reading it once: a chunk
  * boundary before each table's data (so a table's chunks do not depend on the table before
- * it), a fingerprint of every table from its rows as they pass, and proof that the archive is
- * complete (a truncated one fails the backup instead of being recorded).
+ * it), a fingerprint of every table from its rows as they pass, each large object's size and
+ * SHA-256, and proof that the archive is complete (a truncated one fails the backup instead of
+ * being recorded).
  */
 export class DumpFollower {
   header: ArchiveHeader | undefined;
   readonly tables: RecordedTable[] = [];
   readonly blocks: ArchiveBlocks = [];
+  readonly largeObjects: ArchivedLargeObjects = { declared: [], contents: new Map() };
   private boundaries: number[] = [];
   private blockStart = 0;
   private readonly reader = new ArchiveReader({
     header: (header) => (this.header = header),
+    tocEntry: (entry) => {
+      if (entry.desc === 'BLOB') this.largeObjects.declared.push(entry.tag);
+    },
+    largeObject: ({ oid, bytes, sha256 }) => this.largeObjects.contents.set(String(oid), { bytes, sha256 }),
     dataStart: ({ offset }) => {
       this.boundaries.push(offset);
       this.blockStart = offset;

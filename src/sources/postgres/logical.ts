@@ -6,6 +6,12 @@ import { processProducer } from '../process-producer.ts';
 import { streamSource, type StreamProducer } from '../stdin.ts';
 import type { PostgresConnection } from './connection.ts';
 import { DumpFollower, type ArchiveBlocks } from './dump-follower.ts';
+import {
+  readLargeObjectMetadata,
+  recordLargeObjects,
+  type CatalogLargeObjects,
+  type RecordedLargeObjects,
+} from './large-objects.ts';
 import { CATALOG_FINGERPRINT, EXPORT_SNAPSHOT } from './queries.ts';
 import { PsqlSession } from './session.ts';
 import { firstError, withLargeStdioBuffers, type PostgresTools, type ServerVersion } from './tools.ts';
@@ -28,6 +34,8 @@ export type PostgresSnapshotDetails = {
   schema?: SchemaFingerprint;
   /** Where each data block lies in the archive, for a parallel restore. */
   blocks?: ArchiveBlocks;
+  /** The large objects the archive carries (large-objects.ts); absent when pg_dump left them out. */
+  largeObjects?: RecordedLargeObjects;
 };
 
 export interface DumpOptions {
@@ -104,12 +112,14 @@ export async function openDump(
   // A dump of some tables holds only those: the rest of the schema would be missed by design.
   const wholeDatabase = !options.tables?.length && !options.excludeTables?.length;
   let schema: Awaited<ReturnType<typeof readSchema>> | undefined;
+  let largeObjects: CatalogLargeObjects;
   try {
     let exported = '';
     for (const sql of EXPORT_SNAPSHOT) exported = await session.query(sql);
     snapshot = exported.trim();
     catalog = JSON.parse(await session.query(CATALOG_FINGERPRINT)) as CatalogFingerprint;
     if (wholeDatabase) schema = await readSchema((sql) => session.query(sql));
+    largeObjects = await readLargeObjectMetadata(session);
   } catch (error) {
     await session.close();
     throw error;
@@ -169,6 +179,7 @@ export async function openDump(
           }
         : {}),
       blocks: follower.blocks,
+      largeObjects: recordLargeObjects(largeObjects, follower.largeObjects),
     }),
   };
 }
