@@ -1,3 +1,4 @@
+import { databaseChecker } from './database-properties.ts';
 import type { PostgresSnapshotDetails } from './logical.ts';
 import type { Checker } from './verify.ts';
 
@@ -20,6 +21,7 @@ export function checksFor(
 ): Checker[] {
   const checks: Checker[] = [];
   if (!recorded) return checks;
-  void expect;
+  if (expect.database && recorded.databaseProperties)
+    checks.push(databaseChecker(recorded.databaseProperties, { owners: expect.owners }));
   return checks;
 }

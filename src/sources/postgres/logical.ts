@@ -5,6 +5,7 @@ import type { BackupSource } from '../source.ts';
 import { processProducer } from '../process-producer.ts';
 import { streamSource, type StreamProducer } from '../stdin.ts';
 import type { PostgresConnection } from './connection.ts';
+import { DATABASE_PROPERTIES, type DatabaseProperties } from './database-properties.ts';
 import { DumpFollower, type ArchiveBlocks } from './dump-follower.ts';
 import { CATALOG_FINGERPRINT, EXPORT_SNAPSHOT } from './queries.ts';
 import { PsqlSession } from './session.ts';
@@ -25,6 +26,8 @@ export type PostgresSnapshotDetails = {
   catalog?: CatalogFingerprint;
   /** Where each data block lies in the archive, for a parallel restore. */
   blocks?: ArchiveBlocks;
+  /** The database's own properties (owner, ACL, settings, locale…), which its archive lacks. */
+  databaseProperties?: DatabaseProperties;
 };
 
 export interface DumpOptions {
@@ -98,11 +101,13 @@ export async function openDump(
   const session = new PsqlSession(connection, tools.binDir);
   let snapshot: string;
   let catalog: CatalogFingerprint;
+  let databaseProperties: DatabaseProperties;
   try {
     let exported = '';
     for (const sql of EXPORT_SNAPSHOT) exported = await session.query(sql);
     snapshot = exported.trim();
     catalog = JSON.parse(await session.query(CATALOG_FINGERPRINT)) as CatalogFingerprint;
+    databaseProperties = JSON.parse(await session.query(DATABASE_PROPERTIES)) as DatabaseProperties;
   } catch (error) {
     await session.close();
     throw error;
@@ -136,6 +141,7 @@ export async function openDump(
       tables: follower.tables,
       catalog,
       blocks: follower.blocks,
+      databaseProperties,
     }),
   };
 }
