@@ -157,7 +157,7 @@ export function creationRefused(error: unknown, creation: DatabaseCreation | und
   return new SourceError(
     `database ${displayIdentifier(creation.properties.name)} cannot be created here as it was backed up (${describeLocale(creation.properties)}): ${error.message}`,
     {
-      hint: 'Make that locale available to the target server (`locale -a` there lists those it has) or restore on a server that has it: a database of another encoding or collation would sort and compare text differently from the one backed up.',
+      hint: 'Make that locale available on the target server (`locale -a` there lists them), or restore on a server that has it.',
       cause: error,
     },
   );
@@ -200,15 +200,29 @@ export async function reusedAsIs(
   const found = JSON.parse(
     await psql(withDatabase(target.connection, database), target.tools.binDir, DATABASE_PROPERTIES),
   ) as DatabaseProperties;
-  if (CREATION_FIELDS.every((field) => recorded[field] === found[field])) return { recorded, notes: [] };
-  const kept = Object.fromEntries(CREATION_FIELDS.map((field) => [field, found[field]]));
+  const differing = CREATION_FIELDS.filter((field) => recorded[field] !== found[field]);
+  if (differing.length === 0) return { recorded, notes: [] };
+  const kept = Object.fromEntries(differing.map((field) => [field, found[field]]));
+  const described = differing.map(
+    (field) =>
+      `${FIELD_NAMES[field]} ${String(found[field] ?? 'none')} (${String(recorded[field] ?? 'none')} backed up)`,
+  );
   return {
     recorded: { ...recorded, ...kept },
     notes: [
-      `database ${displayIdentifier(database)} was kept as the server had it, with ${describeLocale(found)}, where the backup had ${describeLocale(recorded)}: a database takes its encoding and locale when it is created`,
+      `database ${displayIdentifier(database)} was kept as the server had it, with ${described.join(', ')}: a database takes its encoding and locale when it is created`,
     ],
   };
 }
+
+const FIELD_NAMES: Record<(typeof CREATION_FIELDS)[number], string> = {
+  encoding: 'encoding',
+  collate: 'collate',
+  ctype: 'ctype',
+  localeProvider: 'locale provider',
+  providerLocale: 'provider locale',
+  icuRules: 'ICU rules',
+};
 
 /**
  * Gives a restored database the owner (unless `owners` is false), ACL, connection limit,
@@ -630,8 +644,8 @@ function settingDifferences(backedUp: string[], now: string[], what: string, suf
 
 /**
  * "CONNECT for PUBLIC: revoked at backup, granted now" for each privilege and grantee whose
- * grants differ. Without `owners`, the owner's grants are compared as the owner's, whoever it
- * is, and grantors are not compared.
+ * grants differ. The owner's grants, and those it made, are compared as the owner's whoever it
+ * is (a different owner is a difference of its own); without `owners`, grantors are not compared.
  */
 function aclDifferences(
   recorded: DatabaseProperties,
@@ -645,9 +659,11 @@ function aclDifferences(
   const grants = (properties: DatabaseProperties, backup: boolean) => {
     const states = new Map<string, Set<string>>();
     for (const item of properties.acl.map(parseAclItem)) {
-      const grantee = !owners && item.grantee === properties.owner ? OWNER : item.grantee;
+      const [grantee, grantor] = [item.grantee, item.grantor].map((role) =>
+        role === properties.owner ? OWNER : role,
+      ) as [string, string];
       if (backup) {
-        const missing = [grantee, ...(owners ? [item.grantor] : [])].find(
+        const missing = [grantee, ...(owners ? [grantor] : [])].find(
           (role) => role !== '' && role !== OWNER && !present.has(role),
         );
         if (missing !== undefined) {
@@ -659,7 +675,7 @@ function aclDifferences(
       }
       for (const { privilege, grantable } of item.privileges) {
         const key = JSON.stringify([privilege, grantee]);
-        const state = `granted${grantable ? ' with grant option' : ''}${owners ? ` by ${displayIdentifier(item.grantor)}` : ''}`;
+        const state = `granted${grantable ? ' with grant option' : ''}${owners && grantor !== OWNER ? ` by ${displayIdentifier(grantor)}` : ''}`;
         states.set(key, (states.get(key) ?? new Set()).add(state));
       }
     }
