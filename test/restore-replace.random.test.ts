@@ -43,7 +43,7 @@ describe('restore --replace killed at random moments', () => {
               .length > 0
           );
         case 'comparing':
-          return stderr.includes('compare every restored table');
+          return stderr.includes('compare the restored database');
         case 'swapping':
           return stderr.includes('end sessions on shop');
       }

@@ -4,6 +4,7 @@ import { CLUSTER_KIND, GLOBALS_FILE, type PostgresClusterDetails } from '../sour
 import { resolveConnection, withDatabase } from '../sources/postgres/connection.ts';
 import { RestoreTarget } from '../sources/postgres/target.ts';
 import { checksFor } from '../sources/postgres/checks.ts';
+import { applyDatabaseProperties, creationFor, reusedAsIs } from '../sources/postgres/database-properties.ts';
 import { findTools } from '../sources/postgres/tools.ts';
 import { verifyDatabase, type DatabaseVerification } from '../sources/postgres/verify.ts';
 import { catFile } from './read-content.ts';
@@ -30,6 +31,8 @@ export interface ClusterRestoreResult {
   databases: string[];
   steps: string[];
   verification: Record<string, DatabaseVerification>;
+  /** What of the databases' own properties could not be reproduced here (a missing tablespace…). */
+  notes: string[];
   durationMs: number;
 }
 
@@ -76,6 +79,7 @@ export async function restorePostgresCluster(
       databases,
       steps,
       verification: {} as Record<string, DatabaseVerification>,
+      notes: [] as string[],
     };
     if (options.dryRun) return { ...result, dryRun: true, durationMs: Date.now() - started };
     await repository.loadIndex();
@@ -84,7 +88,17 @@ export async function restorePostgresCluster(
     for (const [i, database] of databases.entries()) {
       step(steps[i + 1]!);
       const recorded = details.databases[database]!;
-      if (!reuse.has(database)) await target.create(database);
+      // Created as pg_dump --create would; a reused database keeps its encoding and locale.
+      let properties = recorded.databaseProperties;
+      if (reuse.has(database)) {
+        const reused = await reusedAsIs(target, database, properties);
+        properties = reused.recorded;
+        result.notes.push(...reused.notes);
+      } else {
+        const creation = await creationFor(target, properties, database);
+        result.notes.push(...creation.notes);
+        await target.create(database, creation.creation);
+      }
       const compared = await restoreArchive({
         repository,
         tree: body.tree,
@@ -98,6 +112,13 @@ export async function restorePostgresCluster(
         onStep: step,
         onProgress: options.onProgress,
       });
+      result.notes.push(
+        ...(await applyDatabaseProperties(target, database, properties, {
+          owners: !options.noOwner,
+          comment: true,
+          label: database,
+        })),
+      );
       result.verification[database] = await verifyDatabase(
         withDatabase(connection, database),
         target.tools,
@@ -106,13 +127,16 @@ export async function restorePostgresCluster(
           tables: recorded.tables,
           catalog: recorded.catalog,
           expect: { sequences: true, objects: true },
-          checks: checksFor(recorded, {
-            schema: true,
-            largeObjects: true,
-            database: true,
-            owners: !options.noOwner,
-            materializedViewRows: true,
-          }),
+          checks: checksFor(
+            { ...recorded, databaseProperties: properties },
+            {
+              schema: true,
+              largeObjects: true,
+              database: true,
+              owners: !options.noOwner,
+              materializedViewRows: true,
+            },
+          ),
         },
         { snapshot: snapshot.id, hint: `${database} was left for inspection.` },
         compared,

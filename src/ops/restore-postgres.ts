@@ -3,6 +3,11 @@ import type { Repository, SnapshotFilter } from '../repository/repository.ts';
 import { resolveConnection } from '../sources/postgres/connection.ts';
 import { RestoreTarget } from '../sources/postgres/target.ts';
 import { checksFor } from '../sources/postgres/checks.ts';
+import {
+  applyDatabaseProperties,
+  creationFor,
+  type DatabaseCreation,
+} from '../sources/postgres/database-properties.ts';
 import { findTools } from '../sources/postgres/tools.ts';
 import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
 import {
@@ -58,6 +63,8 @@ export interface PostgresRestorePlan {
   /** Bytes of the archive to restore. */
   archiveBytes: number;
   steps: string[];
+  /** What of the database's own properties could not be reproduced here (a missing role…). */
+  notes: string[];
 }
 
 export interface PostgresRestoreResult extends PostgresRestorePlan {
@@ -120,6 +127,8 @@ export async function restorePostgres(
     // A parallel restore needs to know where each table's data lies in the archive (backups
     // record it), and restores whole databases only: pg_restore --table selects too little for it.
     const parallel = jobs > 1 && recorded?.blocks !== undefined && !options.tables?.length;
+    // Created as the backed-up database was, from template0 with its encoding and locale.
+    const creation = await creationFor(target, recorded?.databaseProperties, database);
     const plan: PostgresRestorePlan = {
       snapshot: snapshot.id,
       snapshotTime: snapshot.header.time,
@@ -129,11 +138,12 @@ export async function restorePostgres(
       replace,
       archiveBytes: await archiveSize(repository, found),
       steps: [],
+      notes: creation.notes,
     };
     const steps = () => [
       `create database ${scratch}`,
-      `restore snapshot ${snapshot.id.slice(0, 8)} (${found.database}, ${snapshot.header.time}) into ${scratch} with pg_restore${parallel ? `, ${jobs} at a time` : ''}`,
-      'compare every restored table with the fingerprints taken at backup',
+      `restore snapshot ${snapshot.id.slice(0, 8)} (${found.database}, ${snapshot.header.time}) into ${scratch} with pg_restore${parallel ? `, ${jobs} at a time` : ''}${recorded?.databaseProperties ? ', then give it the owner, privileges and settings backed up' : ''}`,
+      'compare the restored database with what the backup recorded',
       ...(replace
         ? [
             `end sessions on ${database}, and in one transaction rename it to ${keptAs} and ${scratch} to ${database}`,
@@ -151,7 +161,13 @@ export async function restorePostgres(
     await repository.loadIndex();
     const expected = expectedAfter(recorded, options);
     await clearLeftoversOf(target, database, step);
-    const release = await createScratch(target, database, stamp, (name) => (scratch = name));
+    const release = await createScratch(
+      target,
+      database,
+      stamp,
+      (name) => (scratch = name),
+      creation.creation,
+    );
     // On SIGINT/SIGTERM the half-loaded database goes; after a SIGKILL the next restore of the
     // same target, or `restore --cleanup`, finds and removes it (restore-leftovers.ts).
     const forget = onInterrupt(async () => {
@@ -182,11 +198,20 @@ export async function restorePostgres(
         onStep: step,
         onProgress: options.onProgress,
       });
+      plan.notes.push(
+        ...(await applyDatabaseProperties(target, scratch, recorded?.databaseProperties, {
+          owners: !options.noOwner,
+          comment: false,
+          label: database,
+        })),
+      );
     } catch (error) {
       await abandon();
       throw error;
     }
     step(steps()[2]!);
+    // The scratch database's mark gives way to the backed-up comment as it takes its name.
+    const comment = recorded?.databaseProperties?.comment ?? null;
     let verification: DatabaseVerification;
     try {
       verification = await verifyDatabase(
@@ -214,7 +239,7 @@ export async function restorePostgres(
     if (!replace) {
       step(steps()[3]!);
       try {
-        if (!(await target.moveIntoPlace({ scratch, target: database })))
+        if (!(await target.moveIntoPlace({ scratch, target: database, comment })))
           throw new ConfigError(
             `database ${database} was created on ${connection.display} during the restore`,
             {
@@ -232,7 +257,7 @@ export async function restorePostgres(
     try {
       keptAs = await swapIn(
         target,
-        { database, scratch, stamp, dropOld: Boolean(options.dropOld) },
+        { database, scratch, stamp, dropOld: Boolean(options.dropOld), comment },
         (name) => {
           keptAs = name;
           step(steps()[3]!);
@@ -266,21 +291,22 @@ const NAME_ATTEMPTS = 100;
 
 /**
  * Creates the scratch database a replace loads into, under the first free name, holding that
- * name (RestoreTarget.claim) so that cleanups leave it alone, and marked with its target.
- * Returns the release of the claim.
+ * name (RestoreTarget.claim) so that cleanups leave it alone, and marked with its target;
+ * `as` the backed-up database was, when its backup recorded how. Returns the release of the claim.
  */
 async function createScratch(
   target: RestoreTarget,
   database: string,
   stamp: string,
   named: (name: string) => void,
+  as: DatabaseCreation | undefined,
 ): Promise<() => Promise<void>> {
   for (let attempt = 0; attempt < NAME_ATTEMPTS; attempt++) {
     const name = scratchName(database, stamp, attempt);
     const release = await target.claim(name);
     if (!release) continue;
     try {
-      if (await target.createIfFree(name)) {
+      if (await target.createIfFree(name, as)) {
         named(name);
         // Killed before this mark, the scratch is still known by its name, and holds nothing.
         await target.comment(name, markText({ kind: 'scratch', target: database }));
@@ -304,7 +330,7 @@ async function createScratch(
  */
 async function swapIn(
   target: RestoreTarget,
-  swap: { database: string; scratch: string; stamp: string; dropOld: boolean },
+  swap: { database: string; scratch: string; stamp: string; dropOld: boolean; comment: string | null },
   naming: (keptAs: string) => void,
 ): Promise<string> {
   for (let attempt = 0; attempt < NAME_ATTEMPTS; attempt++) {
@@ -315,6 +341,7 @@ async function swapIn(
       target: swap.database,
       scratch: swap.scratch,
       keptAs,
+      comment: swap.comment,
       ...(swap.dropOld ? { keptMark: markText({ kind: 'replaced', target: swap.database }) } : {}),
     });
     if (swapped) return keptAs;

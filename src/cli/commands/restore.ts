@@ -99,8 +99,10 @@ export function registerRestore(program: Command): void {
           `plan: restore snapshot ${result.snapshot.slice(0, 8)} of ${result.sourceDatabase} (${result.snapshotTime}, ${formatBytes(result.archiveBytes)}) into ${result.target}`,
         );
         for (const planned of result.steps) output.line(`  - ${planned}`);
+        for (const note of result.notes) output.line(`  note: ${note}`);
       } else {
         if (result.verification) output.info(verificationTable(result.verification));
+        for (const note of result.notes) output.info(`note: ${note}`);
         output.info(
           `restored snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s${result.keptAs ? `; the old database is kept as ${result.keptAs}` : ''}`,
         );
@@ -252,6 +254,7 @@ async function restoreCluster(
   }
   for (const [database, verification] of Object.entries(result.verification))
     output.info(verificationTable(verification, clusterDatabaseTitle(database)));
+  for (const note of result.notes) output.info(`note: ${note}`);
   output.info(
     `restored ${count(result.databases.length, 'database')} and the roles of snapshot ${result.snapshot.slice(0, 8)} into ${result.target} in ${(result.durationMs / 1000).toFixed(1)} s`,
   );

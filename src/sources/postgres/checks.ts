@@ -1,4 +1,5 @@
 import { largeObjectsCheck } from './large-objects.ts';
+import { databaseChecker } from './database-properties.ts';
 import type { PostgresSnapshotDetails } from './logical.ts';
 import { isSchemaFingerprint, schemaCheck } from './schema-fingerprint.ts';
 import type { Checker } from './verify.ts';
@@ -34,5 +35,7 @@ export function checksFor(
     );
   if (expect.largeObjects && recorded.largeObjects)
     checks.push(largeObjectsCheck(recorded.largeObjects, expect));
+  if (expect.database && recorded.databaseProperties)
+    checks.push(databaseChecker(recorded.databaseProperties, { owners: expect.owners }));
   return checks;
 }

@@ -5,6 +5,7 @@ import type { BackupSource } from '../source.ts';
 import { processProducer } from '../process-producer.ts';
 import { streamSource, type StreamProducer } from '../stdin.ts';
 import type { PostgresConnection } from './connection.ts';
+import { DATABASE_PROPERTIES, type DatabaseProperties } from './database-properties.ts';
 import { DumpFollower, type ArchiveBlocks } from './dump-follower.ts';
 import {
   readLargeObjectMetadata,
@@ -36,6 +37,8 @@ export type PostgresSnapshotDetails = {
   blocks?: ArchiveBlocks;
   /** The large objects the archive carries (large-objects.ts); absent when pg_dump left them out. */
   largeObjects?: RecordedLargeObjects;
+  /** The database's own properties (owner, ACL, settings, locale…), which its archive lacks. */
+  databaseProperties?: DatabaseProperties;
 };
 
 export interface DumpOptions {
@@ -113,6 +116,7 @@ export async function openDump(
   const wholeDatabase = !options.tables?.length && !options.excludeTables?.length;
   let schema: Awaited<ReturnType<typeof readSchema>> | undefined;
   let largeObjects: CatalogLargeObjects;
+  let databaseProperties: DatabaseProperties;
   try {
     let exported = '';
     for (const sql of EXPORT_SNAPSHOT) exported = await session.query(sql);
@@ -120,6 +124,7 @@ export async function openDump(
     catalog = JSON.parse(await session.query(CATALOG_FINGERPRINT)) as CatalogFingerprint;
     if (wholeDatabase) schema = await readSchema((sql) => session.query(sql));
     largeObjects = await readLargeObjectMetadata(session);
+    databaseProperties = JSON.parse(await session.query(DATABASE_PROPERTIES)) as DatabaseProperties;
   } catch (error) {
     await session.close();
     throw error;
@@ -180,6 +185,7 @@ export async function openDump(
         : {}),
       blocks: follower.blocks,
       largeObjects: recordLargeObjects(largeObjects, follower.largeObjects),
+      databaseProperties,
     }),
   };
 }

@@ -44,13 +44,15 @@ export function claimName(lockClass: number, database: string): string {
  * keeps new sessions out until the commit (they are then let into the new database), and waits a
  * few seconds for the ended ones to go. No database is ever left closed to connections.
  * `keptMark` goes on the old database (a restore that drops it leaves a mark for a cleanup to
- * finish the job); the scratch's own mark is removed as it becomes the target.
+ * finish the job); the scratch's own mark gives way to `comment` (the one backed up) as it
+ * becomes the target.
  */
 export function swapDatabases(swap: {
   target: string;
   scratch: string;
   keptAs: string;
   keptMark?: string;
+  comment?: string | null;
 }): string {
   const { target, scratch, keptAs } = swap;
   return [
@@ -59,7 +61,7 @@ export function swapDatabases(swap: {
     `select count(pg_terminate_backend(pid)) from pg_stat_activity where datname in (${quoteLiteral(target)}, ${quoteLiteral(scratch)}) and pid <> pg_backend_pid()`,
     `alter database ${quoteIdentifier(target)} rename to ${quoteIdentifier(keptAs)}`,
     `alter database ${quoteIdentifier(scratch)} rename to ${quoteIdentifier(target)}`,
-    commentOnDatabase(target, null),
+    commentOnDatabase(target, swap.comment ?? null),
     ...(swap.keptMark === undefined ? [] : [commentOnDatabase(keptAs, swap.keptMark)]),
     'commit',
   ].join(';\n');
@@ -67,17 +69,18 @@ export function swapDatabases(swap: {
 
 /**
  * Gives a restored, verified scratch database the name it was restored for, in one transaction
- * that also clears its scratch mark: until then the target name does not exist, so a restore
- * killed at any moment never leaves a half-loaded database under it.
+ * that also puts `comment` (the one backed up) in place of its scratch mark: until then the
+ * target name does not exist, so a restore killed at any moment never leaves a half-loaded
+ * database under it.
  */
-export function moveIntoPlace(move: { scratch: string; target: string }): string {
+export function moveIntoPlace(move: { scratch: string; target: string; comment?: string | null }): string {
   const { scratch, target } = move;
   return [
     'begin',
     "set local lock_timeout = '60s'",
     `select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = ${quoteLiteral(scratch)} and pid <> pg_backend_pid()`,
     `alter database ${quoteIdentifier(scratch)} rename to ${quoteIdentifier(target)}`,
-    commentOnDatabase(target, null),
+    commentOnDatabase(target, move.comment ?? null),
     'commit',
   ].join(';\n');
 }
@@ -115,7 +118,15 @@ export function databaseSize(database: string): string {
  * pg_dump) go in through the environment: PGCLIENTENCODING and PGTZ.
  */
 export function sessionLikePgDump(): string[] {
-  return ['set datestyle = iso', 'set intervalstyle = postgres', 'set extra_float_digits = 3'];
+  // The timeouts too, as pg_dump does: a restored database has its statement_timeout setting
+  // (database-properties.ts) before it is verified.
+  return [
+    'set datestyle = iso',
+    'set intervalstyle = postgres',
+    'set extra_float_digits = 3',
+    'set statement_timeout = 0',
+    'set lock_timeout = 0',
+  ];
 }
 
 /** pg_dump's "COPY t (cols) FROM stdin;" for a table, turned into the matching COPY … TO STDOUT. */

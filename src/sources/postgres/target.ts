@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { SourceError, StrongboxError } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
 import { withDatabase, type PostgresConnection } from './connection.ts';
+import { createDatabaseAs, creationRefused, type DatabaseCreation } from './database-properties.ts';
 import * as queries from './queries.ts';
 import { RESTORE_LOCK_CLASS, SCRATCH_PREFIX } from './restore-names.ts';
 import {
@@ -53,19 +54,29 @@ export class RestoreTarget {
     return (await psql(this.admin, this.tools.binDir, queries.databaseExists(database))).trim() !== '0';
   }
 
-  async create(database: string): Promise<void> {
-    await psql(this.admin, this.tools.binDir, queries.createDatabase(database));
+  /** Creates `database`, `as` a backed-up one was (database-properties.ts) when given. */
+  async create(database: string, as?: DatabaseCreation): Promise<void> {
+    try {
+      await psql(this.admin, this.tools.binDir, createDatabaseAs(database, as));
+    } catch (error) {
+      throw creationRefused(error, as);
+    }
   }
 
-  /** Creates `database`; false when that name is taken. */
-  async createIfFree(database: string): Promise<boolean> {
+  /** Creates `database` as `create` does; false when that name is taken. */
+  async createIfFree(database: string, as?: DatabaseCreation): Promise<boolean> {
     try {
-      await psql(this.admin, this.tools.binDir, queries.createDatabase(database));
+      await psql(this.admin, this.tools.binDir, createDatabaseAs(database, as));
       return true;
     } catch (error) {
       if (error instanceof QueryError && error.sqlState === DUPLICATE_DATABASE) return false;
-      throw error;
+      throw creationRefused(error, as);
     }
+  }
+
+  /** Runs SQL in the maintenance database; returns psql's unaligned output. */
+  run(sql: string): Promise<string> {
+    return psql(this.admin, this.tools.binDir, sql);
   }
 
   /** Drops `database` if it exists; `force` first ends its sessions, where the server can (13+). */
@@ -86,7 +97,13 @@ export class RestoreTarget {
    * renamed to `keptAs`. Returns false, with nothing changed, when `keptAs` is taken; retries
    * while sessions that slipped in keep the target busy, up to a few times.
    */
-  swap(swap: { target: string; scratch: string; keptAs: string; keptMark?: string }): Promise<boolean> {
+  swap(swap: {
+    target: string;
+    scratch: string;
+    keptAs: string;
+    keptMark?: string;
+    comment?: string | null;
+  }): Promise<boolean> {
     return this.rename(queries.swapDatabases(swap));
   }
 
@@ -94,7 +111,7 @@ export class RestoreTarget {
    * Renames the verified scratch database to `target` (queries.moveIntoPlace: one transaction).
    * Returns false, with nothing changed, when `target` was created meanwhile by someone else.
    */
-  moveIntoPlace(move: { scratch: string; target: string }): Promise<boolean> {
+  moveIntoPlace(move: { scratch: string; target: string; comment?: string | null }): Promise<boolean> {
     return this.rename(queries.moveIntoPlace(move));
   }
 
