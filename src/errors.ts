@@ -58,6 +58,12 @@ export class VerificationError extends StrongboxError {
 }
 
 /** A blob cannot be read back: its pack is missing or truncated, or its bytes fail authentication. */
+/**
+ * A record read from the repository that is not what strongbox writes (a snapshot's PostgreSQL
+ * details, say): refused rather than used, since storage may have been written by an attacker.
+ */
+export class UntrustedRecordError extends VerificationError {}
+
 export class DamagedBlobError extends VerificationError {
   constructor(
     readonly blob: string,

@@ -1,3 +1,5 @@
+import { UntrustedRecordError } from '../../errors.ts';
+
 /**
  * The SQL strongbox runs on PostgreSQL servers, in one place. Identifiers are quoted with
  * quoteIdentifier; values go through quoteLiteral: never by string interpolation of raw input.
@@ -8,6 +10,19 @@ export function quoteIdentifier(name: string): string {
 
 export function quoteLiteral(value: string): string {
   return `'${value.replaceAll("'", "''")}'`;
+}
+
+/**
+ * A name as an identifier, quoted as PostgreSQL would need it: `public.items`, but
+ * `"Sch ema"."we""ird"`, so that a message names exactly one object.
+ */
+export function displayIdentifier(name: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replaceAll('"', '""')}"`;
+}
+
+/** A table's qualified name, each part quoted as it needs (displayIdentifier). */
+export function displayTable(table: { schema: string; name: string }): string {
+  return `${displayIdentifier(table.schema)}.${displayIdentifier(table.name)}`;
 }
 
 export const SERVER_VERSION = 'show server_version_num';
@@ -129,11 +144,62 @@ export function sessionLikePgDump(): string[] {
   ];
 }
 
-/** pg_dump's "COPY t (cols) FROM stdin;" for a table, turned into the matching COPY … TO STDOUT. */
-export function copyOutStatement(copyFromStatement: string): string {
-  const match = /^COPY (.+) FROM stdin;\s*$/s.exec(copyFromStatement.trim());
-  if (!match) throw new Error(`not a COPY FROM stdin statement: ${copyFromStatement.slice(0, 80)}`);
-  return `COPY ${match[1]} TO STDOUT`;
+/**
+ * The COPY … TO STDOUT that reads a table's rows as pg_dump's COPY … FROM stdin statement wrote
+ * them: the same table, the same columns in the same order. The statement comes from a
+ * snapshot, that is from storage, so it is never run: it is parsed as pg_dump writes it (fmtId:
+ * a name unquoted only when it is [a-z_][a-z0-9_]*, else double-quoted with "" for "), checked
+ * against the table's recorded schema and name, and rebuilt from those identifiers, quoted.
+ * Anything else is an UntrustedRecordError.
+ */
+export function copyOutStatement(table: { schema: string; name: string; copyStatement: string }): string {
+  const parsed = parseCopyFrom(table.copyStatement);
+  if (!parsed || parsed.schema !== table.schema || parsed.table !== table.name) {
+    throw new UntrustedRecordError(
+      `the snapshot's COPY statement for ${displayTable(table)} is not one pg_dump writes for it: ${JSON.stringify(table.copyStatement.slice(0, 120))}`,
+    );
+  }
+  const columns = parsed.columns.length ? ` (${parsed.columns.map(quoteIdentifier).join(', ')})` : '';
+  return `COPY ${quoteIdentifier(parsed.schema)}.${quoteIdentifier(parsed.table)}${columns} TO STDOUT`;
+}
+
+/** A name as pg_dump's fmtId writes it, at the start of the text. */
+const PG_DUMP_IDENTIFIER = /^(?:"((?:[^"]|"")+)"|([a-z_][a-z0-9_]*))/;
+
+/** "COPY schema.table (a, b) FROM stdin;" read into its parts; undefined for anything else. */
+export function parseCopyFrom(
+  statement: string,
+): { schema: string; table: string; columns: string[] } | undefined {
+  let rest = statement;
+  const take = (text: string) => {
+    if (!rest.startsWith(text)) return false;
+    rest = rest.slice(text.length);
+    return true;
+  };
+  const name = () => {
+    const match = PG_DUMP_IDENTIFIER.exec(rest);
+    if (!match) return undefined;
+    rest = rest.slice(match[0].length);
+    return match[1] !== undefined ? match[1].replaceAll('""', '"') : match[2]!;
+  };
+  if (!take('COPY ')) return undefined;
+  const schema = name();
+  if (schema === undefined || !take('.')) return undefined;
+  const table = name();
+  if (table === undefined || !take(' ')) return undefined;
+  const columns: string[] = [];
+  if (take('(')) {
+    for (;;) {
+      const column = name();
+      if (column === undefined) return undefined;
+      columns.push(column);
+      if (take(')')) break;
+      if (!take(', ')) return undefined;
+    }
+  }
+  // pg_dump writes one space before FROM after a column list, two without one (the first taken above).
+  if (!take(' FROM stdin;')) return undefined;
+  return /^\n?$/.test(rest) ? { schema, table, columns } : undefined;
 }
 
 export function databaseEncoding(database: string): string {

@@ -5,7 +5,16 @@ import { stopOnInterrupt } from '../../util/interrupt.ts';
 import { count } from '../../util/plural.ts';
 import type { PostgresConnection } from './connection.ts';
 import { TableFingerprint, type CopyTextProblem } from './fingerprint.ts';
-import { CATALOG_FINGERPRINT, copyOutStatement, databaseEncoding, sessionLikePgDump } from './queries.ts';
+import {
+  CATALOG_FINGERPRINT,
+  copyOutStatement,
+  databaseEncoding,
+  displayIdentifier,
+  displayTable,
+  sessionLikePgDump,
+} from './queries.ts';
+
+export { displayIdentifier, displayTable };
 import { firstError, psql, withLargeStdioBuffers, type PostgresTools } from './tools.ts';
 
 /** What a backup recorded of one table, to compare a restore against. */
@@ -183,19 +192,6 @@ export async function verifyDatabase(
   return verification;
 }
 
-/**
- * A name as an identifier, quoted as PostgreSQL would need it: `public.items`, but
- * `"Sch ema"."we""ird"`, so that a message names exactly one object.
- */
-export function displayIdentifier(name: string): string {
-  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replaceAll('"', '""')}"`;
-}
-
-/** A table's qualified name, each part quoted as it needs (displayIdentifier). */
-export function displayTable(table: { schema: string; name: string }): string {
-  return `${displayIdentifier(table.schema)}.${displayIdentifier(table.name)}`;
-}
-
 /** "1000 rows backed up, 999 found", or "…, contents differ" when the counts agree. */
 export function differenceOf(table: TableComparison): string {
   return `${table.expectedRows} rows backed up, ${table.actualRows} found${table.expectedRows === table.actualRows ? ', contents differ' : ''}`;
@@ -245,7 +241,7 @@ export async function tableComparer(
     const fingerprint = await fingerprintCopy(
       env,
       tools,
-      { statement: copyOutStatement(table.copyStatement) },
+      { statement: copyOutStatement(table) },
       displayTable(table),
     );
     return {
