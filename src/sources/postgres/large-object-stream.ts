@@ -4,7 +4,7 @@ import path from 'node:path';
 import { SourceError } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
 import { readBackLargeObjects, type LargeObjectMetadata } from './large-object-queries.ts';
-import { firstError, withLargeStdioBuffers } from './tools.ts';
+import { firstError, toolEnvironment, withLargeStdioBuffers } from './tools.ts';
 import type { CheckTarget } from './verify.ts';
 
 /** What the database verified holds of one large object. */
@@ -26,7 +26,7 @@ export async function readLargeObjects(
   const args = ['-X', '-w', '-q', '-v', 'ON_ERROR_STOP=1', '-c', readBackLargeObjects(contents)];
   const command = withLargeStdioBuffers(path.join(target.tools.binDir, 'psql'), args);
   const child = spawn(command.command, command.args, {
-    env: { ...process.env, ...target.connection.env },
+    env: toolEnvironment(target.connection.env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   stopOnInterrupt(child);

@@ -15,7 +15,13 @@ import {
 } from './large-objects.ts';
 import { CATALOG_FINGERPRINT, EXPORT_SNAPSHOT } from './queries.ts';
 import { PsqlSession } from './session.ts';
-import { firstError, withLargeStdioBuffers, type PostgresTools, type ServerVersion } from './tools.ts';
+import {
+  firstError,
+  toolEnvironment,
+  withLargeStdioBuffers,
+  type PostgresTools,
+  type ServerVersion,
+} from './tools.ts';
 import type { CatalogFingerprint, RecordedTable } from './verify.ts';
 import { fingerprintViews, readSchema, type SchemaFingerprint } from './schema-fingerprint.ts';
 
@@ -200,7 +206,7 @@ export function spawnTool(
   const command = withLargeStdioBuffers(path.join(tools.binDir, program), args);
   return processProducer(command.command, command.args, {
     // UTC, as the fingerprint check after a restore reads timestamptz values in (verify.ts).
-    env: { ...process.env, ...connection.env, PGTZ: 'UTC' },
+    env: toolEnvironment({ ...connection.env, PGTZ: 'UTC' }),
     captureStderr: true,
     failure: (reason, stderr) => {
       const detail = firstError(stderr, program);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { SourceError } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
 import type { PostgresConnection } from './connection.ts';
-import { firstError } from './tools.ts';
+import { firstError, toolEnvironment } from './tools.ts';
 
 /**
  * One psql session kept open across several statements, for what must happen in one
@@ -26,7 +26,7 @@ export class PsqlSession {
     binDir: string,
   ) {
     this.child = spawn(path.join(binDir, 'psql'), ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1'], {
-      env: { ...process.env, ...connection.env, PGTZ: 'UTC' },
+      env: toolEnvironment({ ...connection.env, PGTZ: 'UTC' }),
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     stopOnInterrupt(this.child);

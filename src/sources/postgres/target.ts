@@ -12,6 +12,7 @@ import {
   firstError,
   psql,
   QueryError,
+  toolEnvironment,
   withLargeStdioBuffers,
   type PostgresTools,
   type ServerVersion,
@@ -142,7 +143,7 @@ export class RestoreTarget {
       path.join(this.tools.binDir, 'psql'),
       ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1'],
       {
-        env: { ...process.env, ...this.admin.env, PGAPPNAME: 'strongbox restore' },
+        env: toolEnvironment({ ...this.admin.env, PGAPPNAME: 'strongbox restore' }),
         stdio: ['pipe', 'pipe', 'pipe'],
       },
     );
@@ -204,7 +205,7 @@ export class RestoreTarget {
       path.join(this.tools.binDir, 'psql'),
       ['-X', '-w', '-q', '-v', 'VERBOSITY=verbose', '-f', '-'],
       {
-        env: { ...process.env, ...this.admin.env },
+        env: toolEnvironment(this.admin.env),
         stdio: ['pipe', 'ignore', 'pipe'],
       },
     );
@@ -248,7 +249,7 @@ export class RestoreTarget {
       ...args,
     ]);
     const child = spawn(command.command, command.args, {
-      env: { ...process.env, ...this.connection.env, PGDATABASE: database },
+      env: toolEnvironment({ ...this.connection.env, PGDATABASE: database }),
       stdio: ['pipe', 'ignore', 'pipe'],
       ...(signal ? { signal } : {}),
     });

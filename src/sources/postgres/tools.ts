@@ -15,6 +15,23 @@ export interface PostgresTools {
   major: number;
 }
 
+/**
+ * What of strongbox's own environment a PostgreSQL program gets: what it needs to run (its path,
+ * locale, home for ~/.pgpass, a preloaded library) and nothing else, so that STRONGBOX_PASSWORD,
+ * cloud credentials and the like never reach pg_dump, psql or pg_restore. Connection settings
+ * (PG* variables, inherited ones included) come with the connection.
+ */
+const PASSED_TO_TOOLS =
+  /^(PATH|HOME|USER|LOGNAME|LANG|LANGUAGE|LC_[A-Z]+|TZ|TMPDIR|LD_LIBRARY_PATH|LD_PRELOAD|FAKETIME\w*)$/;
+
+export function toolEnvironment(connectionEnv: Record<string, string | undefined>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value !== undefined && PASSED_TO_TOOLS.test(name)) env[name] = value;
+  }
+  return { ...env, ...connectionEnv };
+}
+
 /** Where Debian and Ubuntu install each PostgreSQL version's programs. */
 const DEBIAN_ROOT = '/usr/lib/postgresql';
 
@@ -72,7 +89,7 @@ async function pgDumpMajor(dir: string): Promise<number | undefined> {
   const program = path.join(dir, 'pg_dump');
   try {
     await fs.access(program, fs.constants.X_OK);
-    const { stdout } = await run(program, ['--version']);
+    const { stdout } = await run(program, ['--version'], { env: toolEnvironment({}) });
     const match = /\(PostgreSQL\)\s+(\d+)/.exec(stdout);
     return match ? Number(match[1]) : undefined;
   } catch {
@@ -111,7 +128,7 @@ export async function psql(connection: PostgresConnection, binDir: string, sql: 
       path.join(binDir, 'psql'),
       ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-v', 'VERBOSITY=verbose', '-c', sql],
       {
-        env: { ...process.env, ...connection.env },
+        env: toolEnvironment(connection.env),
         maxBuffer: 64 * 1024 * 1024,
       },
     );
@@ -158,7 +175,10 @@ export function firstError(stderr: string, program: string): string | undefined 
  * missing it runs nothing and exits 125, so it is tried once before it is trusted.
  */
 function stdbufWorks(program: string): boolean {
-  return spawnSync(program, ['--output=64K', 'true'], { stdio: 'ignore', timeout: 5000 }).status === 0;
+  return (
+    spawnSync(program, ['--output=64K', 'true'], { stdio: 'ignore', timeout: 5000, env: toolEnvironment({}) })
+      .status === 0
+  );
 }
 
 /** Where GNU coreutils installs stdbuf. */

@@ -15,7 +15,7 @@ import {
 } from './queries.ts';
 
 export { displayIdentifier, displayTable };
-import { firstError, psql, withLargeStdioBuffers, type PostgresTools } from './tools.ts';
+import { firstError, psql, toolEnvironment, withLargeStdioBuffers, type PostgresTools } from './tools.ts';
 
 /** What a backup recorded of one table, to compare a restore against. */
 export interface RecordedTable {
@@ -284,7 +284,7 @@ export async function fingerprintCopy(
   for (const sql of [...(copy.opening ?? []), ...sessionLikePgDump(), copy.statement]) args.push('-c', sql);
   const command = withLargeStdioBuffers(path.join(tools.binDir, 'psql'), args);
   const child = spawn(command.command, command.args, {
-    env: { ...process.env, ...env },
+    env: toolEnvironment(env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   stopOnInterrupt(child);
