@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanEnv, runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
-import { startCluster, type TestCluster } from './helpers/postgres.ts';
+import { cleanEnv, runCli, tempRepo, type TempRepo, expectExit } from './helpers/cli.ts';
+import { socketUrl, startCluster, type TestCluster } from './helpers/postgres.ts';
 import { seededRandom } from './helpers/fault-proxy.ts';
 import { rounds, seed } from './helpers/soak.ts';
 
@@ -88,16 +88,11 @@ async function stopKiller(cluster: TestCluster, killer: ChildProcess): Promise<v
   }
 }
 
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
-
 describe('backup postgres while the server terminates its sessions', () => {
   let cluster: TestCluster;
   let repo: TempRepo;
   let env: Record<string, string>;
-  const url = (database: string) =>
-    `postgres:///${database}?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`;
+  const url = (database: string) => socketUrl(cluster, database);
   const filesIn = (dir: string) => readdir(path.join(repo.repo, dir)).catch(() => []);
   const snapshotIds = async () =>
     (

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CopyResult } from '../src/ops/copy.ts';
 import type { SnapshotHeader } from '../src/repository/snapshot.ts';
 import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite } from './helpers/azurite.ts';
-import { runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
+import { runCli, tempRepo, type RunResult, type TempRepo, expectExit } from './helpers/cli.ts';
 import { seededBytes } from './helpers/data.ts';
 import { S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY, startS3Server } from './helpers/s3-server.ts';
 import { startSshd } from './helpers/sshd.ts';
@@ -76,10 +76,6 @@ function json<T>(result: RunResult): T {
 }
 
 /** Fails with the command's stderr, which says more than a bare exit code. */
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
-
 /** Expects `actual` to be exactly `expected`, without printing megabytes when it is not. */
 function expectSameBytes(actual: Buffer, expected: Buffer): void {
   expect({ length: actual.length, equal: actual.equals(expected) }).toEqual({

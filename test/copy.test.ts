@@ -1,7 +1,15 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, startCli, tempRepo, type RunOptions, type RunResult, type TempRepo } from './helpers/cli.ts';
+import {
+  runCli,
+  startCli,
+  tempRepo,
+  type RunOptions,
+  type RunResult,
+  type TempRepo,
+  expectExit,
+} from './helpers/cli.ts';
 import type { CopyResult } from '../src/ops/copy.ts';
 import type { SnapshotHeader } from '../src/repository/snapshot.ts';
 import { seededBytes } from './helpers/data.ts';
@@ -13,10 +21,6 @@ function cli(repo: TempRepo, args: string[], options: RunOptions = {}): Promise<
 
 function json<T>(result: RunResult): T {
   return JSON.parse(result.stdout.toString('utf8')) as T;
-}
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
 }
 
 /** What `snapshots --json` and `copy --json` print. */

@@ -1,19 +1,15 @@
 import { mkdir, open, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
+import { runCli, tempRepo, type TempRepo, expectExit } from './helpers/cli.ts';
 import { seededBytes } from './helpers/data.ts';
-import { startCluster, type TestCluster } from './helpers/postgres.ts';
+import { startCluster, type TestCluster, socketUrl } from './helpers/postgres.ts';
 
 /**
  * One damaged object must not stop everything: real bytes of real snapshot and pack files are
  * damaged, and the built binary must report the damage (exit 7, naming it) where it matters and
  * go on working everywhere else.
  */
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
 
 async function filesUnder(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
@@ -340,8 +336,7 @@ describe('packs whose index file is lost', () => {
 describe('restore postgres of a snapshot with a damaged pack', () => {
   let cluster: TestCluster;
   let repo: TempRepo;
-  const to = (database: string) =>
-    `postgres:///${database}?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`;
+  const to = (database: string) => socketUrl(cluster, database);
 
   beforeAll(async () => {
     cluster = await startCluster();

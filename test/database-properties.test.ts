@@ -11,12 +11,8 @@ import {
 } from '../src/sources/postgres/database-properties.ts';
 import { RestoreTarget } from '../src/sources/postgres/target.ts';
 import { findTools } from '../src/sources/postgres/tools.ts';
-import { runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
+import { runCli, tempRepo, type TempRepo, expectExit } from './helpers/cli.ts';
 import { startCluster, type TestCluster } from './helpers/postgres.ts';
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
 
 const shop: DatabaseProperties = {
   name: 'shop',

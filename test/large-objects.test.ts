@@ -12,15 +12,11 @@ import {
   type RecordedLargeObjects,
 } from '../src/sources/postgres/large-objects.ts';
 import type { PostgresSnapshotDetails } from '../src/sources/postgres/logical.ts';
-import { runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
+import { runCli, tempRepo, type TempRepo, expectExit } from './helpers/cli.ts';
 import { seededBytes } from './helpers/data.ts';
-import { startCluster, type TestCluster } from './helpers/postgres.ts';
+import { startCluster, type TestCluster, socketUrl } from './helpers/postgres.ts';
 
 const run = promisify(execFile);
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
 
 /** Piece sizes from 1 to max, the same on every run. */
 function seededSizes(seed: string, max: number): () => number {
@@ -47,8 +43,7 @@ const COMPARED = `5 \\(${BIG_BYTES + 14 + 5 + 10} bytes\\)`;
 describe('large objects', () => {
   let cluster: TestCluster;
   let repo: TempRepo;
-  const to = (database: string) =>
-    `postgres:///${database}?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`;
+  const to = (database: string) => socketUrl(cluster, database);
   const verify = (database: string) =>
     runCli(['verify', '--name', 'lobs', '--to', to(database)], { env: repo.env });
 

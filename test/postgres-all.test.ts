@@ -1,10 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
+import { runCli, tempRepo, type TempRepo, expectExit } from './helpers/cli.ts';
 import { startCluster, type TestCluster } from './helpers/postgres.ts';
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
 
 describe('backup postgres --all', () => {
   let source: TestCluster;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, openRepository, postgresSource } from '../src/index.ts';
-import { CLI, cleanEnv, runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
+import { CLI, cleanEnv, runCli, tempRepo, type RunResult, type TempRepo, expectExit } from './helpers/cli.ts';
 import { startCluster, type TestCluster } from './helpers/postgres.ts';
 
 /** Every table's rows as sorted COPY text: equal when two databases hold the same data. */
@@ -70,10 +70,6 @@ async function until(condition: () => Promise<boolean>): Promise<void> {
   for (const deadline = Date.now() + 10_000; !(await condition()); await sleep(50)) {
     if (Date.now() > deadline) throw new Error('condition not met within 10 s');
   }
-}
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
 }
 
 describe('backup postgres', () => {

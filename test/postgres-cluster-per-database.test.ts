@@ -4,13 +4,9 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, findDatabaseSnapshot, type Repository } from '../src/index.ts';
-import { runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
+import { runCli, tempRepo, type RunResult, type TempRepo, expectExit } from './helpers/cli.ts';
 import { startCluster, type TestCluster } from './helpers/postgres.ts';
 import { createTestRepo, type TestRepo } from './helpers/repo.ts';
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
 
 /** One database of a cluster snapshot (backup postgres --all), dumped, restored and verified alone. */
 describe('a cluster snapshot, per database', () => {

@@ -1,17 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
-import { startCluster, type TestCluster } from './helpers/postgres.ts';
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
+import { runCli, tempRepo, type TempRepo, expectExit } from './helpers/cli.ts';
+import { startCluster, type TestCluster, socketUrl } from './helpers/postgres.ts';
 
 describe('restore postgres', () => {
   let cluster: TestCluster;
   let repo: TempRepo;
   let sourceEnv: Record<string, string>;
-  const to = (database: string) =>
-    `postgres:///${database}?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`;
+  const to = (database: string) => socketUrl(cluster, database);
   const count = async (database: string, table: string) =>
     Number((await cluster.psql(`select count(*) from ${table}`, database)).trim());
   const databases = async () =>

@@ -1,11 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, startCli, type RunResult } from './helpers/cli.ts';
+import { runCli, startCli, expectExit } from './helpers/cli.ts';
 import { exited, startShop, type ShopFixture } from './helpers/restore-watch.ts';
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
 
 const ROWS = 2000;
 

@@ -3,14 +3,10 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
-import { startCluster, type TestCluster } from './helpers/postgres.ts';
+import { runCli, tempRepo, type TempRepo, expectExit } from './helpers/cli.ts';
+import { startCluster, type TestCluster, socketUrl } from './helpers/postgres.ts';
 
 const VARIED_SCHEMA = new URL('./fixtures/varied-schema.sql', import.meta.url);
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
 
 /**
  * Restores of a database with something of every kind (test/fixtures/varied-schema.sql), proven
@@ -20,8 +16,7 @@ function expectExit(result: RunResult, code: number): void {
 describe('verification of the schema', () => {
   let cluster: TestCluster;
   let repo: TempRepo;
-  const to = (database: string) =>
-    `postgres:///${database}?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`;
+  const to = (database: string) => socketUrl(cluster, database);
   const verify = (database: string) =>
     runCli(['verify', '--name', 'varied', '--to', to(database)], { env: repo.env });
 

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, cleanEnv, runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
-import { startCluster, type TestCluster } from './helpers/postgres.ts';
+import { startCluster, type TestCluster, socketUrl } from './helpers/postgres.ts';
 
 function expectExit(result: RunResult, code: number): void {
   expect({ code: result.code, stderr: result.stderr }).toMatchObject({ code });
@@ -16,8 +16,7 @@ describe('snapshots named by id', () => {
   let repo: TempRepo;
   let app: string;
   let files: string;
-  const to = (database: string) =>
-    `postgres:///${database}?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`;
+  const to = (database: string) => socketUrl(cluster, database);
   const backup = async (args: string[], env: Record<string, string> = {}) => {
     const result = await runCli([...args, '--json'], { env: { ...repo.env, ...env } });
     expectExit(result, 0);

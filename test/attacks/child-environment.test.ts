@@ -1,12 +1,8 @@
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, tempRepo, type RunResult, type TempRepo } from '../helpers/cli.ts';
-import { startCluster, type TestCluster } from '../helpers/postgres.ts';
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
+import { runCli, tempRepo, type TempRepo, expectExit } from '../helpers/cli.ts';
+import { startCluster, type TestCluster, socketUrl } from '../helpers/postgres.ts';
 
 const PASSWORD = 'repository password, never for pg_dump';
 const CANARY = 'a-cloud-secret-the-tools-must-not-see';
@@ -21,8 +17,7 @@ describe('attack: secrets in the environment of the PostgreSQL programs', () => 
   let repo: TempRepo;
   let wrappers: string;
   let seen: string;
-  const to = (database: string) =>
-    `postgres:///${database}?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`;
+  const to = (database: string) => socketUrl(cluster, database);
 
   beforeAll(async () => {
     cluster = await startCluster();

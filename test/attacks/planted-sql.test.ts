@@ -3,12 +3,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openRepository } from '../../src/index.ts';
 import { copyOutStatement, parseCopyFrom } from '../../src/sources/postgres/queries.ts';
-import { runCli, tempRepo, type RunResult, type TempRepo } from '../helpers/cli.ts';
-import { startCluster, type TestCluster } from '../helpers/postgres.ts';
-
-function expectExit(result: RunResult, code: number): void {
-  expect(result.code, result.stderr).toBe(code);
-}
+import { runCli, tempRepo, type TempRepo, expectExit } from '../helpers/cli.ts';
+import { startCluster, type TestCluster, socketUrl } from '../helpers/postgres.ts';
 
 /**
  * A snapshot records each table's COPY statement as pg_dump wrote it. Whoever can write a
@@ -18,8 +14,7 @@ function expectExit(result: RunResult, code: number): void {
 describe('attack: SQL planted in a snapshot', () => {
   let cluster: TestCluster;
   let repo: TempRepo;
-  const to = (database: string) =>
-    `postgres:///${database}?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`;
+  const to = (database: string) => socketUrl(cluster, database);
 
   beforeAll(async () => {
     cluster = await startCluster();

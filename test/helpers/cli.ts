@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 
 /** The built command-line entry point; `npm test` builds before running the tests. */
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
@@ -88,4 +89,9 @@ export async function tempRepo(password = 'correct horse battery staple'): Promi
     env: { STRONGBOX_REPO: repo, STRONGBOX_PASSWORD_FILE: passwordFile },
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
+}
+
+/** Asserts a run's exit code, showing what it printed to stderr when it is not the one expected. */
+export function expectExit(result: RunResult, code: number): void {
+  expect(result.code, result.stderr).toBe(code);
 }

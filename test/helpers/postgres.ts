@@ -311,3 +311,8 @@ function run(
     child.stdin.end(options.input ?? '');
   });
 }
+
+/** A postgres:/// URL for `database` on the test cluster, through its socket directory. */
+export function socketUrl(cluster: TestCluster, database: string): string {
+  return `postgres:///${database}?host=${encodeURIComponent(cluster.host)}&port=${cluster.port}&user=${cluster.user}`;
+}
