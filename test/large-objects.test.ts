@@ -6,11 +6,8 @@ import { openRepository } from '../src/index.ts';
 import { ArchiveReader, type LargeObjectContents } from '../src/sources/postgres/archive-reader.ts';
 import { readBackLargeObjects } from '../src/sources/postgres/large-object-queries.ts';
 import { LargeObjectCopyReader } from '../src/sources/postgres/large-object-stream.ts';
-import {
-  largeObjectDifferences,
-  comparableAclItem,
-  type RecordedLargeObjects,
-} from '../src/sources/postgres/large-objects.ts';
+import { comparableAclItem } from '../src/sources/postgres/acl.ts';
+import { largeObjectDifferences, type RecordedLargeObjects } from '../src/sources/postgres/large-objects.ts';
 import type { PostgresSnapshotDetails } from '../src/sources/postgres/logical.ts';
 import { runCli, tempRepo, type TempRepo, expectExit } from './helpers/cli.ts';
 import { seededBytes } from './helpers/data.ts';

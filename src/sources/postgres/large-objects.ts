@@ -1,4 +1,5 @@
 import { SourceError } from '../../errors.ts';
+import { comparableAclItem } from './acl.ts';
 import { count } from '../../util/plural.ts';
 import { LARGE_OBJECT_METADATA, type LargeObjectMetadata } from './large-object-queries.ts';
 import { readLargeObjects, type FoundLargeObject } from './large-object-stream.ts';
@@ -138,38 +139,6 @@ export function largeObjectDifferences(
  */
 function comparableAcl(object: { owner: string; acl: readonly string[] }, owners: boolean): string[] {
   return object.acl.map((item) => comparableAclItem(item, object.owner, owners)).sort();
-}
-
-/**
- * "alice=rw/alice" as "(owner)=rw/(owner)" when alice owns the object, and "bob=r/alice" as
- * "bob=r/(owner)"; without grantors, as "(owner)=rw" and "bob=r". An aclitem quotes a role name
- * unless it is letters, digits and underscores, so "(owner)" is no role's.
- */
-export function comparableAclItem(item: string, owner: string, grantors: boolean): string {
-  const grantee = roleAt(item, 0);
-  const slash = item.indexOf('/', grantee.end + 1);
-  const privileges = item.slice(grantee.end + 1, slash < 0 ? item.length : slash);
-  const role = ({ name, text }: { name: string; text: string }) => (name === owner ? '(owner)' : text);
-  const granted = `${role(grantee)}=${privileges}`;
-  return grantors && slash >= 0 ? `${granted}/${role(roleAt(item, slash + 1))}` : granted;
-}
-
-/**
- * The role name at `start` of an aclitem, as written and unquoted (empty for PUBLIC), and where
- * it ends. Unquoted, a name holds neither "=" nor "/".
- */
-function roleAt(item: string, start: number): { name: string; text: string; end: number } {
-  let end = start;
-  if (item[start] === '"') {
-    for (end++; end < item.length && !(item[end] === '"' && item[end + 1] !== '"');)
-      end += item[end] === '"' ? 2 : 1;
-    end++;
-    const text = item.slice(start, end);
-    return { name: text.slice(1, -1).replaceAll('""', '"'), text, end };
-  }
-  while (end < item.length && item[end] !== '=' && item[end] !== '/') end++;
-  const text = item.slice(start, end);
-  return { name: text, text, end };
 }
 
 function shown(comment: string | null): string {

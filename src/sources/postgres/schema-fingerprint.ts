@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { SourceError } from '../../errors.ts';
 import { count } from '../../util/plural.ts';
 import type { PostgresConnection } from './connection.ts';
-import { quoteIdentifier, quoteLiteral } from './queries.ts';
+import { aclItemParts, comparableAclItem, splitAcl } from './acl.ts';
+import { displayTable, quoteIdentifier, quoteLiteral } from './queries.ts';
 import { POPULATED_MATERIALIZED_VIEWS, SCHEMA_FINGERPRINT, viewDefinition } from './schema-queries.ts';
 import { psql, type PostgresTools } from './tools.ts';
 import { copySessionEnvironment, fingerprintCopy, type Checker, type VerificationCheck } from './verify.ts';
@@ -111,12 +112,7 @@ function compareText(a: string, b: string): number {
 
 /** The qualified name a materialized view is recorded under. */
 export function viewKey(view: ViewName): string {
-  return `${displayName(view.schema)}.${displayName(view.name)}`;
-}
-
-/** As PostgreSQL's quote_ident would: the schema query names objects so. */
-function displayName(name: string): string {
-  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : quoteIdentifier(name);
+  return displayTable(view);
 }
 
 /** The COPY that reads a materialized view's rows, for its fingerprint. */
@@ -297,43 +293,20 @@ const PRIVILEGES: Record<string, string> = {
   m: 'MAINTAIN',
 };
 
-interface AclItem {
-  grantee: string;
-  privileges: string;
-  grantor: string;
-}
-
-/** "grantee=privileges/grantor" items, space-separated; an empty grantee is PUBLIC. */
-function parseAcl(acl: string): AclItem[] {
-  const items: AclItem[] = [];
-  for (const item of acl.match(/(?:"(?:[^"]|"")*"|[^\s"])+/g) ?? []) {
-    const match = /^((?:"(?:[^"]|"")*"|[^="])*)=([A-Za-z*]*)\/(.*)$/.exec(item);
-    if (match) items.push({ grantee: match[1]!, privileges: match[2]!, grantor: match[3]! });
-  }
-  return items;
-}
-
-/** An ACL with the owner's own entry called "(owner)" and grantors left out. */
+/** An ACL with the owner's name as "(owner)" and grantors left out (acl.ts, comparableAclItem). */
 function anonymousAcl(acl: string | undefined, owner: string | undefined): string | undefined {
   if (acl === undefined) return undefined;
-  return parseAcl(acl)
-    .map(
-      (item) =>
-        `${owner !== undefined && unquote(item.grantee) === owner ? '(owner)' : item.grantee}=${item.privileges}`,
-    )
+  return splitAcl(acl)
+    .map((item) => comparableAclItem(item, owner, false))
     .sort(compareText)
     .join(' ');
-}
-
-function unquote(name: string): string {
-  return name.startsWith('"') ? name.slice(1, -1).replaceAll('""', '"') : name;
 }
 
 /** "GRANT SELECT TO reporting missing; GRANT INSERT TO PUBLIC added", or the two ACLs whole. */
 function describeAcl(was: string, now: string): string {
   const grants = (acl: string) => {
     const found = new Map<string, Set<string>>();
-    for (const item of parseAcl(acl)) {
+    for (const item of splitAcl(acl).map(aclItemParts)) {
       const grantee = item.grantee === '' ? 'PUBLIC' : item.grantee;
       const privileges = found.get(grantee) ?? new Set<string>();
       for (const [, letter, option] of item.privileges.matchAll(/([A-Za-z])(\*?)/g))

@@ -14,6 +14,16 @@
  */
 import { quoteIdentifier, quoteLiteral } from './queries.ts';
 
+/** An aclitem[] expression as its items' text, sorted and joined by spaces (acl.ts splits it back). */
+function sortedAcl(acl: string): string {
+  return `(select pg_catalog.string_agg(item::text, ' ' order by item::text) from pg_catalog.unnest(${acl}) item)`;
+}
+
+/** As sortedAcl, a NULL ACL read as the default it stands for: acldefault(kind, owner). */
+function aclOrDefault(acl: string, kind: string, owner: string): string {
+  return sortedAcl(`coalesce(${acl}, pg_catalog.acldefault('${kind}', ${owner}))`);
+}
+
 export const SCHEMA_FINGERPRINT = `set search_path = '';
 set client_encoding = 'UTF8';
 with ns as (
@@ -32,7 +42,7 @@ rel as (
 objects as (
   select 'schema' as kind, pg_catalog.quote_ident(n.nspname) as name, pg_catalog.json_build_object(
     'owner', pg_catalog.pg_get_userbyid(n.nspowner),
-    'acl', (select pg_catalog.string_agg(a::text, ' ' order by a::text) from pg_catalog.unnest(coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a),
+    'acl', ${aclOrDefault('n.nspacl', 'n', 'n.nspowner')},
     'comment', pg_catalog.obj_description(n.oid, 'pg_namespace')) as props
   from pg_catalog.pg_namespace n join ns using (oid)
   where not exists (select 1 from members m where m.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass and m.objid = n.oid)
@@ -40,7 +50,7 @@ objects as (
   union all
   select case c.relkind when 'f' then 'foreign table' else 'table' end, c.qualified, pg_catalog.json_build_object(
     'owner', pg_catalog.pg_get_userbyid(c.relowner),
-    'acl', (select pg_catalog.string_agg(a::text, ' ' order by a::text) from pg_catalog.unnest(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a),
+    'acl', ${aclOrDefault('c.relacl', 'r', 'c.relowner')},
     'comment', pg_catalog.obj_description(c.oid, 'pg_class'),
     'persistence', c.relpersistence::text,
     'rowSecurity', c.relrowsecurity::text,
@@ -62,7 +72,7 @@ objects as (
   union all
   select case c.relkind when 'v' then 'view' else 'materialized view' end, c.qualified, pg_catalog.json_build_object(
     'owner', pg_catalog.pg_get_userbyid(c.relowner),
-    'acl', (select pg_catalog.string_agg(a::text, ' ' order by a::text) from pg_catalog.unnest(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a),
+    'acl', ${aclOrDefault('c.relacl', 'r', 'c.relowner')},
     'comment', pg_catalog.obj_description(c.oid, 'pg_class'),
     'definition', pg_catalog.pg_get_viewdef(c.oid),
     'options', pg_catalog.array_to_string(c.reloptions, ', '),
@@ -72,7 +82,7 @@ objects as (
   union all
   select 'sequence', c.qualified, pg_catalog.json_build_object(
     'owner', pg_catalog.pg_get_userbyid(c.relowner),
-    'acl', (select pg_catalog.string_agg(a::text, ' ' order by a::text) from pg_catalog.unnest(coalesce(c.relacl, pg_catalog.acldefault('s', c.relowner))) a),
+    'acl', ${aclOrDefault('c.relacl', 's', 'c.relowner')},
     'comment', pg_catalog.obj_description(c.oid, 'pg_class'),
     'persistence', c.relpersistence::text,
     'type', pg_catalog.format_type(s.seqtypid, null),
@@ -103,7 +113,7 @@ objects as (
     'collation', case when a.attcollation <> t.typcollation then (select pg_catalog.format('%I.%I', cn.nspname, co.collname)
       from pg_catalog.pg_collation co join pg_catalog.pg_namespace cn on cn.oid = co.collnamespace where co.oid = a.attcollation) end,
     'comment', pg_catalog.col_description(c.oid, a.attnum),
-    'acl', (select pg_catalog.string_agg(x::text, ' ' order by x::text) from pg_catalog.unnest(a.attacl) x),
+    'acl', ${sortedAcl('a.attacl')},
     'statistics', case when (pg_catalog.to_jsonb(a) ->> 'attstattarget')::int >= 0 then pg_catalog.to_jsonb(a) ->> 'attstattarget' end,
     'storage', case when a.attstorage <> t.typstorage then a.attstorage::text end,
     'compression', nullif(pg_catalog.to_jsonb(a) ->> 'attcompression', ''))
@@ -154,7 +164,7 @@ objects as (
     pg_catalog.format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)),
     pg_catalog.json_build_object(
       'owner', pg_catalog.pg_get_userbyid(p.proowner),
-      'acl', (select pg_catalog.string_agg(a::text, ' ' order by a::text) from pg_catalog.unnest(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a),
+      'acl', ${aclOrDefault('p.proacl', 'f', 'p.proowner')},
       'comment', pg_catalog.obj_description(p.oid, 'pg_proc'),
       'definition', case when p.prokind <> 'a' then pg_catalog.pg_get_functiondef(p.oid) else (
         select pg_catalog.row_to_json(x)::text from (select g.aggkind, g.aggnumdirectargs,
@@ -173,7 +183,7 @@ objects as (
     pg_catalog.format('%I.%I', n.nspname, t.typname),
     pg_catalog.json_build_object(
       'owner', pg_catalog.pg_get_userbyid(t.typowner),
-      'acl', (select pg_catalog.string_agg(a::text, ' ' order by a::text) from pg_catalog.unnest(coalesce(t.typacl, pg_catalog.acldefault('T', t.typowner))) a),
+      'acl', ${aclOrDefault('t.typacl', 'T', 't.typowner')},
       'comment', pg_catalog.obj_description(t.oid, 'pg_type'),
       'base', case when t.typtype = 'd' then pg_catalog.format_type(t.typbasetype, t.typtypmod) end,
       'notNull', case when t.typtype = 'd' then t.typnotnull::text end,
@@ -216,7 +226,7 @@ objects as (
   select 'default privileges', pg_catalog.format('for %I%s on %s', pg_catalog.pg_get_userbyid(a.defaclrole),
       case when a.defaclnamespace = 0 then '' else pg_catalog.format(' in %I', (select n.nspname from pg_catalog.pg_namespace n where n.oid = a.defaclnamespace)) end,
       case a.defaclobjtype when 'r' then 'tables' when 'S' then 'sequences' when 'f' then 'functions' when 'T' then 'types' when 'n' then 'schemas' else a.defaclobjtype::text end),
-    pg_catalog.json_build_object('acl', (select pg_catalog.string_agg(x::text, ' ' order by x::text) from pg_catalog.unnest(a.defaclacl) x))
+    pg_catalog.json_build_object('acl', ${sortedAcl('a.defaclacl')})
   from pg_catalog.pg_default_acl a
 
   union all

@@ -141,8 +141,9 @@ export async function verifyDatabase(
   const objectDifferences: string[] = [];
   let sequences = 0;
   let schemas = 0;
+  // Asked of the database verified, which may not be the connection's (a restore's scratch).
+  const on = { ...connection, env: { ...connection.env, PGDATABASE: database }, database };
   if (recorded.catalog && (recorded.expect.sequences || recorded.expect.objects)) {
-    const on = { ...connection, env: { ...connection.env, PGDATABASE: database }, database };
     const actual = JSON.parse(await psql(on, tools.binDir, CATALOG_FINGERPRINT)) as CatalogFingerprint;
     if (recorded.expect.sequences) {
       sequences = Object.keys(recorded.catalog.sequences).length;
@@ -165,7 +166,6 @@ export async function verifyDatabase(
     }
   }
   const catalogDifferences = [...sequenceDifferences, ...objectDifferences];
-  const on = { ...connection, env: { ...connection.env, PGDATABASE: database }, database };
   const checks: VerificationCheck[] = [];
   for (const check of recorded.checks ?? []) checks.push(await check({ connection: on, tools, database }));
   const checkDifferences = checks.flatMap((check) => check.differences);
