@@ -98,6 +98,73 @@ export class SnapshotKindError extends ConfigError {
   }
 }
 
+/**
+ * The repository's config is older than one this client has already trusted: storage was rolled
+ * back, perhaps to bring back a key or a recipient that a rotation retired.
+ */
+export class ConfigRollbackError extends VerificationError {
+  constructor(
+    readonly trustedEpoch: number,
+    readonly foundEpoch: number,
+    /** The local state file that remembers the trusted config. */
+    readonly stateFile: string,
+  ) {
+    super(
+      foundEpoch < trustedEpoch
+        ? `the repository config (epoch ${foundEpoch}) is older than one this client has trusted (epoch ${trustedEpoch}): it was rolled back`
+        : `the repository config (epoch ${foundEpoch}) differs from the one this client trusted at that epoch`,
+      {
+        hint: 'Someone with access to the storage replaced the config; do not write to this repository until you know why.',
+      },
+    );
+  }
+}
+
+/** The repository is of an older format version that this strongbox reads only to migrate it. */
+export class LegacyFormatError extends ConfigError {
+  constructor(
+    readonly location: string,
+    readonly version: number,
+  ) {
+    super(`the repository at ${location} is of format version ${version}`, {
+      hint: 'Upgrade it with `strongbox migrate` and a full key (it rewrites metadata only, never data).',
+    });
+  }
+}
+
+/**
+ * The key opened is no longer one of the repository's writers: removed, or (a write-only key)
+ * issued before a rotation replaced the administrator key it trusts.
+ */
+export class RetiredKeyError extends KeyError {
+  constructor(
+    readonly kind: 'full' | 'write-only',
+    readonly byRotation: boolean,
+  ) {
+    super(
+      byRotation
+        ? `this ${kind} key was issued before the repository's keys were rotated, and no longer writes`
+        : `this ${kind} key has been removed from the repository`,
+      {
+        hint:
+          kind === 'write-only'
+            ? 'Issue a new write-only key with a full key (`strongbox key add --write-only`) and replace this one.'
+            : 'Ask for a new key (`strongbox key add`) from someone with a current full key.',
+      },
+    );
+  }
+}
+
+/** Snapshots this client has seen in the repository are gone, and no full key removed them. */
+export class SnapshotsDisappearedError extends VerificationError {
+  constructor(readonly snapshots: readonly string[]) {
+    super(
+      `${snapshots.length} snapshot${snapshots.length === 1 ? '' : 's'} this client saw earlier ${snapshots.length === 1 ? 'has' : 'have'} disappeared: ${snapshots.map((id) => id.slice(0, 8)).join(', ')}`,
+      { hint: 'Someone deleted them from the storage; restore by id, and find out who.' },
+    );
+  }
+}
+
 /** A Node.js system error code (ENOENT, EACCES…), or undefined for anything else. */
 export function errnoCode(error: unknown): string | undefined {
   if (error instanceof Error && 'code' in error && typeof error.code === 'string') return error.code;

@@ -88,10 +88,10 @@ describe('index load order (randomized)', () => {
       // The same index from its files in other orders, each starting small to cross every growth.
       // Concurrent writers may store one blob twice: any of the places an index file gives for
       // it will do, but the entry must be one of them whole, its delta base included.
-      const files: [string, ReturnType<Repository['readIndexFile']>][] = [];
+      const files: [string, Awaited<ReturnType<Repository['readIndexFile']>>][] = [];
       const places = new Map<string, IndexedBlob[]>();
       for await (const object of reader.backend.list('index/')) {
-        const content = reader.readIndexFile(object.name, await reader.backend.get(object.name));
+        const content = await reader.readIndexFile(object.name, await reader.backend.get(object.name));
         files.push([object.name, content]);
         const alone = new MasterIndex();
         alone.addIndexFile(object.name, content);

@@ -191,26 +191,37 @@ describe('keys', () => {
 
   it('opens with an identity file instead of a password', async () => {
     repo = await createTestRepo();
-    const identity = decodeIdentityFile(repo.repository.exportIdentity('full'));
+    const identity = decodeIdentityFile(await repo.repository.exportIdentity('full'));
     const opened = await openRepository({ repo: repo.location, identity });
     expect(opened.canRead).toBe(true);
-    const writerIdentity = decodeIdentityFile(repo.repository.exportIdentity('write-only'));
+    const writerIdentity = decodeIdentityFile(await repo.repository.exportIdentity('write-only'));
     expect((await openRepository({ repo: repo.location, identity: writerIdentity })).canRead).toBe(false);
   });
 
-  it('rotates to a new identity: old data stays readable, retired full keys stop working', async () => {
+  it('rotates to a new identity: old data stays readable, every other key retires', async () => {
     repo = await createTestRepo();
     await repo.repository.addKey('second full', 'full');
     await repo.repository.addKey('writer', 'write-only');
     const before = await backupBuffer(repo.repository, seededBytes('before rotation', 200_000));
     const oldRecipients = repo.repository.config.recipients;
+    const oldAdmin = repo.repository.config.adminPublicKey;
     const rotated = await repo.repository.rotate(PASSWORD);
     expect(rotated.removed).toHaveLength(2);
+    expect(rotated.retired).toHaveLength(3);
     expect(repo.repository.config.recipients).not.toEqual(oldRecipients);
+    expect(repo.repository.config.adminPublicKey).not.toBe(oldAdmin);
+    expect(repo.repository.config.retiredAdminKeys).toEqual([oldAdmin]);
     await expect(repo.reopen('second full')).rejects.toBeInstanceOf(KeyError);
-    const writer = await repo.reopen('writer');
+    // A write-only key pins the administrator key that rotation replaced: it must be issued again.
+    await expect(repo.reopen('writer')).rejects.toThrow(/issued before the repository's keys were rotated/);
+    await repo.repository.addKey('new writer', 'write-only');
+    const writer = await repo.reopen('new writer');
     const after = await backupBuffer(writer, seededBytes('after rotation', 200_000));
     const reopened = await repo.reopen();
+    // What the retired keys wrote before stays trusted through the rotation's endorsement.
+    expect((await reopened.listSnapshots()).map((snapshot) => snapshot.id).sort()).toEqual(
+      [before.snapshot, after.snapshot].sort(),
+    );
     expect((await readAll(reopened, before.snapshot)).equals(seededBytes('before rotation', 200_000))).toBe(
       true,
     );

@@ -66,12 +66,14 @@ export function usesIdentityFile(options: GlobalOptions): boolean {
 
 export async function openRepository(options: GlobalOptions): Promise<Repository> {
   const backend = await openBackend(repositoryLocation(options));
+  const output = outputFor(options);
+  const opening = { onWarning: (message: string) => output.warn(`warning: ${message}`) };
   const repository = await closingOnFailure(backend, async () => {
     const { identityFile } = keySources(options);
-    if (identityFile) return Repository.open(backend, { identity: await readIdentityFile(identityFile) });
-    return Repository.open(backend, { passphrase: await repositoryPassword(options, false) });
+    if (identityFile)
+      return Repository.open(backend, { identity: await readIdentityFile(identityFile) }, opening);
+    return Repository.open(backend, { passphrase: await repositoryPassword(options, false) }, opening);
   });
-  const output = outputFor(options);
   repository.onWarning = (message) => output.warn(`warning: ${message}`);
   readWithoutLockWhereRefused(repository, output);
   repository.readLocking.skip = options.lock === false;
@@ -103,7 +105,9 @@ export async function initRepository(
 ): Promise<Repository> {
   const backend = await openBackend(repositoryLocation(options));
   return closingOnFailure(backend, async () =>
-    Repository.init(backend, await repositoryPassword(options, true), settings),
+    Repository.init(backend, await repositoryPassword(options, true), settings, {
+      onWarning: (message) => outputFor(options).warn(`warning: ${message}`),
+    }),
   );
 }
 

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { promisify } from 'node:util';
 import { ConfigError } from '../errors.ts';
-import { decodeIdentityFile, type KeyMaterial } from '../repository/keys.ts';
+import { decodeIdentityFile, type KeyMaterial, type LegacyKeyMaterial } from '../repository/keys.ts';
 import { promptHidden } from './prompt.ts';
 
 /**
@@ -58,7 +58,7 @@ async function readPassword(sources: PasswordSources): Promise<{ password: strin
   throw new ConfigError('no password given', { hint: `Set ${sources.describe}.` });
 }
 
-export async function readIdentityFile(path: string): Promise<KeyMaterial> {
+export async function readIdentityFile(path: string): Promise<KeyMaterial | LegacyKeyMaterial> {
   const text = await readSecretFile(path, 'identity file');
   try {
     return decodeIdentityFile(text);

@@ -92,6 +92,11 @@ function rawX25519Public(key: KeyObject): Buffer {
   return Buffer.from(key.export({ format: 'jwk' }).x as string, 'base64url');
 }
 
+/** An identity's raw private key, to seal it into a bundle or a key. */
+export function rawIdentity(identity: Identity): Buffer {
+  return rawPrivate(identity.privateKey);
+}
+
 function rawPrivate(key: KeyObject): Buffer {
   return Buffer.from(key.export({ format: 'jwk' }).d as string, 'base64url');
 }

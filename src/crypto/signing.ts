@@ -36,3 +36,25 @@ function privateKeyFromRaw(privateRaw: Uint8Array) {
   ).toString('base64url');
   return createPrivateKey({ key: { kty: 'OKP', crv: 'Ed25519', d, x }, format: 'jwk' });
 }
+
+/** An Ed25519 private key made ready once, for a writer that signs every object it writes. */
+export class SigningKey {
+  readonly publicRaw: Buffer;
+  private readonly key: ReturnType<typeof privateKeyFromRaw>;
+
+  constructor(readonly privateRaw: Buffer) {
+    this.key = privateKeyFromRaw(privateRaw);
+    this.publicRaw = Buffer.from(
+      createPublicKey(this.key).export({ format: 'jwk' }).x as string,
+      'base64url',
+    );
+  }
+
+  static generate(): SigningKey {
+    return new SigningKey(generateSigningKey().privateRaw);
+  }
+
+  sign(message: Uint8Array): Buffer {
+    return sign(null, message, this.key);
+  }
+}

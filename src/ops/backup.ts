@@ -164,7 +164,7 @@ async function proveReadable(
   for (const name of indexFiles) {
     const written = new MasterIndex();
     try {
-      written.addIndexFile(name, repository.readIndexFile(name, await repository.backend.get(name)));
+      written.addIndexFile(name, await repository.readIndexFile(name, await repository.backend.get(name)));
     } catch (error) {
       if (error instanceof ObjectNotFoundError)
         throw new UnreadableSnapshotError(`index file ${name}`, 'the storage lost it after accepting it');

@@ -81,7 +81,7 @@ class Checker {
       }
       let content: IndexFileContent;
       try {
-        content = this.repository.readIndexFile(object.name, bytes);
+        content = await this.repository.readIndexFile(object.name, bytes);
       } catch (error) {
         this.report(object.name, messageOf(error));
         continue;

@@ -1,4 +1,7 @@
 import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { SigningKey } from '../crypto/signing.ts';
+import { writerId } from './signed-object.ts';
 import os from 'node:os';
 import { ConfigError } from '../errors.ts';
 import { currentUsername } from '../util/host.ts';
@@ -12,9 +15,66 @@ import { derivePassphraseKey, newScryptParams, type ScryptParams } from '../cryp
  */
 export type KeyKind = 'full' | 'write-only';
 
+/**
+ * What a key holds. Every key has the writer secret (chunking, blob ids, metadata) and its own
+ * Ed25519 signing key, whose public half the signed config lists: what it writes is known to be
+ * its own. A full key also holds its own X25519 unlock key, to which the config's identity bundle
+ * is wrapped; a write-only key instead pins the administrator's public key it checks the config with.
+ */
 export type KeyMaterial =
-  | { kind: 'full'; repository: string; writerSecret: Buffer; readerSecret: Buffer }
-  | { kind: 'write-only'; repository: string; writerSecret: Buffer; adminPublicKey: Buffer };
+  | { kind: 'full'; repository: string; writerSecret: Buffer; signingKey: Buffer; unlockKey: Buffer }
+  | {
+      kind: 'write-only';
+      repository: string;
+      writerSecret: Buffer;
+      signingKey: Buffer;
+      adminPublicKey: Buffer;
+    };
+
+/** A key of format 1 (one reader secret shared by every full key): only `migrate` opens with it. */
+export type LegacyKeyMaterial =
+  | { kind: 'legacy-full'; repository: string; writerSecret: Buffer; readerSecret: Buffer }
+  | { kind: 'legacy-write-only'; repository: string; writerSecret: Buffer; adminPublicKey: Buffer };
+
+const base64Of = (bytes: number) =>
+  z
+    .string()
+    .length(Math.ceil(bytes / 3) * 4)
+    .regex(/^[A-Za-z0-9+/]*={0,2}$/);
+const KEY_32 = base64Of(32);
+const REPOSITORY_ID = z.string().regex(/^[0-9a-f]{64}$/);
+
+const MATERIAL_SCHEMA = z.union([
+  z.strictObject({
+    version: z.literal(2),
+    kind: z.literal('full'),
+    repository: REPOSITORY_ID,
+    writerSecret: KEY_32,
+    signingKey: KEY_32,
+    unlockKey: KEY_32,
+  }),
+  z.strictObject({
+    version: z.literal(2),
+    kind: z.literal('write-only'),
+    repository: REPOSITORY_ID,
+    writerSecret: KEY_32,
+    signingKey: KEY_32,
+    adminPublicKey: KEY_32,
+  }),
+  z.strictObject({
+    kind: z.literal('full'),
+    repository: REPOSITORY_ID,
+    writerSecret: KEY_32,
+    readerSecret: KEY_32,
+  }),
+  z.strictObject({
+    kind: z.literal('write-only'),
+    repository: REPOSITORY_ID,
+    writerSecret: KEY_32,
+    adminPublicKey: KEY_32,
+  }),
+]);
+type SerializedMaterial = z.infer<typeof MATERIAL_SCHEMA>;
 
 export interface KeySlot {
   version: 1;
@@ -22,55 +82,60 @@ export interface KeySlot {
   created: string;
   host: string;
   username: string;
+  /** The writer id of the key inside (signed-object.ts writerId), for listings; not authenticated. */
+  writer?: string;
   kdf: ScryptParams;
   data: string;
 }
 
-interface SerializedMaterial {
-  kind: KeyKind;
-  repository: string;
-  writerSecret: string;
-  readerSecret?: string;
-  adminPublicKey?: string;
-}
+/** Key material that is not what strongbox writes: a damaged identity file, or a slot written by something else. */
+export class MalformedKeyMaterial extends Error {}
 
 const SLOT_AAD = Buffer.from('strongbox key slot');
 
 export function serializeMaterial(material: KeyMaterial): SerializedMaterial {
+  const common = {
+    version: 2 as const,
+    repository: material.repository,
+    writerSecret: material.writerSecret.toString('base64'),
+    signingKey: material.signingKey.toString('base64'),
+  };
   return material.kind === 'full'
-    ? {
-        kind: 'full',
-        repository: material.repository,
-        writerSecret: material.writerSecret.toString('base64'),
-        readerSecret: material.readerSecret.toString('base64'),
-      }
+    ? { ...common, kind: 'full', unlockKey: material.unlockKey.toString('base64') }
+    : { ...common, kind: 'write-only', adminPublicKey: material.adminPublicKey.toString('base64') };
+}
+
+export function deserializeMaterial(value: unknown): KeyMaterial | LegacyKeyMaterial {
+  const parsed = MATERIAL_SCHEMA.safeParse(value);
+  if (!parsed.success) throw new MalformedKeyMaterial('key material is not what strongbox writes');
+  const material = parsed.data;
+  const bytes = (text: string) => Buffer.from(text, 'base64');
+  const { repository } = material;
+  const writerSecret = bytes(material.writerSecret);
+  if (!('version' in material)) {
+    return 'readerSecret' in material
+      ? { kind: 'legacy-full', repository, writerSecret, readerSecret: bytes(material.readerSecret) }
+      : {
+          kind: 'legacy-write-only',
+          repository,
+          writerSecret,
+          adminPublicKey: bytes(material.adminPublicKey),
+        };
+  }
+  const signingKey = bytes(material.signingKey);
+  return material.kind === 'full'
+    ? { kind: 'full', repository, writerSecret, signingKey, unlockKey: bytes(material.unlockKey) }
     : {
         kind: 'write-only',
-        repository: material.repository,
-        writerSecret: material.writerSecret.toString('base64'),
-        adminPublicKey: material.adminPublicKey.toString('base64'),
+        repository,
+        writerSecret,
+        signingKey,
+        adminPublicKey: bytes(material.adminPublicKey),
       };
 }
 
-export function deserializeMaterial(value: SerializedMaterial): KeyMaterial {
-  const writerSecret = Buffer.from(value.writerSecret, 'base64');
-  if (value.kind === 'full' && value.readerSecret) {
-    return {
-      kind: 'full',
-      repository: value.repository,
-      writerSecret,
-      readerSecret: Buffer.from(value.readerSecret, 'base64'),
-    };
-  }
-  if (value.kind === 'write-only' && value.adminPublicKey) {
-    return {
-      kind: 'write-only',
-      repository: value.repository,
-      writerSecret,
-      adminPublicKey: Buffer.from(value.adminPublicKey, 'base64'),
-    };
-  }
-  throw new Error('key material is incomplete');
+export function isLegacy(material: KeyMaterial | LegacyKeyMaterial): material is LegacyKeyMaterial {
+  return material.kind === 'legacy-full' || material.kind === 'legacy-write-only';
 }
 
 /**
@@ -88,20 +153,33 @@ export async function createKeySlot(material: KeyMaterial, passphrase: string): 
     created: new Date().toISOString(),
     host: os.hostname(),
     username: currentUsername(),
+    writer: writerId(new SigningKey(material.signingKey).publicRaw),
     kdf,
     data: seal(key, plaintext, SLOT_AAD).toString('base64'),
   };
 }
 
 /** Returns the material, or undefined when the passphrase does not open this slot. */
-export async function openKeySlot(slot: KeySlot, passphrase: string): Promise<KeyMaterial | undefined> {
+export async function openKeySlot(
+  slot: KeySlot,
+  passphrase: string,
+): Promise<KeyMaterial | LegacyKeyMaterial | undefined> {
   const key = await derivePassphraseKey(passphrase, slot.kdf);
+  let plain: Buffer;
   try {
-    const plain = open(key, Buffer.from(slot.data, 'base64'), SLOT_AAD);
-    return deserializeMaterial(JSON.parse(plain.toString('utf8')) as SerializedMaterial);
+    plain = open(key, Buffer.from(slot.data, 'base64'), SLOT_AAD);
   } catch (error) {
     if (error instanceof AuthenticationFailure) return undefined;
     throw error;
+  }
+  return deserializeMaterial(parseJsonOrUndefined(plain.toString('utf8')));
+}
+
+function parseJsonOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
   }
 }
 
@@ -115,8 +193,11 @@ export function encodeIdentityFile(material: KeyMaterial): string {
   return JSON.stringify({ strongboxIdentity: 1, ...serializeMaterial(material) }, null, 2) + '\n';
 }
 
-export function decodeIdentityFile(text: string): KeyMaterial {
-  const value = JSON.parse(text) as SerializedMaterial & { strongboxIdentity?: number };
-  if (value.strongboxIdentity !== 1) throw new Error('not a strongbox identity file');
-  return deserializeMaterial(value);
+export function decodeIdentityFile(text: string): KeyMaterial | LegacyKeyMaterial {
+  const value = parseJsonOrUndefined(text);
+  if (typeof value !== 'object' || value === null || !('strongboxIdentity' in value))
+    throw new MalformedKeyMaterial('not a strongbox identity file');
+  const { strongboxIdentity, ...material } = value as { strongboxIdentity: unknown };
+  if (strongboxIdentity !== 1) throw new MalformedKeyMaterial('not a strongbox identity file');
+  return deserializeMaterial(material);
 }

@@ -1,39 +1,47 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthenticationFailure, open } from '../crypto/aead.ts';
-import { unwrapKey } from '../crypto/key-wrap.ts';
+import { generateIdentity, identityFromRaw, unwrapKey } from '../crypto/key-wrap.ts';
+import { SigningKey } from '../crypto/signing.ts';
 import { decodeDelta } from '../compression/delta.ts';
 import { zstdDecompress } from '../compression/zstd.ts';
 import {
   ConfigError,
   DamagedBlobError,
-  InterruptedError,
   KeyError,
-  SnapshotKindError,
+  LegacyFormatError,
+  RetiredKeyError,
+  StrongboxError,
   VerificationError,
 } from '../errors.ts';
 import { AccessDeniedError, ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
 import { Compression, packName } from './blob.ts';
 import {
   CONFIG_NAME,
+  ConfigRefused,
+  configSignatureValid,
   createConfig,
-  openIdentities,
+  encodeConfig,
+  MAX_CONFIG_BYTES,
+  openBundle,
   parseConfig,
-  rotateConfig,
-  verifyConfig,
-  type ReaderIdentities,
+  type IdentityBundle,
   type RepositoryConfig,
   type RepositoryOptions,
 } from './config.ts';
 import {
   createKeySlot,
-  encodeIdentityFile,
   encodeKeySlot,
+  isLegacy,
   openKeySlot,
   type KeyKind,
   type KeyMaterial,
-  type KeySlot,
+  type LegacyKeyMaterial,
 } from './keys.ts';
+import { readKeySlots } from './key-slots.ts';
+import { KeyRing, type KeyListing, type RepositorySession } from './key-ring.ts';
+import { folderOf, objectId, objectName } from './layout.ts';
 import { acquireLock, type Lock } from './locks.ts';
+import { defaultStateDirectory, LocalState } from './local-state.ts';
 import {
   MasterIndex,
   serializeIndex,
@@ -43,57 +51,37 @@ import {
 } from './master-index.ts';
 import { blobAad } from './pack-format.ts';
 import { blobId, deriveWriterKeys, type WriterKeys } from './secrets.ts';
-import { openJson, sealJson } from './sealed-file.ts';
-import {
-  decodeSnapshotBody,
-  decodeSnapshotHeader,
-  encodeSnapshot,
-  MalformedSnapshot,
-  type SnapshotBody,
-  type SnapshotHeader,
-  type SnapshotInfo,
-} from './snapshot.ts';
+import { MalformedFile, openJson, sealJson } from './sealed-file.ts';
+import { signObject, splitSigned } from './signed-object.ts';
+import type { SnapshotBody, SnapshotHeader, SnapshotInfo } from './snapshot.ts';
+import { SnapshotStore, type SnapshotFilter, type SnapshotListing } from './snapshot-store.ts';
 import { decodeTree, type Tree } from './tree.ts';
-import { interruptBegun } from '../util/interrupt.ts';
+import { WriterTrust } from './trust.ts';
+
+export type { KeyListing } from './key-ring.ts';
+export {
+  isSnapshotId,
+  NOT_A_SNAPSHOT,
+  shortName,
+  type DamagedSnapshot,
+  type DisappearedSnapshot,
+  type SnapshotFilter,
+  type SnapshotListing,
+} from './snapshot-store.ts';
 
 /** How to unlock a repository: a passphrase that opens one of its key slots, or an identity file's material. */
-export type KeySource = { passphrase: string } | { identity: KeyMaterial };
+export type KeySource = { passphrase: string } | { identity: KeyMaterial | LegacyKeyMaterial };
 
-export interface KeyListing {
-  id: string;
-  kind: KeyKind;
-  created: string;
-  host: string;
-  username: string;
-  current: boolean;
+export interface OpenOptions {
+  /**
+   * Where this client keeps what it has trusted of each repository (local-state.ts): by default
+   * `STRONGBOX_STATE_DIR` or the XDG state directory; false keeps no state (and so detects no
+   * rollback or deleted snapshot).
+   */
+  stateDirectory?: string | false;
+  /** Told what the opening works around (a local state file it cannot write). */
+  onWarning?: (message: string) => void;
 }
-
-export interface SnapshotFilter {
-  kind?: string;
-  name?: string;
-  host?: string;
-  /** Every one of these tags must be present. */
-  tags?: string[];
-  /** Only snapshots taken at or before this time. */
-  before?: Date;
-}
-
-/** A file under snapshots/ that is not an intact snapshot. */
-export interface DamagedSnapshot {
-  /** Its name under snapshots/: a snapshot id, or whatever a stray file is called. */
-  id: string;
-  problem: string;
-  /** The header, when it is intact and only the rest of the file is not. */
-  header?: SnapshotHeader;
-}
-
-export interface SnapshotListing {
-  snapshots: SnapshotInfo[];
-  damaged: DamagedSnapshot[];
-}
-
-const SNAPSHOT_ID = /^[0-9a-f]{64}$/;
-export const NOT_A_SNAPSHOT = 'not a snapshot: a stray file, whose name is not a snapshot id';
 
 /** How operations that only read take their lock (Repository.readLock). */
 export interface ReadLocking {
@@ -110,6 +98,9 @@ export interface HeldLock {
 
 const NO_LOCK: HeldLock = { release: () => Promise.resolve() };
 
+const SIGNED_INDEX = 'SBI2';
+const LEGACY_INDEX = 'SBIX';
+
 export class Repository {
   readonly index = new MasterIndex();
   readLocking: ReadLocking = {};
@@ -117,25 +108,54 @@ export class Repository {
   onWarning: (message: string) => void = () => undefined;
   private readonly loadedIndexFiles = new Set<string>();
   private readonly writerKeys: WriterKeys;
-  private readonly reader: ReaderIdentities | undefined;
   private readonly packKeys = new Map<string, Buffer>();
   private readonly damagedPacks = new Set<string>();
-  private recipientKeys: Buffer[];
+  private readonly session: RepositorySession;
+  private readonly trust: WriterTrust;
+  private readonly snapshots: SnapshotStore;
+  private readonly keyRing: KeyRing;
 
   private constructor(
     readonly backend: StorageBackend,
-    private configValue: RepositoryConfig,
-    private material: KeyMaterial,
-    /** The key slot this session was opened with; undefined for an identity file. */
-    private keyName: string | undefined,
+    config: RepositoryConfig,
+    configBytes: Buffer,
+    material: KeyMaterial,
+    keyName: string | undefined,
+    bundle: IdentityBundle | undefined,
+    private readonly state: LocalState | undefined,
   ) {
     this.writerKeys = deriveWriterKeys(material.writerSecret);
-    if (material.kind === 'full') {
-      this.reader = openIdentities(configValue, material.readerSecret);
-    } else {
-      verifyConfig(configValue, material.adminPublicKey);
-    }
-    this.recipientKeys = configValue.recipients.map((recipient) => Buffer.from(recipient, 'base64'));
+    const warn = (message: string) => this.onWarning(message);
+    this.session = {
+      backend,
+      config,
+      configBytes,
+      material,
+      keyName,
+      bundle,
+      signing: new SigningKey(material.signingKey),
+      state,
+    };
+    this.trust = new WriterTrust(() => this.session.config, backend, warn);
+    const session = this.session;
+    this.snapshots = new SnapshotStore(
+      backend,
+      {
+        repositoryId: config.id,
+        metadataKey: this.writerKeys.metadataKey,
+        recipients: () => this.recipients,
+        signingKey: () => session.signing,
+        identities: () => session.bundle?.identities,
+      },
+      this.trust,
+      state,
+      warn,
+    );
+    this.keyRing = new KeyRing(session, {
+      lock: (operation) => this.lock(true, operation),
+      judgeAll: () => this.judgeAllObjects(),
+      warn,
+    });
   }
 
   /** Creates a repository in an empty location, with one full key for `passphrase`. */
@@ -143,6 +163,7 @@ export class Repository {
     backend: StorageBackend,
     passphrase: string,
     options: RepositoryOptions = {},
+    openOptions: OpenOptions = {},
   ): Promise<Repository> {
     if (await backend.stat(CONFIG_NAME)) {
       throw new ConfigError(`${backend.location} is already a strongbox repository`, {
@@ -154,62 +175,79 @@ export class Repository {
         hint: 'Choose an empty or new location for the repository.',
       });
     }
-    const writerSecret = randomBytes(32);
-    const readerSecret = randomBytes(32);
-    const config = createConfig(readerSecret, options);
-    const material: KeyMaterial = { kind: 'full', repository: config.id, writerSecret, readerSecret };
+    const signing = SigningKey.generate();
+    const unlock = generateIdentity();
+    const { config, bundle } = createConfig({ kind: 'full', signing, unlock: unlock.identity }, options);
+    const material: KeyMaterial = {
+      kind: 'full',
+      repository: config.id,
+      writerSecret: randomBytes(32),
+      signingKey: signing.privateRaw,
+      unlockKey: unlock.privateRaw,
+    };
     const slot = encodeKeySlot(await createKeySlot(material, passphrase));
     await backend.put(slot.name, slot.bytes);
     // The config goes last: its presence is what makes the location a repository.
-    await backend.put(CONFIG_NAME, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
-    return new Repository(backend, config, material, slot.name);
+    const configBytes = encodeConfig(config);
+    await backend.put(CONFIG_NAME, configBytes);
+    const state = await trustedState(openOptions, config, configBytes);
+    return new Repository(backend, config, configBytes, material, slot.name, bundle, state);
   }
 
-  static async open(backend: StorageBackend, key: KeySource): Promise<Repository> {
-    let configBytes: Buffer;
-    try {
-      configBytes = await backend.get(CONFIG_NAME);
-    } catch (error) {
-      if (error instanceof ObjectNotFoundError) {
-        throw new ConfigError(`there is no strongbox repository at ${backend.location}`, {
-          hint: 'Check --repo / STRONGBOX_REPO, or create one with `strongbox init`.',
-        });
-      }
-      throw error;
-    }
-    const config = parseConfig(configBytes);
+  static async open(
+    backend: StorageBackend,
+    key: KeySource,
+    openOptions: OpenOptions = {},
+  ): Promise<Repository> {
+    const { config, bytes } = await readConfig(backend);
+    let material: KeyMaterial | undefined;
+    let keyName: string | undefined;
     if ('identity' in key) {
       if (key.identity.repository !== config.id) {
         throw new KeyError('the identity file belongs to another repository', {
           hint: 'Use the identity file made for this repository.',
         });
       }
-      return new Repository(backend, config, key.identity, undefined);
+      if (isLegacy(key.identity)) throw legacyKey();
+      material = key.identity;
+    } else {
+      let legacy = false;
+      for await (const { name, slot } of readKeySlots(backend)) {
+        const opened = await openKeySlot(slot, key.passphrase);
+        if (!opened || opened.repository !== config.id) continue;
+        if (isLegacy(opened)) {
+          legacy = true;
+          continue;
+        }
+        material = opened;
+        keyName = name;
+        break;
+      }
+      if (!material && legacy) throw legacyKey();
+      if (!material)
+        throw new KeyError(`wrong password: no key of the repository at ${backend.location} opens with it`, {
+          hint: 'Check STRONGBOX_PASSWORD, --password-file or --password-command.',
+        });
     }
-    for await (const { name, slot } of readKeySlots(backend)) {
-      const material = await openKeySlot(slot, key.passphrase);
-      if (material && material.repository === config.id)
-        return new Repository(backend, config, material, name);
-    }
-    throw new KeyError(`wrong password: no key of the repository at ${backend.location} opens with it`, {
-      hint: 'Check STRONGBOX_PASSWORD, --password-file or --password-command.',
-    });
+    const bundle = authenticate(config, material);
+    const state = await trustedState(openOptions, config, bytes);
+    return new Repository(backend, config, bytes, material, keyName, bundle, state);
   }
 
   get config(): RepositoryConfig {
-    return this.configValue;
+    return this.session.config;
   }
 
   get keyKind(): KeyKind {
-    return this.material.kind;
+    return this.session.material.kind;
   }
 
   get canRead(): boolean {
-    return this.reader !== undefined;
+    return this.session.bundle !== undefined;
   }
 
   get recipients(): readonly Buffer[] {
-    return this.recipientKeys;
+    return this.session.config.recipients.map((recipient) => Buffer.from(recipient, 'base64'));
   }
 
   get gear(): Int32Array {
@@ -224,13 +262,13 @@ export class Repository {
     return blobId(this.writerKeys.blobIdKey, data).toString('hex');
   }
 
-  requireReader(action: string): ReaderIdentities {
-    if (!this.reader) {
+  requireReader(action: string): IdentityBundle {
+    if (!this.session.bundle) {
       throw new KeyError(`a write-only key cannot ${action}`, {
         hint: 'Use a full key (its password or identity file) for this.',
       });
     }
-    return this.reader;
+    return this.session.bundle;
   }
 
   lock(exclusive: boolean, operation: string): Promise<Lock> {
@@ -263,40 +301,87 @@ export class Repository {
    * stores their blobs again and only reads that need them fail.
    */
   async loadIndex(): Promise<void> {
-    for await (const object of this.backend.list('index/')) {
+    for await (const object of this.backend.list(folderOf('index'))) {
       if (this.loadedIndexFiles.has(object.name)) continue;
       this.loadedIndexFiles.add(object.name);
       let content: IndexFileContent;
       try {
-        content = this.readIndexFile(object.name, await this.backend.get(object.name));
+        content = await this.readIndexFile(object.name, await this.backend.get(object.name));
       } catch (error) {
         if (!(error instanceof VerificationError)) throw error;
-        this.onWarning(`skipped index file ${object.name}: it is damaged; run \`strongbox check\``);
+        this.onWarning(`skipped ${error.message}; run \`strongbox check\``);
         continue;
       }
       this.index.addIndexFile(object.name, content);
     }
   }
 
-  readIndexFile(name: string, bytes: Buffer): IndexFileContent {
+  /**
+   * An index file's content, when it is intact and its writer trusted: signed by a current
+   * writer, or vouched for by an endorsement. Anything else is a VerificationError naming it.
+   */
+  async readIndexFile(name: string, bytes: Buffer): Promise<IndexFileContent> {
+    const signed = bytes.subarray(0, 4).toString('latin1') === SIGNED_INDEX ? splitSigned(bytes) : undefined;
+    let content: IndexFileContent;
     try {
-      return openJson<IndexFileContent>('SBIX', this.writerKeys.metadataKey, bytes);
+      content = signed
+        ? openJson<IndexFileContent>(SIGNED_INDEX, this.writerKeys.metadataKey, signed.content)
+        : openJson<IndexFileContent>(LEGACY_INDEX, this.writerKeys.metadataKey, bytes);
     } catch (cause) {
-      throw new VerificationError(`index file ${name} is damaged`, {
+      if (!(
+        cause instanceof AuthenticationFailure ||
+        cause instanceof MalformedFile ||
+        cause instanceof SyntaxError
+      ))
+        throw cause;
+      throw new VerificationError(`index file ${name}: it is damaged`, {
         cause,
         hint: 'Run `strongbox check` to see which snapshots it affects.',
       });
     }
+    const verdict = await this.trust.judge('index', objectId('index', name), bytes, signed);
+    if (!verdict.trusted)
+      throw new VerificationError(`index file ${name}: it is not trusted: ${verdict.problem}`, {
+        hint: 'Run `strongbox check`; `strongbox repair index` rebuilds the index from the packs.',
+      });
+    return content;
   }
 
   /** Writes an index file for packs that are already durable; returns its name and size. */
   async writeIndex(records: readonly IndexedPackRecord[]): Promise<{ name: string; size: number }> {
-    const bytes = sealJson('SBIX', this.writerKeys.metadataKey, serializeIndex(records));
-    const name = `index/${createHash('sha256').update(bytes).digest('hex')}`;
+    const sealed = sealJson(SIGNED_INDEX, this.writerKeys.metadataKey, serializeIndex(records));
+    const bytes = signObject('index', this.session.config.id, sealed, this.session.signing);
+    const name = objectName('index', createHash('sha256').update(bytes).digest('hex'));
     await this.backend.put(name, bytes);
     this.loadedIndexFiles.add(name);
     for (const record of records) this.index.addPack(record, name);
     return { name, size: bytes.length };
+  }
+
+  /** Every snapshot and index file with the verdict of the repository's trust, for key retirement. */
+  private async judgeAllObjects() {
+    const judged: { kind: 'snapshot' | 'index'; id: string; writer?: string; current: boolean }[] = [];
+    for (const kind of ['snapshot', 'index'] as const) {
+      for await (const object of this.backend.list(folderOf(kind))) {
+        const id = objectId(kind, object.name);
+        const bytes = await this.backend.get(object.name);
+        const signed =
+          kind === 'index'
+            ? bytes.subarray(0, 4).toString('latin1') === SIGNED_INDEX
+              ? splitSigned(bytes)
+              : undefined
+            : snapshotSignature(bytes);
+        const verdict = await this.trust.judge(kind, id, bytes, signed);
+        if (verdict.trusted)
+          judged.push({
+            kind,
+            id,
+            current: verdict.writer.current,
+            ...(verdict.writer.id ? { writer: verdict.writer.id } : {}),
+          });
+      }
+    }
+    return judged;
   }
 
   // ---- blobs
@@ -439,232 +524,54 @@ export class Repository {
     return decodeTree(await this.readBlob(id));
   }
 
-  // ---- snapshots
+  // ---- snapshots (snapshot-store.ts)
 
-  async saveSnapshot(header: SnapshotHeader, body: SnapshotBody): Promise<{ id: string; size: number }> {
-    // `pg_dump | strongbox backup stdin` and Ctrl-C: the stream ends because pg_dump died.
-    if (interruptBegun()) throw new InterruptedError('interrupted: the snapshot was not written');
-    const { id, bytes } = encodeSnapshot(header, body, this.writerKeys.metadataKey, this.recipientKeys);
-    await this.backend.put(`snapshots/${id}`, bytes);
-    return { id, size: bytes.length };
+  saveSnapshot(header: SnapshotHeader, body: SnapshotBody): Promise<{ id: string; size: number }> {
+    return this.snapshots.save(header, body);
   }
 
-  /** Every intact snapshot's header, oldest first. */
-  async listSnapshots(filter: SnapshotFilter = {}): Promise<SnapshotInfo[]> {
-    return (await this.scanSnapshots(filter)).snapshots;
+  /** Every trusted snapshot's header, oldest first. */
+  listSnapshots(filter: SnapshotFilter = {}): Promise<SnapshotInfo[]> {
+    return this.snapshots.list(filter);
   }
 
-  /**
-   * Every snapshot file: the intact ones, oldest first, and apart from them the damaged ones and
-   * stray files, so that one bad file does not hide the others. A damaged snapshot whose header
-   * cannot be read might match any filter, so it is always among `damaged`.
-   */
-  async scanSnapshots(filter: SnapshotFilter = {}): Promise<SnapshotListing> {
-    const snapshots: SnapshotInfo[] = [];
-    const damaged: DamagedSnapshot[] = [];
-    for await (const object of this.backend.list('snapshots/')) {
-      const id = object.name.slice('snapshots/'.length);
-      if (!isSnapshotId(id)) {
-        damaged.push({ id, problem: NOT_A_SNAPSHOT });
-        continue;
-      }
-      const bytes = await this.backend.get(object.name);
-      let header: SnapshotHeader;
-      try {
-        header = this.decodeHeader(id, bytes);
-      } catch (error) {
-        damaged.push({ id, problem: problemOf(error) });
-        continue;
-      }
-      if (!matches(header, filter)) continue;
-      if (createHash('sha256').update(bytes).digest('hex') !== id)
-        damaged.push({ id, problem: 'its content does not match its name', header });
-      else snapshots.push({ id, header });
-    }
-    snapshots.sort((a, b) => a.header.time.localeCompare(b.header.time) || a.id.localeCompare(b.id));
-    damaged.sort((a, b) => a.id.localeCompare(b.id));
-    return { snapshots, damaged };
+  scanSnapshots(filter: SnapshotFilter = {}): Promise<SnapshotListing> {
+    return this.snapshots.scan(filter);
   }
 
-  private decodeHeader(id: string, bytes: Buffer): SnapshotHeader {
-    try {
-      return decodeSnapshotHeader(bytes, this.writerKeys.metadataKey);
-    } catch (cause) {
-      throw new VerificationError(`snapshot ${id.slice(0, 8)} is damaged`, {
-        cause,
-        hint: 'Run `strongbox check`.',
-      });
-    }
+  loadSnapshot(id: string): Promise<SnapshotInfo & { body: SnapshotBody }> {
+    return this.snapshots.load(id);
   }
 
-  async loadSnapshot(id: string): Promise<SnapshotInfo & { body: SnapshotBody }> {
-    const reader = this.requireReader('read snapshot contents');
-    const bytes = await this.backend.get(`snapshots/${id}`);
-    const header = this.decodeHeader(id, bytes);
-    if (createHash('sha256').update(bytes).digest('hex') !== id) {
-      throw new VerificationError(`snapshot ${id.slice(0, 8)} does not match its name`, {
-        hint: 'Run `strongbox check`.',
-      });
-    }
-    try {
-      return { id, header, body: decodeSnapshotBody(bytes, reader.identities) };
-    } catch (cause) {
-      throw new VerificationError(`snapshot ${id.slice(0, 8)} is damaged`, {
-        cause,
-        hint: 'Run `strongbox check`.',
-      });
-    }
+  findSnapshot(reference: string, filter: SnapshotFilter = {}): Promise<SnapshotInfo> {
+    return this.snapshots.find(reference, filter);
   }
 
-  /**
-   * Resolves `latest` (the newest intact snapshot `filter` selects, with a warning for each
-   * damaged one that might have been newer), a full id or a unique id prefix to a snapshot. An id
-   * names one snapshot whatever the filters: one they would not select is refused, saying why,
-   * rather than reported missing, and an id of a damaged snapshot is a VerificationError.
-   */
-  async findSnapshot(reference: string, filter: SnapshotFilter = {}): Promise<SnapshotInfo> {
-    if (reference === 'latest') {
-      const { snapshots, damaged } = await this.scanSnapshots(filter);
-      const latest = snapshots.at(-1);
-      for (const skipped of damaged) {
-        if (!skipped.header || !latest || skipped.header.time > latest.header.time)
-          this.onWarning(`skipped damaged snapshot ${shortName(skipped.id)}: ${skipped.problem}`);
-      }
-      if (!latest)
-        throw new ConfigError('there is no snapshot to use', {
-          hint: 'Check the filters, or run `strongbox snapshots`.',
-        });
-      return latest;
-    }
-    const { snapshots, damaged } = await this.scanSnapshots();
-    const prefix = reference.toLowerCase();
-    const found = snapshots.filter((snapshot) => snapshot.id.startsWith(prefix));
-    const foundDamaged = damaged.filter((snapshot) => snapshot.id.startsWith(prefix));
-    if (found.length + foundDamaged.length > 1)
-      throw new ConfigError(`snapshot id ${reference} is ambiguous`, {
-        hint: 'Give more characters of the id.',
-      });
-    if (foundDamaged.length === 1) {
-      const { id, problem } = foundDamaged[0]!;
-      throw new VerificationError(`snapshot ${shortName(id)} is damaged: ${problem}`, {
-        hint: 'Restore another snapshot; `strongbox check` lists what is damaged.',
-      });
-    }
-    if (found.length === 0)
-      throw new ConfigError(`no snapshot ${reference}`, { hint: 'Run `strongbox snapshots` to list them.' });
-    const snapshot = found[0]!;
-    const { header } = snapshot;
-    if (filter.kind && header.kind !== filter.kind)
-      throw new SnapshotKindError(snapshot.id, header.kind, header.name, filter.kind);
-    if (!matches(header, filter))
-      throw new ConfigError(`snapshot ${snapshot.id.slice(0, 8)} is not one the filters select`, {
-        hint: 'Leave out the filters (--tag, --host, --name, --at…) when naming a snapshot by id.',
-      });
-    return snapshot;
+  // ---- keys (key-ring.ts)
+
+  listKeys(): Promise<KeyListing[]> {
+    return this.keyRing.list();
   }
 
-  // ---- keys
-
-  async listKeys(): Promise<KeyListing[]> {
-    const keys: KeyListing[] = [];
-    for await (const { name, slot } of readKeySlots(this.backend, this.onWarning)) {
-      keys.push({
-        id: name.slice('keys/'.length),
-        kind: slot.kind,
-        created: slot.created,
-        host: slot.host,
-        username: slot.username,
-        current: name === this.keyName,
-      });
-    }
-    return keys.sort((a, b) => a.created.localeCompare(b.created));
-  }
-
-  /** Material for a new key of `kind`: only full keys may hand out keys. */
-  private materialFor(kind: KeyKind): KeyMaterial {
-    const material = this.material;
-    if (material.kind !== 'full')
-      throw new KeyError('a write-only key cannot create keys', { hint: 'Use a full key.' });
-    if (kind === 'full') return material;
-    const adminPublicKey = Buffer.from(this.configValue.adminPublicKey, 'base64');
-    return {
-      kind: 'write-only',
-      repository: material.repository,
-      writerSecret: material.writerSecret,
-      adminPublicKey,
-    };
-  }
-
-  async addKey(passphrase: string, kind: KeyKind): Promise<string> {
-    const slot = encodeKeySlot(await createKeySlot(this.materialFor(kind), passphrase));
-    await this.backend.put(slot.name, slot.bytes);
-    return slot.name.slice('keys/'.length);
+  addKey(passphrase: string, kind: KeyKind): Promise<string> {
+    return this.keyRing.add(passphrase, kind);
   }
 
   /** The contents of an identity file for a new key of `kind`; the caller writes it with mode 0600. */
-  exportIdentity(kind: KeyKind): string {
-    return encodeIdentityFile(this.materialFor(kind));
+  exportIdentity(kind: KeyKind): Promise<string> {
+    return this.keyRing.exportIdentity(kind);
   }
 
-  async removeKey(id: string): Promise<void> {
-    this.requireReader('remove keys');
-    const matching = (await this.listKeys()).filter((key) => key.id.startsWith(id));
-    if (matching.length !== 1) {
-      throw new ConfigError(matching.length ? `key id ${id} is ambiguous` : `no key ${id}`, {
-        hint: 'Run `strongbox key list`.',
-      });
-    }
-    if (matching[0]!.current) {
-      throw new ConfigError('cannot remove the key in use', {
-        hint: 'Open the repository with another key to remove this one.',
-      });
-    }
-    await this.backend.delete(`keys/${matching[0]!.id}`);
+  removeKey(id: string): ReturnType<KeyRing['remove']> {
+    return this.keyRing.remove(id);
   }
 
-  /** Replaces the current key slot with one for `passphrase`; the new slot is written before the old one goes. */
-  async changePassphrase(passphrase: string): Promise<string> {
-    if (!this.keyName)
-      throw new ConfigError('this session was opened with an identity file, which has no password');
-    const slot = encodeKeySlot(await createKeySlot(this.material, passphrase));
-    await this.backend.put(slot.name, slot.bytes);
-    await this.backend.delete(this.keyName);
-    this.keyName = slot.name;
-    return slot.name.slice('keys/'.length);
+  changePassphrase(passphrase: string): Promise<string> {
+    return this.keyRing.changePassphrase(passphrase);
   }
 
-  /**
-   * Adds a new identity for new data under a new reader secret. The current key is rewritten to
-   * hold it; other full keys would still hold the old reader secret, so they are removed and must
-   * be added again. Write-only keys keep working. Returns the ids of the removed keys.
-   */
-  async rotate(
-    passphrase: string | undefined,
-  ): Promise<{ keyId: string | undefined; removed: string[]; identityFile?: string }> {
-    const reader = this.requireReader('rotate keys');
-    if (this.material.kind !== 'full') throw new KeyError('a write-only key cannot rotate keys');
-    const readerSecret = randomBytes(32);
-    const material: KeyMaterial = { ...this.material, readerSecret };
-    const config = rotateConfig(this.configValue, reader, readerSecret);
-    const keysBefore = await this.listKeys();
-    let keyName: string | undefined;
-    if (this.keyName && passphrase !== undefined) {
-      const slot = encodeKeySlot(await createKeySlot(material, passphrase));
-      await this.backend.put(slot.name, slot.bytes);
-      keyName = slot.name;
-    }
-    await this.backend.put(CONFIG_NAME, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
-    const removed = keysBefore.filter((key) => key.kind === 'full').map((key) => key.id);
-    for (const id of removed) await this.backend.delete(`keys/${id}`);
-    this.configValue = config;
-    this.material = material;
-    this.keyName = keyName;
-    this.recipientKeys = config.recipients.map((recipient) => Buffer.from(recipient, 'base64'));
-    return {
-      keyId: keyName?.slice('keys/'.length),
-      removed,
-      ...(keyName ? {} : { identityFile: encodeIdentityFile(material) }),
-    };
+  rotate(passphrase: string | undefined): ReturnType<KeyRing['rotate']> {
+    return this.keyRing.rotate(passphrase);
   }
 
   async close(): Promise<void> {
@@ -672,48 +579,95 @@ export class Repository {
   }
 }
 
-function matches(header: SnapshotHeader, filter: SnapshotFilter): boolean {
-  if (filter.kind && header.kind !== filter.kind) return false;
-  if (filter.name && header.name !== filter.name) return false;
-  if (filter.host && header.host !== filter.host) return false;
-  if (filter.tags && !filter.tags.every((tag) => header.tags.includes(tag))) return false;
-  if (filter.before && Date.parse(header.time) > filter.before.getTime()) return false;
-  return true;
-}
-
-export function isSnapshotId(name: string): boolean {
-  return SNAPSHOT_ID.test(name);
-}
-
-/**
- * The key slots under keys/. A file there that is not one (a stray file, a damaged slot) is
- * skipped: it must not keep the repository from opening with the slots that are intact.
- */
-async function* readKeySlots(
-  backend: StorageBackend,
-  onWarning: (message: string) => void = () => undefined,
-): AsyncGenerator<{ name: string; slot: KeySlot }> {
-  for await (const object of backend.list('keys/')) {
-    let slot: Partial<KeySlot> | undefined;
-    try {
-      slot = JSON.parse((await backend.get(object.name)).toString('utf8')) as Partial<KeySlot>;
-    } catch (error) {
-      if (!(error instanceof SyntaxError)) throw error;
+/** The config, parsed against its schema; what cannot be used is an error saying what to do. */
+async function readConfig(backend: StorageBackend): Promise<{ config: RepositoryConfig; bytes: Buffer }> {
+  let bytes: Buffer;
+  try {
+    const stat = await backend.stat(CONFIG_NAME);
+    if (stat && stat.size > MAX_CONFIG_BYTES)
+      throw new VerificationError(
+        `the repository config is ${stat.size} bytes, more than strongbox ever writes`,
+      );
+    bytes = await backend.get(CONFIG_NAME);
+  } catch (error) {
+    if (error instanceof ObjectNotFoundError) {
+      throw new ConfigError(`there is no strongbox repository at ${backend.location}`, {
+        hint: 'Check --repo / STRONGBOX_REPO, or create one with `strongbox init`.',
+      });
     }
-    if (slot?.version === 1 && typeof slot.data === 'string' && typeof slot.kdf === 'object' && slot.kdf)
-      yield { name: object.name, slot: slot as KeySlot };
-    else onWarning(`skipped ${object.name}: not a key slot`);
+    throw error;
+  }
+  try {
+    return { config: parseConfig(bytes), bytes };
+  } catch (error) {
+    if (!(error instanceof ConfigRefused)) throw error;
+    if (error.reason === 'legacy-version') throw new LegacyFormatError(backend.location, 1);
+    if (error.reason === 'unsupported-version')
+      throw new StrongboxError(
+        `repository format version ${error.version} is not supported by this strongbox`,
+        {
+          hint: 'Upgrade strongbox.',
+        },
+      );
+    throw new VerificationError(`the repository config is damaged: ${error.message}`, {
+      hint: 'Restore the config from a copy of the repository; do not write to it until you know why.',
+    });
   }
 }
 
-/** A snapshot id as shown to people: its first 8 characters; a stray file's name in full. */
-export function shortName(id: string): string {
-  return isSnapshotId(id) ? id.slice(0, 8) : id;
+/**
+ * Checks that the config is what the administrator signed and that this key is one of its
+ * writers; returns the identity bundle for a full key.
+ */
+function authenticate(config: RepositoryConfig, material: KeyMaterial): IdentityBundle | undefined {
+  const signing = new SigningKey(material.signingKey).publicRaw.toString('base64');
+  const listed = config.writers.some((writer) => writer.publicKey === signing);
+  if (material.kind === 'full') {
+    const bundle = openBundle(config, identityFromRaw(material.unlockKey));
+    if (!bundle && !listed) throw new RetiredKeyError('full', false);
+    if (!bundle || !configSignatureValid(config, bundle.admin.publicRaw)) throw configSignatureError();
+    if (!listed) throw new RetiredKeyError('full', false);
+    return bundle;
+  }
+  if (!configSignatureValid(config, material.adminPublicKey)) {
+    // Only wording: the list is not authenticated for a key that cannot check the signature.
+    if (config.retiredAdminKeys.includes(material.adminPublicKey.toString('base64')))
+      throw new RetiredKeyError('write-only', true);
+    throw configSignatureError();
+  }
+  if (!listed) throw new RetiredKeyError('write-only', false);
+  return undefined;
 }
 
-/** The innermost message of a damaged-file error: what is wrong, not which file. */
-function problemOf(error: unknown): string {
-  const cause = error instanceof Error ? error.cause : undefined;
-  if (cause instanceof MalformedSnapshot) return cause.message;
-  return 'its header fails authentication';
+function configSignatureError(): VerificationError {
+  return new VerificationError('the repository config signature does not verify', {
+    hint: 'The config was altered or replaced; do not write to this repository until you know why.',
+  });
+}
+
+function legacyKey(): KeyError {
+  return new KeyError('this key belongs to format version 1 of the repository, which has been migrated', {
+    hint: 'Keys are not carried over by `strongbox migrate`: ask for a new key (`strongbox key add`).',
+  });
+}
+
+async function trustedState(
+  options: OpenOptions,
+  config: RepositoryConfig,
+  configBytes: Buffer,
+): Promise<LocalState | undefined> {
+  if (options.stateDirectory === false) return undefined;
+  const state = await LocalState.load(
+    options.stateDirectory ?? defaultStateDirectory(),
+    config.id,
+    options.onWarning ?? (() => undefined),
+  );
+  state.checkConfig(config.epoch, configBytes);
+  await state.save();
+  return state;
+}
+
+/** The signature trailer of a snapshot file, if it has one (for key retirement's scan). */
+function snapshotSignature(bytes: Buffer) {
+  return bytes.length > 4 && bytes.readUInt8(4) === 2 ? splitSigned(bytes) : undefined;
 }

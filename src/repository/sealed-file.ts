@@ -5,7 +5,7 @@ import { zstdCompress, zstdDecompress } from '../compression/zstd.ts';
  * Index files, locks and snapshot headers: magic || AES-256-GCM(zstd(JSON)). The magic is also
  * the associated data, so a file of one kind cannot be passed off as another.
  */
-export type SealedFileMagic = 'SBIX' | 'SBLK' | 'SBSH' | 'SBSB';
+export type SealedFileMagic = 'SBIX' | 'SBI2' | 'SBLK' | 'SBSH' | 'SBSB';
 
 export class MalformedFile extends Error {}
 

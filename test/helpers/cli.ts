@@ -63,7 +63,11 @@ export function startCli(args: string[], options: Omit<RunOptions, 'input'> = {}
  * test to another server, nor override the connection a test gives.
  */
 export function cleanEnv(): Record<string, string | undefined> {
-  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !MACHINE_SETTINGS.test(name)));
+  return {
+    ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !MACHINE_SETTINGS.test(name))),
+    // The test file's own client state (helpers/setup.ts).
+    STRONGBOX_STATE_DIR: process.env.STRONGBOX_STATE_DIR,
+  };
 }
 
 const MACHINE_SETTINGS = /^(STRONGBOX_|PG[A-Z]+$|DB_(HOST|PORT|NAME|USER|PASSWORD)$)/;

@@ -26,12 +26,18 @@ export interface TestRepo {
 export async function createTestRepo(options: RepositoryOptions = {}): Promise<TestRepo> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'strongbox-repo-'));
   const location = path.join(dir, 'repo');
-  const repository = await initRepository({ repo: location, passphrase: PASSWORD, ...options });
+  const stateDirectory = path.join(dir, 'state');
+  const repository = await initRepository({
+    repo: location,
+    passphrase: PASSWORD,
+    stateDirectory,
+    ...options,
+  });
   return {
     dir,
     location,
     repository,
-    reopen: (passphrase = PASSWORD) => openRepository({ repo: location, passphrase }),
+    reopen: (passphrase = PASSWORD) => openRepository({ repo: location, passphrase, stateDirectory }),
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
 }

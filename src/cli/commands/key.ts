@@ -83,7 +83,7 @@ export function registerKey(program: Command): void {
       const kind: KeyKind = options.writeOnly ? 'write-only' : 'full';
       const result = await withRepository(global, async (repository) => {
         if (options.identityFileOut) {
-          await writeSecretFile(options.identityFileOut, repository.exportIdentity(kind));
+          await writeSecretFile(options.identityFileOut, await repository.exportIdentity(kind));
           return { kind, identityFile: options.identityFileOut };
         }
         return { kind, id: await repository.addKey(await newPassword(options), kind) };

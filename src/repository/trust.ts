@@ -1,0 +1,94 @@
+import { createHash } from 'node:crypto';
+import type { StorageBackend } from '../storage/backend.ts';
+import type { RepositoryConfig } from './config.ts';
+import { readEndorsement, EndorsementUnavailable } from './endorsement.ts';
+import type { KeyKind } from './keys.ts';
+import { signatureValid, writerId, type SignedKind, type SignedParts } from './signed-object.ts';
+
+/** The key that wrote an object, as far as the repository can tell. */
+export interface WriterInfo {
+  /** The writer's short id (signed-object.ts writerId); absent for a format-1 object. */
+  id?: string;
+  kind?: KeyKind;
+  /** A current writer signed it; otherwise an endorsement vouches for it. */
+  current: boolean;
+}
+
+export type Verdict = { trusted: true; writer: WriterInfo } | { trusted: false; problem: string };
+
+/**
+ * Decides whether a snapshot or index file may be believed: signed by a writer the signed config
+ * lists, or listed by an endorsement the config names. Anything else (no signature, a signature
+ * that fails, a retired or foreign key) is refused: a key that was retired, or a write-only key
+ * with storage access, cannot make another key accept what it forged.
+ */
+export class WriterTrust {
+  private endorsed: { list: readonly string[]; objects: Promise<EndorsedObjects> } | undefined;
+
+  constructor(
+    /** The config in force: key management replaces it within a session. */
+    private readonly currentConfig: () => RepositoryConfig,
+    private readonly backend: StorageBackend,
+    private readonly onWarning: (message: string) => void,
+  ) {}
+
+  async judge(
+    kind: SignedKind,
+    id: string,
+    bytes: Uint8Array,
+    signed: SignedParts | undefined,
+  ): Promise<Verdict> {
+    const config = this.currentConfig();
+    if (signed && signatureValid(kind, config.id, signed)) {
+      const publicKey = signed.signer.toString('base64');
+      const writer = config.writers.find((entry) => entry.publicKey === publicKey);
+      if (writer) return { trusted: true, writer: { id: writer.id, kind: writer.kind, current: true } };
+    }
+    const endorsed = await this.endorsedObjects();
+    const hash = createHash('sha256').update(bytes).digest('hex');
+    if (hash === id && (kind === 'snapshot' ? endorsed.snapshots : endorsed.indexes).has(id)) {
+      const signer = signed ? writerId(signed.signer) : undefined;
+      return {
+        trusted: true,
+        writer: { ...(signer ? { id: signer, kind: endorsed.writers.get(signer) } : {}), current: false },
+      };
+    }
+    if (!signed) return { trusted: false, problem: 'it carries no signature' };
+    if (!signatureValid(kind, config.id, signed))
+      return { trusted: false, problem: 'its signature does not verify' };
+    return {
+      trusted: false,
+      problem: `it is signed by key ${writerId(signed.signer)}, which is not a writer of this repository`,
+    };
+  }
+
+  private endorsedObjects(): Promise<EndorsedObjects> {
+    const list = this.currentConfig().endorsements;
+    if (this.endorsed?.list !== list) this.endorsed = { list, objects: this.loadEndorsements(list) };
+    return this.endorsed.objects;
+  }
+
+  private async loadEndorsements(list: readonly string[]): Promise<EndorsedObjects> {
+    const objects: EndorsedObjects = { snapshots: new Set(), indexes: new Set(), writers: new Map() };
+    for (const id of list) {
+      try {
+        const endorsement = await readEndorsement(this.backend, id);
+        for (const snapshot of endorsement.snapshots) objects.snapshots.add(snapshot);
+        for (const index of endorsement.indexes) objects.indexes.add(index);
+        for (const writer of endorsement.writers) objects.writers.set(writer.id, writer.kind);
+      } catch (error) {
+        if (!(error instanceof EndorsementUnavailable)) throw error;
+        this.onWarning(
+          `${error.message}: the objects it vouches for are not trusted; run \`strongbox check\``,
+        );
+      }
+    }
+    return objects;
+  }
+}
+
+interface EndorsedObjects {
+  snapshots: Set<string>;
+  indexes: Set<string>;
+  writers: Map<string, KeyKind>;
+}
