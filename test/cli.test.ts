@@ -44,6 +44,9 @@ interface KeyRow {
   id: string;
   kind: string;
   current: boolean;
+  writer: string;
+  status: string;
+  slot: boolean;
 }
 
 async function snapshotList(
@@ -703,7 +706,7 @@ describe('keys', () => {
     expect(exists.stderr).toContain(`cannot create ${identity}: EEXIST`);
   });
 
-  it('rotates: old snapshots stay readable and other full keys are removed', async () => {
+  it('rotates: old snapshots stay readable, every other key retires', async () => {
     const writeOnly = await file('write-only-2', 'write only 2\n');
     expectExit(
       await cli(repo, ['key', 'add', '--write-only', '-q'], {
@@ -715,18 +718,27 @@ describe('keys', () => {
 
     const rotated = await cli(repo, ['key', 'rotate', '--json']);
     expectExit(rotated, 0);
-    const result = json<{ key: string; removed: string[] }>(rotated);
+    const result = json<{ key: string; removed: string[]; retired: string[] }>(rotated);
     expect(result.removed.sort()).toEqual(
       before
-        .filter((k) => k.kind === 'full')
+        .filter((k) => k.kind === 'full' && k.slot)
         .map((k) => k.id)
+        .sort(),
+    );
+    // Every writer, the one in use included (it was given new secrets), and the identity file's.
+    expect(result.retired.sort()).toEqual(
+      before
+        .filter((k) => k.status === 'active')
+        .map((k) => k.writer)
         .sort(),
     );
 
     const after = json<KeyRow[]>(await cli(repo, ['key', 'list', '--json']));
-    expect(after.map((k) => [k.id, k.kind, k.current])).toEqual([
-      [before.find((k) => k.kind === 'write-only')!.id, 'write-only', false],
-      [result.key, 'full', true],
+    expect(after.map((k) => [k.id, k.kind, k.current, k.status])).toEqual([
+      ...before
+        .filter((k) => k.kind === 'write-only' && k.slot)
+        .map((k) => [k.id, 'write-only', false, 'retired']),
+      [result.key, 'full', true, 'active'],
     ]);
 
     const old = await cli(repo, ['cat', (await snapshotList(repo))[0]!.id.slice(0, 8)]);
@@ -742,9 +754,25 @@ describe('keys', () => {
     });
     expectExit(staleIdentity, 5);
 
+    // A write-only key from before pins the replaced administrator key: refused, saying what to do.
+    const stale = await cli(repo, ['backup', 'stdin', '--name', 'after-rotation', '-q'], {
+      ...as(writeOnly),
+      input: 'new data\n',
+    });
+    expectExit(stale, 5);
+    expect(stale.stderr).toMatch(/issued before the repository's keys were rotated/);
+    expect(stale.stderr).toMatch(/strongbox key add --write-only/);
+
+    const reissued = await file('write-only-3', 'write only 3\n');
+    expectExit(
+      await cli(repo, ['key', 'add', '--write-only', '-q'], {
+        env: { STRONGBOX_NEW_PASSWORD_FILE: reissued },
+      }),
+      0,
+    );
     expectExit(
       await cli(repo, ['backup', 'stdin', '--name', 'after-rotation', '-q'], {
-        ...as(writeOnly),
+        ...as(reissued),
         input: 'new data\n',
       }),
       0,

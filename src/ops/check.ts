@@ -3,6 +3,7 @@ import { DamagedBlobError } from '../errors.ts';
 import { packName } from '../repository/blob.ts';
 import type { IndexedBlob, IndexFileContent } from '../repository/master-index.ts';
 import { parsePackTable } from '../repository/pack-format.ts';
+import { objectName } from '../repository/layout.ts';
 import { isSnapshotId, NOT_A_SNAPSHOT, type Repository } from '../repository/repository.ts';
 
 export interface CheckOptions {
@@ -139,27 +140,34 @@ class Checker {
     };
   }
 
+  /**
+   * Every snapshot file: damaged, untrusted (not signed by a current writer, nor endorsed) and
+   * stray ones reported, those this client saw before and that have disappeared too; then, with
+   * a full key, every trusted snapshot's trees walked.
+   */
   private async checkSnapshots(): Promise<void> {
-    const backend = this.repository.backend;
+    const { snapshots, damaged, disappeared } = await this.repository.scanSnapshots();
+    this.snapshotCount = snapshots.length + damaged.filter((snapshot) => isSnapshotId(snapshot.id)).length;
+    for (const { id, problem } of damaged) {
+      const name = objectName('snapshot', id);
+      if (!isSnapshotId(id)) this.report(name, NOT_A_SNAPSHOT);
+      else this.report(name, problem, [id]);
+    }
+    for (const { id, header } of disappeared) {
+      this.report(
+        objectName('snapshot', id),
+        `snapshot of ${header.time} (${header.kind} ${header.name} from ${header.host}) was listed here before and has disappeared`,
+        [id],
+      );
+    }
+    if (!this.repository.canRead) return;
     const seenTrees = new Set<string>();
-    for await (const object of backend.list('snapshots/')) {
-      const id = object.name.slice('snapshots/'.length);
-      if (!isSnapshotId(id)) {
-        this.report(object.name, NOT_A_SNAPSHOT);
-        continue;
-      }
-      this.snapshotCount++;
-      const bytes = await backend.get(object.name);
-      if (!nameMatches(object.name, bytes)) {
-        this.report(object.name, 'snapshot file content does not match its name (damaged)', [id]);
-        continue;
-      }
-      if (!this.repository.canRead) continue;
+    for (const { id } of snapshots) {
       let tree: string;
       try {
         tree = (await this.repository.loadSnapshot(id)).body.tree;
       } catch (error) {
-        this.report(object.name, messageOf(error), [id]);
+        this.report(objectName('snapshot', id), messageOf(error), [id]);
         continue;
       }
       await this.walkTree(tree, id, seenTrees);

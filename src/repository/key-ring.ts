@@ -72,6 +72,8 @@ export interface RetirementResult {
   removed: string[];
   /** Writer ids that no longer write (including write-only keys retired by a new administrator key). */
   retired: string[];
+  /** A new administrator key and data identity: every write-only key must be issued again. */
+  rotated: boolean;
 }
 
 /**
@@ -154,15 +156,16 @@ export class KeyRing {
         hint: 'Open the repository with another key to remove this one.',
       });
     let retired: string[] = [];
+    const rotated = key.kind === 'full' && key.writer !== undefined && key.status === 'active';
     if (key.writer && key.status === 'active') {
-      retired = await this.retire(new Set([key.writer]), key.kind === 'full', 'key-removed', undefined);
+      retired = await this.retire(new Set([key.writer]), rotated, 'key-removed', undefined);
     }
     // Every slot of a retired writer goes with it (a key whose password was changed has one).
     const removed = keys
       .filter((other) => other.slot && (other.id === key.id || (key.writer && other.writer === key.writer)))
       .map((other) => other.id);
     for (const id of removed) await this.session.backend.delete(objectName('key', id));
-    return { removed, retired };
+    return { removed, retired, rotated };
   }
 
   /** Replaces the current key slot with one for `passphrase`; the new slot is written before the old one goes. */
@@ -204,6 +207,7 @@ export class KeyRing {
       keyId: slot ? objectId('key', slot.name) : undefined,
       removed,
       retired,
+      rotated: true,
       ...(slot ? {} : { identityFile: encodeIdentityFile(material) }),
     };
   }

@@ -58,12 +58,14 @@ export function registerKey(program: Command): void {
       const output = outputFor(global);
       const keys = await withRepository(global, (repository) => repository.listKeys());
       if (global.json) return output.data(keys);
-      const rows = [[' ', 'ID', 'KIND', 'CREATED', 'HOST', 'USER']];
+      const rows = [[' ', 'ID', 'KIND', 'WRITER', 'STATUS', 'CREATED', 'HOST', 'USER']];
       for (const key of keys)
         rows.push([
           key.current ? '*' : ' ',
           key.id.slice(0, 8),
           key.kind,
+          key.writer?.slice(0, 8) ?? '-',
+          key.slot ? key.status : `${key.status}, identity file`,
           key.created.slice(0, 19).replace('T', ' '),
           key.host,
           key.username,
@@ -99,12 +101,15 @@ export function registerKey(program: Command): void {
 
   group
     .command('remove')
-    .description('remove a key slot')
-    .argument('<id>', 'key id or prefix (see key list)')
+    .description('remove a key; removing a full key also rotates the administrator key and data identity')
+    .argument('<id>', 'key id or writer id, or a prefix (see key list)')
     .action(async (id: string, _options: unknown, command: Command) => {
       const global = globalOptions(command);
-      await withRepository(global, (repository) => repository.removeKey(id));
-      outputFor(global).info(`removed key ${id}`);
+      const output = outputFor(global);
+      const result = await withRepository(global, (repository) => repository.removeKey(id));
+      if (global.json) return output.data(result);
+      output.info(`removed key ${id}`);
+      reportRetired(output, result);
     });
 
   group
@@ -121,7 +126,7 @@ export function registerKey(program: Command): void {
 
   group
     .command('rotate')
-    .description('start a new identity for new data; other full keys are removed and must be added again')
+    .description('retire every other key: new data identity, new administrator key; add the others again')
     .option('--identity-file-out <file>', 'when opened with an identity file: where to write the new one')
     .action(async (options: NewKeyOptions, command: Command) => {
       const global: GlobalOptions = globalOptions(command);
@@ -138,15 +143,27 @@ export function registerKey(program: Command): void {
         );
         if (rotated.identityFile && options.identityFileOut)
           await writeSecretFile(options.identityFileOut, rotated.identityFile);
-        return { key: rotated.keyId, removed: rotated.removed };
+        return { key: rotated.keyId, removed: rotated.removed, retired: rotated.retired, rotated: true };
       });
       if (global.json) output.data(result);
       else {
-        output.info('new data is now encrypted to a new identity');
+        output.info(
+          'new data is now encrypted to a new identity, and the config signed by a new administrator key',
+        );
         if (result.removed.length)
-          output.info(
-            `removed full keys that held the old reader secret: ${result.removed.map((id) => id.slice(0, 8)).join(', ')}`,
-          );
+          output.info(`removed full key slots: ${result.removed.map((id) => id.slice(0, 8)).join(', ')}`);
+        reportRetired(output, result);
       }
     });
+}
+
+function reportRetired(
+  output: ReturnType<typeof outputFor>,
+  { retired, rotated }: { retired: string[]; rotated: boolean },
+): void {
+  if (retired.length > 0) output.info(`retired writers: ${retired.map((id) => id.slice(0, 8)).join(', ')}`);
+  if (rotated)
+    output.info(
+      'write-only keys issued before this no longer work: issue new ones with `strongbox key add --write-only`',
+    );
 }
