@@ -1,11 +1,12 @@
 import type { Command } from 'commander';
 import { verifyPostgres } from '../../ops/verify-postgres.ts';
+import { databaseCredentials, databasePasswordOption, type DatabasePasswordOptions } from '../database.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
 import { showingMismatch, verificationTable } from '../verification.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
 
 export function registerVerify(program: Command): void {
-  filterOptions(program.command('verify'))
+  databasePasswordOption(filterOptions(program.command('verify')))
     .description(
       'compare a PostgreSQL database with the fingerprints of a snapshot (exit 7 on any difference)',
     )
@@ -18,16 +19,18 @@ export function registerVerify(program: Command): void {
     .action(
       async (
         reference: string,
-        options: FilterOptions & { to?: string; pgBin?: string },
+        options: FilterOptions & DatabasePasswordOptions & { to?: string; pgBin?: string },
         command: Command,
       ) => {
         const global = globalOptions(command);
         const output = outputFor(global);
+        const credentials = await databaseCredentials(options, output);
         const result = await withRepository(global, (repository) =>
           showingMismatch(
             output,
             verifyPostgres(repository, reference, {
               ...(options.to ? { to: options.to } : {}),
+              ...credentials,
               ...(options.pgBin ? { pgBin: options.pgBin } : {}),
               filter: snapshotFilter(options),
             }),

@@ -48,9 +48,14 @@ export function withDatabase(connection: PostgresConnection, database: string): 
   };
 }
 
+/**
+ * `password`, when given, wins over PGPASSWORD and DB_PASSWORD: the caller read it from where it
+ * was told to (a password file), more specific than what the environment happens to hold.
+ */
 export function resolveConnection(
   url: string | undefined,
   environment: NodeJS.ProcessEnv = process.env,
+  password?: string,
 ): PostgresConnection {
   const env: Record<string, string> = {};
   for (const [scriptName, libpqName] of Object.entries(SCRIPT_VARIABLES)) {
@@ -61,6 +66,7 @@ export function resolveConnection(
     if (name.startsWith('PG') && value !== undefined) env[name] = value;
   }
   if (url) Object.assign(env, fromUrl(url));
+  if (password !== undefined) env.PGPASSWORD = password;
   const database = env.PGDATABASE ?? env.PGUSER ?? environment.USER;
   if (!database) {
     throw new ConfigError('no database given', {
