@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { checkDatabaseUrl } from '../sources/postgres/connection.ts';
 import type { Output } from './output.ts';
 import { readDatabasePasswordFile } from './secrets.ts';
 
@@ -6,7 +7,7 @@ export interface DatabasePasswordOptions {
   dbPasswordFile?: string;
 }
 
-/** The option of every command that connects to PostgreSQL: the password, kept off the command line. */
+/** The option of every command that connects to PostgreSQL: the password, which a URL may not hold. */
 export function databasePasswordOption(command: Command): Command {
   return command.option(
     '--db-password-file <file>',
@@ -20,14 +21,16 @@ export interface DatabaseCredentials {
 }
 
 /**
- * Reads the password file before the repository opens, so that a missing file fails at once, not
- * after a prompt for the repository's password. Returns the password for the library's `password`
- * option, when a file gives one.
+ * Checks the database URL and reads the password file before the repository opens, so that a
+ * refused URL or a missing file fails at once, not after a prompt for the repository's password.
+ * Returns the password for the library's `password` option, when a file gives one.
  */
 export async function databaseCredentials(
+  url: string | undefined,
   options: DatabasePasswordOptions,
   output: Output,
 ): Promise<DatabaseCredentials> {
+  if (url) checkDatabaseUrl(url);
   const file = options.dbPasswordFile ?? process.env.STRONGBOX_DB_PASSWORD_FILE;
   if (!file) return {};
   return { password: await readDatabasePasswordFile(file, (message) => output.warn(`warning: ${message}`)) };

@@ -93,7 +93,10 @@ export function registerBackup(program: Command): void {
     );
   databasePasswordOption(withCommonOptions(group.command('postgres')))
     .description('back up one PostgreSQL database with pg_dump (custom format), streamed')
-    .argument('[url]', 'postgres://user@host:port/database (default: PG* or DB_* environment variables)')
+    .argument(
+      '[url]',
+      'postgres://user@host:port/database, without a password (default: PG* or DB_* environment variables)',
+    )
     .option(
       '--pg-bin <dir>',
       'directory of pg_dump and psql (default: the newest on PATH or in /usr/lib/postgresql)',
@@ -117,7 +120,7 @@ export function registerBackup(program: Command): void {
       ) => {
         const global = globalOptions(command);
         const output = outputFor(global);
-        const credentials = await databaseCredentials(options, output);
+        const credentials = await databaseCredentials(url, options, output);
         // Finding pg_dump, asking the server its version and starting the dump take a few process
         // starts and pg_dump's reading of the catalog: they go on while the repository opens (its
         // key derivation runs on another thread).

@@ -29,7 +29,7 @@ export function registerRestore(program: Command): void {
     .argument('[snapshot]', 'PostgreSQL snapshot: id, id prefix, or latest (default)', 'latest')
     .option(
       '--to <url>',
-      'database to restore into: postgres://user@host:port/database (default: PG*/DB_* variables)',
+      'database to restore into: postgres://user@host:port/database, without a password (default: PG*/DB_* variables)',
     )
     .option('--at <time>', 'the newest snapshot taken at or before this time (e.g. "2026-11-20 14:30")')
     .option('--all', 'restore a cluster snapshot (backup postgres --all): roles, then every database')
@@ -61,7 +61,7 @@ export function registerRestore(program: Command): void {
     .action(async (reference: string, options: PostgresRestoreCliOptions, command: Command) => {
       const global = globalOptions(command);
       const output = outputFor(global);
-      const credentials = await databaseCredentials(options, output);
+      const credentials = await databaseCredentials(options.to, options, output);
       if (options.cleanup) {
         if (options.replace || options.all)
           throw new ConfigError('--cleanup restores nothing', { hint: 'Leave out --replace and --all.' });

@@ -13,7 +13,7 @@ export function registerVerify(program: Command): void {
     .argument('[snapshot]', 'snapshot id, id prefix, or latest (default)', 'latest')
     .option(
       '--to <url>',
-      'the database to check: postgres://user@host:port/database (default: PG*/DB_* variables)',
+      'the database to check: postgres://user@host:port/database, without a password (default: PG*/DB_* variables)',
     )
     .option('--pg-bin <dir>', 'directory of psql')
     .action(
@@ -24,7 +24,7 @@ export function registerVerify(program: Command): void {
       ) => {
         const global = globalOptions(command);
         const output = outputFor(global);
-        const credentials = await databaseCredentials(options, output);
+        const credentials = await databaseCredentials(options.to, options, output);
         const result = await withRepository(global, (repository) =>
           showingMismatch(
             output,
