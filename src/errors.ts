@@ -165,6 +165,19 @@ export class SnapshotsDisappearedError extends VerificationError {
   }
 }
 
+/**
+ * A database URL that holds a password: refused, since URLs are given as command-line arguments,
+ * which every user of the host can read (ps, /proc/<pid>/cmdline).
+ */
+export class PasswordInUrlError extends ConfigError {
+  constructor(
+    /** The URL without its password. */
+    readonly location: string,
+  ) {
+    super(`the database URL ${location} holds a password, which would be visible in the process list`);
+  }
+}
+
 /** A Node.js system error code (ENOENT, EACCES…), or undefined for anything else. */
 export function errnoCode(error: unknown): string | undefined {
   if (error instanceof Error && 'code' in error && typeof error.code === 'string') return error.code;

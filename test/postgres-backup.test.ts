@@ -211,7 +211,7 @@ exec ${path.join(cluster.binDir, 'psql')} "$@"
     expect(Object.keys(await tableContents(cluster, 'products_only'))).toEqual(['shop.products']);
   });
 
-  it('passes a URL password to the tools through their environment, never their arguments', async () => {
+  it('passes the password of a password file to the tools through their environment, never their arguments', async () => {
     // Stand-ins that record their arguments, then run the real programs.
     const bin = path.join(repo.dir, 'recording-bin');
     const log = path.join(repo.dir, 'argv.log');
@@ -224,9 +224,13 @@ exec ${path.join(cluster.binDir, 'psql')} "$@"
       );
       await chmod(script, 0o755);
     }
-    const url = `postgres://${cluster.user}:${encodeURIComponent(cluster.password)}@127.0.0.1:${cluster.port}/shop`;
+    const passwordFile = path.join(repo.dir, 'db-password');
+    await writeFile(passwordFile, `${cluster.password}\n`, { mode: 0o600 });
     expectExit(
-      await runCli(['backup', 'postgres', url, '--pg-bin', bin, '--schema-only'], { env: repo.env }),
+      await runCli(
+        ['backup', 'postgres', cluster.url('shop', { tcp: true }), '--pg-bin', bin, '--schema-only'],
+        { env: { ...repo.env, STRONGBOX_DB_PASSWORD_FILE: passwordFile } },
+      ),
       0,
     );
     const argv = await readFile(log, 'utf8');
@@ -236,8 +240,12 @@ exec ${path.join(cluster.binDir, 'psql')} "$@"
 
   it('exits 4 with the reason and no snapshot on a wrong password', async () => {
     const before = await snapshotNames(repo);
-    const url = `postgres://${cluster.user}:wrong-password@127.0.0.1:${cluster.port}/shop`;
-    const failed = await runCli(['backup', 'postgres', url], { env: repo.env });
+    const passwordFile = path.join(repo.dir, 'wrong-db-password');
+    await writeFile(passwordFile, 'wrong-password\n', { mode: 0o600 });
+    const failed = await runCli(
+      ['backup', 'postgres', cluster.url('shop', { tcp: true }), '--db-password-file', passwordFile],
+      { env: repo.env },
+    );
     expectExit(failed, 4);
     expect(failed.stderr).toMatch(/password authentication failed/);
     expect(failed.stderr).not.toContain('wrong-password');

@@ -1,20 +1,55 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../src/errors.ts';
-import { resolveConnection } from '../src/sources/postgres/connection.ts';
+import { ConfigError, PasswordInUrlError } from '../src/errors.ts';
+import { checkDatabaseUrl, resolveConnection } from '../src/sources/postgres/connection.ts';
 
 describe('PostgreSQL connection settings', () => {
-  it('reads a URL, keeping the password out of the display', () => {
-    const connection = resolveConnection('postgres://app:s%40cret@db.example:6543/shop?sslmode=require', {});
+  it('reads a URL into libpq variables and a display', () => {
+    const connection = resolveConnection('postgres://app@db.example:6543/shop?sslmode=require', {});
     expect(connection.env).toEqual({
       PGHOST: 'db.example',
       PGPORT: '6543',
       PGUSER: 'app',
-      PGPASSWORD: 's@cret',
       PGDATABASE: 'shop',
       PGSSLMODE: 'require',
     });
     expect(connection.display).toBe('app@db.example:6543/shop');
     expect(connection.database).toBe('shop');
+  });
+
+  it('refuses a URL that holds a password, naming it without the password', () => {
+    for (const [url, location] of [
+      [
+        'postgres://app:s%40cret@db.example:6543/shop?sslmode=require',
+        'postgres://app@db.example:6543/shop?sslmode=require',
+      ],
+      ['postgresql://:s%40cret@db.example/shop', 'postgresql://db.example/shop'],
+      ['postgres://app@db.example/shop?password=s%40cret', 'postgres://app@db.example/shop'],
+    ] as const) {
+      let refused: unknown;
+      try {
+        checkDatabaseUrl(url);
+      } catch (error) {
+        refused = error;
+      }
+      expect(refused).toBeInstanceOf(PasswordInUrlError);
+      expect(refused).toBeInstanceOf(ConfigError);
+      expect((refused as PasswordInUrlError).location).toBe(location);
+      expect((refused as Error).message).toMatch(/visible in the process list/);
+      expect((refused as Error).message).not.toMatch(/s%40cret|s@cret/);
+      expect(() => resolveConnection(url, {})).toThrow(PasswordInUrlError);
+    }
+    // An empty password is no password.
+    expect(resolveConnection('postgres://app:@db.example/shop', {}).env.PGPASSWORD).toBeUndefined();
+  });
+
+  it('takes a password given apart from the URL, over the environment', () => {
+    const environment = { PGPASSWORD: 'pgpass', DB_PASSWORD: 'dbpass' };
+    expect(resolveConnection('postgres://app@db.example/shop', environment).env.PGPASSWORD).toBe('pgpass');
+    expect(resolveConnection('postgres://app@db.example/shop', environment, 's@cret').env).toMatchObject({
+      PGPASSWORD: 's@cret',
+      PGUSER: 'app',
+    });
+    expect(resolveConnection(undefined, { PGDATABASE: 'shop' }, 's@cret').env.PGPASSWORD).toBe('s@cret');
   });
 
   it('prefers the URL, then libpq variables, then the DB_* variables', () => {

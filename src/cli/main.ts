@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
-import { ExitCode, SnapshotKindError, StrongboxError } from '../errors.ts';
+import { ExitCode, PasswordInUrlError, SnapshotKindError, StrongboxError } from '../errors.ts';
 import { runInterruptCleanups } from '../util/interrupt.ts';
 import { VERSION } from '../version.ts';
 import { registerBackup } from './commands/backup.ts';
@@ -74,7 +74,7 @@ function report(error: unknown, debug: boolean): number {
   }
   if (error instanceof StrongboxError) {
     process.stderr.write(`strongbox: ${error.message}\n`);
-    const hint = error instanceof SnapshotKindError ? restoreHint(error) : error.hint;
+    const hint = hintFor(error);
     if (hint) process.stderr.write(`  ${hint}\n`);
     if (debug) process.stderr.write(`${error.stack}\n`);
     return error.exitCode;
@@ -91,6 +91,17 @@ function report(error: unknown, debug: boolean): number {
   );
   return ExitCode.general;
 }
+
+/** The hints that name this command line's options, for errors of the library, which knows none. */
+function hintFor(error: StrongboxError): string | undefined {
+  if (error instanceof SnapshotKindError) return restoreHint(error);
+  if (error instanceof PasswordInUrlError) return DATABASE_PASSWORD_HINT;
+  return error.hint;
+}
+
+const DATABASE_PASSWORD_HINT =
+  'Leave it out of the URL, and give it with --db-password-file FILE (or STRONGBOX_DB_PASSWORD_FILE), ' +
+  'PGPASSWORD or DB_PASSWORD in the environment, or a ~/.pgpass file (PGPASSFILE).';
 
 /** For a snapshot given to a command that does not take its kind: the command that does. */
 function restoreHint({ kind, snapshot }: SnapshotKindError): string | undefined {

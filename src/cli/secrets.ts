@@ -67,6 +67,26 @@ export async function readIdentityFile(path: string): Promise<KeyMaterial | Lega
   }
 }
 
+/**
+ * The database password from a file: its first line. A file every user of the host may read is
+ * used, with a warning rather than refused: mounted secrets (Kubernetes 0644, Docker 0444) are
+ * often so, alone in their container; group access is a deliberate sharing and goes unremarked.
+ */
+export async function readDatabasePasswordFile(
+  path: string,
+  onWarning: (message: string) => void,
+): Promise<string> {
+  const [password = ''] = (await readSecretFile(path, 'database password file')).split(/\r?\n/, 1);
+  if (password === '') throw new ConfigError(`the database password file ${path} is empty`);
+  if (await readableByOthers(path))
+    onWarning(`the database password file ${path} can be read by every user of this host (chmod o-r)`);
+  return password;
+}
+
+async function readableByOthers(path: string): Promise<boolean> {
+  return ((await fs.stat(path)).mode & 0o004) !== 0;
+}
+
 async function readSecretFile(path: string, what: string): Promise<string> {
   try {
     return await fs.readFile(path, 'utf8');

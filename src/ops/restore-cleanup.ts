@@ -11,6 +11,8 @@ import { findTools } from '../sources/postgres/tools.ts';
 export interface RestoreCleanupOptions {
   /** A postgres:// URL of the server; its database part is not used. Else the PG* and DB_* variables. */
   to?: string;
+  /** The database password, given to the PostgreSQL programs as PGPASSWORD, never as an argument. */
+  password?: string;
   pgBin?: string;
   /** Report, remove nothing. */
   dryRun?: boolean;
@@ -30,7 +32,7 @@ export interface RestoreCleanupResult {
  * restore holds: `strongbox restore --cleanup`, and what a health check reports.
  */
 export async function cleanupRestores(options: RestoreCleanupOptions = {}): Promise<RestoreCleanupResult> {
-  const connection = resolveConnection(options.to);
+  const connection = resolveConnection(options.to, process.env, options.password);
   const target = new RestoreTarget(connection, await findTools(connection, options.pgBin));
   const found = await findRestoreLeftovers(target);
   return {

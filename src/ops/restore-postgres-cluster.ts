@@ -13,6 +13,8 @@ import { restoreArchive } from './restore-postgres-parallel.ts';
 export interface ClusterRestoreOptions {
   /** postgres://user@host:port/ of the server to restore into; else the PG* and DB_* variables. */
   to?: string;
+  /** The database password, given to the PostgreSQL programs as PGPASSWORD, never as an argument. */
+  password?: string;
   pgBin?: string;
   noOwner?: boolean;
   /** pg_restore runs at once within each database. */
@@ -54,7 +56,11 @@ export async function restorePostgresCluster(
     const snapshot = await repository.findSnapshot(reference, { ...options.filter, kind: CLUSTER_KIND });
     const { body } = await repository.loadSnapshot(snapshot.id);
     const details = body.source as PostgresClusterDetails;
-    const connection = resolveConnection(options.to, { PGDATABASE: 'postgres', ...process.env });
+    const connection = resolveConnection(
+      options.to,
+      { PGDATABASE: 'postgres', ...process.env },
+      options.password,
+    );
     const target = new RestoreTarget(connection, await findTools(connection, options.pgBin));
     const databases = Object.keys(details.databases);
     const reuse = new Set<string>();

@@ -31,6 +31,8 @@ import { restoreArchive } from './restore-postgres-parallel.ts';
 export interface PostgresRestoreOptions {
   /** postgres://…/database to restore into; else the PG* and DB_* environment variables. */
   to?: string;
+  /** The database password, given to the PostgreSQL programs as PGPASSWORD, never as an argument. */
+  password?: string;
   pgBin?: string;
   /** Replace an existing database: restore beside it, then swap names, keeping the old one. */
   replace?: boolean;
@@ -101,7 +103,7 @@ export async function restorePostgres(
   }
   const lock = await repository.readLock('restore postgres');
   try {
-    const connection = resolveConnection(options.to);
+    const connection = resolveConnection(options.to, process.env, options.password);
     const found = await findDatabaseSnapshot(repository, reference, options.filter, connection.database);
     const { snapshot, details: recorded } = found;
     const target = new RestoreTarget(

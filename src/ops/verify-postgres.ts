@@ -8,6 +8,8 @@ import { findDatabaseSnapshot } from './database-snapshot.ts';
 export interface PostgresVerifyOptions {
   /** The database to check: postgres://…/database; else the PG* and DB_* environment variables. */
   to?: string;
+  /** The database password, given to the PostgreSQL programs as PGPASSWORD, never as an argument. */
+  password?: string;
   pgBin?: string;
   filter?: SnapshotFilter;
 }
@@ -31,7 +33,7 @@ export async function verifyPostgres(
 ): Promise<PostgresVerifyResult> {
   const lock = await repository.readLock('verify postgres');
   try {
-    const connection = resolveConnection(options.to);
+    const connection = resolveConnection(options.to, process.env, options.password);
     const {
       snapshot,
       database,

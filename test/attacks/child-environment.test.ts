@@ -6,11 +6,13 @@ import { startCluster, type TestCluster, socketUrl } from '../helpers/postgres.t
 
 const PASSWORD = 'repository password, never for pg_dump';
 const CANARY = 'a-cloud-secret-the-tools-must-not-see';
+const DATABASE_PASSWORD = 'the database password, for the tools alone';
 
 /**
  * The PostgreSQL programs strongbox runs get the connection's variables and what they need to
  * run, not strongbox's own secrets: a pg_dump, or anything its PATH or a server-side extension
- * lets read /proc/<pid>/environ, must not learn the repository password.
+ * lets read /proc/<pid>/environ, must not learn the repository password. The database password
+ * is theirs: it comes as PGPASSWORD, and the variable that named its file stays behind.
  */
 describe('attack: secrets in the environment of the PostgreSQL programs', () => {
   let cluster: TestCluster;
@@ -43,9 +45,12 @@ describe('attack: secrets in the environment of the PostgreSQL programs', () => 
   });
 
   it('keeps STRONGBOX_PASSWORD and other variables out of pg_dump, psql and pg_restore', async () => {
+    const databasePasswordFile = path.join(repo.dir, 'db-password');
+    await writeFile(databasePasswordFile, `${DATABASE_PASSWORD}\n`, { mode: 0o600 });
     const env = {
       STRONGBOX_REPO: repo.repo,
       STRONGBOX_PASSWORD: PASSWORD,
+      STRONGBOX_DB_PASSWORD_FILE: databasePasswordFile,
       AWS_SECRET_ACCESS_KEY: CANARY,
     };
     expectExit(await runCli(['init'], { env }), 0);
@@ -65,6 +70,7 @@ describe('attack: secrets in the environment of the PostgreSQL programs', () => 
     // The programs ran, with what they need to connect.
     expect(environments).toMatch(new RegExp(`^PGPORT=${cluster.port}$`, 'm'));
     expect(environments).toMatch(/^PATH=/m);
+    expect(environments).toMatch(new RegExp(`^PGPASSWORD=${DATABASE_PASSWORD}$`, 'm'));
     expect(environments).not.toContain(PASSWORD);
     expect(environments).not.toContain(CANARY);
     expect(environments).not.toMatch(/^STRONGBOX_/m);

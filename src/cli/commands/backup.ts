@@ -7,6 +7,7 @@ import type { BackupSource } from '../../sources/source.ts';
 import { ConfigError } from '../../errors.ts';
 import { awaitedLater } from '../../util/awaited-later.ts';
 import { positiveInteger } from '../arguments.ts';
+import { databaseCredentials, databasePasswordOption, type DatabasePasswordOptions } from '../database.ts';
 import { globalOptions, outputFor, withRepository, type GlobalOptions } from '../context.ts';
 import { formatBytes, formatRate, type Output } from '../output.ts';
 import { copyToOptions, prepareCopyTo, summarizeCopy, type CopyToOptions } from './copy.ts';
@@ -90,9 +91,12 @@ export function registerBackup(program: Command): void {
         await runBackup(global, outputFor(global), source, options);
       },
     );
-  withCommonOptions(group.command('postgres'))
+  databasePasswordOption(withCommonOptions(group.command('postgres')))
     .description('back up one PostgreSQL database with pg_dump (custom format), streamed')
-    .argument('[url]', 'postgres://user@host:port/database (default: PG* or DB_* environment variables)')
+    .argument(
+      '[url]',
+      'postgres://user@host:port/database, without a password (default: PG* or DB_* environment variables)',
+    )
     .option(
       '--pg-bin <dir>',
       'directory of pg_dump and psql (default: the newest on PATH or in /usr/lib/postgresql)',
@@ -104,21 +108,25 @@ export function registerBackup(program: Command): void {
     .action(
       async (
         url: string | undefined,
-        options: CommonBackupOptions & {
-          all?: boolean;
-          pgBin?: string;
-          schemaOnly?: boolean;
-          table: string[];
-          excludeTable: string[];
-        },
+        options: CommonBackupOptions &
+          DatabasePasswordOptions & {
+            all?: boolean;
+            pgBin?: string;
+            schemaOnly?: boolean;
+            table: string[];
+            excludeTable: string[];
+          },
         command: Command,
       ) => {
         const global = globalOptions(command);
+        const output = outputFor(global);
+        const credentials = await databaseCredentials(url, options, output);
         // Finding pg_dump, asking the server its version and starting the dump take a few process
         // starts and pg_dump's reading of the catalog: they go on while the repository opens (its
         // key derivation runs on another thread).
         const source = postgresSource({
           ...(url ? { url } : {}),
+          ...credentials,
           ...(options.pgBin ? { pgBin: options.pgBin } : {}),
           ...(options.all ? { all: true } : {}),
           ...(options.schemaOnly ? { schemaOnly: true } : {}),
@@ -126,7 +134,7 @@ export function registerBackup(program: Command): void {
           ...(options.excludeTable.length ? { excludeTables: options.excludeTable } : {}),
           startNow: true,
         });
-        await runBackup(global, outputFor(global), source, options);
+        await runBackup(global, output, source, options);
       },
     );
 }

@@ -9,6 +9,12 @@ import type { SnapshotFilter } from '../../repository/repository.ts';
 import type { Output } from '../output.ts';
 import { ConfigError } from '../../errors.ts';
 import { promptLine } from '../prompt.ts';
+import {
+  databaseCredentials,
+  databasePasswordOption,
+  type DatabaseCredentials,
+  type DatabasePasswordOptions,
+} from '../database.ts';
 import { globalOptions, outputFor, withRepository, type GlobalOptions } from '../context.ts';
 import { formatBytes } from '../output.ts';
 import { showingMismatch, verificationTable } from '../verification.ts';
@@ -19,11 +25,11 @@ const collect = (value: string, previous: string[]) => [...previous, value];
 
 export function registerRestore(program: Command): void {
   const group = program.command('restore').description('restore a snapshot');
-  filterOptions(group)
+  databasePasswordOption(filterOptions(group))
     .argument('[snapshot]', 'PostgreSQL snapshot: id, id prefix, or latest (default)', 'latest')
     .option(
       '--to <url>',
-      'database to restore into: postgres://user@host:port/database (default: PG*/DB_* variables)',
+      'database to restore into: postgres://user@host:port/database, without a password (default: PG*/DB_* variables)',
     )
     .option('--at <time>', 'the newest snapshot taken at or before this time (e.g. "2026-11-20 14:30")')
     .option('--all', 'restore a cluster snapshot (backup postgres --all): roles, then every database')
@@ -55,13 +61,14 @@ export function registerRestore(program: Command): void {
     .action(async (reference: string, options: PostgresRestoreCliOptions, command: Command) => {
       const global = globalOptions(command);
       const output = outputFor(global);
+      const credentials = await databaseCredentials(options.to, options, output);
       if (options.cleanup) {
         if (options.replace || options.all)
           throw new ConfigError('--cleanup restores nothing', { hint: 'Leave out --replace and --all.' });
-        return cleanup(global, output, options);
+        return cleanup(global, output, options, credentials);
       }
       const filter = snapshotFilter(options);
-      if (options.all) return restoreCluster(global, output, reference, options, filter);
+      if (options.all) return restoreCluster(global, output, reference, options, credentials, filter);
       if (options.at) {
         const before = new Date(options.at);
         if (Number.isNaN(before.getTime()))
@@ -75,6 +82,7 @@ export function registerRestore(program: Command): void {
           output,
           restorePostgres(repository, reference, {
             ...(options.to ? { to: options.to } : {}),
+            ...credentials,
             ...(options.pgBin ? { pgBin: options.pgBin } : {}),
             replace: Boolean(options.replace),
             dropOld: Boolean(options.dropOld),
@@ -143,7 +151,7 @@ export function registerRestore(program: Command): void {
     );
 }
 
-interface PostgresRestoreCliOptions extends FilterOptions {
+interface PostgresRestoreCliOptions extends FilterOptions, DatabasePasswordOptions {
   all?: boolean;
   cleanup?: boolean;
   jobs?: number;
@@ -181,9 +189,11 @@ async function cleanup(
   global: GlobalOptions,
   output: Output,
   options: PostgresRestoreCliOptions,
+  credentials: DatabaseCredentials,
 ): Promise<void> {
   const result = await cleanupRestores({
     ...(options.to ? { to: options.to } : {}),
+    ...credentials,
     ...(options.pgBin ? { pgBin: options.pgBin } : {}),
     dryRun: Boolean(options.dryRun),
   });
@@ -216,6 +226,7 @@ async function restoreCluster(
   output: Output,
   reference: string,
   options: PostgresRestoreCliOptions,
+  credentials: DatabaseCredentials,
   filter: SnapshotFilter,
 ): Promise<void> {
   if (
@@ -234,6 +245,7 @@ async function restoreCluster(
       output,
       restorePostgresCluster(repository, reference, {
         ...(options.to ? { to: options.to } : {}),
+        ...credentials,
         ...(options.pgBin ? { pgBin: options.pgBin } : {}),
         noOwner: options.owner === false,
         ...(options.jobs ? { jobs: options.jobs } : {}),

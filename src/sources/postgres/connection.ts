@@ -1,4 +1,4 @@
-import { ConfigError } from '../../errors.ts';
+import { ConfigError, PasswordInUrlError } from '../../errors.ts';
 
 /**
  * Where and how to connect, as libpq environment variables for the PostgreSQL tools. Settings
@@ -6,6 +6,8 @@ import { ConfigError } from '../../errors.ts';
  * PGDATABASE, PGSSLMODE…, and ~/.pgpass, which libpq reads itself), then the variables the
  * scripts strongbox replaces used (DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD). The tools
  * always get them through their environment: a password never appears in a process's arguments.
+ * That is also why a URL may not hold one: URLs are given on command lines, which every user of
+ * the host can read; the password comes separately, from the environment, ~/.pgpass or the caller.
  */
 export interface PostgresConnection {
   /** libpq variables to add to the tools' environment. */
@@ -48,9 +50,14 @@ export function withDatabase(connection: PostgresConnection, database: string): 
   };
 }
 
+/**
+ * `password`, when given, wins over PGPASSWORD and DB_PASSWORD: the caller read it from where it
+ * was told to (a password file), more specific than what the environment happens to hold.
+ */
 export function resolveConnection(
   url: string | undefined,
   environment: NodeJS.ProcessEnv = process.env,
+  password?: string,
 ): PostgresConnection {
   const env: Record<string, string> = {};
   for (const [scriptName, libpqName] of Object.entries(SCRIPT_VARIABLES)) {
@@ -61,6 +68,7 @@ export function resolveConnection(
     if (name.startsWith('PG') && value !== undefined) env[name] = value;
   }
   if (url) Object.assign(env, fromUrl(url));
+  if (password !== undefined) env.PGPASSWORD = password;
   const database = env.PGDATABASE ?? env.PGUSER ?? environment.USER;
   if (!database) {
     throw new ConfigError('no database given', {
@@ -71,6 +79,14 @@ export function resolveConnection(
   const host = env.PGHOST ?? 'the local socket';
   const display = `${env.PGUSER ? `${env.PGUSER}@` : ''}${host}${env.PGPORT ? `:${env.PGPORT}` : ''}/${database}`;
   return { env, database, display };
+}
+
+/**
+ * Throws what resolveConnection would for this URL, without resolving anything else: for callers
+ * that refuse a bad URL before they open a repository or ask for its password.
+ */
+export function checkDatabaseUrl(url: string): void {
+  fromUrl(url);
 }
 
 function fromUrl(text: string): Record<string, string> {
@@ -87,11 +103,12 @@ function fromUrl(text: string): Record<string, string> {
       hint: 'Use postgres://user@host:5432/database.',
     });
   }
+  // libpq takes a password in the user part and as a parameter.
+  if (url.password || url.searchParams.has('password')) throw new PasswordInUrlError(withoutPassword(url));
   const env: Record<string, string> = {};
   if (url.hostname) env.PGHOST = decodeURIComponent(url.hostname.replace(/^\[|\]$/g, ''));
   if (url.port) env.PGPORT = url.port;
   if (url.username) env.PGUSER = decodeURIComponent(url.username);
-  if (url.password) env.PGPASSWORD = decodeURIComponent(url.password);
   const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
   if (database) env.PGDATABASE = database;
   for (const [key, value] of url.searchParams) {
@@ -103,4 +120,11 @@ function fromUrl(text: string): Record<string, string> {
     env[name] = value;
   }
   return env;
+}
+
+function withoutPassword(url: URL): string {
+  const shown = new URL(url.href);
+  shown.password = '';
+  if (shown.searchParams.has('password')) shown.searchParams.delete('password');
+  return shown.href;
 }

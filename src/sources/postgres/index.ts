@@ -7,6 +7,8 @@ import { findTools } from './tools.ts';
 export interface PostgresBackupOptions {
   /** postgres://user@host:port/database; else libpq's and the DB_* environment variables. */
   url?: string;
+  /** The database password, given to the PostgreSQL programs as PGPASSWORD, never as an argument. */
+  password?: string;
   /** Directory of pg_dump and psql; else the newest found on PATH or in /usr/lib/postgresql. */
   pgBin?: string;
   schemaOnly?: boolean;
@@ -27,6 +29,7 @@ export async function postgresSource(options: PostgresBackupOptions = {}): Promi
   const connection = resolveConnection(
     options.url,
     options.all ? { PGDATABASE: 'postgres', ...process.env } : process.env,
+    options.password,
   );
   const tools = await findTools(connection, options.pgBin);
   if (options.all) {
