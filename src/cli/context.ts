@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../errors.ts';
+import { migrateRepository, type MigrationResult } from '../repository/migrate.ts';
 import { Repository } from '../repository/repository.ts';
 import type { RepositoryOptions } from '../repository/config.ts';
 import { closingOnFailure, openBackend } from '../storage/open.ts';
@@ -109,6 +110,22 @@ export async function initRepository(
       onWarning: (message) => outputFor(options).warn(`warning: ${message}`),
     }),
   );
+}
+
+/** `strongbox migrate`: the repository named by --repo, with the key the global options give. */
+export async function migrateRepositoryAt(options: GlobalOptions): Promise<MigrationResult> {
+  const backend = await openBackend(repositoryLocation(options));
+  try {
+    const { identityFile } = keySources(options);
+    return await migrateRepository(
+      backend,
+      identityFile
+        ? { identity: await readIdentityFile(identityFile) }
+        : { passphrase: await repositoryPassword(options, false) },
+    );
+  } finally {
+    await backend.close();
+  }
 }
 
 /** Runs `action` with an open repository and always closes it. */

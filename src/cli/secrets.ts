@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { promises as fs, constants } from 'node:fs';
 import { promisify } from 'node:util';
 import { ConfigError } from '../errors.ts';
 import { decodeIdentityFile, type KeyMaterial, type LegacyKeyMaterial } from '../repository/keys.ts';
@@ -100,4 +100,22 @@ async function readSecretFile(path: string, what: string): Promise<string> {
 
 function stripNewline(text: string): string {
   return text.replace(/\r?\n$/, '');
+}
+
+/** Writes a secret file that only its owner can read, refusing to replace an existing one. */
+export async function writeSecretFile(path: string, text: string): Promise<void> {
+  const handle = await fs
+    .open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
+    .catch((cause: NodeJS.ErrnoException) => {
+      throw new ConfigError(`cannot create ${path}: ${cause.code ?? cause.message}`, {
+        hint: 'Choose a path that does not exist yet.',
+        cause,
+      });
+    });
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }

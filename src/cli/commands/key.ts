@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { promises as fs, constants } from 'node:fs';
 import { ConfigError } from '../../errors.ts';
 import type { KeyKind } from '../../repository/keys.ts';
 import {
@@ -11,7 +10,7 @@ import {
   type GlobalOptions,
 } from '../context.ts';
 import { table } from '../output.ts';
-import { resolvePassword } from '../secrets.ts';
+import { resolvePassword, writeSecretFile } from '../secrets.ts';
 
 interface NewKeyOptions {
   newPasswordFile?: string;
@@ -27,24 +26,6 @@ function newPassword(options: NewKeyOptions): Promise<string> {
     confirm: true,
     describe: 'STRONGBOX_NEW_PASSWORD_FILE, --new-password-file or STRONGBOX_NEW_PASSWORD',
   });
-}
-
-/** Writes a secret file that only its owner can read, refusing to replace an existing one. */
-async function writeSecretFile(path: string, text: string): Promise<void> {
-  const handle = await fs
-    .open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
-    .catch((cause: NodeJS.ErrnoException) => {
-      throw new ConfigError(`cannot create ${path}: ${cause.code ?? cause.message}`, {
-        hint: 'Choose a path that does not exist yet.',
-        cause,
-      });
-    });
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 export function registerKey(program: Command): void {
