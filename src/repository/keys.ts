@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import os from 'node:os';
+import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { currentUsername } from '../util/host.ts';
+import { base64Of, firstIssue } from '../util/schema.ts';
 import { AuthenticationFailure, open, seal } from '../crypto/aead.ts';
 import { derivePassphraseKey, newScryptParams, type ScryptParams } from '../crypto/kdf.ts';
 
@@ -33,6 +35,14 @@ interface SerializedMaterial {
   readerSecret?: string;
   adminPublicKey?: string;
 }
+
+const materialFields = { repository: z.string().regex(/^[0-9a-f]{64}$/), writerSecret: base64Of(32) };
+
+/** What `serializeMaterial` writes and nothing else. */
+const serializedMaterialSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('full'), ...materialFields, readerSecret: base64Of(32) }),
+  z.strictObject({ kind: z.literal('write-only'), ...materialFields, adminPublicKey: base64Of(32) }),
+]) satisfies z.ZodType<SerializedMaterial>;
 
 const SLOT_AAD = Buffer.from('strongbox key slot');
 
@@ -98,7 +108,7 @@ export async function openKeySlot(slot: KeySlot, passphrase: string): Promise<Ke
   const key = await derivePassphraseKey(passphrase, slot.kdf);
   try {
     const plain = open(key, Buffer.from(slot.data, 'base64'), SLOT_AAD);
-    return deserializeMaterial(JSON.parse(plain.toString('utf8')) as SerializedMaterial);
+    return deserializeMaterial(serializedMaterialSchema.parse(JSON.parse(plain.toString('utf8'))));
   } catch (error) {
     if (error instanceof AuthenticationFailure) return undefined;
     throw error;
@@ -115,8 +125,19 @@ export function encodeIdentityFile(material: KeyMaterial): string {
   return JSON.stringify({ strongboxIdentity: 1, ...serializeMaterial(material) }, null, 2) + '\n';
 }
 
-export function decodeIdentityFile(text: string): KeyMaterial {
-  const value = JSON.parse(text) as SerializedMaterial & { strongboxIdentity?: number };
-  if (value.strongboxIdentity !== 1) throw new Error('not a strongbox identity file');
-  return deserializeMaterial(value);
+/** Never throws anything but a ConfigError, whose message names the file as `name` and says what is wrong. */
+export function decodeIdentityFile(text: string, name = 'the identity file'): KeyMaterial {
+  const refuse = (problem: string) => new ConfigError(`${name} is not a strongbox identity file: ${problem}`);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw refuse('it is not JSON');
+  }
+  const envelope = z.looseObject({ strongboxIdentity: z.literal(1) }).safeParse(value);
+  if (!envelope.success) throw refuse('it has no "strongboxIdentity": 1');
+  const { strongboxIdentity: _, ...fields } = envelope.data;
+  const material = serializedMaterialSchema.safeParse(fields);
+  if (!material.success) throw refuse(firstIssue(material.error));
+  return deserializeMaterial(material.data);
 }
