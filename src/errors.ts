@@ -49,6 +49,27 @@ export class KeyError extends StrongboxError {
   override readonly exitCode = ExitCode.key;
 }
 
+/**
+ * No key slot opens with the password given. Slots skipped as invalid (a stray or planted file, a
+ * slot whose costs are refused) are counted: the password may be right and its slot among them.
+ */
+export class WrongPasswordError extends KeyError {
+  constructor(
+    readonly location: string,
+    /** Names of the files under keys/ that were skipped as invalid, each already warned about. */
+    readonly skippedSlots: readonly string[],
+  ) {
+    const skipped = skippedSlots.length;
+    super(
+      `wrong password: no key of the repository at ${location} opens with it` +
+        (skipped === 0
+          ? ''
+          : ` (${skipped} key ${skipped === 1 ? 'slot was' : 'slots were'} skipped as invalid)`),
+      { hint: 'Check STRONGBOX_PASSWORD, --password-file or --password-command.' },
+    );
+  }
+}
+
 export class StorageError extends StrongboxError {
   override readonly exitCode = ExitCode.storage;
 }

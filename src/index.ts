@@ -4,7 +4,7 @@
  *   const repository = await openRepository({ repo: '/var/backups/strongbox', passphrase });
  *   const result = await backup(repository, filesSource(['/etc/myapp']), { tags: ['env=production'] });
  */
-import { Repository, type KeySource } from './repository/repository.ts';
+import { Repository, type KeySource, type OpenOptions } from './repository/repository.ts';
 import type { RepositoryOptions } from './repository/config.ts';
 import { closingOnFailure, openBackend } from './storage/open.ts';
 
@@ -13,9 +13,11 @@ export interface RepositoryLocation {
   repo: string;
 }
 
-export async function openRepository(options: RepositoryLocation & KeySource): Promise<Repository> {
+export async function openRepository(
+  options: RepositoryLocation & KeySource & OpenOptions,
+): Promise<Repository> {
   const backend = await openBackend(options.repo);
-  return closingOnFailure(backend, () => Repository.open(backend, options));
+  return closingOnFailure(backend, () => Repository.open(backend, options, options));
 }
 
 export async function initRepository(
@@ -28,6 +30,7 @@ export async function initRepository(
 export {
   Repository,
   type KeySource,
+  type OpenOptions,
   type SnapshotFilter,
   type KeyListing,
   type DamagedSnapshot,

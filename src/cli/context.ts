@@ -66,13 +66,14 @@ export function usesIdentityFile(options: GlobalOptions): boolean {
 
 export async function openRepository(options: GlobalOptions): Promise<Repository> {
   const backend = await openBackend(repositoryLocation(options));
+  const output = outputFor(options);
+  const opening = { onWarning: (message: string) => output.warn(`warning: ${message}`) };
   const repository = await closingOnFailure(backend, async () => {
     const { identityFile } = keySources(options);
-    if (identityFile) return Repository.open(backend, { identity: await readIdentityFile(identityFile) });
-    return Repository.open(backend, { passphrase: await repositoryPassword(options, false) });
+    if (identityFile)
+      return Repository.open(backend, { identity: await readIdentityFile(identityFile) }, opening);
+    return Repository.open(backend, { passphrase: await repositoryPassword(options, false) }, opening);
   });
-  const output = outputFor(options);
-  repository.onWarning = (message) => output.warn(`warning: ${message}`);
   readWithoutLockWhereRefused(repository, output);
   repository.readLocking.skip = options.lock === false;
   return repository;

@@ -24,15 +24,8 @@ import {
   type RepositoryConfig,
   type RepositoryOptions,
 } from './config.ts';
-import {
-  createKeySlot,
-  encodeIdentityFile,
-  encodeKeySlot,
-  openKeySlot,
-  type KeyKind,
-  type KeyMaterial,
-  type KeySlot,
-} from './keys.ts';
+import { KEYS_FOLDER, openWithPassphrase, readKeySlots, skippedKeySlotWarning } from './key-slots.ts';
+import { createKeySlot, encodeIdentityFile, encodeKeySlot, type KeyKind, type KeyMaterial } from './keys.ts';
 import { acquireLock, type Lock } from './locks.ts';
 import {
   MasterIndex,
@@ -58,6 +51,11 @@ import { interruptBegun } from '../util/interrupt.ts';
 
 /** How to unlock a repository: a passphrase that opens one of its key slots, or an identity file's material. */
 export type KeySource = { passphrase: string } | { identity: KeyMaterial };
+
+export interface OpenOptions {
+  /** Where the repository reports what it works around, from the opening on (a key slot skipped). */
+  onWarning?: (message: string) => void;
+}
 
 export interface KeyListing {
   id: string;
@@ -116,6 +114,8 @@ export class Repository {
   /** Where the repository reports what it works around (a damaged snapshot skipped); set by the caller. */
   onWarning: (message: string) => void = () => undefined;
   private readonly loadedIndexFiles = new Set<string>();
+  /** Files under keys/ skipped as invalid that this session has warned about once already. */
+  private readonly keySlotsWarnedAbout = new Set<string>();
   private readonly writerKeys: WriterKeys;
   private readonly reader: ReaderIdentities | undefined;
   private readonly packKeys = new Map<string, Buffer>();
@@ -165,7 +165,8 @@ export class Repository {
     return new Repository(backend, config, material, slot.name);
   }
 
-  static async open(backend: StorageBackend, key: KeySource): Promise<Repository> {
+  static async open(backend: StorageBackend, key: KeySource, options: OpenOptions = {}): Promise<Repository> {
+    const onWarning = options.onWarning ?? (() => undefined);
     let configBytes: Buffer;
     try {
       configBytes = await backend.get(CONFIG_NAME);
@@ -184,16 +185,15 @@ export class Repository {
           hint: 'Use the identity file made for this repository.',
         });
       }
-      return new Repository(backend, config, key.identity, undefined);
     }
-    for await (const { name, slot } of readKeySlots(backend)) {
-      const material = await openKeySlot(slot, key.passphrase);
-      if (material && material.repository === config.id)
-        return new Repository(backend, config, material, name);
-    }
-    throw new KeyError(`wrong password: no key of the repository at ${backend.location} opens with it`, {
-      hint: 'Check STRONGBOX_PASSWORD, --password-file or --password-command.',
-    });
+    const { material, name, skipped } =
+      'identity' in key
+        ? { material: key.identity, name: undefined, skipped: [] }
+        : await openWithPassphrase(backend, key.passphrase, config.id, onWarning);
+    const repository = new Repository(backend, config, material, name);
+    repository.onWarning = onWarning;
+    for (const file of skipped) repository.keySlotsWarnedAbout.add(file);
+    return repository;
   }
 
   get config(): RepositoryConfig {
@@ -567,7 +567,13 @@ export class Repository {
 
   async listKeys(): Promise<KeyListing[]> {
     const keys: KeyListing[] = [];
-    for await (const { name, slot } of readKeySlots(this.backend, this.onWarning)) {
+    const { slots, skipped } = await readKeySlots(this.backend);
+    for (const file of skipped) {
+      if (this.keySlotsWarnedAbout.has(file.name)) continue;
+      this.keySlotsWarnedAbout.add(file.name);
+      this.onWarning(skippedKeySlotWarning(file));
+    }
+    for (const { name, slot } of slots) {
       keys.push({
         id: name.slice('keys/'.length),
         kind: slot.kind,
@@ -606,20 +612,27 @@ export class Repository {
     return encodeIdentityFile(this.materialFor(kind));
   }
 
+  /**
+   * Removes the file under keys/ whose id starts with `id`: a key slot, or a file skipped as not a
+   * valid one (which `key list` only warns about), so that a planted or damaged file can go too.
+   */
   async removeKey(id: string): Promise<void> {
     this.requireReader('remove keys');
-    const matching = (await this.listKeys()).filter((key) => key.id.startsWith(id));
+    const matching: string[] = [];
+    for await (const object of this.backend.list(KEYS_FOLDER)) {
+      if (object.name.slice(KEYS_FOLDER.length).startsWith(id)) matching.push(object.name);
+    }
     if (matching.length !== 1) {
       throw new ConfigError(matching.length ? `key id ${id} is ambiguous` : `no key ${id}`, {
         hint: 'Run `strongbox key list`.',
       });
     }
-    if (matching[0]!.current) {
+    if (matching[0] === this.keyName) {
       throw new ConfigError('cannot remove the key in use', {
         hint: 'Open the repository with another key to remove this one.',
       });
     }
-    await this.backend.delete(`keys/${matching[0]!.id}`);
+    await this.backend.delete(matching[0]!);
   }
 
   /** Replaces the current key slot with one for `passphrase`; the new slot is written before the old one goes. */
@@ -683,27 +696,6 @@ function matches(header: SnapshotHeader, filter: SnapshotFilter): boolean {
 
 export function isSnapshotId(name: string): boolean {
   return SNAPSHOT_ID.test(name);
-}
-
-/**
- * The key slots under keys/. A file there that is not one (a stray file, a damaged slot) is
- * skipped: it must not keep the repository from opening with the slots that are intact.
- */
-async function* readKeySlots(
-  backend: StorageBackend,
-  onWarning: (message: string) => void = () => undefined,
-): AsyncGenerator<{ name: string; slot: KeySlot }> {
-  for await (const object of backend.list('keys/')) {
-    let slot: Partial<KeySlot> | undefined;
-    try {
-      slot = JSON.parse((await backend.get(object.name)).toString('utf8')) as Partial<KeySlot>;
-    } catch (error) {
-      if (!(error instanceof SyntaxError)) throw error;
-    }
-    if (slot?.version === 1 && typeof slot.data === 'string' && typeof slot.kdf === 'object' && slot.kdf)
-      yield { name: object.name, slot: slot as KeySlot };
-    else onWarning(`skipped ${object.name}: not a key slot`);
-  }
 }
 
 /** A snapshot id as shown to people: its first 8 characters; a stray file's name in full. */
