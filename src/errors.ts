@@ -49,6 +49,27 @@ export class KeyError extends StrongboxError {
   override readonly exitCode = ExitCode.key;
 }
 
+/**
+ * No key slot opens with the password given. Slots skipped as invalid (a stray or planted file, a
+ * slot whose costs are refused) are counted: the password may be right and its slot among them.
+ */
+export class WrongPasswordError extends KeyError {
+  constructor(
+    readonly location: string,
+    /** Names of the files under keys/ that were skipped as invalid, each already warned about. */
+    readonly skippedSlots: readonly string[],
+  ) {
+    const skipped = skippedSlots.length;
+    super(
+      `wrong password: no key of the repository at ${location} opens with it` +
+        (skipped === 0
+          ? ''
+          : ` (${skipped} key ${skipped === 1 ? 'slot was' : 'slots were'} skipped as invalid)`),
+      { hint: 'Check STRONGBOX_PASSWORD, --password-file or --password-command.' },
+    );
+  }
+}
+
 export class StorageError extends StrongboxError {
   override readonly exitCode = ExitCode.storage;
 }
@@ -128,6 +149,15 @@ export class LegacyFormatError extends ConfigError {
   ) {
     super(`the repository at ${location} is of format version ${version}`, {
       hint: 'Upgrade it with `strongbox migrate` and a full key (it rewrites metadata only, never data).',
+    });
+  }
+}
+
+/** A key of format 1, left behind by `strongbox migrate`, which carries no key over. */
+export class LegacyKeyError extends KeyError {
+  constructor() {
+    super('this key belongs to format version 1 of the repository, which has been migrated', {
+      hint: 'Keys are not carried over by `strongbox migrate`: ask for a new key (`strongbox key add`).',
     });
   }
 }

@@ -69,6 +69,51 @@ describe('empty passwords in the library', () => {
   });
 });
 
+describe('identity files', () => {
+  let repo: TempRepo;
+  let identity: Record<string, unknown>;
+  const changed = (fields: Record<string, unknown>) => () => JSON.stringify({ ...identity, ...fields });
+  const noPassword = { STRONGBOX_PASSWORD_FILE: undefined };
+  const openWith = async (content: string) => {
+    const file = path.join(repo.dir, 'identity-under-test.json');
+    await fs.writeFile(file, content, { mode: 0o600 });
+    return {
+      file,
+      result: await cli(repo, ['--identity-file', file, 'snapshots', '-q'], { env: noPassword }),
+    };
+  };
+
+  beforeAll(async () => {
+    repo = await tempRepo();
+    expectExit(await cli(repo, ['init']), 0);
+    const file = path.join(repo.dir, 'identity.json');
+    expectExit(await cli(repo, ['key', 'add', '--identity-file-out', file]), 0);
+    identity = JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>;
+  });
+  afterAll(() => repo.cleanup());
+
+  it('opens with an identity file as written', async () => {
+    expectExit((await openWith(JSON.stringify(identity))).result, 0);
+  });
+
+  it.each([
+    ['bytes that are not JSON', () => 'not json {', 'it is not JSON'],
+    ['JSON without the marker', changed({ strongboxIdentity: 2 }), 'it has no "strongboxIdentity": 1'],
+    ['a field strongbox does not write', changed({ note: 'x' }), 'Unrecognized key: "note"'],
+    [
+      'a secret of 16 bytes',
+      changed({ writerSecret: 'A'.repeat(22) + '==' }),
+      'writerSecret: must be base64 of 32 bytes',
+    ],
+    ['a secret that is a number', changed({ signingKey: 7 }), 'signingKey: Invalid input'],
+    ['a kind strongbox does not make', changed({ kind: 'admin' }), 'kind: Invalid'],
+  ])('refuses %s with exit 3, naming the file and what is wrong', async (_, content, problem) => {
+    const { file, result } = await openWith(content());
+    expectExit(result, 3);
+    expect(result.stderr).toContain(`strongbox: ${file} is not a strongbox identity file: ${problem}`);
+  });
+});
+
 describe('sizes and counts in output', () => {
   let repo: TempRepo;
 

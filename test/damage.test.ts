@@ -149,7 +149,7 @@ describe('stray files in keys/ and index/', () => {
       await writeFile(path.join(repo.repo, 'index', '0000'), 'not an index\n');
       const keys = await runCli(['key', 'list'], { env: repo.env });
       expectExit(keys, 0);
-      expect(keys.stderr).toMatch(/warning: skipped keys\/0000: not a key slot/);
+      expect(keys.stderr).toMatch(/warning: skipped key slot keys\/0000: it is not JSON/);
       const read = await cat(repo, 'latest');
       expectExit(read, 0);
       expect(read.stdout.toString()).toBe('kept\n');

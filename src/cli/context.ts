@@ -75,7 +75,6 @@ export async function openRepository(options: GlobalOptions): Promise<Repository
       return Repository.open(backend, { identity: await readIdentityFile(identityFile) }, opening);
     return Repository.open(backend, { passphrase: await repositoryPassword(options, false) }, opening);
   });
-  repository.onWarning = (message) => output.warn(`warning: ${message}`);
   readWithoutLockWhereRefused(repository, output);
   repository.readLocking.skip = options.lock === false;
   return repository;

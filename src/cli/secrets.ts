@@ -59,12 +59,7 @@ async function readPassword(sources: PasswordSources): Promise<{ password: strin
 }
 
 export async function readIdentityFile(path: string): Promise<KeyMaterial | LegacyKeyMaterial> {
-  const text = await readSecretFile(path, 'identity file');
-  try {
-    return decodeIdentityFile(text);
-  } catch (cause) {
-    throw new ConfigError(`${path} is not a strongbox identity file`, { cause });
-  }
+  return decodeIdentityFile(await readSecretFile(path, 'identity file'), path);
 }
 
 /**

@@ -14,7 +14,7 @@ import {
 } from './config.ts';
 import { encodeEndorsement, type Endorsement } from './endorsement.ts';
 import { createKeySlot, encodeIdentityFile, encodeKeySlot, type KeyKind, type KeyMaterial } from './keys.ts';
-import { readKeySlots } from './key-slots.ts';
+import { KEYS_FOLDER, readKeySlots, skippedKeySlotWarning } from './key-slots.ts';
 import { objectId, objectName } from './layout.ts';
 import type { LocalState } from './local-state.ts';
 import type { Lock } from './locks.ts';
@@ -33,6 +33,8 @@ export interface RepositorySession {
   bundle: IdentityBundle | undefined;
   signing: SigningKey;
   readonly state: LocalState | undefined;
+  /** Files under keys/ already warned about as not valid slots, so a listing does not repeat it. */
+  readonly warnedKeySlots: Set<string>;
 }
 
 /** A stored object and the writer that signed it, as the repository's trust judged it. */
@@ -93,7 +95,13 @@ export class KeyRing {
     const ownWriter = writerId(this.session.signing.publicRaw);
     const keys: KeyListing[] = [];
     const withSlot = new Set<string>();
-    for await (const { name, slot } of readKeySlots(this.session.backend, this.deps.warn)) {
+    const { slots, skipped } = await readKeySlots(this.session.backend);
+    for (const file of skipped) {
+      if (this.session.warnedKeySlots.has(file.name)) continue;
+      this.session.warnedKeySlots.add(file.name);
+      this.deps.warn(skippedKeySlotWarning(file));
+    }
+    for (const { name, slot } of slots) {
       if (slot.writer) withSlot.add(slot.writer);
       keys.push({
         id: objectId('key', name),
@@ -145,6 +153,16 @@ export class KeyRing {
     this.requireFull('remove keys');
     const keys = await this.list();
     const matching = keys.filter((key) => key.id.startsWith(reference) || key.writer?.startsWith(reference));
+    if (matching.length === 0) {
+      // A file skipped as not a valid slot (which `key list` only warns about) can go too.
+      const junk: string[] = [];
+      for await (const object of this.session.backend.list(KEYS_FOLDER))
+        if (objectId('key', object.name).startsWith(reference)) junk.push(object.name);
+      if (junk.length === 1) {
+        await this.session.backend.delete(junk[0]!);
+        return { removed: [objectId('key', junk[0]!)], retired: [], rotated: false };
+      }
+    }
     if (matching.length !== 1) {
       throw new ConfigError(matching.length ? `key id ${reference} is ambiguous` : `no key ${reference}`, {
         hint: 'Run `strongbox key list`.',

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { SigningKey } from '../crypto/signing.ts';
 import { writerId } from './signed-object.ts';
+import { base64Of, firstIssue } from '../util/schema.ts';
 import os from 'node:os';
 import { ConfigError } from '../errors.ts';
 import { currentUsername } from '../util/host.ts';
@@ -36,45 +37,32 @@ export type LegacyKeyMaterial =
   | { kind: 'legacy-full'; repository: string; writerSecret: Buffer; readerSecret: Buffer }
   | { kind: 'legacy-write-only'; repository: string; writerSecret: Buffer; adminPublicKey: Buffer };
 
-const base64Of = (bytes: number) =>
-  z
-    .string()
-    .length(Math.ceil(bytes / 3) * 4)
-    .regex(/^[A-Za-z0-9+/]*={0,2}$/);
 const KEY_32 = base64Of(32);
 const REPOSITORY_ID = z.string().regex(/^[0-9a-f]{64}$/);
+const COMMON = { repository: REPOSITORY_ID, writerSecret: KEY_32 };
 
-const MATERIAL_SCHEMA = z.union([
+/** Format 2 material, told apart from format 1's by its `version`. */
+const MATERIAL_SCHEMA = z.discriminatedUnion('kind', [
   z.strictObject({
     version: z.literal(2),
     kind: z.literal('full'),
-    repository: REPOSITORY_ID,
-    writerSecret: KEY_32,
+    ...COMMON,
     signingKey: KEY_32,
     unlockKey: KEY_32,
   }),
   z.strictObject({
     version: z.literal(2),
     kind: z.literal('write-only'),
-    repository: REPOSITORY_ID,
-    writerSecret: KEY_32,
+    ...COMMON,
     signingKey: KEY_32,
     adminPublicKey: KEY_32,
   }),
-  z.strictObject({
-    kind: z.literal('full'),
-    repository: REPOSITORY_ID,
-    writerSecret: KEY_32,
-    readerSecret: KEY_32,
-  }),
-  z.strictObject({
-    kind: z.literal('write-only'),
-    repository: REPOSITORY_ID,
-    writerSecret: KEY_32,
-    adminPublicKey: KEY_32,
-  }),
 ]);
-type SerializedMaterial = z.infer<typeof MATERIAL_SCHEMA>;
+const LEGACY_MATERIAL_SCHEMA = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('full'), ...COMMON, readerSecret: KEY_32 }),
+  z.strictObject({ kind: z.literal('write-only'), ...COMMON, adminPublicKey: KEY_32 }),
+]);
+type SerializedMaterial = z.infer<typeof MATERIAL_SCHEMA> | z.infer<typeof LEGACY_MATERIAL_SCHEMA>;
 
 export interface KeySlot {
   version: 1;
@@ -106,8 +94,9 @@ export function serializeMaterial(material: KeyMaterial): SerializedMaterial {
 }
 
 export function deserializeMaterial(value: unknown): KeyMaterial | LegacyKeyMaterial {
-  const parsed = MATERIAL_SCHEMA.safeParse(value);
-  if (!parsed.success) throw new MalformedKeyMaterial('key material is not what strongbox writes');
+  const legacy = typeof value === 'object' && value !== null && !('version' in value);
+  const parsed = (legacy ? LEGACY_MATERIAL_SCHEMA : MATERIAL_SCHEMA).safeParse(value);
+  if (!parsed.success) throw new MalformedKeyMaterial(firstIssue(parsed.error));
   const material = parsed.data;
   const bytes = (text: string) => Buffer.from(text, 'base64');
   const { repository } = material;
@@ -193,11 +182,21 @@ export function encodeIdentityFile(material: KeyMaterial): string {
   return JSON.stringify({ strongboxIdentity: 1, ...serializeMaterial(material) }, null, 2) + '\n';
 }
 
-export function decodeIdentityFile(text: string): KeyMaterial | LegacyKeyMaterial {
+/** Never throws anything but a ConfigError, whose message names the file as `name` and says what is wrong. */
+export function decodeIdentityFile(
+  text: string,
+  name = 'the identity file',
+): KeyMaterial | LegacyKeyMaterial {
+  const refuse = (problem: string) => new ConfigError(`${name} is not a strongbox identity file: ${problem}`);
   const value = parseJsonOrUndefined(text);
-  if (typeof value !== 'object' || value === null || !('strongboxIdentity' in value))
-    throw new MalformedKeyMaterial('not a strongbox identity file');
-  const { strongboxIdentity, ...material } = value as { strongboxIdentity: unknown };
-  if (strongboxIdentity !== 1) throw new MalformedKeyMaterial('not a strongbox identity file');
-  return deserializeMaterial(material);
+  if (value === undefined) throw refuse('it is not JSON');
+  const envelope = z.looseObject({ strongboxIdentity: z.literal(1) }).safeParse(value);
+  if (!envelope.success) throw refuse('it has no "strongboxIdentity": 1');
+  const { strongboxIdentity: _, ...fields } = envelope.data;
+  try {
+    return deserializeMaterial(fields);
+  } catch (error) {
+    if (error instanceof MalformedKeyMaterial) throw refuse(error.message);
+    throw error;
+  }
 }

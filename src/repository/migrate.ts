@@ -123,7 +123,7 @@ export async function migrateRepository(
   const next = reissueConfig(draft, { identities: bundle, admin: SigningKey.generate() });
 
   const slotsBefore: string[] = [];
-  for await (const { name } of readKeySlots(backend)) slotsBefore.push(name);
+  for (const { name } of (await readKeySlots(backend)).slots) slotsBefore.push(name);
   await backend.put(endorsement.name, endorsement.bytes);
   let keyId: string | undefined;
   if ('passphrase' in key) {
@@ -179,7 +179,7 @@ async function legacyMaterial(
   const candidates: (KeyMaterial | LegacyKeyMaterial)[] = [];
   if ('identity' in key) candidates.push(key.identity);
   else
-    for await (const { slot } of readKeySlots(backend)) {
+    for (const { slot } of (await readKeySlots(backend)).slots) {
       const opened = await openKeySlot(slot, key.passphrase);
       if (opened) candidates.push(opened);
     }

@@ -9,6 +9,7 @@ import {
   DamagedBlobError,
   KeyError,
   LegacyFormatError,
+  LegacyKeyError,
   RetiredKeyError,
   StrongboxError,
   VerificationError,
@@ -32,12 +33,11 @@ import {
   createKeySlot,
   encodeKeySlot,
   isLegacy,
-  openKeySlot,
   type KeyKind,
   type KeyMaterial,
   type LegacyKeyMaterial,
 } from './keys.ts';
-import { readKeySlots } from './key-slots.ts';
+import { openWithPassphrase } from './key-slots.ts';
 import { KeyRing, type KeyListing, type RepositorySession } from './key-ring.ts';
 import { folderOf, objectId, objectName } from './layout.ts';
 import { acquireLock, type Lock } from './locks.ts';
@@ -107,6 +107,8 @@ export class Repository {
   /** Where the repository reports what it works around (a damaged snapshot skipped); set by the caller. */
   onWarning: (message: string) => void = () => undefined;
   private readonly loadedIndexFiles = new Set<string>();
+  /** Files under keys/ skipped as invalid that this session has warned about once already. */
+  private readonly keySlotsWarnedAbout = new Set<string>();
   private readonly writerKeys: WriterKeys;
   private readonly packKeys = new Map<string, Buffer>();
   private readonly damagedPacks = new Set<string>();
@@ -123,6 +125,7 @@ export class Repository {
     keyName: string | undefined,
     bundle: IdentityBundle | undefined,
     private readonly state: LocalState | undefined,
+    warnedKeySlots: readonly string[] = [],
   ) {
     this.writerKeys = deriveWriterKeys(material.writerSecret);
     const warn = (message: string) => this.onWarning(message);
@@ -135,6 +138,7 @@ export class Repository {
       bundle,
       signing: new SigningKey(material.signingKey),
       state,
+      warnedKeySlots: new Set(warnedKeySlots),
     };
     this.trust = new WriterTrust(() => this.session.config, backend, warn);
     const session = this.session;
@@ -202,36 +206,31 @@ export class Repository {
     const { config, bytes } = await readConfig(backend);
     let material: KeyMaterial | undefined;
     let keyName: string | undefined;
+    let skipped: string[] = [];
     if ('identity' in key) {
       if (key.identity.repository !== config.id) {
         throw new KeyError('the identity file belongs to another repository', {
           hint: 'Use the identity file made for this repository.',
         });
       }
-      if (isLegacy(key.identity)) throw legacyKey();
+      if (isLegacy(key.identity)) throw new LegacyKeyError();
       material = key.identity;
     } else {
-      let legacy = false;
-      for await (const { name, slot } of readKeySlots(backend)) {
-        const opened = await openKeySlot(slot, key.passphrase);
-        if (!opened || opened.repository !== config.id) continue;
-        if (isLegacy(opened)) {
-          legacy = true;
-          continue;
-        }
-        material = opened;
-        keyName = name;
-        break;
-      }
-      if (!material && legacy) throw legacyKey();
-      if (!material)
-        throw new KeyError(`wrong password: no key of the repository at ${backend.location} opens with it`, {
-          hint: 'Check STRONGBOX_PASSWORD, --password-file or --password-command.',
-        });
+      const opened = await openWithPassphrase(
+        backend,
+        key.passphrase,
+        config.id,
+        openOptions.onWarning ?? (() => undefined),
+      );
+      material = opened.material;
+      keyName = opened.name;
+      skipped = opened.skipped;
     }
     const bundle = authenticate(config, material);
     const state = await trustedState(openOptions, config, bytes);
-    return new Repository(backend, config, bytes, material, keyName, bundle, state);
+    const repository = new Repository(backend, config, bytes, material, keyName, bundle, state, skipped);
+    if (openOptions.onWarning) repository.onWarning = openOptions.onWarning;
+    return repository;
   }
 
   get config(): RepositoryConfig {
@@ -642,12 +641,6 @@ function authenticate(config: RepositoryConfig, material: KeyMaterial): Identity
 function configSignatureError(): VerificationError {
   return new VerificationError('the repository config signature does not verify', {
     hint: 'The config was altered or replaced; do not write to this repository until you know why.',
-  });
-}
-
-function legacyKey(): KeyError {
-  return new KeyError('this key belongs to format version 1 of the repository, which has been migrated', {
-    hint: 'Keys are not carried over by `strongbox migrate`: ask for a new key (`strongbox key add`).',
   });
 }
 

@@ -77,10 +77,17 @@ function describeKeyOptions(role: OtherRepository): string {
   );
 }
 
-async function openOther(role: OtherRepository, location: string, key: KeySource): Promise<Repository> {
+async function openOther(
+  role: OtherRepository,
+  location: string,
+  key: KeySource,
+  output: Output,
+): Promise<Repository> {
   const backend = await openBackend(location);
   try {
-    return await Repository.open(backend, key);
+    return await Repository.open(backend, key, {
+      onWarning: (message) => output.warn(`warning: ${message} (in the ${role.label})`),
+    });
   } catch (error) {
     await backend.close();
     // The message names the location; the hint must name this repository's options, not the global ones.
@@ -135,8 +142,7 @@ export function registerCopy(program: Command): void {
         passwordCommand: options.fromPasswordCommand,
         identityFile: options.fromIdentityFile,
       });
-      const source = await openOther(SOURCE, from, sourceKey);
-      source.onWarning = (message) => output.warn(`warning: ${message} (in the source repository)`);
+      const source = await openOther(SOURCE, from, sourceKey, output);
       readWithoutLockWhereRefused(source, output);
       try {
         const target = await openRepository({ ...global, ...(options.to ? { repo: options.to } : {}) });
@@ -224,7 +230,7 @@ export async function prepareCopyTo(options: CopyToOptions): Promise<CopyTo | un
     },
     async copy(source, snapshot, output) {
       try {
-        const target = await openOther(COPY_TO, location, key);
+        const target = await openOther(COPY_TO, location, key, output);
         try {
           return await copySnapshots(source, target, {
             snapshots: [snapshot],
