@@ -28,8 +28,12 @@ export function runCli(args: string[], options: RunOptions = {}): Promise<RunRes
   return new Promise((resolve, reject) => {
     const command = [process.execPath, CLI, ...args];
     const [program, ...argv] = options.user ? ['runuser', '-u', options.user, '--', ...command] : command;
+    // Another OS user is another client, with local state of its own.
+    const asUser = options.user
+      ? { STRONGBOX_STATE_DIR: path.join(process.env.STRONGBOX_STATE_DIR!, options.user) }
+      : {};
     const child = spawn(program!, argv, {
-      env: { ...cleanEnv(), ...options.env },
+      env: { ...cleanEnv(), ...asUser, ...options.env },
       cwd: options.cwd ?? process.cwd(),
       stdio: ['pipe', 'pipe', 'pipe'],
     });
