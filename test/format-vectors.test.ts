@@ -5,6 +5,8 @@ import { seededBytes } from './helpers/data.ts';
 import { decodeDelta, encodeDelta } from '../src/compression/delta.ts';
 import { deriveSubkey } from '../src/crypto/kdf.ts';
 import { recipientTag } from '../src/crypto/key-wrap.ts';
+import { SigningKey } from '../src/crypto/signing.ts';
+import { signatureValid, signObject, splitSigned, writerId } from '../src/repository/signed-object.ts';
 
 /** The test vectors printed in docs/FORMAT.md, so that the document stays true. */
 describe('docs/FORMAT.md test vectors', () => {
@@ -26,6 +28,27 @@ describe('docs/FORMAT.md test vectors', () => {
     const id = createHmac('sha256', deriveSubkey(writerSecret, 'blob-id')).update('strongbox').digest('hex');
     expect(id).toBe('1ee1444b1d648ef2f820e6ade70e3ecf5c9615b781f2e9545687ec38072cad6b');
     expect(recipientTag(Buffer.alloc(32, 2)).toString('hex')).toBe('a7f73878110c1fee');
+  });
+
+  it('signs the documented object with the documented writer key', () => {
+    const key = new SigningKey(Buffer.alloc(32, 3));
+    expect(key.publicRaw.toString('hex')).toBe(
+      'ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1',
+    );
+    expect(writerId(key.publicRaw)).toBe('8ed413c1526c54d7');
+    const repositoryId = '00'.repeat(32);
+    const signed = signObject('index', repositoryId, Buffer.from('strongbox'), key);
+    expect(signed.length).toBe(9 + 100);
+    expect(signed.subarray(9, 41).equals(key.publicRaw)).toBe(true);
+    expect(signed.subarray(41, 105).toString('hex')).toBe(
+      '6ddf7ee6e3c9ab171432551ffbc6d739f86e5e113aba8c1219e03df3e9ce3a2a' +
+        '7dd2b885d195fac70947aba315b271741da6c1502922f4ebf411ac38d3ae4a03',
+    );
+    expect(signed.subarray(105).toString('latin1')).toBe('SBSG');
+    const parts = splitSigned(signed)!;
+    expect(signatureValid('index', repositoryId, parts)).toBe(true);
+    expect(signatureValid('snapshot', repositoryId, parts)).toBe(false);
+    expect(signatureValid('index', '11'.repeat(32), parts)).toBe(false);
   });
 
   it('encodes the documented delta', () => {
