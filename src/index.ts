@@ -4,9 +4,10 @@
  *   const repository = await openRepository({ repo: '/var/backups/strongbox', passphrase });
  *   const result = await backup(repository, filesSource(['/etc/myapp']), { tags: ['env=production'] });
  */
-import { Repository, type KeySource, type OpenOptions } from './repository/repository.ts';
+import { Repository, type OpenOptions } from './repository/repository.ts';
 import type { RepositoryOptions } from './repository/config.ts';
 import { closingOnFailure, openBackend } from './storage/open.ts';
+import { openRepositoryAt, type RepositoryKey } from './repository/open.ts';
 
 export interface RepositoryLocation {
   /** A local path or file:// URL. */
@@ -14,10 +15,9 @@ export interface RepositoryLocation {
 }
 
 export async function openRepository(
-  options: RepositoryLocation & KeySource & OpenOptions,
+  options: RepositoryLocation & RepositoryKey & OpenOptions,
 ): Promise<Repository> {
-  const backend = await openBackend(options.repo);
-  return closingOnFailure(backend, () => Repository.open(backend, options, options));
+  return openRepositoryAt(options.repo, options, options);
 }
 
 export async function initRepository(
@@ -38,6 +38,7 @@ export {
 } from './repository/repository.ts';
 export type { RepositoryOptions, RepositoryConfig } from './repository/config.ts';
 export type { KeyKind, KeyMaterial } from './repository/keys.ts';
+export { openRepositoryAt, readIdentityFile, type RepositoryKey } from './repository/open.ts';
 export type { SnapshotHeader, SnapshotBody, SnapshotInfo } from './repository/snapshot.ts';
 export type { Tree, TreeNode } from './repository/tree.ts';
 export { backup, type BackupOptions, type BackupResult, type BackupProgress } from './ops/backup.ts';

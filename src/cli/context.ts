@@ -5,7 +5,8 @@ import { Repository } from '../repository/repository.ts';
 import type { RepositoryOptions } from '../repository/config.ts';
 import { closingOnFailure, openBackend } from '../storage/open.ts';
 import { Output } from './output.ts';
-import { readIdentityFile, resolvePassword } from './secrets.ts';
+import { resolvePassword } from './secrets.ts';
+import { openRepositoryAt, readIdentityFile } from '../repository/open.ts';
 
 /** Options every command accepts, with their environment forms. */
 export interface GlobalOptions {
@@ -34,47 +35,79 @@ function repositoryLocation(options: GlobalOptions): string {
   return location;
 }
 
-interface KeySources {
-  identityFile?: string | undefined;
+/**
+ * A repository a command opens, with its key options and environment variables: the one of the
+ * global options (`--password-file`, STRONGBOX_PASSWORD_FILE…), the source of `copy`
+ * (`--from-password-file`, STRONGBOX_FROM_PASSWORD_FILE…), the target of `backup --copy-to`.
+ */
+export interface RepositoryRole {
+  /** How prompts and messages name it. */
+  label: string;
+  /** The prefix of its key options: '' for --password-file, '--from' for --from-password-file. */
+  option: string;
+  /** The prefix of its environment variables: STRONGBOX, STRONGBOX_FROM… */
+  env: string;
+}
+
+export const MAIN_REPOSITORY: RepositoryRole = { label: 'repository', option: '', env: 'STRONGBOX' };
+
+export interface KeyOptions {
   passwordFile?: string | undefined;
   passwordCommand?: string | undefined;
-  password?: string | undefined;
+  identityFile?: string | undefined;
+}
+
+const flag = (role: RepositoryRole, name: string) => (role.option ? `${role.option}-${name}` : `--${name}`);
+
+export function describeKeyOptions(role: RepositoryRole): string {
+  return (
+    `${flag(role, 'password-file')}, ${flag(role, 'password-command')}, ${flag(role, 'identity-file')}, ` +
+    `${role.env}_PASSWORD_FILE, ${role.env}_PASSWORD_COMMAND or ${role.env}_PASSWORD`
+  );
 }
 
 /**
- * Options on the command line win over the environment, so that an explicit --password-file is
- * not silently overridden by a STRONGBOX_PASSWORD_FILE left in the environment.
+ * The key for `role`, resolved now (a prompt, a command, a file). Options on the command line win
+ * over the environment, so that an explicit --password-file is not silently overridden by a
+ * STRONGBOX_PASSWORD_FILE left in the environment.
  */
-function keySources(options: GlobalOptions): KeySources {
-  if (options.identityFile || options.passwordFile || options.passwordCommand) {
-    return {
-      identityFile: options.identityFile,
-      passwordFile: options.passwordFile,
-      passwordCommand: options.passwordCommand,
-    };
-  }
-  return {
-    identityFile: process.env.STRONGBOX_IDENTITY_FILE,
-    passwordFile: process.env.STRONGBOX_PASSWORD_FILE,
-    passwordCommand: process.env.STRONGBOX_PASSWORD_COMMAND,
-    password: process.env.STRONGBOX_PASSWORD,
-  };
+export async function resolveKey(
+  role: RepositoryRole,
+  options: KeyOptions,
+  confirm = false,
+): Promise<{ passphrase: string } | { identityFile: string }> {
+  const given = options.identityFile || options.passwordFile || options.passwordCommand;
+  const identityFile = given ? options.identityFile : process.env[`${role.env}_IDENTITY_FILE`];
+  if (identityFile) return { identityFile };
+  return { passphrase: await password(role, options, confirm) };
+}
+
+function password(role: RepositoryRole, options: KeyOptions, confirm: boolean): Promise<string> {
+  const given = options.identityFile || options.passwordFile || options.passwordCommand;
+  return resolvePassword({
+    file: given ? options.passwordFile : process.env[`${role.env}_PASSWORD_FILE`],
+    command: given ? options.passwordCommand : process.env[`${role.env}_PASSWORD_COMMAND`],
+    value: given ? undefined : process.env[`${role.env}_PASSWORD`],
+    prompt: role === MAIN_REPOSITORY ? 'Repository password: ' : `Password of the ${role.label}: `,
+    confirm,
+    describe: describeKeyOptions(role),
+  });
 }
 
 export function usesIdentityFile(options: GlobalOptions): boolean {
-  return Boolean(keySources(options).identityFile);
+  return Boolean(
+    options.identityFile ||
+    (!options.passwordFile && !options.passwordCommand && process.env.STRONGBOX_IDENTITY_FILE),
+  );
 }
 
 export async function openRepository(options: GlobalOptions): Promise<Repository> {
-  const backend = await openBackend(repositoryLocation(options));
   const output = outputFor(options);
-  const opening = { onWarning: (message: string) => output.warn(`warning: ${message}`) };
-  const repository = await closingOnFailure(backend, async () => {
-    const { identityFile } = keySources(options);
-    if (identityFile)
-      return Repository.open(backend, { identity: await readIdentityFile(identityFile) }, opening);
-    return Repository.open(backend, { passphrase: await repositoryPassword(options, false) }, opening);
-  });
+  const repository = await openRepositoryAt(
+    repositoryLocation(options),
+    await resolveKey(MAIN_REPOSITORY, options),
+    { onWarning: (message: string) => output.warn(`warning: ${message}`) },
+  );
   readWithoutLockWhereRefused(repository, output);
   repository.readLocking.skip = options.lock === false;
   return repository;
@@ -87,16 +120,7 @@ export function readWithoutLockWhereRefused(repository: Repository, output: Outp
 }
 
 export function repositoryPassword(options: GlobalOptions, confirm: boolean): Promise<string> {
-  const sources = keySources(options);
-  return resolvePassword({
-    file: sources.passwordFile,
-    command: sources.passwordCommand,
-    value: sources.password,
-    prompt: 'Repository password: ',
-    confirm,
-    describe:
-      '--password-file, --password-command, STRONGBOX_PASSWORD_FILE, STRONGBOX_PASSWORD_COMMAND or STRONGBOX_PASSWORD',
-  });
+  return password(MAIN_REPOSITORY, options, confirm);
 }
 
 export async function initRepository(
@@ -115,12 +139,10 @@ export async function initRepository(
 export async function migrateRepositoryAt(options: GlobalOptions): Promise<MigrationResult> {
   const backend = await openBackend(repositoryLocation(options));
   try {
-    const { identityFile } = keySources(options);
+    const key = await resolveKey(MAIN_REPOSITORY, options);
     return await migrateRepository(
       backend,
-      identityFile
-        ? { identity: await readIdentityFile(identityFile) }
-        : { passphrase: await repositoryPassword(options, false) },
+      'identityFile' in key ? { identity: await readIdentityFile(key.identityFile) } : key,
     );
   } finally {
     await backend.close();

@@ -2,7 +2,6 @@ import { execFile } from 'node:child_process';
 import { promises as fs, constants } from 'node:fs';
 import { promisify } from 'node:util';
 import { ConfigError } from '../errors.ts';
-import { decodeIdentityFile, type KeyMaterial, type LegacyKeyMaterial } from '../repository/keys.ts';
 import { promptHidden } from './prompt.ts';
 
 /**
@@ -56,10 +55,6 @@ async function readPassword(sources: PasswordSources): Promise<{ password: strin
     return { password, from: 'you typed' };
   }
   throw new ConfigError('no password given', { hint: `Set ${sources.describe}.` });
-}
-
-export async function readIdentityFile(path: string): Promise<KeyMaterial | LegacyKeyMaterial> {
-  return decodeIdentityFile(await readSecretFile(path, 'identity file'), path);
 }
 
 /**

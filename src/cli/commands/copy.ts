@@ -1,42 +1,30 @@
 import type { Command } from 'commander';
-import { ConfigError, KeyError } from '../../errors.ts';
+import { ConfigError, KeyError, RetiredKeyError } from '../../errors.ts';
 import { copySnapshots, type CopiedSnapshot, type CopyResult } from '../../ops/copy.ts';
-import { Repository, type KeySource } from '../../repository/repository.ts';
-import { openBackend } from '../../storage/open.ts';
+import { openRepositoryAt, type RepositoryKey } from '../../repository/open.ts';
+import type { Repository } from '../../repository/repository.ts';
 import { positiveInteger } from '../arguments.ts';
-import { globalOptions, openRepository, outputFor, readWithoutLockWhereRefused } from '../context.ts';
+import {
+  describeKeyOptions,
+  globalOptions,
+  openRepository,
+  outputFor,
+  readWithoutLockWhereRefused,
+  resolveKey,
+  type RepositoryRole,
+} from '../context.ts';
 import { formatBytes, type Output } from '../output.ts';
-import { readIdentityFile, resolvePassword } from '../secrets.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
 import { count } from '../../util/plural.ts';
 
-/**
- * A repository other than the one of the global options (the source of `copy`, the target of
- * `backup --copy-to`), with its own key options and environment variables.
- */
-interface OtherRepository {
-  /** How prompts and messages name it. */
-  label: string;
-  /** `--from` → --from-password-file…; `--copy-to` → --copy-to-password-file… */
-  option: string;
-  /** `STRONGBOX_FROM` → STRONGBOX_FROM_PASSWORD_FILE… */
-  env: string;
-}
-
-const SOURCE: OtherRepository = { label: 'source repository', option: '--from', env: 'STRONGBOX_FROM' };
-const COPY_TO: OtherRepository = {
+const SOURCE: RepositoryRole = { label: 'source repository', option: '--from', env: 'STRONGBOX_FROM' };
+const COPY_TO: RepositoryRole = {
   label: 'copy-to repository',
   option: '--copy-to',
   env: 'STRONGBOX_COPY_TO',
 };
 
-interface KeyOptions {
-  passwordFile?: string | undefined;
-  passwordCommand?: string | undefined;
-  identityFile?: string | undefined;
-}
-
-function keyOptionsOf(command: Command, role: OtherRepository): Command {
+function keyOptionsOf(command: Command, role: RepositoryRole): Command {
   return command
     .option(
       `${role.option}-password-file <file>`,
@@ -52,46 +40,19 @@ function keyOptionsOf(command: Command, role: OtherRepository): Command {
     );
 }
 
-/**
- * The key for `role`, resolved now (a prompt, a command, a file): options on the command line win
- * over the environment, as for the main repository.
- */
-async function resolveKey(role: OtherRepository, options: KeyOptions): Promise<KeySource> {
-  const given = options.identityFile || options.passwordFile || options.passwordCommand;
-  const identityFile = given ? options.identityFile : process.env[`${role.env}_IDENTITY_FILE`];
-  if (identityFile) return { identity: await readIdentityFile(identityFile) };
-  const passphrase = await resolvePassword({
-    file: given ? options.passwordFile : process.env[`${role.env}_PASSWORD_FILE`],
-    command: given ? options.passwordCommand : process.env[`${role.env}_PASSWORD_COMMAND`],
-    value: given ? undefined : process.env[`${role.env}_PASSWORD`],
-    prompt: `Password of the ${role.label}: `,
-    describe: describeKeyOptions(role),
-  });
-  return { passphrase };
-}
-
-function describeKeyOptions(role: OtherRepository): string {
-  return (
-    `${role.option}-password-file, ${role.option}-password-command, ${role.option}-identity-file, ` +
-    `${role.env}_PASSWORD_FILE, ${role.env}_PASSWORD_COMMAND or ${role.env}_PASSWORD`
-  );
-}
-
 async function openOther(
-  role: OtherRepository,
+  role: RepositoryRole,
   location: string,
-  key: KeySource,
+  key: RepositoryKey,
   output: Output,
 ): Promise<Repository> {
-  const backend = await openBackend(location);
   try {
-    return await Repository.open(backend, key, {
+    return await openRepositoryAt(location, key, {
       onWarning: (message) => output.warn(`warning: ${message} (in the ${role.label})`),
     });
   } catch (error) {
-    await backend.close();
     // The message names the location; the hint must name this repository's options, not the global ones.
-    if (error instanceof KeyError)
+    if (error instanceof KeyError && !(error instanceof RetiredKeyError))
       throw new KeyError(error.message, { cause: error, hint: `Check ${describeKeyOptions(role)}.` });
     throw error;
   }
