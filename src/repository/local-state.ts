@@ -9,11 +9,13 @@ import { ConfigError, ConfigRollbackError } from '../errors.ts';
  * What this client remembers about each repository it opens (docs/FORMAT.md, "Local state"):
  * the newest config it has trusted, so that storage rolled back to an older config (one a
  * rotation retired) is refused, and the snapshots it has seen, so that deleting one from the
- * storage does not go unnoticed. One JSON file per repository, mode 0600.
+ * storage does not go unnoticed. One JSON file per repository location (a mirror of a repository,
+ * which has its id, is another location and may rightly lag behind), mode 0600.
  */
 export interface LocalStateFile {
   version: 1;
   repository: string;
+  location: string;
   epoch: number;
   /** SHA-256 of the config bytes trusted at `epoch`. */
   config: string;
@@ -33,6 +35,7 @@ export interface SeenSnapshot {
 const STATE_SCHEMA = z.strictObject({
   version: z.literal(1),
   repository: z.string().regex(/^[0-9a-f]{64}$/),
+  location: z.string().max(4096),
   epoch: z.number().int().min(0),
   config: z.string().regex(/^[0-9a-f]{64}$/),
   snapshots: z.record(
@@ -69,15 +72,17 @@ export class LocalState {
   static async load(
     directory: string,
     repository: string,
+    location: string,
     onWarning: (message: string) => void,
   ): Promise<LocalState> {
-    const file = path.join(directory, `${repository}.json`);
+    const file = path.join(directory, `${repository}.${sha256(Buffer.from(location)).slice(0, 16)}.json`);
+    const empty = emptyState(repository, location);
     try {
-      return new LocalState(file, (await readState(file, repository)) ?? emptyState(repository), onWarning);
+      return new LocalState(file, (await readState(file, repository)) ?? empty, onWarning);
     } catch (error) {
       if (!isFileSystemError(error)) throw error;
       onWarning(unavailable(file, error));
-      return new LocalState(file, emptyState(repository), onWarning, true);
+      return new LocalState(file, empty, onWarning, true);
     }
   }
 
@@ -155,8 +160,15 @@ export class LocalState {
   }
 }
 
-function emptyState(repository: string): LocalStateFile {
-  return { version: 1, repository, epoch: 0, config: '0'.repeat(64), snapshots: Object.create(null) };
+function emptyState(repository: string, location: string): LocalStateFile {
+  return {
+    version: 1,
+    repository,
+    location,
+    epoch: 0,
+    config: '0'.repeat(64),
+    snapshots: Object.create(null),
+  };
 }
 
 /** The state file, or undefined when there is none; a damaged one is an error, not a fresh start. */

@@ -194,7 +194,7 @@ export class Repository {
     // The config goes last: its presence is what makes the location a repository.
     const configBytes = encodeConfig(config);
     await backend.put(CONFIG_NAME, configBytes);
-    const state = await trustedState(openOptions, config, configBytes);
+    const state = await trustedState(openOptions, backend.location, config, configBytes);
     return new Repository(backend, config, configBytes, material, slot.name, bundle, state);
   }
 
@@ -227,7 +227,7 @@ export class Repository {
       skipped = opened.skipped;
     }
     const bundle = authenticate(config, material);
-    const state = await trustedState(openOptions, config, bytes);
+    const state = await trustedState(openOptions, backend.location, config, bytes);
     const repository = new Repository(backend, config, bytes, material, keyName, bundle, state, skipped);
     if (openOptions.onWarning) repository.onWarning = openOptions.onWarning;
     return repository;
@@ -646,6 +646,7 @@ function configSignatureError(): VerificationError {
 
 async function trustedState(
   options: OpenOptions,
+  location: string,
   config: RepositoryConfig,
   configBytes: Buffer,
 ): Promise<LocalState | undefined> {
@@ -653,6 +654,7 @@ async function trustedState(
   const state = await LocalState.load(
     options.stateDirectory ?? defaultStateDirectory(),
     config.id,
+    location,
     options.onWarning ?? (() => undefined),
   );
   state.checkConfig(config.epoch, configBytes);
