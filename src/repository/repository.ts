@@ -53,6 +53,7 @@ import {
   type SnapshotHeader,
   type SnapshotInfo,
 } from './snapshot.ts';
+import { parseIndexFile } from './schemas.ts';
 import { decodeTree, type Tree } from './tree.ts';
 import { interruptBegun } from '../util/interrupt.ts';
 
@@ -279,14 +280,16 @@ export class Repository {
   }
 
   readIndexFile(name: string, bytes: Buffer): IndexFileContent {
+    let content: unknown;
     try {
-      return openJson<IndexFileContent>('SBIX', this.writerKeys.metadataKey, bytes);
+      content = openJson('SBIX', this.writerKeys.metadataKey, bytes);
     } catch (cause) {
       throw new VerificationError(`index file ${name} is damaged`, {
         cause,
         hint: 'Run `strongbox check` to see which snapshots it affects.',
       });
     }
+    return parseIndexFile(content, name.slice('index/'.length));
   }
 
   /** Writes an index file for packs that are already durable; returns its name and size. */
@@ -436,7 +439,7 @@ export class Repository {
   }
 
   async readTree(id: string): Promise<Tree> {
-    return decodeTree(await this.readBlob(id));
+    return decodeTree(await this.readBlob(id), id);
   }
 
   // ---- snapshots

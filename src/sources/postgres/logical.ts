@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { SourceError } from '../../errors.ts';
+import { isFileName } from '../../repository/schemas.ts';
 import { awaitedLater } from '../../util/awaited-later.ts';
 import type { BackupSource } from '../source.ts';
 import { processProducer } from '../process-producer.ts';
@@ -84,7 +85,7 @@ export function logicalSource(options: LogicalBackupOptions): BackupSource {
   const source = streamSource(
     {
       name: connection.database,
-      fileName: `${connection.database}.dump`,
+      fileName: databaseArchiveName(connection.database),
       kind: 'postgres',
       details: () => dump!.details(),
     },
@@ -104,6 +105,15 @@ export function logicalSource(options: LogicalBackupOptions): BackupSource {
       await started.producer.finished.catch(() => undefined);
     },
   };
+}
+
+/**
+ * The archive's file name in a snapshot of one database: the database's own, but URL-encoded
+ * (as a cluster snapshot's are) when the name could not be a file's, as "a/b" could not.
+ */
+function databaseArchiveName(database: string): string {
+  const plain = `${database}.dump`;
+  return isFileName(plain) ? plain : `${encodeURIComponent(database)}.dump`;
 }
 
 /**
