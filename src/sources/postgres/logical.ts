@@ -7,6 +7,7 @@ import { processProducer } from '../process-producer.ts';
 import { streamSource, type StreamProducer } from '../stdin.ts';
 import type { PostgresConnection } from './connection.ts';
 import { DATABASE_PROPERTIES, type DatabaseProperties } from './database-properties.ts';
+import { parseServerProperties, requireReadableDetails } from './record-schema.ts';
 import { DumpFollower, type ArchiveBlocks } from './dump-follower.ts';
 import {
   readLargeObjectMetadata,
@@ -140,7 +141,10 @@ export async function openDump(
     catalog = JSON.parse(await session.query(CATALOG_FINGERPRINT)) as CatalogFingerprint;
     if (wholeDatabase) schema = await readSchema((sql) => session.query(sql));
     largeObjects = await readLargeObjectMetadata(session);
-    databaseProperties = JSON.parse(await session.query(DATABASE_PROPERTIES)) as DatabaseProperties;
+    databaseProperties = parseServerProperties(
+      JSON.parse(await session.query(DATABASE_PROPERTIES)),
+      connection.database,
+    );
   } catch (error) {
     await session.close();
     throw error;
@@ -180,29 +184,33 @@ export async function openDump(
       content: follower.follow(dump.content),
       finished: awaitedLater(finished),
     },
-    details: () => ({
-      database: connection.database,
-      connection: connection.display,
-      serverVersion: tools.server.number,
-      pgDumpMajor: tools.major,
-      format: 'custom',
-      archiveVersion: follower.header?.archiveVersion ?? '',
-      tables: follower.tables,
-      catalog,
-      ...(schema
-        ? {
-            schema: {
-              version: 1,
-              objects: schema.objects,
-              data: !options.schemaOnly,
-              materializedViews: materializedViews ?? {},
-            },
-          }
-        : {}),
-      blocks: follower.blocks,
-      largeObjects: recordLargeObjects(largeObjects, follower.largeObjects),
-      databaseProperties,
-    }),
+    details: () => {
+      const details: PostgresSnapshotDetails = {
+        database: connection.database,
+        connection: connection.display,
+        serverVersion: tools.server.number,
+        pgDumpMajor: tools.major,
+        format: 'custom',
+        archiveVersion: follower.header?.archiveVersion ?? '',
+        tables: follower.tables,
+        catalog,
+        ...(schema
+          ? {
+              schema: {
+                version: 1,
+                objects: schema.objects,
+                data: !options.schemaOnly,
+                materializedViews: materializedViews ?? {},
+              },
+            }
+          : {}),
+        blocks: follower.blocks,
+        largeObjects: recordLargeObjects(largeObjects, follower.largeObjects),
+        databaseProperties,
+      };
+      requireReadableDetails(details, connection.database);
+      return details;
+    },
   };
 }
 
