@@ -102,13 +102,25 @@ export function recordOf<V extends z.ZodType>(key: z.ZodType<string>, value: V, 
         return z.NEVER;
       }
       const checked = value.safeParse((input as Record<string, unknown>)[name], { reportInput: false });
-      if (!checked.success) {
-        const inner = checked.error.issues[0]!;
-        context.addIssue({ code: 'custom', message: describe(inner), path: [name, ...inner.path], input });
-        return z.NEVER;
-      }
+      if (!checked.success) return passOn(context, checked.error, [name]);
       output[name] = checked.data as z.output<V>;
     }
     return output;
   });
+}
+
+/** Reports, from within a transform, the first problem of a schema it applied at `path`. */
+export function passOn(
+  context: z.core.$RefinementCtx,
+  error: z.ZodError,
+  path: PropertyKey[] = [],
+): typeof z.NEVER {
+  const issue = error.issues[0]!;
+  context.addIssue({
+    code: 'custom',
+    message: describe(issue),
+    path: [...path, ...issue.path],
+    input: undefined,
+  });
+  return z.NEVER;
 }

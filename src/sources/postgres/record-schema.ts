@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { SourceError, type MalformedRecordError } from '../../errors.ts';
 import { nodeName } from '../../repository/schemas.ts';
-import { count, hexId, integer, list, parseRecord, recordOf, text } from '../../util/schema.ts';
+import { count, hexId, integer, list, parseRecord, passOn, recordOf, text } from '../../util/schema.ts';
 import type { PostgresClusterDetails } from './cluster.ts';
 import type { DatabaseProperties } from './database-properties.ts';
 import type { PostgresSnapshotDetails } from './logical.ts';
@@ -100,12 +100,13 @@ const schemaFingerprint = z.strictObject({
  * Version 1, or a later version this code does not read: that one is left out (undefined), as
  * FORMAT.md says a reader compares only records of a version it knows.
  */
-const knownSchemaFingerprint = z.union([
-  schemaFingerprint,
-  z
-    .looseObject({ version: integer(2, Number.MAX_SAFE_INTEGER) })
-    .transform((): z.output<typeof schemaFingerprint> | undefined => undefined),
-]);
+const laterVersion = z.looseObject({ version: integer(2, Number.MAX_SAFE_INTEGER) });
+
+const knownSchemaFingerprint = z.unknown().transform((value, context) => {
+  if (laterVersion.safeParse(value).success) return undefined;
+  const parsed = schemaFingerprint.safeParse(value, { reportInput: false });
+  return parsed.success ? parsed.data : passOn(context, parsed.error);
+});
 
 /** [dump id, offset, length] */
 const archiveBlock = z.tuple([integer(0, 2 ** 31 - 1), count, count]);
