@@ -19,11 +19,15 @@ import { acquireLock, listLocks } from '../src/repository/locks.ts';
 import { blobAad, PACK_MAGIC, parsePackTable, TRAILER_MAGIC } from '../src/repository/pack-format.ts';
 import { packName } from '../src/repository/blob.ts';
 import {
+  indexedBlob,
+  isIndexedBlob,
+  isTreeNode,
   parseIndexFile,
   parseLock,
   parseSnapshotBody,
   parseSnapshotHeader,
   parseTree,
+  treeNode,
 } from '../src/repository/schemas.ts';
 import { MAX_SEALED_JSON, openJson } from '../src/repository/sealed-file.ts';
 import { decodeTree, encodeTree } from '../src/repository/tree.ts';
@@ -381,6 +385,23 @@ describe('repository record schemas', () => {
       /unexpected field "__proto__"/,
     );
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+
+  it('property: the fast checks of index blobs and tree nodes pass nothing their schemas refuse', () => {
+    const blob = (indexFiles[0]!.value as { packs: { blobs: unknown[] }[] }).packs[0]!.blobs[0];
+    const node = (trees[0]!.value as { nodes: unknown[] }).nodes[0];
+    for (const [accepts, schema, valid] of [
+      [isIndexedBlob, indexedBlob, blob],
+      [isTreeNode, treeNode, node],
+    ] as const) {
+      expect(accepts(valid)).toBe(true);
+      fc.assert(
+        fc.property(fc.oneof(mutationOf(valid), fc.jsonValue()), (value) => {
+          if (accepts(value)) expect(schema.safeParse(value).success).toBe(true);
+        }),
+        { numRuns: 1000 },
+      );
+    }
   });
 
   it('property: any JSON value, or a valid record changed anywhere, gives typed data or the typed error', () => {

@@ -1,6 +1,17 @@
 import { z } from 'zod';
 import { STANZA_LENGTH } from '../crypto/key-wrap.ts';
-import { count, hexId, integer, list, parseRecord, recordOf, text } from '../util/schema.ts';
+import {
+  count,
+  fastList,
+  hexId,
+  integer,
+  isHexId,
+  isInteger,
+  list,
+  parseRecord,
+  recordOf,
+  text,
+} from '../util/schema.ts';
 import type { LockInfo } from './locks.ts';
 import type { IndexFileContent } from './master-index.ts';
 import type { SnapshotBody, SnapshotHeader } from './snapshot.ts';
@@ -53,18 +64,42 @@ function base64(bytes: number) {
     .regex(/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/, { error: 'expected base64' });
 }
 
+/** zstd's highest level. */
+const MAX_LEVEL = 22;
+const MAX_SKETCH_VALUE = 2 ** 32 - 1;
+
 /** [id, type, offset, length, rawLength, compression, level, base | null, sketch | null] */
-const indexedBlob = z.tuple([
+export const indexedBlob = z.tuple([
   hexId,
   blobType,
   packOffset,
   packOffset,
   packOffset,
   compression,
-  integer(0, 22),
+  integer(0, MAX_LEVEL),
   hexId.nullable(),
-  list(integer(0, 2 ** 32 - 1), LIMITS.sketchValues).nullable(),
+  list(integer(0, MAX_SKETCH_VALUE), LIMITS.sketchValues).nullable(),
 ]);
+
+/** What indexedBlob takes, checked fast: an index lists millions of blobs. */
+export function isIndexedBlob(value: unknown): boolean {
+  if (!Array.isArray(value) || value.length !== 9) return false;
+  const [id, type, offset, length, rawLength, compression, level, base, sketch] = value as unknown[];
+  return (
+    isHexId(id) &&
+    (type === 0 || type === 1) &&
+    isInteger(offset, LIMITS.packOffset) &&
+    isInteger(length, LIMITS.packOffset) &&
+    isInteger(rawLength, LIMITS.packOffset) &&
+    (compression === 0 || compression === 1) &&
+    isInteger(level, MAX_LEVEL) &&
+    (base === null || isHexId(base)) &&
+    (sketch === null ||
+      (Array.isArray(sketch) &&
+        sketch.length <= LIMITS.sketchValues &&
+        sketch.every((part) => isInteger(part, MAX_SKETCH_VALUE))))
+  );
+}
 
 const indexFile: z.ZodType<IndexFileContent> = z.strictObject({
   packs: list(
@@ -73,7 +108,7 @@ const indexFile: z.ZodType<IndexFileContent> = z.strictObject({
       // A pack closes past packSize (at most 1 GiB), so its last blob may start near 2^32.
       size: integer(0, 2 ** 33),
       keys: base64(LIMITS.stanzas * STANZA_LENGTH),
-      blobs: list(indexedBlob, LIMITS.blobsPerPack),
+      blobs: fastList(indexedBlob, isIndexedBlob, LIMITS.blobsPerPack),
     }),
     LIMITS.packsPerIndexFile,
   ),
@@ -107,11 +142,13 @@ const deviceNumber = z
   .max(2 ** 64)
   .refine(Number.isInteger, { error: 'expected a non-negative integer' });
 
-const treeNode = z.strictObject({
+const MTIME_NS = /^-?\d{1,20}$/;
+
+export const treeNode = z.strictObject({
   name: nodeName,
   type: z.enum(['file', 'dir', 'symlink', 'fifo', 'socket', 'chardev', 'blockdev']),
   mode: integer(0, 0o7777),
-  mtimeNs: z.string().regex(/^-?\d{1,20}$/, { error: 'expected nanoseconds as a decimal string' }),
+  mtimeNs: z.string().regex(MTIME_NS, { error: 'expected nanoseconds as a decimal string' }),
   uid: integer(0, 2 ** 32 - 1),
   gid: integer(0, 2 ** 32 - 1),
   size: count.optional(),
@@ -123,8 +160,45 @@ const treeNode = z.strictObject({
   rdev: deviceNumber.optional(),
 });
 
+const NODE_FIELDS = new Set(Object.keys(treeNode.shape));
+const NODE_TYPES = new Set<unknown>(treeNode.shape.type.options);
+const isDeviceNumber = (value: unknown) =>
+  typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 2 ** 64;
+
+/** What treeNode takes, checked fast: a directory may hold millions of entries. */
+export function isTreeNode(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const node = value as Record<string, unknown>;
+  for (const field of Object.keys(node)) if (!NODE_FIELDS.has(field)) return false;
+  const { name, content } = node;
+  return (
+    typeof name === 'string' &&
+    name.length >= 1 &&
+    name.length <= LIMITS.nodeName &&
+    name !== '.' &&
+    name !== '..' &&
+    !name.includes('/') &&
+    !name.includes('\0') &&
+    NODE_TYPES.has(node.type) &&
+    isInteger(node.mode, 0o7777) &&
+    typeof node.mtimeNs === 'string' &&
+    MTIME_NS.test(node.mtimeNs) &&
+    isInteger(node.uid, 2 ** 32 - 1) &&
+    isInteger(node.gid, 2 ** 32 - 1) &&
+    (node.size === undefined || isInteger(node.size, Number.MAX_SAFE_INTEGER)) &&
+    (node.device === undefined || isDeviceNumber(node.device)) &&
+    (node.inode === undefined || isDeviceNumber(node.inode)) &&
+    (content === undefined ||
+      (Array.isArray(content) && content.length <= LIMITS.fileBlobs && content.every(isHexId))) &&
+    (node.subtree === undefined || isHexId(node.subtree)) &&
+    (node.linkTarget === undefined ||
+      (typeof node.linkTarget === 'string' && node.linkTarget.length <= LIMITS.path)) &&
+    (node.rdev === undefined || isDeviceNumber(node.rdev))
+  );
+}
+
 const tree: z.ZodType<Tree> = z.strictObject({
-  nodes: list(treeNode, LIMITS.treeNodes).superRefine((nodes, context) => {
+  nodes: fastList(treeNode, isTreeNode, LIMITS.treeNodes).superRefine((nodes, context) => {
     const seen = new Set<string>();
     for (const [i, { name }] of nodes.entries()) {
       if (seen.has(name))
