@@ -41,7 +41,7 @@ const ACL_ROLE = '(?:"(?:[^"]|"")*"|[^"=/\\s]*)';
 
 /** aclitem text as PostgreSQL writes it, `grantee=privileges/grantor`, with these privilege letters. */
 function aclItem(letters: string) {
-  return text(POSTGRES_LIMITS.aclItem).regex(new RegExp(`^${ACL_ROLE}=[${letters}*]*/${ACL_ROLE}$`), {
+  return text(POSTGRES_LIMITS.aclItem).regex(new RegExp(`^${ACL_ROLE}=(?:[${letters}]\\*?)*/${ACL_ROLE}$`), {
     error: `expected aclitem text: grantee=privileges/grantor, privileges among ${letters}`,
   });
 }
