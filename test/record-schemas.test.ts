@@ -9,6 +9,7 @@ import { zstdCompress } from '../src/compression/zstd.ts';
 import { seal } from '../src/crypto/aead.ts';
 import {
   backup,
+  ConfigError,
   filesSource,
   formatPath,
   MalformedRecordError,
@@ -385,6 +386,18 @@ describe('repository record schemas', () => {
       /unexpected field "__proto__"/,
     );
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+
+  it('refuses, before backing up, a stream name or tags that a tree or header could not hold', async () => {
+    for (const name of ['a/b', '..', '', 'n'.repeat(256)])
+      expect(() => stdinSource(name, Readable.from([Buffer.from('x')]))).toThrow(ConfigError);
+    const stream = () => stdinSource('ok.bin', Readable.from([Buffer.from('x')]));
+    await expect(backup(repo.repository, stream(), { tags: Array(65).fill('t') })).rejects.toThrow(
+      ConfigError,
+    );
+    await expect(backup(repo.repository, stream(), { tags: ['t'.repeat(4097)] })).rejects.toThrow(
+      ConfigError,
+    );
   });
 
   it('property: the fast checks of index blobs and tree nodes pass nothing their schemas refuse', () => {
