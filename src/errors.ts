@@ -78,13 +78,55 @@ export class VerificationError extends StrongboxError {
   override readonly exitCode = ExitCode.verification;
 }
 
-/** A blob cannot be read back: its pack is missing or truncated, or its bytes fail authentication. */
 /**
  * A record read from the repository that is not what strongbox writes (a snapshot's PostgreSQL
  * details, say): refused rather than used, since storage may have been written by an attacker.
  */
 export class UntrustedRecordError extends VerificationError {}
 
+/** A stored object of the repository: its kind ("index file", "tree", "lock") and its id or name. */
+export interface RecordName {
+  kind: string;
+  id: string;
+}
+
+/**
+ * A record that does not match the schema of what strongbox writes: which object, where in it
+ * (the path of the first problem, as `packs[0].blobs[3][2]`), and what is wrong there.
+ */
+export class MalformedRecordError extends UntrustedRecordError {
+  constructor(
+    readonly record: RecordName,
+    readonly path: readonly PropertyKey[],
+    readonly problem: string,
+    cause?: unknown,
+  ) {
+    const where = path.length > 0 ? `${formatPath(path)}: ` : '';
+    super(`${record.kind} ${shortId(record.id)}: ${where}${problem}`, {
+      cause,
+      hint: 'It is damaged or was not written by strongbox; run `strongbox check`.',
+    });
+  }
+}
+
+/** `packs[0].blobs[3]`, `databases["weird/name"].tables`: a path into a record as code would write it. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  return path
+    .map((key, i) => {
+      if (typeof key === 'number') return `[${key}]`;
+      const name = String(key);
+      if (/^[A-Za-z_$][\w$]*$/.test(name)) return i === 0 ? name : `.${name}`;
+      return `[${JSON.stringify(name)}]`;
+    })
+    .join('');
+}
+
+/** Long hex ids (64 digits) shortened as elsewhere in messages; other names kept whole. */
+function shortId(id: string): string {
+  return /^[0-9a-f]{64}$/.test(id) ? `${id.slice(0, 8)}…` : id;
+}
+
+/** A blob cannot be read back: its pack is missing or truncated, or its bytes fail authentication. */
 export class DamagedBlobError extends VerificationError {
   constructor(
     readonly blob: string,

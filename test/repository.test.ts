@@ -214,8 +214,9 @@ describe('keys', () => {
     await expect(repo.reopen('second full')).rejects.toBeInstanceOf(KeyError);
     // A write-only key pins the administrator key that rotation replaced: it must be issued again.
     await expect(repo.reopen('writer')).rejects.toThrow(/issued before the repository's keys were rotated/);
-    await repo.repository.addKey('new writer', 'write-only');
-    const writer = await repo.reopen('new writer');
+    // Issued again with the same password: the password now opens the new key, not the retired one.
+    await repo.repository.addKey('writer', 'write-only');
+    const writer = await repo.reopen('writer');
     const after = await backupBuffer(writer, seededBytes('after rotation', 200_000));
     const reopened = await repo.reopen();
     // What the retired keys wrote before stays trusted through the rotation's endorsement.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compareSchemas, isSchemaFingerprint } from '../src/sources/postgres/schema-fingerprint.ts';
+import { compareSchemas } from '../src/sources/postgres/schema-fingerprint.ts';
 
 const both = { owners: true, viewRows: true };
 
@@ -60,23 +60,5 @@ describe('compareSchemas', () => {
     // Nor is another order in a table that inherits nothing.
     const plain = (columns: string) => ({ 'table s.t': { columns } });
     expect(compareSchemas(plain('b, a'), plain('a, b'), both).differences).toHaveLength(1);
-  });
-});
-
-describe('isSchemaFingerprint', () => {
-  it('accepts what a backup writes and refuses other shapes', () => {
-    const good = {
-      version: 1,
-      data: true,
-      objects: { 'table s.t': { owner: 'a' } },
-      materializedViews: { 's.v': { rows: 3, hash: '0'.repeat(32) } },
-    };
-    expect(isSchemaFingerprint(good)).toBe(true);
-    expect(isSchemaFingerprint({ ...good, version: 2 })).toBe(false);
-    expect(isSchemaFingerprint({ ...good, objects: { 'table s.t': { owner: 1 } } })).toBe(false);
-    expect(
-      isSchemaFingerprint({ ...good, materializedViews: { 's.v': { rows: -1, hash: '0'.repeat(32) } } }),
-    ).toBe(false);
-    expect(isSchemaFingerprint(null)).toBe(false);
   });
 });

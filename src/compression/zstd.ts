@@ -1,6 +1,7 @@
+import { constants } from 'node:buffer';
 import { createRequire } from 'node:module';
 import zlib from 'node:zlib';
-import { MissingDependencyError } from '../errors.ts';
+import { errnoCode, MissingDependencyError } from '../errors.ts';
 
 /**
  * zstd from node:zlib where Node has it (22.15 and later), otherwise from the zstd-napi addon.
@@ -8,18 +9,33 @@ import { MissingDependencyError } from '../errors.ts';
  */
 interface ZstdCodec {
   compress(data: Uint8Array, level: number): Buffer;
-  decompress(data: Uint8Array): Buffer;
+  /** Throws DecompressedTooLarge past `maxLength` bytes of output, having allocated no more. */
+  decompress(data: Uint8Array, maxLength: number): Buffer;
+}
+
+/** Data that decompresses to more than the reader allows: a zstd bomb, or not what was written. */
+export class DecompressedTooLarge extends Error {
+  constructor(readonly maxLength: number) {
+    super(`it decompresses to more than ${maxLength} bytes`);
+    this.name = 'DecompressedTooLarge';
+  }
 }
 
 interface ZlibWithZstd {
   zstdCompressSync(data: Uint8Array, options: { params: Record<number, number> }): Buffer;
-  zstdDecompressSync(data: Uint8Array): Buffer;
+  zstdDecompressSync(data: Uint8Array, options?: { maxOutputLength?: number }): Buffer;
   constants: { ZSTD_c_compressionLevel: number; ZSTD_c_hashLog?: number };
 }
 
 interface ZstdNapi {
   compress(data: Uint8Array, params: { compressionLevel: number; hashLog?: number }): Buffer;
-  decompress(data: Uint8Array): Buffer;
+}
+
+interface ZstdNapiBinding {
+  DCtx: new () => {
+    /** [bytes left to flush (0 at a frame's end), bytes written, bytes consumed] */
+    decompressStream(destination: Uint8Array, source: Uint8Array): [number, number, number];
+  };
 }
 
 /**
@@ -46,12 +62,22 @@ function loadCodec(): ZstdCodec {
             : { [levelParam]: level };
         return native.zstdCompressSync(data, { params });
       },
-      decompress: (data) => native.zstdDecompressSync(data),
+      decompress: (data, maxLength) => {
+        try {
+          return native.zstdDecompressSync(data, { maxOutputLength: maxLength });
+        } catch (error) {
+          if (errnoCode(error) === 'ERR_BUFFER_TOO_LARGE') throw new DecompressedTooLarge(maxLength);
+          throw error;
+        }
+      },
     };
   }
   let addon: ZstdNapi;
+  let binding: ZstdNapiBinding;
   try {
-    addon = createRequire(import.meta.url)('zstd-napi') as ZstdNapi;
+    const load = createRequire(import.meta.url);
+    addon = load('zstd-napi') as ZstdNapi;
+    binding = load('zstd-napi/binding') as ZstdNapiBinding;
   } catch (cause) {
     throw new MissingDependencyError(
       'zstd is not available: this Node.js has no built-in zstd and zstd-napi did not load',
@@ -69,16 +95,43 @@ function loadCodec(): ZstdCodec {
         hashLog ? { compressionLevel: level, hashLog } : { compressionLevel: level },
       );
     },
-    decompress: (data) => addon.decompress(data),
+    decompress: (data, maxLength) => boundedDecompress(binding, data, maxLength),
   };
 }
+
+/**
+ * The addon's own decompress trusts the frame's declared size and otherwise grows without end,
+ * so output is taken in pieces and counted: past `maxLength`, it stops.
+ */
+function boundedDecompress(binding: ZstdNapiBinding, data: Uint8Array, maxLength: number): Buffer {
+  const context = new binding.DCtx();
+  const pieces: Buffer[] = [];
+  let produced = 0;
+  let input = data;
+  for (;;) {
+    const piece = Buffer.allocUnsafe(Math.min(DECOMPRESS_PIECE, maxLength - produced + 1));
+    const [left, written, consumed] = context.decompressStream(piece, input);
+    produced += written;
+    if (produced > maxLength) throw new DecompressedTooLarge(maxLength);
+    pieces.push(piece.subarray(0, written));
+    input = input.subarray(consumed);
+    if (input.length === 0) {
+      // 0: the last frame is decoded and flushed; otherwise, with room left over, input is missing.
+      if (left === 0) return Buffer.concat(pieces, produced);
+      if (written < piece.length) throw new Error('zstd data is truncated');
+    }
+  }
+}
+
+const DECOMPRESS_PIECE = 1 << 20;
 
 export function zstdCompress(data: Uint8Array, level: number): Buffer {
   codec ??= loadCodec();
   return codec.compress(data, level);
 }
 
-export function zstdDecompress(data: Uint8Array): Buffer {
+/** Decompresses, allowing at most `maxLength` bytes of output (DecompressedTooLarge past it). */
+export function zstdDecompress(data: Uint8Array, maxLength: number = constants.MAX_LENGTH): Buffer {
   codec ??= loadCodec();
-  return codec.decompress(data);
+  return codec.decompress(data, maxLength);
 }

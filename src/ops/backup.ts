@@ -19,7 +19,8 @@ import {
 import { currentUsername } from '../util/host.ts';
 import { pieceAt } from '../util/search.ts';
 import { PROGRAM } from '../version.ts';
-import { VerificationError } from '../errors.ts';
+import { ConfigError, VerificationError } from '../errors.ts';
+import { LIMITS } from '../repository/schemas.ts';
 import { ObjectNotFoundError } from '../storage/backend.ts';
 import { ReferencedBlobs, UnreadableSnapshotError } from './referenced-blobs.ts';
 
@@ -85,11 +86,23 @@ export async function backup(
   }
 }
 
+/** Tags and a host name beyond the header's limits would make a snapshot no reader accepts. */
+function requireRecordable(options: BackupOptions): void {
+  const tags = options.tags ?? [];
+  if (tags.length > LIMITS.tags) throw new ConfigError(`a snapshot holds at most ${LIMITS.tags} tags`);
+  const long = [...tags, options.host ?? ''].find((label) => label.length > LIMITS.label);
+  if (long !== undefined)
+    throw new ConfigError(
+      `${JSON.stringify(`${long.slice(0, 40)}…`)} is longer than ${LIMITS.label} characters`,
+    );
+}
+
 async function backupLocked(
   repository: Repository,
   source: BackupSource,
   options: BackupOptions,
 ): Promise<BackupResult> {
+  requireRecordable(options);
   const started = Date.now();
   const lock = await repository.lock(false, `backup ${source.kind}`);
   try {

@@ -279,7 +279,7 @@ class Checker {
     }
     let tableReadable = true;
     try {
-      parsePackTable(bytes, this.repository.packKey(pack));
+      parsePackTable(bytes, this.repository.packKey(pack), pack);
     } catch {
       tableReadable = false;
     }

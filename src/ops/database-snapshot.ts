@@ -1,8 +1,9 @@
-import { ConfigError, SnapshotKindError, VerificationError } from '../errors.ts';
+import { ConfigError, SnapshotKindError } from '../errors.ts';
 import { shortName, type Repository, type SnapshotFilter } from '../repository/repository.ts';
 import type { SnapshotInfo } from '../repository/snapshot.ts';
 import { CLUSTER_KIND, type PostgresClusterDetails } from '../sources/postgres/cluster.ts';
 import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
+import { parseClusterSource, parsePostgresSource } from '../sources/postgres/record-schema.ts';
 import { findFile } from './read-content.ts';
 
 /** The kind of a snapshot of one database (backup postgres without --all). */
@@ -138,7 +139,7 @@ async function byId(
   if (header.kind !== CLUSTER_KIND)
     throw new SnapshotKindError(snapshot.id, header.kind, header.name, DATABASE_KIND);
   const { body } = await repository.loadSnapshot(snapshot.id);
-  const details = clusterDetails(snapshot, body.source);
+  const details = parseClusterSource(body.source, snapshot.id);
   const database = name ?? (target !== undefined && holds(details, target) ? target : undefined);
   if (database === undefined) {
     throw new ConfigError(
@@ -161,7 +162,7 @@ async function ofOneDatabase(repository: Repository, snapshot: SnapshotInfo): Pr
     snapshot,
     tree: body.tree,
     database: snapshot.header.name,
-    details: body.source as PostgresSnapshotDetails | undefined,
+    details: parsePostgresSource(body.source, snapshot.id),
     path: undefined,
   };
 }
@@ -174,24 +175,6 @@ function inCluster(
 ): DatabaseSnapshot {
   const { file, ...recorded } = details.databases[database]!;
   return { snapshot, tree, database, details: recorded, path: file };
-}
-
-/**
- * A cluster snapshot's record of its databases, checked as far as finding an archive needs: it
- * is read back from the repository, and a database may be called `constructor` or `__proto__`.
- */
-function clusterDetails(snapshot: SnapshotInfo, source: unknown): PostgresClusterDetails {
-  const details = source as Partial<PostgresClusterDetails> | undefined;
-  const databases = details?.databases;
-  if (
-    typeof databases !== 'object' ||
-    databases === null ||
-    !Object.values(databases).every((entry) => typeof entry?.file === 'string')
-  ) {
-    const problem = `snapshot ${shortName(snapshot.id)} has no record of its databases' archives`;
-    throw new VerificationError(problem, { hint: 'Run `strongbox check`.' });
-  }
-  return details as PostgresClusterDetails;
 }
 
 function holds(details: PostgresClusterDetails, database: string): boolean {
@@ -234,7 +217,7 @@ class ClusterSnapshots {
     if (!loading) {
       loading = this.repository
         .loadSnapshot(snapshot.id)
-        .then(({ body }) => ({ tree: body.tree, details: clusterDetails(snapshot, body.source) }));
+        .then(({ body }) => ({ tree: body.tree, details: parseClusterSource(body.source, snapshot.id) }));
       this.loaded.set(snapshot.id, loading);
     }
     return loading;

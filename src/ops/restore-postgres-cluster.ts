@@ -1,10 +1,11 @@
 import { ConfigError } from '../errors.ts';
 import type { Repository, SnapshotFilter } from '../repository/repository.ts';
-import { CLUSTER_KIND, GLOBALS_FILE, type PostgresClusterDetails } from '../sources/postgres/cluster.ts';
+import { CLUSTER_KIND, GLOBALS_FILE } from '../sources/postgres/cluster.ts';
 import { resolveConnection, withDatabase } from '../sources/postgres/connection.ts';
 import { RestoreTarget } from '../sources/postgres/target.ts';
 import { checksFor } from '../sources/postgres/checks.ts';
 import { applyDatabaseProperties, creationFor, reusedAsIs } from '../sources/postgres/database-properties.ts';
+import { parseClusterSource } from '../sources/postgres/record-schema.ts';
 import { findTools } from '../sources/postgres/tools.ts';
 import { verifyDatabase, type DatabaseVerification } from '../sources/postgres/verify.ts';
 import { catFile } from './read-content.ts';
@@ -55,7 +56,7 @@ export async function restorePostgresCluster(
   try {
     const snapshot = await repository.findSnapshot(reference, { ...options.filter, kind: CLUSTER_KIND });
     const { body } = await repository.loadSnapshot(snapshot.id);
-    const details = body.source as PostgresClusterDetails;
+    const details = parseClusterSource(body.source, snapshot.id);
     const connection = resolveConnection(
       options.to,
       { PGDATABASE: 'postgres', ...process.env },

@@ -137,12 +137,15 @@ export async function openWithPassphrase(
   passphrase: string,
   repositoryId: string,
   onWarning: (message: string) => void,
+  /** Slots whose key the repository still lists win over others the password opens (a retired key's). */
+  preferred: (material: KeyMaterial) => boolean = () => true,
 ): Promise<OpenedKeySlot> {
   const { slots, skipped } = await readKeySlots(backend);
   for (const file of skipped) onWarning(skippedKeySlotWarning(file));
   const skippedNames = skipped.map((file) => file.name);
   slots.sort((a, b) => work(a.slot) - work(b.slot) || a.name.localeCompare(b.name));
   let legacy = false;
+  let fallback: OpenedKeySlot | undefined;
   for (const { name, slot } of slots) {
     let material: Awaited<ReturnType<typeof openKeySlot>>;
     try {
@@ -155,8 +158,11 @@ export async function openWithPassphrase(
     if (material?.repository !== repositoryId) continue;
     // A format-1 key left behind by `migrate`: it opens, but cannot sign.
     if (isLegacy(material)) legacy = true;
-    else return { name, material, skipped: skippedNames };
+    else if (preferred(material)) return { name, material, skipped: skippedNames };
+    else fallback ??= { name, material, skipped: skippedNames };
   }
+  // A retired key alone opens with this password: opened, to be refused saying why.
+  if (fallback) return fallback;
   if (legacy) throw new LegacyKeyError();
   throw new WrongPasswordError(backend.location, skippedNames);
 }

@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { currentUsername } from '../util/host.ts';
 import { onInterrupt } from '../util/interrupt.ts';
-import { LockedError } from '../errors.ts';
-import { AuthenticationFailure } from '../crypto/aead.ts';
+import { LockedError, MissingDependencyError } from '../errors.ts';
 import type { StorageBackend } from '../storage/backend.ts';
-import { MalformedFile, openJson, sealJson } from './sealed-file.ts';
+import { parseLock } from './schemas.ts';
+import { openJson, sealJson } from './sealed-file.ts';
 
 /**
  * Locks (`locks/<random>`): backups and checks share the repository, maintenance excludes
@@ -107,22 +107,24 @@ export async function acquireLock(
 export async function listLocks(backend: StorageBackend, metadataKey: Buffer): Promise<ListedLock[]> {
   const locks: ListedLock[] = [];
   for await (const object of backend.list('locks/')) {
-    let info: LockInfo | undefined;
-    try {
-      info = openJson<LockInfo>('SBLK', metadataKey, await backend.get(object.name));
-    } catch (error) {
-      if (!(
-        error instanceof AuthenticationFailure ||
-        error instanceof MalformedFile ||
-        error instanceof SyntaxError
-      ))
-        throw error;
-    }
-    // Locks are written whole (put is atomic) and sealed with the key every writer has: one that
-    // cannot be read is damaged or a stray file, no running process's lock, so it holds nothing.
+    const info = readLock(object.name, metadataKey, await backend.get(object.name));
     locks.push({ name: object.name, ...(info ? { info } : {}), stale: info ? isStale(info) : true });
   }
   return locks;
+}
+
+/**
+ * A lock's record, or undefined when it cannot be read: locks are written whole (put is atomic)
+ * and sealed with the key every writer has, so one that fails to open, decompress or parse is
+ * damaged or a stray file, no running process's lock, and holds nothing.
+ */
+function readLock(name: string, metadataKey: Buffer, bytes: Buffer): LockInfo | undefined {
+  try {
+    return parseLock(openJson('SBLK', metadataKey, bytes), name);
+  } catch (error) {
+    if (error instanceof MissingDependencyError) throw error;
+    return undefined;
+  }
 }
 
 export function isStale(info: LockInfo, now = Date.now()): boolean {

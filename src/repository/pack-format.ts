@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { open, seal, sealParts, SEAL_OVERHEAD } from '../crypto/aead.ts';
+import { AuthenticationFailure, open, seal, sealParts, SEAL_OVERHEAD } from '../crypto/aead.ts';
+import { MalformedRecordError, VerificationError } from '../errors.ts';
 import { wrapKey } from '../crypto/key-wrap.ts';
 import { zstdCompress } from '../compression/zstd.ts';
 import { encodeDelta } from '../compression/delta.ts';
-import { Compression, type BlobTypeValue, type PackBlobEntry, type PackRecord } from './blob.ts';
+import { BlobType, Compression, type BlobTypeValue, type PackBlobEntry, type PackRecord } from './blob.ts';
 
 /**
  * Pack layout (docs/FORMAT.md):
@@ -145,31 +146,64 @@ export interface DeltaBase {
   data: Uint8Array;
 }
 
-export class MalformedPack extends Error {}
-
-/** Decodes a whole pack's blob table with its data key (used by check and by index recovery). */
-export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array): PackBlobEntry[] {
+/**
+ * Decodes a whole pack's blob table with its data key (used by check and by index recovery). Every
+ * field is range-checked: a blob must lie between the header and the trailer. A table that is not
+ * what PackBuilder writes is a MalformedRecordError naming the pack.
+ */
+export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array, id: string): PackBlobEntry[] {
   const buffer = Buffer.from(pack.buffer, pack.byteOffset, pack.byteLength);
-  if (buffer.length < 8 || !buffer.subarray(buffer.length - 4).equals(TRAILER_MAGIC)) {
-    throw new MalformedPack('pack trailer is missing');
-  }
+  const fail = (path: PropertyKey[], problem: string): never => {
+    throw new MalformedRecordError({ kind: 'pack', id }, path, problem);
+  };
+  if (buffer.length < 8 || !buffer.subarray(buffer.length - 4).equals(TRAILER_MAGIC))
+    fail([], 'its trailer is missing');
   const sealedLength = buffer.readUInt32LE(buffer.length - 8);
-  const start = buffer.length - 8 - sealedLength;
-  if (sealedLength < SEAL_OVERHEAD || start < 8) throw new MalformedPack('pack trailer length is invalid');
-  const table = open(dataKey, buffer.subarray(start, buffer.length - 8), TRAILER_MAGIC);
+  const tableStart = buffer.length - 8 - sealedLength;
+  if (sealedLength < SEAL_OVERHEAD || tableStart < 8) fail([], 'its trailer length is invalid');
+  let table: Buffer;
+  try {
+    table = open(dataKey, buffer.subarray(tableStart, buffer.length - 8), TRAILER_MAGIC);
+  } catch (cause) {
+    if (!(cause instanceof AuthenticationFailure)) throw cause;
+    throw new VerificationError(`pack ${id.slice(0, 16)}: its blob table fails authentication`, { cause });
+  }
+  if (table.length % TABLE_ENTRY_LENGTH !== 0)
+    fail([], `its blob table is ${table.length} bytes, not whole ${TABLE_ENTRY_LENGTH}-byte entries`);
   const entries: PackBlobEntry[] = [];
-  for (let at = 0; at + TABLE_ENTRY_LENGTH <= table.length; at += TABLE_ENTRY_LENGTH) {
+  for (let at = 0; at < table.length; at += TABLE_ENTRY_LENGTH) {
+    const where = (field: string) => ['blobs', at / TABLE_ENTRY_LENGTH, field];
+    const type = table.readUInt8(at + 32);
+    const compression = table.readUInt8(at + 33);
+    const level = table.readUInt8(at + 34);
+    const offset = table.readUInt32LE(at + 35);
+    const length = table.readUInt32LE(at + 39);
+    const flags = table.readUInt8(at + 47);
+    const base = table.subarray(at + 48, at + 80);
+    if (type !== BlobType.data && type !== BlobType.tree)
+      fail(where('type'), 'expected 0 (data) or 1 (tree)');
+    if (compression !== Compression.none && compression !== Compression.zstd)
+      fail(where('compression'), 'expected 0 (none) or 1 (zstd)');
+    if (level > MAX_LEVEL) fail(where('level'), `expected a zstd level up to ${MAX_LEVEL}`);
+    if (offset < 8 || length < SEAL_OVERHEAD || offset + length > tableStart)
+      fail(where('offset'), `blob at ${offset}, ${length} bytes, lies outside the pack's blobs`);
+    if ((flags & ~FLAG_DELTA) !== 0) fail(where('flags'), `unknown flags ${flags}`);
+    if (!(flags & FLAG_DELTA) && base.some((byte) => byte !== 0))
+      fail(where('base'), 'a blob stored whole has a delta base');
     const entry: PackBlobEntry = {
       id: table.subarray(at, at + 32).toString('hex'),
-      type: table.readUInt8(at + 32) as BlobTypeValue,
-      compression: table.readUInt8(at + 33) as PackBlobEntry['compression'],
-      level: table.readUInt8(at + 34),
-      offset: table.readUInt32LE(at + 35),
-      length: table.readUInt32LE(at + 39),
+      type: type as BlobTypeValue,
+      compression: compression as PackBlobEntry['compression'],
+      level,
+      offset,
+      length,
       rawLength: table.readUInt32LE(at + 43),
     };
-    if (table.readUInt8(at + 47) & FLAG_DELTA) entry.base = table.subarray(at + 48, at + 80).toString('hex');
+    if (flags & FLAG_DELTA) entry.base = base.toString('hex');
     entries.push(entry);
   }
   return entries;
 }
+
+/** zstd's highest compression level. */
+const MAX_LEVEL = 22;

@@ -55,6 +55,7 @@ import { MalformedFile, openJson, sealJson } from './sealed-file.ts';
 import { signObject, splitSigned } from './signed-object.ts';
 import type { SnapshotBody, SnapshotHeader, SnapshotInfo } from './snapshot.ts';
 import { SnapshotStore, type SnapshotFilter, type SnapshotListing } from './snapshot-store.ts';
+import { parseIndexFile } from './schemas.ts';
 import { decodeTree, type Tree } from './tree.ts';
 import { WriterTrust } from './trust.ts';
 
@@ -221,6 +222,7 @@ export class Repository {
         key.passphrase,
         config.id,
         openOptions.onWarning ?? (() => undefined),
+        (candidate) => isWriter(config, candidate),
       );
       material = opened.material;
       keyName = opened.name;
@@ -321,11 +323,11 @@ export class Repository {
    */
   async readIndexFile(name: string, bytes: Buffer): Promise<IndexFileContent> {
     const signed = bytes.subarray(0, 4).toString('latin1') === SIGNED_INDEX ? splitSigned(bytes) : undefined;
-    let content: IndexFileContent;
+    let content: unknown;
     try {
       content = signed
-        ? openJson<IndexFileContent>(SIGNED_INDEX, this.writerKeys.metadataKey, signed.content)
-        : openJson<IndexFileContent>(LEGACY_INDEX, this.writerKeys.metadataKey, bytes);
+        ? openJson(SIGNED_INDEX, this.writerKeys.metadataKey, signed.content)
+        : openJson(LEGACY_INDEX, this.writerKeys.metadataKey, bytes);
     } catch (cause) {
       if (!(
         cause instanceof AuthenticationFailure ||
@@ -343,7 +345,7 @@ export class Repository {
       throw new VerificationError(`index file ${name}: it is not trusted: ${verdict.problem}`, {
         hint: 'Run `strongbox check`; `strongbox repair index` rebuilds the index from the packs.',
       });
-    return content;
+    return parseIndexFile(content, objectId('index', name));
   }
 
   /** Writes an index file for packs that are already durable; returns its name and size. */
@@ -520,7 +522,7 @@ export class Repository {
   }
 
   async readTree(id: string): Promise<Tree> {
-    return decodeTree(await this.readBlob(id));
+    return decodeTree(await this.readBlob(id), id);
   }
 
   // ---- snapshots (snapshot-store.ts)
@@ -619,8 +621,7 @@ async function readConfig(backend: StorageBackend): Promise<{ config: Repository
  * writers; returns the identity bundle for a full key.
  */
 function authenticate(config: RepositoryConfig, material: KeyMaterial): IdentityBundle | undefined {
-  const signing = new SigningKey(material.signingKey).publicRaw.toString('base64');
-  const listed = config.writers.some((writer) => writer.publicKey === signing);
+  const listed = isWriter(config, material);
   if (material.kind === 'full') {
     const bundle = openBundle(config, identityFromRaw(material.unlockKey));
     if (!bundle && !listed) throw new RetiredKeyError('full', false);
@@ -636,6 +637,11 @@ function authenticate(config: RepositoryConfig, material: KeyMaterial): Identity
   }
   if (!listed) throw new RetiredKeyError('write-only', false);
   return undefined;
+}
+
+function isWriter(config: RepositoryConfig, material: KeyMaterial): boolean {
+  const signing = new SigningKey(material.signingKey).publicRaw.toString('base64');
+  return config.writers.some((writer) => writer.publicKey === signing);
 }
 
 function configSignatureError(): VerificationError {

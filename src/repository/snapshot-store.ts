@@ -5,6 +5,7 @@ import {
   ConfigError,
   InterruptedError,
   KeyError,
+  MalformedRecordError,
   SnapshotKindError,
   SnapshotsDisappearedError,
   VerificationError,
@@ -151,11 +152,12 @@ export class SnapshotStore {
       return { id, problem: error instanceof MalformedSnapshot ? error.message : String(error) };
     }
     if (createHash('sha256').update(bytes).digest('hex') !== id)
-      return { id, problem: 'its content does not match its name', ...this.headerOrNothing(parts) };
+      return { id, problem: 'its content does not match its name', ...this.headerOrNothing(id, parts) };
     let header: SnapshotHeader;
     try {
-      header = decodeSnapshotHeader(parts, this.keys.metadataKey);
-    } catch {
+      header = decodeSnapshotHeader(parts, this.keys.metadataKey, id);
+    } catch (error) {
+      if (error instanceof MalformedRecordError) return { id, problem: error.message };
       return { id, problem: 'its header fails authentication' };
     }
     const verdict = await this.trust.judge('snapshot', id, bytes, parts.signed);
@@ -164,9 +166,9 @@ export class SnapshotStore {
     return { info: { id, header, writer: verdict.writer, ...(future ? { future } : {}) }, parts };
   }
 
-  private headerOrNothing(parts: SnapshotParts): { header?: SnapshotHeader } {
+  private headerOrNothing(id: string, parts: SnapshotParts): { header?: SnapshotHeader } {
     try {
-      return { header: decodeSnapshotHeader(parts, this.keys.metadataKey) };
+      return { header: decodeSnapshotHeader(parts, this.keys.metadataKey, id) };
     } catch {
       return {};
     }
@@ -184,8 +186,9 @@ export class SnapshotStore {
         hint: 'Run `strongbox check`.',
       });
     try {
-      return { ...read.info, body: decodeSnapshotBody(read.parts, identities) };
+      return { ...read.info, body: decodeSnapshotBody(read.parts, identities, id) };
     } catch (cause) {
+      if (cause instanceof MalformedRecordError) throw cause;
       throw new VerificationError(`snapshot ${shortName(id)} is damaged`, {
         cause,
         hint: 'Run `strongbox check`.',

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { STANZA_LENGTH, unwrapKey, wrapKey, type Identity } from '../crypto/key-wrap.ts';
 import { openJson, sealJson } from './sealed-file.ts';
+import { parseSnapshotBody, parseSnapshotHeader } from './schemas.ts';
 import { signObject, splitSigned, type SignedParts } from './signed-object.ts';
 import type { SigningKey } from '../crypto/signing.ts';
 import type { WriterInfo } from './trust.ts';
@@ -124,10 +125,19 @@ export function splitSnapshot(bytes: Uint8Array): SnapshotParts {
   };
 }
 
-export function decodeSnapshotHeader(parts: SnapshotParts, metadataKey: Uint8Array): SnapshotHeader {
-  return openJson<SnapshotHeader>('SBSH', metadataKey, parts.header);
+/** The header, parsed against its schema (a MalformedRecordError naming snapshot `id` otherwise). */
+export function decodeSnapshotHeader(
+  parts: SnapshotParts,
+  metadataKey: Uint8Array,
+  id: string,
+): SnapshotHeader {
+  return parseSnapshotHeader(openJson('SBSH', metadataKey, parts.header), id);
 }
 
-export function decodeSnapshotBody(parts: SnapshotParts, identities: readonly Identity[]): SnapshotBody {
-  return openJson<SnapshotBody>('SBSB', unwrapKey(parts.stanzas, identities), parts.body);
+export function decodeSnapshotBody(
+  parts: SnapshotParts,
+  identities: readonly Identity[],
+  id: string,
+): SnapshotBody {
+  return parseSnapshotBody(openJson('SBSB', unwrapKey(parts.stanzas, identities), parts.body), id);
 }

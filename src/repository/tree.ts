@@ -1,3 +1,6 @@
+import { parseJson } from '../util/schema.ts';
+import { parseTree } from './schemas.ts';
+
 /**
  * A tree blob lists one directory. Files name their content blobs in order; directories name
  * the tree blob of their listing. Trees are JSON, stored and encrypted like any other blob.
@@ -33,8 +36,7 @@ export function encodeTree(tree: Tree): Buffer {
   return Buffer.from(JSON.stringify({ nodes }));
 }
 
-export function decodeTree(bytes: Uint8Array): Tree {
-  const tree = JSON.parse(Buffer.from(bytes).toString('utf8')) as Tree;
-  if (!Array.isArray(tree.nodes)) throw new Error('tree has no node list');
-  return tree;
+/** The tree blob `id`, parsed against the schema of what encodeTree writes (schemas.ts). */
+export function decodeTree(bytes: Uint8Array, id: string): Tree {
+  return parseTree(parseJson(Buffer.from(bytes).toString('utf8'), { kind: 'tree', id }), id);
 }

@@ -1,5 +1,6 @@
 import { fstatSync } from 'node:fs';
-import { SourceError } from '../errors.ts';
+import { ConfigError, SourceError } from '../errors.ts';
+import { isFileName, LIMITS } from '../repository/schemas.ts';
 import type { TreeNode } from '../repository/tree.ts';
 import { awaitedLater } from '../util/awaited-later.ts';
 import { processProducer } from './process-producer.ts';
@@ -43,6 +44,11 @@ export function streamSource(
   open: () => StreamProducer | Promise<StreamProducer>,
 ): BackupSource {
   const { name, fileName = name, kind = 'stdin', details } = description;
+  if (!isFileName(fileName))
+    throw new ConfigError(
+      `${JSON.stringify(fileName)} cannot be a file's name in a snapshot: it must be one path component (no "/"), not "." or "..", of at most ${LIMITS.nodeName} characters`,
+      { hint: 'Choose another name.' },
+    );
   return {
     kind,
     name,

@@ -63,7 +63,7 @@ describe('attack: a retired full key with write access to the storage', () => {
 
   it('cannot read what was written after the rotation, though it kept the old identities', async () => {
     const bytes = await readFile(path.join(repo.repo, 'snapshots', afterRotation));
-    expect(() => decodeSnapshotBody(splitSnapshot(bytes), oldBundle.identities)).toThrow();
+    expect(() => decodeSnapshotBody(splitSnapshot(bytes), oldBundle.identities, afterRotation)).toThrow();
   });
 
   it('cannot make current keys accept a config it re-signed with its own recipient added', async () => {

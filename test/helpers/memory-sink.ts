@@ -70,7 +70,7 @@ export class MemorySink implements ContentSink {
   async readTree(id: string): Promise<Tree> {
     const bytes = this.trees.get(id);
     if (!bytes) throw new Error(`no tree ${id}`);
-    return decodeTree(bytes);
+    return decodeTree(bytes, id);
   }
 
   async readBlob(id: string): Promise<Buffer> {

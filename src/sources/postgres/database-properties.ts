@@ -2,6 +2,7 @@ import { SourceError } from '../../errors.ts';
 import { count } from '../../util/plural.ts';
 import { withDatabase } from './connection.ts';
 import { commentOnDatabase, createDatabase, quoteIdentifier, quoteLiteral } from './queries.ts';
+import { parseServerProperties } from './record-schema.ts';
 import { readMark } from './restore-names.ts';
 import type { RestoreTarget } from './target.ts';
 import { psql, QueryError } from './tools.ts';
@@ -94,8 +95,6 @@ export async function creationFor(
 ): Promise<{ creation?: DatabaseCreation; notes: string[] }> {
   if (!recorded) return { notes: [] };
   const major = target.tools.server.major;
-  if (!Object.hasOwn(PROVIDER_SINCE, recorded.localeProvider))
-    throw malformed(`locale provider ${String(recorded.localeProvider)}`);
   const needs = Math.max(
     PROVIDER_SINCE[recorded.localeProvider],
     recorded.icuRules === null ? 0 : ICU_RULES_SINCE,
@@ -197,9 +196,12 @@ export async function reusedAsIs(
   recorded: DatabaseProperties | undefined,
 ): Promise<{ recorded?: DatabaseProperties; notes: string[] }> {
   if (!recorded) return { notes: [] };
-  const found = JSON.parse(
-    await psql(withDatabase(target.connection, database), target.tools.binDir, DATABASE_PROPERTIES),
-  ) as DatabaseProperties;
+  const found = parseServerProperties(
+    JSON.parse(
+      await psql(withDatabase(target.connection, database), target.tools.binDir, DATABASE_PROPERTIES),
+    ),
+    database,
+  );
   const differing = CREATION_FIELDS.filter((field) => recorded[field] !== found[field]);
   if (differing.length === 0) return { recorded, notes: [] };
   const kept = Object.fromEntries(differing.map((field) => [field, found[field]]));
@@ -276,7 +278,6 @@ export async function applyDatabaseProperties(
       }),
     );
   }
-  if (!Number.isInteger(recorded.connectionLimit)) throw malformed('connection limit');
   if (recorded.connectionLimit !== -1)
     statements.push(`alter database ${on} connection limit ${recorded.connectionLimit}`);
   if (options.comment) statements.push(commentOnDatabase(database, recorded.comment));
@@ -558,8 +559,9 @@ export function databaseChecker(recorded: DatabaseProperties, expect: { owners: 
         target.tools.binDir,
         `select json_build_object('database', (${DATABASE_PROPERTIES}), 'roles', ${existingRoles(rolesNamed(recorded))})`,
       ),
-    ) as { database: DatabaseProperties; roles: string[] };
-    return compareDatabaseProperties(recorded, answer.database, new Set(answer.roles), expect);
+    ) as { database: unknown; roles: string[] };
+    const found = parseServerProperties(answer.database, target.database);
+    return compareDatabaseProperties(recorded, found, new Set(answer.roles), expect);
   };
 }
 

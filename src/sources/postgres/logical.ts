@@ -1,11 +1,13 @@
 import path from 'node:path';
 import { SourceError } from '../../errors.ts';
+import { isFileName } from '../../repository/schemas.ts';
 import { awaitedLater } from '../../util/awaited-later.ts';
 import type { BackupSource } from '../source.ts';
 import { processProducer } from '../process-producer.ts';
 import { streamSource, type StreamProducer } from '../stdin.ts';
 import type { PostgresConnection } from './connection.ts';
 import { DATABASE_PROPERTIES, type DatabaseProperties } from './database-properties.ts';
+import { parseServerProperties, requireReadableDetails } from './record-schema.ts';
 import { DumpFollower, type ArchiveBlocks } from './dump-follower.ts';
 import {
   readLargeObjectMetadata,
@@ -84,7 +86,7 @@ export function logicalSource(options: LogicalBackupOptions): BackupSource {
   const source = streamSource(
     {
       name: connection.database,
-      fileName: `${connection.database}.dump`,
+      fileName: databaseArchiveName(connection.database),
       kind: 'postgres',
       details: () => dump!.details(),
     },
@@ -104,6 +106,15 @@ export function logicalSource(options: LogicalBackupOptions): BackupSource {
       await started.producer.finished.catch(() => undefined);
     },
   };
+}
+
+/**
+ * The archive's file name in a snapshot of one database: the database's own, but URL-encoded
+ * (as a cluster snapshot's are) when the name could not be a file's, as "a/b" could not.
+ */
+function databaseArchiveName(database: string): string {
+  const plain = `${database}.dump`;
+  return isFileName(plain) ? plain : `${encodeURIComponent(database)}.dump`;
 }
 
 /**
@@ -130,7 +141,10 @@ export async function openDump(
     catalog = JSON.parse(await session.query(CATALOG_FINGERPRINT)) as CatalogFingerprint;
     if (wholeDatabase) schema = await readSchema((sql) => session.query(sql));
     largeObjects = await readLargeObjectMetadata(session);
-    databaseProperties = JSON.parse(await session.query(DATABASE_PROPERTIES)) as DatabaseProperties;
+    databaseProperties = parseServerProperties(
+      JSON.parse(await session.query(DATABASE_PROPERTIES)),
+      connection.database,
+    );
   } catch (error) {
     await session.close();
     throw error;
@@ -170,29 +184,33 @@ export async function openDump(
       content: follower.follow(dump.content),
       finished: awaitedLater(finished),
     },
-    details: () => ({
-      database: connection.database,
-      connection: connection.display,
-      serverVersion: tools.server.number,
-      pgDumpMajor: tools.major,
-      format: 'custom',
-      archiveVersion: follower.header?.archiveVersion ?? '',
-      tables: follower.tables,
-      catalog,
-      ...(schema
-        ? {
-            schema: {
-              version: 1,
-              objects: schema.objects,
-              data: !options.schemaOnly,
-              materializedViews: materializedViews ?? {},
-            },
-          }
-        : {}),
-      blocks: follower.blocks,
-      largeObjects: recordLargeObjects(largeObjects, follower.largeObjects),
-      databaseProperties,
-    }),
+    details: () => {
+      const details: PostgresSnapshotDetails = {
+        database: connection.database,
+        connection: connection.display,
+        serverVersion: tools.server.number,
+        pgDumpMajor: tools.major,
+        format: 'custom',
+        archiveVersion: follower.header?.archiveVersion ?? '',
+        tables: follower.tables,
+        catalog,
+        ...(schema
+          ? {
+              schema: {
+                version: 1,
+                objects: schema.objects,
+                data: !options.schemaOnly,
+                materializedViews: materializedViews ?? {},
+              },
+            }
+          : {}),
+        blocks: follower.blocks,
+        largeObjects: recordLargeObjects(largeObjects, follower.largeObjects),
+        databaseProperties,
+      };
+      requireReadableDetails(details, connection.database);
+      return details;
+    },
   };
 }
 

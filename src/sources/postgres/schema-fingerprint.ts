@@ -30,32 +30,6 @@ export interface SchemaFingerprint {
   materializedViews: Record<string, { rows: number; hash: string }>;
 }
 
-/**
- * Whether a snapshot's schema record is one this code reads: version 1, every value text, every
- * view's rows a count and a 32-digit hash. Snapshots come from storage: anything else is not
- * compared, rather than misread.
- */
-export function isSchemaFingerprint(value: unknown): value is SchemaFingerprint {
-  if (!isRecord(value) || value.version !== 1 || typeof value.data !== 'boolean') return false;
-  const { objects, materializedViews } = value;
-  if (!isRecord(objects) || !isRecord(materializedViews)) return false;
-  for (const properties of Object.values(objects)) {
-    if (!isRecord(properties) || !Object.values(properties).every((v) => typeof v === 'string')) return false;
-  }
-  return Object.values(materializedViews).every(
-    (view) =>
-      isRecord(view) &&
-      Number.isSafeInteger(view.rows) &&
-      (view.rows as number) >= 0 &&
-      typeof view.hash === 'string' &&
-      /^[0-9a-f]{32}$/.test(view.hash),
-  );
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 /** A materialized view by schema and name, as a query needs it. */
 export interface ViewName {
   schema: string;
