@@ -231,6 +231,31 @@ describe('keys', () => {
     );
   });
 
+  it('removes a full key: the others keep working, it and every write-only key retire', async () => {
+    repo = await createTestRepo();
+    const leaving = await repo.repository.addKey('leaving', 'full');
+    await repo.repository.addKey('staying', 'full');
+    await repo.repository.addKey('writer', 'write-only');
+    const before = await backupBuffer(repo.repository, seededBytes('before removal', 100_000));
+    const kept = await repo.reopen('leaving');
+    const oldRecipients = repo.repository.config.recipients;
+    const result = await repo.repository.removeKey(leaving.slice(0, 12));
+    expect(result.rotated).toBe(true);
+    expect(result.retired).toHaveLength(2);
+    expect(repo.repository.config.recipients).not.toEqual(oldRecipients);
+    await expect(repo.reopen('leaving')).rejects.toBeInstanceOf(KeyError);
+    await expect(repo.reopen('writer')).rejects.toThrow(/issued before the repository's keys were rotated/);
+    const staying = await repo.reopen('staying');
+    const after = await backupBuffer(staying, seededBytes('after removal', 100_000));
+    expect((await readAll(staying, before.snapshot)).equals(seededBytes('before removal', 100_000))).toBe(
+      true,
+    );
+    // The removed key's session, still open, cannot read what was written after.
+    await expect(readAll(kept, after.snapshot)).rejects.toThrow();
+    await kept.close();
+    await staying.close();
+  });
+
   it('refuses to remove the key in use', async () => {
     repo = await createTestRepo();
     const [current] = await repo.repository.listKeys();
