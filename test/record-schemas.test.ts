@@ -17,6 +17,7 @@ import {
   stdinSource,
 } from '../src/index.ts';
 import { acquireLock, listLocks } from '../src/repository/locks.ts';
+import { splitSigned } from '../src/repository/signed-object.ts';
 import { blobAad, PACK_MAGIC, parsePackTable, TRAILER_MAGIC } from '../src/repository/pack-format.ts';
 import { packName } from '../src/repository/blob.ts';
 import {
@@ -136,7 +137,8 @@ describe('repository record schemas', () => {
       threads: 1,
     });
     for await (const object of repository.backend.list('index/')) {
-      const value = openJson('SBIX', repository.metadataKey, await repository.backend.get(object.name));
+      const signed = splitSigned(await repository.backend.get(object.name))!;
+      const value = openJson('SBI2', repository.metadataKey, signed.content);
       indexFiles.push({ id: object.name.slice('index/'.length), value });
     }
     await repository.loadIndex();
