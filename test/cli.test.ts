@@ -425,14 +425,24 @@ describe('backup, snapshots, restore and cat', () => {
     const table = await cli(repo, ['snapshots']);
     expectExit(table, 0);
     const lines = table.stdout.toString('utf8').trimEnd().split('\n');
-    expect(lines[0]!.split(/\s+/)).toEqual(['ID', 'TIME', 'HOST', 'KIND', 'NAME', 'SIZE', 'STORED', 'TAGS']);
+    expect(lines[0]!.split(/\s+/)).toEqual([
+      'ID',
+      'TIME',
+      'HOST',
+      'KIND',
+      'NAME',
+      'SIZE',
+      'STORED',
+      'WRITER',
+      'TAGS',
+    ]);
     expect(lines).toHaveLength(6);
     expect(lines[1]).toMatch(
       new RegExp(
-        `^${first.id.slice(0, 8)}  \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d  \\S+ +files  ${escapeRegExp(sourceA)} +976\\.\\d KiB .*env=production,app=myapp$`,
+        `^${first.id.slice(0, 8)}  \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d  \\S+ +files  ${escapeRegExp(sourceA)} +976\\.\\d KiB .* [0-9a-f]{8} +env=production,app=myapp$`,
       ),
     );
-    expect(lines[4]).toMatch(/ stdin +mydb\.dump +2\.86 MiB +2\.\d\d MiB +db=main$/);
+    expect(lines[4]).toMatch(/ stdin +mydb\.dump +2\.86 MiB +2\.\d\d MiB +[0-9a-f]{8} +db=main$/);
     expect(table.stderr).toBe('5 snapshots\n');
 
     const all = await snapshotList(repo);
@@ -592,8 +602,18 @@ describe('keys', () => {
     const table = await cli(repo, ['key', 'list']);
     expectExit(table, 0);
     const lines = table.stdout.toString('utf8').trimEnd().split('\n');
-    expect(lines[0]!.trim().split(/\s+/)).toEqual(['ID', 'KIND', 'CREATED', 'HOST', 'USER']);
-    expect(lines[1]).toMatch(/^\* {2}[0-9a-f]{8} {2}full {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {2}/);
+    expect(lines[0]!.trim().split(/\s+/)).toEqual([
+      'ID',
+      'KIND',
+      'WRITER',
+      'STATUS',
+      'CREATED',
+      'HOST',
+      'USER',
+    ]);
+    expect(lines[1]).toMatch(
+      /^\* {2}[0-9a-f]{8} {2}full {2}[0-9a-f]{8} {2}active {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {2}/,
+    );
     expect(lines).toHaveLength(2);
 
     const keys = json<KeyRow[]>(await cli(repo, ['key', 'list', '--json']));
