@@ -92,8 +92,18 @@ function stripNewline(text: string): string {
   return text.replace(/\r?\n$/, '');
 }
 
-/** Writes a secret file that only its owner can read, refusing to replace an existing one. */
-export async function writeSecretFile(path: string, text: string): Promise<void> {
+/** A new file only its owner can read, created before the secret it will hold exists. */
+export interface SecretFile {
+  write(text: string): Promise<void>;
+  /** Removes the file again, when the operation that was to fill it failed. */
+  abandon(): Promise<void>;
+}
+
+/**
+ * Creates the file (mode 0600, refusing an existing one) before the key it will hold is made: a
+ * rotation or migration whose new key could not then be written would lock its user out.
+ */
+export async function reserveSecretFile(path: string): Promise<SecretFile> {
   const handle = await fs
     .open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
     .catch((cause: NodeJS.ErrnoException) => {
@@ -102,10 +112,38 @@ export async function writeSecretFile(path: string, text: string): Promise<void>
         cause,
       });
     });
+  return {
+    async write(text) {
+      try {
+        await handle.writeFile(text);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    },
+    async abandon() {
+      await handle.close();
+      await fs.unlink(path).catch(() => undefined);
+    },
+  };
+}
+
+/** Runs `make` with `path` reserved, and writes what it returns there; nothing is left if it fails. */
+export async function withSecretFile<T>(
+  path: string | undefined,
+  make: () => Promise<{ secret?: string | undefined; result: T }>,
+): Promise<T> {
+  const file = path === undefined ? undefined : await reserveSecretFile(path);
+  let made: { secret?: string | undefined; result: T };
   try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
+    made = await make();
+  } catch (error) {
+    await file?.abandon();
+    throw error;
   }
+  if (file) {
+    if (made.secret === undefined) await file.abandon();
+    else await file.write(made.secret);
+  }
+  return made.result;
 }

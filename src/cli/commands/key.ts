@@ -10,7 +10,9 @@ import {
   type GlobalOptions,
 } from '../context.ts';
 import { table } from '../output.ts';
-import { resolvePassword, writeSecretFile } from '../secrets.ts';
+import { resolvePassword, withSecretFile } from '../secrets.ts';
+
+type AddedKey = { kind: KeyKind; identityFile: string } | { kind: KeyKind; id: string };
 
 interface NewKeyOptions {
   newPasswordFile?: string;
@@ -64,18 +66,20 @@ export function registerKey(program: Command): void {
       const global = globalOptions(command);
       const output = outputFor(global);
       const kind: KeyKind = options.writeOnly ? 'write-only' : 'full';
-      const result = await withRepository(global, async (repository) => {
-        if (options.identityFileOut) {
-          await writeSecretFile(options.identityFileOut, await repository.exportIdentity(kind));
-          return { kind, identityFile: options.identityFileOut };
-        }
+      const identityFile = options.identityFileOut;
+      const result = await withRepository(global, async (repository): Promise<AddedKey> => {
+        if (identityFile)
+          return withSecretFile(identityFile, async () => ({
+            secret: await repository.exportIdentity(kind),
+            result: { kind, identityFile },
+          }));
         return { kind, id: await repository.addKey(await newPassword(options), kind) };
       });
       if (global.json) output.data(result);
       else
         output.info(
           'id' in result
-            ? `added ${kind} key ${result.id!.slice(0, 8)}`
+            ? `added ${kind} key ${result.id.slice(0, 8)}`
             : `wrote ${kind} identity file ${result.identityFile}`,
         );
     });
@@ -118,14 +122,16 @@ export function registerKey(program: Command): void {
           hint: 'Name a new file for the rotated identity.',
         });
       }
-      const result = await withRepository(global, async (repository) => {
-        const rotated = await repository.rotate(
-          usingIdentity ? undefined : await repositoryPassword(global, false),
-        );
-        if (rotated.identityFile && options.identityFileOut)
-          await writeSecretFile(options.identityFileOut, rotated.identityFile);
-        return { key: rotated.keyId, removed: rotated.removed, retired: rotated.retired, rotated: true };
-      });
+      const password = usingIdentity ? undefined : await repositoryPassword(global, false);
+      const result = await withRepository(global, (repository) =>
+        withSecretFile(usingIdentity ? options.identityFileOut : undefined, async () => {
+          const rotated = await repository.rotate(password);
+          return {
+            secret: rotated.identityFile,
+            result: { key: rotated.keyId, removed: rotated.removed, retired: rotated.retired, rotated: true },
+          };
+        }),
+      );
       if (global.json) output.data(result);
       else {
         output.info(

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../errors.ts';
 import { globalOptions, migrateRepositoryAt, outputFor, usesIdentityFile } from '../context.ts';
-import { writeSecretFile } from '../secrets.ts';
+import { withSecretFile } from '../secrets.ts';
 
 export function registerMigrate(program: Command): void {
   program
@@ -15,9 +15,13 @@ export function registerMigrate(program: Command): void {
         throw new ConfigError('migrating with an identity file needs --identity-file-out', {
           hint: 'Name a new file for the key, which gets new secrets.',
         });
-      const result = await migrateRepositoryAt(global);
-      if (result.identityFile && options.identityFileOut)
-        await writeSecretFile(options.identityFileOut, result.identityFile);
+      const result = await withSecretFile(
+        usesIdentityFile(global) ? options.identityFileOut : undefined,
+        async () => {
+          const migrated = await migrateRepositoryAt(global);
+          return { secret: migrated.identityFile, result: migrated };
+        },
+      );
       const { identityFile: _secret, ...shown } = result;
       if (global.json) return output.data(shown);
       output.info(
