@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { open, seal, sealParts, SEAL_OVERHEAD } from '../crypto/aead.ts';
-import { wrapKey } from '../crypto/key-wrap.ts';
+import { STANZA_LENGTH, wrapKey } from '../crypto/key-wrap.ts';
 import { zstdCompress } from '../compression/zstd.ts';
 import { encodeDelta } from '../compression/delta.ts';
 import { Compression, type BlobTypeValue, type PackBlobEntry, type PackRecord } from './blob.ts';
@@ -147,16 +147,39 @@ export interface DeltaBase {
 
 export class MalformedPack extends Error {}
 
-/** Decodes a whole pack's blob table with its data key (used by check and by index recovery). */
-export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array): PackBlobEntry[] {
-  const buffer = Buffer.from(pack.buffer, pack.byteOffset, pack.byteLength);
-  if (buffer.length < 8 || !buffer.subarray(buffer.length - 4).equals(TRAILER_MAGIC)) {
+/** The fixed part of a pack's header, before its stanzas. */
+export const PACK_HEADER_LENGTH = 8;
+/** The sealed table's length (u32) and the trailer magic, at the very end of a pack. */
+export const TRAILER_LENGTH = 8;
+
+/** The length of the whole header, stanzas included, from its first PACK_HEADER_LENGTH bytes. */
+export function packHeaderLength(start: Uint8Array): number {
+  const header = Buffer.from(start.buffer, start.byteOffset, start.byteLength);
+  if (header.length < PACK_HEADER_LENGTH || !header.subarray(0, 4).equals(PACK_MAGIC))
+    throw new MalformedPack('pack header is missing');
+  if (header.readUInt8(4) !== PACK_VERSION)
+    throw new MalformedPack(`pack version ${header.readUInt8(4)} is unknown`);
+  return PACK_HEADER_LENGTH + header.readUInt8(5) * STANZA_LENGTH;
+}
+
+/** The length of the sealed table, from the last TRAILER_LENGTH bytes of a pack of `size` bytes. */
+export function sealedTableLength(trailer: Uint8Array, size: number): number {
+  const buffer = Buffer.from(trailer.buffer, trailer.byteOffset, trailer.byteLength);
+  if (buffer.length !== TRAILER_LENGTH || !buffer.subarray(4).equals(TRAILER_MAGIC))
     throw new MalformedPack('pack trailer is missing');
-  }
-  const sealedLength = buffer.readUInt32LE(buffer.length - 8);
-  const start = buffer.length - 8 - sealedLength;
-  if (sealedLength < SEAL_OVERHEAD || start < 8) throw new MalformedPack('pack trailer length is invalid');
-  const table = open(dataKey, buffer.subarray(start, buffer.length - 8), TRAILER_MAGIC);
+  const length = buffer.readUInt32LE(0);
+  if (length < SEAL_OVERHEAD || length > size - TRAILER_LENGTH - PACK_HEADER_LENGTH)
+    throw new MalformedPack('pack trailer length is invalid');
+  return length;
+}
+
+/**
+ * Opens a sealed table with the pack's data key: throws AuthenticationFailure when the key is not
+ * the one it was sealed with, MalformedPack when an entry lies outside the pack's blobs.
+ */
+export function openPackTable(sealedTable: Uint8Array, dataKey: Uint8Array, size: number): PackBlobEntry[] {
+  const table = open(dataKey, sealedTable, TRAILER_MAGIC);
+  const blobsEnd = size - TRAILER_LENGTH - sealedTable.length;
   const entries: PackBlobEntry[] = [];
   for (let at = 0; at + TABLE_ENTRY_LENGTH <= table.length; at += TABLE_ENTRY_LENGTH) {
     const entry: PackBlobEntry = {
@@ -169,7 +192,21 @@ export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array): PackBlobE
       rawLength: table.readUInt32LE(at + 43),
     };
     if (table.readUInt8(at + 47) & FLAG_DELTA) entry.base = table.subarray(at + 48, at + 80).toString('hex');
+    if (entry.offset < PACK_HEADER_LENGTH || entry.offset + entry.length > blobsEnd)
+      throw new MalformedPack(`blob ${entry.id.slice(0, 16)} lies outside the pack's blobs`);
     entries.push(entry);
   }
   return entries;
+}
+
+/** Decodes a whole pack's blob table with its data key. */
+export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array): PackBlobEntry[] {
+  const size = pack.byteLength;
+  if (size < PACK_HEADER_LENGTH + TRAILER_LENGTH) throw new MalformedPack('pack trailer is missing');
+  const sealedLength = sealedTableLength(pack.subarray(size - TRAILER_LENGTH), size);
+  return openPackTable(
+    pack.subarray(size - TRAILER_LENGTH - sealedLength, size - TRAILER_LENGTH),
+    dataKey,
+    size,
+  );
 }

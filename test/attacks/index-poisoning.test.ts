@@ -75,7 +75,7 @@ function relistLegitimatePacks(attacker: Repository, bogusKeys: Buffer): Indexed
   const withForeignKey: IndexedPackRecord[] = [];
   const shifted: IndexedPackRecord[] = [];
   for (const pack of attacker.index.packIdList()) {
-    const listing = attacker.index.pack(pack);
+    const [listing] = attacker.index.pack(pack)!.listings;
     const blobs = [...attacker.index.everyLocation()]
       .filter(([, blob]) => blob.pack === pack)
       .map(([id, blob]) => ({ ...blob, id }));
