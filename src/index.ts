@@ -79,6 +79,12 @@ export {
 } from './ops/check.ts';
 export { unlock } from './ops/unlock.ts';
 export {
+  repairIndex,
+  type RepairIndexOptions,
+  type RepairIndexProgress,
+  type RepairIndexResult,
+} from './ops/repair-index.ts';
+export {
   copySnapshots,
   type CopyOptions,
   type CopyResult,

@@ -10,6 +10,7 @@ import { registerCopy } from './commands/copy.ts';
 import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
+import { registerRepair } from './commands/repair.ts';
 import { registerRestore } from './commands/restore.ts';
 import { registerSnapshots } from './commands/snapshots.ts';
 import { registerUnlock } from './commands/unlock.ts';
@@ -52,6 +53,7 @@ function buildProgram(): Command {
     registerCheck,
     registerCopy,
     registerKey,
+    registerRepair,
     registerUnlock,
     registerVerify,
   ]) {

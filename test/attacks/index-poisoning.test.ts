@@ -2,7 +2,12 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openRepository, type Repository } from '../../src/index.ts';
+import {
+  openRepository,
+  type CheckResult,
+  type RepairIndexResult,
+  type Repository,
+} from '../../src/index.ts';
 import { packName } from '../../src/repository/blob.ts';
 import { decodeIdentityFile } from '../../src/repository/keys.ts';
 import { serializeIndex, type IndexedPackRecord } from '../../src/repository/master-index.ts';
@@ -11,19 +16,6 @@ import { sealJson } from '../../src/repository/sealed-file.ts';
 import { expectExit, runCli, tempRepo, type TempRepo } from '../helpers/cli.ts';
 import { seededBytes } from '../helpers/data.ts';
 import { describeTree } from '../helpers/files.ts';
-
-interface RepairIndexResult {
-  dryRun: boolean;
-  packsStored: number;
-  packs: number;
-  packsLeftOut: string[];
-  indexFilesRemoved: number;
-}
-
-interface CheckResult {
-  problems: unknown[];
-  unindexedPacks: { pack: string; size: number; cause: string }[];
-}
 
 /**
  * A write-only key (and storage that lets it create objects, as every writer's must) adds what a
