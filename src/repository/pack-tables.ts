@@ -3,7 +3,7 @@ import { STANZA_LENGTH, unwrapKey, type Identity } from '../crypto/key-wrap.ts';
 import { StorageError } from '../errors.ts';
 import { ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
 import { packName, type PackBlobEntry } from './blob.ts';
-import type { IndexedBlob, PackListing } from './master-index.ts';
+import { sameLocation, type IndexedBlob, type PackListing } from './master-index.ts';
 import {
   MalformedPack,
   openPackTable,
@@ -37,17 +37,7 @@ export class PackTable {
   /** Whether the table says of blob `id` what `copy` says: place, length, type, compression, base. */
   agrees(id: string, copy: IndexedBlob): boolean {
     const entry = this.byOffset.get(copy.offset);
-    return (
-      entry !== undefined &&
-      copy.pack === this.pack &&
-      entry.id === id &&
-      entry.length === copy.length &&
-      entry.rawLength === copy.rawLength &&
-      entry.type === copy.type &&
-      entry.compression === copy.compression &&
-      entry.level === copy.level &&
-      entry.base === copy.base
-    );
+    return entry !== undefined && entry.id === id && sameLocation({ ...entry, pack: this.pack }, copy);
   }
 }
 
