@@ -198,15 +198,3 @@ export function openPackTable(sealedTable: Uint8Array, dataKey: Uint8Array, size
   }
   return entries;
 }
-
-/** Decodes a whole pack's blob table with its data key. */
-export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array): PackBlobEntry[] {
-  const size = pack.byteLength;
-  if (size < PACK_HEADER_LENGTH + TRAILER_LENGTH) throw new MalformedPack('pack trailer is missing');
-  const sealedLength = sealedTableLength(pack.subarray(size - TRAILER_LENGTH), size);
-  return openPackTable(
-    pack.subarray(size - TRAILER_LENGTH - sealedLength, size - TRAILER_LENGTH),
-    dataKey,
-    size,
-  );
-}
