@@ -71,8 +71,23 @@ export {
 } from './sources/postgres/verify.ts';
 export { catFile } from './ops/read-content.ts';
 export { findDatabaseSnapshot, type DatabaseSnapshot } from './ops/database-snapshot.ts';
-export { check, type CheckOptions, type CheckResult, type CheckProblem } from './ops/check.ts';
+export {
+  check,
+  type CheckOptions,
+  type CheckResult,
+  type CheckProblem,
+  type CheckName,
+  type PackProblemCause,
+  type UnindexedPack,
+  type UnindexedPackCause,
+} from './ops/check.ts';
 export { unlock } from './ops/unlock.ts';
+export {
+  repairIndex,
+  type RepairIndexOptions,
+  type RepairIndexProgress,
+  type RepairIndexResult,
+} from './ops/repair-index.ts';
 export {
   copySnapshots,
   type CopyOptions,

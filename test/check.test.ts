@@ -1,9 +1,11 @@
-import { open, readdir, rm, truncate } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { check } from '../src/index.ts';
+import { check, openRepository, type CheckResult } from '../src/index.ts';
+import { expectExit, runCli, tempRepo, type TempRepo } from './helpers/cli.ts';
 import { seededBytes } from './helpers/data.ts';
-import { backupBuffer, createTestRepo, type TestRepo } from './helpers/repo.ts';
+import { backupBuffer, createTestRepo, PASSWORD, type TestRepo } from './helpers/repo.ts';
 
 async function filesUnder(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true });
@@ -121,5 +123,154 @@ describe('check', () => {
     const result = await freshCheck(0.3);
     expect(result.packsRead).toBeGreaterThan(0);
     expect(result.packsRead).toBeLessThan(result.packs);
+  });
+});
+
+describe('check of packs no index file lists', () => {
+  let repo: TestRepo;
+
+  beforeAll(async () => {
+    repo = await createTestRepo({ packSize: 1024 * 1024 });
+  });
+  afterAll(async () => {
+    await repo.repository.close();
+    await repo.cleanup();
+  });
+
+  /** The packs and index files a backup adds, by comparing what storage lists before and after. */
+  async function backupAdding(data: Buffer, name: string) {
+    const before = new Set(await filesUnder(repo.location));
+    const { snapshot } = await backupBuffer(repo.repository, data, name);
+    const added = (await filesUnder(repo.location)).filter((file) => !before.has(file));
+    return {
+      snapshot,
+      packs: added.filter((file) => file.includes(`${path.sep}data${path.sep}`)),
+      indexFiles: added.filter((file) => file.includes(`${path.sep}index${path.sep}`)),
+    };
+  }
+
+  it('says why each is there', async () => {
+    await backupAdding(seededBytes('kept', 1_200_000), 'kept.bin');
+    // An interrupted backup: its packs, but no index file and no snapshot.
+    const interrupted = await backupAdding(seededBytes('interrupted', 1_200_000), 'interrupted.bin');
+    for (const file of [
+      ...interrupted.indexFiles,
+      path.join(repo.location, 'snapshots', interrupted.snapshot),
+    ])
+      await rm(file);
+    // A lost index file: the snapshot stays, its blobs are in no index.
+    const lost = await backupAdding(seededBytes('lost', 1_200_000), 'lost.bin');
+    for (const file of lost.indexFiles) await rm(file);
+    // Something that is no pack of this repository.
+    const stray = seededBytes('stray', 4096);
+    const strayName = createHash('sha256').update(stray).digest('hex');
+    await mkdir(path.join(repo.location, 'data', strayName.slice(0, 2)), { recursive: true });
+    await writeFile(path.join(repo.location, 'data', strayName.slice(0, 2), strayName), stray);
+
+    // A client that never saw the deleted snapshot: to it, the backup was interrupted before it.
+    const repository = await openRepository({
+      repo: repo.location,
+      passphrase: PASSWORD,
+      stateDirectory: false,
+    });
+    let result;
+    try {
+      result = await check(repository);
+    } finally {
+      await repository.close();
+    }
+    const causes = new Map(result.unindexedPacks.map(({ pack, cause }) => [pack, cause]));
+    for (const file of interrupted.packs) expect(causes.get(path.basename(file))).toBe('interrupted-backup');
+    for (const file of lost.packs) expect(causes.get(path.basename(file))).toBe('lost-index-file');
+    expect(causes.get(strayName)).toBe('unauthenticated-table');
+    expect(causes.size).toBe(interrupted.packs.length + lost.packs.length + 1);
+    expect(result.unreferencedPacks).toBe(causes.size);
+    // The lost snapshot's blobs are the problem; the packs themselves are not.
+    expect(result.problems.every((problem) => problem.snapshots.join() === lost.snapshot)).toBe(true);
+    expect(result.checks).toEqual([
+      'index-files',
+      'pack-sizes',
+      'snapshot-files',
+      'snapshot-contents',
+      'pack-tables',
+    ]);
+    expect(result.skipped).toBeUndefined();
+  });
+});
+
+describe('check with a write-only key', () => {
+  let repo: TempRepo;
+
+  beforeAll(async () => {
+    repo = await tempRepo();
+    expectExit(await runCli(['init'], { env: repo.env }), 0);
+    const identity = path.join(repo.dir, 'db1.id');
+    expectExit(
+      await runCli(['key', 'add', '--write-only', '--identity-file-out', identity], { env: repo.env }),
+      0,
+    );
+    for (const name of ['one', 'two'])
+      expectExit(
+        await runCli(['backup', 'stdin', '--name', name], {
+          env: repo.env,
+          input: seededBytes(name, 300_000),
+        }),
+        0,
+      );
+  });
+  afterAll(() => repo.cleanup());
+
+  const writeOnly = () => ({
+    STRONGBOX_REPO: repo.repo,
+    STRONGBOX_IDENTITY_FILE: path.join(repo.dir, 'db1.id'),
+  });
+
+  it('says plainly what it checked and what it could not, exit 0, never "no errors"', async () => {
+    const result = await runCli(['check'], { env: writeOnly() });
+    expectExit(result, 0);
+    expect(result.stderr).toContain(
+      'checked: index files, packs present at their size, snapshot files; not checked with a write-only key: snapshot contents and trees, pack tables, blob data (2 snapshots) — use a full key',
+    );
+    expect(result.stderr).toContain('nothing wrong in what a write-only key can check');
+    expect(result.stderr).not.toContain('no errors');
+
+    const json = await runCli(['check', '--json'], { env: writeOnly() });
+    expectExit(json, 0);
+    expect(JSON.parse(json.stdout.toString())).toMatchObject({
+      snapshots: 2,
+      checks: ['index-files', 'pack-sizes', 'snapshot-files'],
+      skipped: {
+        snapshots: 2,
+        checks: ['snapshot-contents', 'pack-tables', 'blob-data'],
+        reason: 'write-only key',
+      },
+      problems: [],
+    });
+  });
+
+  it('cannot examine packs in no index file, and says so', async () => {
+    const [indexFile] = await filesUnder(path.join(repo.repo, 'index'));
+    const kept = await readFile(indexFile!);
+    await rm(indexFile!);
+    try {
+      const result = await runCli(['check', '--json'], { env: writeOnly() });
+      expectExit(result, 0);
+      const { unindexedPacks } = JSON.parse(result.stdout.toString()) as CheckResult;
+      expect(unindexedPacks.length).toBeGreaterThan(0);
+      expect(unindexedPacks.every(({ cause }) => cause === 'not-examined')).toBe(true);
+      const text = await runCli(['check'], { env: writeOnly() });
+      expect(text.stderr).toMatch(
+        /in no index file: not examined \(a write-only key cannot read pack tables\)/,
+      );
+      // A full key finds what the lost index file costs.
+      expectExit(await runCli(['check'], { env: repo.env }), 7);
+    } finally {
+      await writeFile(indexFile!, kept);
+    }
+    expectExit(await runCli(['check'], { env: repo.env }), 0);
+  });
+
+  it('refuses --read-data (exit 5)', async () => {
+    expectExit(await runCli(['check', '--read-data'], { env: writeOnly() }), 5);
   });
 });

@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { check, openRepository, type Repository } from '../src/index.ts';
-import { MasterIndex, type IndexedBlob } from '../src/repository/master-index.ts';
+import { MasterIndex, type IndexedBlob, type IndexFileContent } from '../src/repository/master-index.ts';
+import { sealJson } from '../src/repository/sealed-file.ts';
 import { backupBuffer, createTestRepo, PASSWORD, readAll, type TestRepo } from './helpers/repo.ts';
 import { seededRandom } from './helpers/fault-proxy.ts';
 import { rounds, seed } from './helpers/soak.ts';
@@ -88,7 +90,7 @@ describe('index load order (randomized)', () => {
       // The same index from its files in other orders, each starting small to cross every growth.
       // Concurrent writers may store one blob twice: any of the places an index file gives for
       // it will do, but the entry must be one of them whole, its delta base included.
-      const files: [string, Awaited<ReturnType<Repository['readIndexFile']>>][] = [];
+      const files: [string, IndexFileContent][] = [];
       const places = new Map<string, IndexedBlob[]>();
       for await (const object of reader.backend.list('index/')) {
         const content = await reader.readIndexFile(object.name, await reader.backend.get(object.name));
@@ -97,8 +99,29 @@ describe('index load order (randomized)', () => {
         alone.addIndexFile(object.name, content);
         for (const [id, blob] of alone.entries()) places.set(id, [...(places.get(id) ?? []), blob]);
       }
+      // And beside them, index files any writer could add: every listing again, with another
+      // length and compression at the same place, or with a foreign data key. No order of
+      // loading may let one of them replace a listing an index file gave.
+      const poisoned = files.map(([name, content]): [string, IndexFileContent] => [
+        `${name}-poisoned`,
+        {
+          packs: content.packs.map((pack) => ({
+            ...pack,
+            keys: Buffer.from('foreign').toString('base64'),
+            blobs: pack.blobs.map(([id, type, offset, length, rawLength, compression, ...rest]) => [
+              id,
+              type,
+              offset,
+              length + 1,
+              rawLength,
+              1 - compression,
+              ...rest,
+            ]),
+          })),
+        },
+      ]);
       for (let order = 0; order < 8; order++) {
-        const shuffled = [...files];
+        const shuffled = [...files, ...(order % 2 === 1 ? poisoned : [])];
         for (let i = shuffled.length - 1; i > 0; i--) {
           const j = Math.floor(next() * (i + 1));
           [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
@@ -106,12 +129,29 @@ describe('index load order (randomized)', () => {
         const index = new MasterIndex(1 + Math.floor(next() * 4));
         for (const [name, content] of shuffled) index.addIndexFile(name, content);
         expect(index.blobCount).toBe(places.size);
-        for (const [id, blob] of index.entries()) {
-          expect(places.get(id)).toContainEqual(blob);
-          expect(index.locations(id)).toHaveLength(places.get(id)!.length);
+        const poisonedCopies = order % 2 === 1 ? 2 : 1;
+        for (const [id] of index.entries()) {
+          const locations = index.locations(id);
+          for (const place of places.get(id)!) expect(locations).toContainEqual(place);
+          expect(locations).toHaveLength(places.get(id)!.length * poisonedCopies);
           expect(index.whyUnreadable(id)).toBeUndefined();
         }
+        for (const pack of index.packIdList())
+          expect(index.pack(pack)!.listings).toHaveLength(poisonedCopies);
       }
+
+      // Written to storage, the poisoned files cost readers warnings, never data.
+      for (const [, content] of poisoned) {
+        const bytes = sealJson('SBIX', reader.metadataKey, content);
+        await reader.backend.put(`index/${createHash('sha256').update(bytes).digest('hex')}`, bytes);
+      }
+      const poisonedReader = await openRepository({ repo: repo.location, passphrase: PASSWORD });
+      opened.push(poisonedReader);
+      const warnings: string[] = [];
+      poisonedReader.onWarning = (message) => warnings.push(message);
+      for (const [snapshot, data] of expected)
+        expect((await readAll(poisonedReader, snapshot)).equals(data)).toBe(true);
+      expect(warnings.join('\n')).toMatch(/disagree with the pack's own table/);
       for (const session of opened.splice(0)) await session.close();
       await repo.cleanup();
       repo = undefined;

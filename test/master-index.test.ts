@@ -3,14 +3,15 @@ import { describe, expect, it } from 'vitest';
 import type { BlobTypeValue, CompressionValue } from '../src/repository/blob.ts';
 import {
   MasterIndex,
+  sameLocation,
   serializeIndex,
   type IndexedBlob,
   type IndexedPackRecord,
 } from '../src/repository/master-index.ts';
 
 /**
- * MasterIndex against a plain model: Maps of what each index file said, the last word on a blob
- * winning. Random packs of blobs drawn from a small pool, with delta bases drawn from the same
+ * MasterIndex against a plain model: Maps of what each index file said, every distinct listing of
+ * a blob kept (any writer can add index files, so none may replace another). Random packs of blobs drawn from a small pool, with delta bases drawn from the same
  * pool (often not added yet, as when index files load in another order), added to indexes that
  * start with room for one, two or three blobs, so that every growth boundary is crossed with
  * references on both sides of it.
@@ -23,7 +24,7 @@ interface ModelBlob extends IndexedBlob {
 interface Model {
   /** Every place of each blob, the one `get` gives first. */
   blobs: Map<string, ModelBlob[]>;
-  packs: Map<string, { size: number; keys: string; indexFiles: Set<string> }>;
+  packs: Map<string, { listings: [number, string][]; indexFiles: Set<string> }>;
 }
 
 const hexId = (n: number, width = 64) => n.toString(16).padStart(width, '0');
@@ -75,12 +76,10 @@ class AddPack implements fc.Command<Model, MasterIndex> {
     } else {
       index.addPack(this.pack, this.indexFile);
     }
-    const known = model.packs.get(this.pack.id);
-    const pack = known ?? {
-      size: this.pack.size,
-      keys: this.pack.keys.toString('hex'),
-      indexFiles: new Set(),
-    };
+    const pack = model.packs.get(this.pack.id) ?? { listings: [], indexFiles: new Set() };
+    const listing: [number, string] = [this.pack.size, this.pack.keys.toString('hex')];
+    if (!pack.listings.some(([size, keys]) => size === listing[0] && keys === listing[1]))
+      pack.listings.push(listing);
     if (this.indexFile) pack.indexFiles.add(this.indexFile);
     model.packs.set(this.pack.id, pack);
     for (const blob of this.pack.blobs) {
@@ -93,8 +92,8 @@ class AddPack implements fc.Command<Model, MasterIndex> {
         model.blobs.set(id, [entry]);
         continue;
       }
-      const listed = places.findIndex((place) => place.pack === entry.pack && place.offset === entry.offset);
-      if (listed >= 0) places[listed] = entry;
+      const listed = places.find((place) => sameLocation(place, entry));
+      if (listed) listed.sketch ??= entry.sketch;
       else if (entry.base === undefined && places[0]!.base !== undefined)
         places.push(places.splice(0, 1, entry)[0]!);
       else places.push(entry);
@@ -145,8 +144,7 @@ function compare(model: Model, index: MasterIndex): void {
   expect(sketches).toEqual(expectedSketches);
   for (const [id, pack] of model.packs) {
     const indexed = index.pack(id)!;
-    expect(indexed.size).toBe(pack.size);
-    expect(indexed.keys.toString('hex')).toBe(pack.keys);
+    expect(indexed.listings.map(({ size, keys }) => [size, keys.toString('hex')])).toEqual(pack.listings);
     expect(indexed.indexFiles).toEqual(pack.indexFiles);
   }
   expect([...index.packIdList()].sort()).toEqual([...model.packs.keys()].sort());
@@ -182,6 +180,49 @@ describe('MasterIndex (model-based)', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('keeps every listing of a place, in whatever order index files give them (index poisoning)', () => {
+    const place = {
+      id: hexId(7),
+      type: 0 as const,
+      offset: 100,
+      length: 50,
+      rawLength: 80,
+      compression: 1 as const,
+      level: 3,
+    };
+    const pack = hexId(1);
+    const records: IndexedPackRecord[] = [
+      { id: pack, size: 1000, keys: Buffer.from('written'), blobs: [place] },
+      { id: pack, size: 1000, keys: Buffer.from('forged'), blobs: [{ ...place, length: 51 }] },
+      { id: pack, size: 999, keys: Buffer.from('written'), blobs: [{ ...place, compression: 0 }] },
+      { id: pack, size: 1000, keys: Buffer.from('written'), blobs: [place] },
+    ];
+    const permutations = (items: number[]): number[][] =>
+      items.length <= 1
+        ? [items]
+        : items.flatMap((item, i) =>
+            permutations(items.filter((_, j) => j !== i)).map((rest) => [item, ...rest]),
+          );
+    for (const order of permutations([0, 1, 2, 3])) {
+      const index = new MasterIndex(1);
+      for (const i of order) index.addPack(records[i]!, `index/${i}`);
+      expect(sorted(index.locations(place.id))).toEqual(
+        sorted(
+          records.slice(0, 3).map(({ blobs: [blob] }) => {
+            const { id: _id, ...location } = blob!;
+            return { ...location, pack };
+          }),
+        ),
+      );
+      expect(
+        index
+          .pack(pack)!
+          .listings.map(({ size, keys }) => `${size} ${keys.toString()}`)
+          .sort(),
+      ).toEqual(['1000 forged', '1000 written', '999 written']);
+    }
   });
 
   it('keeps a base met first as the blob that grows the arrays (the data-loss case)', () => {

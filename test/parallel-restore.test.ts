@@ -118,17 +118,17 @@ describe('byte ranges of a file read from its blobs', () => {
   ]);
   const read: string[] = [];
   const repository = {
-    blobLength: (id: string) => blobs.get(id)!.length,
+    blobLength: (id: string) => Promise.resolve(blobs.get(id)!.length),
     readBlob: (id: string) => {
       read.push(id);
       return Promise.resolve(blobs.get(id)!);
     },
   };
-  const ranges = new ContentRanges(repository, ['a', 'b', 'c']);
+  const ranges = ContentRanges.of(repository, ['a', 'b', 'c']);
   const text = async (start: number, end: number) => {
     read.length = 0;
     const pieces: Buffer[] = [];
-    for await (const piece of ranges.read(start, end)) pieces.push(piece);
+    for await (const piece of (await ranges).read(start, end)) pieces.push(piece);
     return Buffer.concat(pieces).toString();
   };
 

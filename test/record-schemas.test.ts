@@ -20,6 +20,7 @@ import { acquireLock, listLocks } from '../src/repository/locks.ts';
 import { splitSigned } from '../src/repository/signed-object.ts';
 import { blobAad, PACK_MAGIC, parsePackTable, TRAILER_MAGIC } from '../src/repository/pack-format.ts';
 import { packName } from '../src/repository/blob.ts';
+import { PackTable, readPackTable } from '../src/repository/pack-tables.ts';
 import {
   indexedBlob,
   isIndexedBlob,
@@ -181,13 +182,19 @@ describe('repository record schemas', () => {
     const value = openJson('SBLK', repository.metadataKey, await repository.backend.get(lock.name));
     expect(parseLock(value, lock.name)).toEqual(value);
     await lock.release();
+    const { identities } = repository.requireReader('read pack tables');
     for (const pack of repository.index.packIdList()) {
-      const entries = parsePackTable(
-        await repository.backend.get(packName(pack)),
-        repository.packKey(pack),
+      const table = await readPackTable(
+        repository.backend,
         pack,
+        repository.index.pack(pack)!.listings,
+        identities,
       );
-      for (const entry of entries)
+      if (!(table instanceof PackTable)) throw new Error(`the table of pack ${pack} is ${table}`);
+      expect(parsePackTable(await repository.backend.get(packName(pack)), table.dataKey, pack)).toEqual(
+        table.entries,
+      );
+      for (const entry of table.entries)
         expect(repository.index.locations(entry.id)).toContainEqual(
           expect.objectContaining({ pack, offset: entry.offset, length: entry.length }),
         );

@@ -11,6 +11,7 @@ import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
 import { registerMigrate } from './commands/migrate.ts';
+import { registerRepair } from './commands/repair.ts';
 import { registerRestore } from './commands/restore.ts';
 import { registerSnapshots } from './commands/snapshots.ts';
 import { registerUnlock } from './commands/unlock.ts';
@@ -54,6 +55,7 @@ function buildProgram(): Command {
     registerCopy,
     registerKey,
     registerMigrate,
+    registerRepair,
     registerUnlock,
     registerVerify,
   ]) {

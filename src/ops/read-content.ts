@@ -33,15 +33,20 @@ export async function* readBlobs(
  * any byte range of it can be read without reading the blobs before it.
  */
 export class ContentRanges {
-  /** starts[i] is the offset of blob i; starts[ids.length] is the file's length. */
-  private readonly starts: Float64Array;
-
-  constructor(
-    private readonly repository: Pick<Repository, 'readBlob' | 'blobLength'>,
+  private constructor(
+    private readonly repository: Pick<Repository, 'readBlob'>,
     private readonly ids: readonly string[],
-  ) {
-    this.starts = new Float64Array(ids.length + 1);
-    for (const [i, id] of ids.entries()) this.starts[i + 1] = this.starts[i]! + repository.blobLength(id);
+    /** starts[i] is the offset of blob i; starts[ids.length] is the file's length. */
+    private readonly starts: Float64Array,
+  ) {}
+
+  static async of(
+    repository: Pick<Repository, 'readBlob' | 'blobLength'>,
+    ids: readonly string[],
+  ): Promise<ContentRanges> {
+    const starts = new Float64Array(ids.length + 1);
+    for (const [i, id] of ids.entries()) starts[i + 1] = starts[i]! + (await repository.blobLength(id));
+    return new ContentRanges(repository, ids, starts);
   }
 
   /** Yields bytes [start, end), reading only the blobs that hold them. */

@@ -118,7 +118,7 @@ export async function restoreInParallel(
   const step = input.onStep ?? (() => undefined);
   const onBytes = input.onBytes ?? (() => undefined);
   const prefixLength = Math.min(input.size, input.blocks[0]?.[1] ?? input.size);
-  const ranges = new ContentRanges(repository, content);
+  const ranges = await ContentRanges.of(repository, content);
   const prefix = () => ranges.read(0, prefixLength);
   const plan = planParallelRestore(await readTableOfContents(prefix()), input.blocks, options);
   const lists = await mkdtemp(path.join(os.tmpdir(), 'strongbox-restore-'));

@@ -193,6 +193,9 @@ export class BlobWriter {
       if (sketch && sketch.length > 0) this.sketches.set(id, sketch);
       const base = this.deltas ? this.findBase(sketch, predecessor) : undefined;
       if (base) delta = await this.readBase(base);
+      // Reading it may have shown its whole copies bad (forged, or contradicted by their packs'
+      // tables) and served a delta copy: a delta of it would then need a chain to read.
+      if (base && !this.repository.hasReadableCopy(base, true)) delta = undefined;
     }
     // Storage is the bottleneck when uploads pile up: then the reader waits.
     while (this.pendingUploads >= this.repository.backend.concurrency && !this.failure) {
@@ -227,10 +230,13 @@ export class BlobWriter {
 
   /** The base for a new data chunk (see save()); a delta is never one: reads never follow chains. */
   private findBase(sketch: number[] | undefined, predecessor: string | undefined): string | undefined {
-    const stored = predecessor === undefined ? undefined : this.repository.index.get(predecessor);
+    // Any whole listing of it will do: which listing comes first depends on the order index files load in.
     const predecessorSlot =
-      stored && stored.type === BlobType.data && !stored.base
-        ? this.repository.index.slotOf(predecessor!)
+      predecessor !== undefined &&
+      this.repository.index
+        .locations(predecessor)
+        .some((copy) => copy.type === BlobType.data && copy.base === undefined)
+        ? this.repository.index.slotOf(predecessor)
         : undefined;
     const slot =
       sketch?.length && this.similarity.size > 0
@@ -242,7 +248,7 @@ export class BlobWriter {
         : predecessorSlot === undefined
           ? undefined
           : predecessor;
-    return base !== undefined && this.repository.hasReadableCopy(base) ? base : undefined;
+    return base !== undefined && this.repository.hasReadableCopy(base, true) ? base : undefined;
   }
 
   /** Copies a blob into the next worker's batch, sending the batch once it is full. */

@@ -1,4 +1,4 @@
-import type { BlobLocation, BlobTypeValue, CompressionValue, PackRecord } from './blob.ts';
+import type { BlobLocation, BlobTypeValue, CompressionValue, PackBlobEntry, PackRecord } from './blob.ts';
 
 /**
  * Index files (`index/<sha256>`) list packs and the blobs in them; the master index is their
@@ -36,9 +36,18 @@ export interface IndexedBlob extends BlobLocation {
   sketch?: number[];
 }
 
-export interface IndexedPack {
+/** What an index file says of a pack as a whole: its size and its data key, wrapped to the recipients. */
+export interface PackListing {
   size: number;
   keys: Buffer;
+}
+
+export interface IndexedPack {
+  /**
+   * Every distinct listing index files give the pack: one, unless they disagree. Any writer can
+   * add index files, so none of them is taken over the others: readers find the right one.
+   */
+  listings: PackListing[];
   /** Index files that list this pack. */
   indexFiles: Set<string>;
 }
@@ -219,9 +228,12 @@ export class MasterIndex {
       packSlot = this.packs.length;
       this.packSlots.set(record.id, packSlot);
       this.packIds.push(record.id);
-      this.packs.push({ size: record.size, keys: record.keys, indexFiles: new Set() });
+      this.packs.push({ listings: [], indexFiles: new Set() });
     }
-    if (indexFile) this.packs[packSlot]!.indexFiles.add(indexFile);
+    const pack = this.packs[packSlot]!;
+    if (!pack.listings.some((listing) => listing.size === record.size && listing.keys.equals(record.keys)))
+      pack.listings.push({ size: record.size, keys: record.keys });
+    if (indexFile) pack.indexFiles.add(indexFile);
     for (const blob of record.blobs) {
       // Both slots first: either may grow the arrays, and a write through an array read before
       // the growth is lost (a delta's base was once written into the discarded array).
@@ -231,43 +243,59 @@ export class MasterIndex {
       const sketch = record.sketches?.get(blob.id)?.slice(0, SKETCH_SLOTS) ?? [];
       if (this.packOf[slot] === UNLOCATED) {
         this.located++;
-      } else if (this.packOf[slot] !== packSlot || this.offsets[slot] !== blob.offset) {
-        // Another copy (concurrent writers, or stored again after the first became unreadable).
-        // The first one met stays in the arrays unless this one is whole and it is a delta: which
-        // copy is where must not depend on the order index files load in.
-        const copy: IndexedBlob = {
-          pack: record.id,
-          type: blob.type,
-          offset: blob.offset,
-          length: blob.length,
-          rawLength: blob.rawLength,
-          compression: blob.compression,
-          level: blob.level,
-          ...(blob.base ? { base: blob.base } : {}),
-          ...(sketch.length > 0 ? { sketch } : {}),
-        };
-        const copies = this.copies.get(slot) ?? [];
-        this.copies.set(slot, copies);
-        const listed = copies.findIndex((other) => other.pack === record.id && other.offset === blob.offset);
-        if (listed >= 0) {
-          copies[listed] = copy;
-          continue;
-        }
-        if (base !== NO_BASE || this.bases[slot] === NO_BASE) {
-          copies.push(copy);
-          continue;
-        }
-        copies.push(this.blobAt(slot));
+        this.place(slot, packSlot, blob, base, sketch);
+        continue;
       }
-      this.packOf[slot] = packSlot;
-      this.offsets[slot] = blob.offset;
-      this.lengths[slot] = blob.length;
-      this.rawLengths[slot] = blob.rawLength;
-      this.flags[slot] = blob.type | (blob.compression << 2) | (blob.level << 4);
-      this.bases[slot] = base;
-      this.sketchValues.set(sketch, slot * SKETCH_SLOTS);
-      this.sketchLengths[slot] = sketch.length;
+      const copy: IndexedBlob = {
+        pack: record.id,
+        type: blob.type,
+        offset: blob.offset,
+        length: blob.length,
+        rawLength: blob.rawLength,
+        compression: blob.compression,
+        level: blob.level,
+        ...(blob.base ? { base: blob.base } : {}),
+      };
+      // The same listing again (a rebuilt index beside the one it replaces): one location. A
+      // listing that differs in anything is another location, even at the same place in the same
+      // pack: which of them is right is for readers to find out (from the pack's own table), so
+      // none may replace another, whatever order index files load in.
+      if (sameLocation(this.blobAt(slot), copy)) {
+        if (this.sketchLengths[slot] === 0) this.setSketch(slot, sketch);
+        continue;
+      }
+      const copies = this.copies.get(slot) ?? [];
+      this.copies.set(slot, copies);
+      const listed = copies.find((other) => sameLocation(other, copy));
+      if (listed) {
+        if (!listed.sketch && sketch.length > 0) listed.sketch = sketch;
+        continue;
+      }
+      if (sketch.length > 0) copy.sketch = sketch;
+      // The first one met stays in the arrays unless this one is whole and it is a delta: reads
+      // try whole copies first.
+      if (base !== NO_BASE || this.bases[slot] === NO_BASE) {
+        copies.push(copy);
+        continue;
+      }
+      copies.push(this.blobAt(slot));
+      this.place(slot, packSlot, blob, base, sketch);
     }
+  }
+
+  private place(slot: number, packSlot: number, blob: PackBlobEntry, base: number, sketch: number[]): void {
+    this.packOf[slot] = packSlot;
+    this.offsets[slot] = blob.offset;
+    this.lengths[slot] = blob.length;
+    this.rawLengths[slot] = blob.rawLength;
+    this.flags[slot] = blob.type | (blob.compression << 2) | (blob.level << 4);
+    this.bases[slot] = base;
+    this.setSketch(slot, sketch);
+  }
+
+  private setSketch(slot: number, sketch: number[]): void {
+    this.sketchValues.set(sketch, slot * SKETCH_SLOTS);
+    this.sketchLengths[slot] = sketch.length;
   }
 
   addIndexFile(name: string, content: IndexFileContent): void {
@@ -303,6 +331,26 @@ export class MasterIndex {
     this.sketchValues = grown(this.sketchValues);
     this.sketchLengths = grown(this.sketchLengths);
   }
+}
+
+/** Whether two listings of a blob say the same of where and how it is stored (sketches aside). */
+export function sameLocation(a: IndexedBlob, b: IndexedBlob): boolean {
+  return (
+    a.pack === b.pack &&
+    a.offset === b.offset &&
+    a.length === b.length &&
+    a.rawLength === b.rawLength &&
+    a.type === b.type &&
+    a.compression === b.compression &&
+    a.level === b.level &&
+    a.base === b.base
+  );
+}
+
+/** A listing's identity as a string: two listings of a blob that differ in anything are two copies. */
+export function locationKey(id: string, copy: IndexedBlob): string {
+  const { pack, offset, length, rawLength, type, compression, level, base } = copy;
+  return [id, pack, offset, length, rawLength, type, compression, level, base ?? ''].join(' ');
 }
 
 export function serializeIndex(records: readonly IndexedPackRecord[]): IndexFileContent {

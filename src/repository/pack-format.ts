@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { AuthenticationFailure, open, seal, sealParts, SEAL_OVERHEAD } from '../crypto/aead.ts';
-import { MalformedRecordError, VerificationError } from '../errors.ts';
-import { wrapKey } from '../crypto/key-wrap.ts';
+import { formatPath, MalformedRecordError, VerificationError } from '../errors.ts';
+import { STANZA_LENGTH, wrapKey } from '../crypto/key-wrap.ts';
 import { zstdCompress } from '../compression/zstd.ts';
 import { encodeDelta } from '../compression/delta.ts';
 import { BlobType, Compression, type BlobTypeValue, type PackBlobEntry, type PackRecord } from './blob.ts';
@@ -146,28 +146,52 @@ export interface DeltaBase {
   data: Uint8Array;
 }
 
-/**
- * Decodes a whole pack's blob table with its data key (used by check and by index recovery). Every
- * field is range-checked: a blob must lie between the header and the trailer. A table that is not
- * what PackBuilder writes is a MalformedRecordError naming the pack.
- */
-export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array, id: string): PackBlobEntry[] {
-  const buffer = Buffer.from(pack.buffer, pack.byteOffset, pack.byteLength);
-  const fail = (path: PropertyKey[], problem: string): never => {
-    throw new MalformedRecordError({ kind: 'pack', id }, path, problem);
-  };
-  if (buffer.length < 8 || !buffer.subarray(buffer.length - 4).equals(TRAILER_MAGIC))
-    fail([], 'its trailer is missing');
-  const sealedLength = buffer.readUInt32LE(buffer.length - 8);
-  const tableStart = buffer.length - 8 - sealedLength;
-  if (sealedLength < SEAL_OVERHEAD || tableStart < 8) fail([], 'its trailer length is invalid');
-  let table: Buffer;
-  try {
-    table = open(dataKey, buffer.subarray(tableStart, buffer.length - 8), TRAILER_MAGIC);
-  } catch (cause) {
-    if (!(cause instanceof AuthenticationFailure)) throw cause;
-    throw new VerificationError(`pack ${id.slice(0, 16)}: its blob table fails authentication`, { cause });
+/** A pack, or an entry of its table, that is not what PackBuilder writes; `path` names the entry's field. */
+export class MalformedPack extends Error {
+  constructor(
+    readonly problem: string,
+    readonly path: readonly PropertyKey[] = [],
+  ) {
+    super(path.length > 0 ? `${formatPath(path)}: ${problem}` : problem);
   }
+}
+
+/** The fixed part of a pack's header, before its stanzas. */
+export const PACK_HEADER_LENGTH = 8;
+/** The sealed table's length (u32) and the trailer magic, at the very end of a pack. */
+export const TRAILER_LENGTH = 8;
+
+/** The length of the whole header, stanzas included, from its first PACK_HEADER_LENGTH bytes. */
+export function packHeaderLength(start: Uint8Array): number {
+  const header = Buffer.from(start.buffer, start.byteOffset, start.byteLength);
+  if (header.length < PACK_HEADER_LENGTH || !header.subarray(0, 4).equals(PACK_MAGIC))
+    throw new MalformedPack('pack header is missing');
+  if (header.readUInt8(4) !== PACK_VERSION)
+    throw new MalformedPack(`pack version ${header.readUInt8(4)} is unknown`);
+  return PACK_HEADER_LENGTH + header.readUInt8(5) * STANZA_LENGTH;
+}
+
+/** The length of the sealed table, from the last TRAILER_LENGTH bytes of a pack of `size` bytes. */
+export function sealedTableLength(trailer: Uint8Array, size: number): number {
+  const buffer = Buffer.from(trailer.buffer, trailer.byteOffset, trailer.byteLength);
+  if (buffer.length !== TRAILER_LENGTH || !buffer.subarray(4).equals(TRAILER_MAGIC))
+    throw new MalformedPack('pack trailer is missing');
+  const length = buffer.readUInt32LE(0);
+  if (length < SEAL_OVERHEAD || length > size - TRAILER_LENGTH - PACK_HEADER_LENGTH)
+    throw new MalformedPack('pack trailer length is invalid');
+  return length;
+}
+
+/**
+ * Opens a sealed table with the pack's data key: throws AuthenticationFailure when the key is not
+ * the one it was sealed with, MalformedPack when an entry lies outside the pack's blobs.
+ */
+export function openPackTable(sealedTable: Uint8Array, dataKey: Uint8Array, size: number): PackBlobEntry[] {
+  const table = open(dataKey, sealedTable, TRAILER_MAGIC);
+  const blobsEnd = size - TRAILER_LENGTH - sealedTable.length;
+  const fail = (path: PropertyKey[], problem: string): never => {
+    throw new MalformedPack(problem, path);
+  };
   if (table.length % TABLE_ENTRY_LENGTH !== 0)
     fail([], `its blob table is ${table.length} bytes, not whole ${TABLE_ENTRY_LENGTH}-byte entries`);
   const entries: PackBlobEntry[] = [];
@@ -185,7 +209,7 @@ export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array, id: string
     if (compression !== Compression.none && compression !== Compression.zstd)
       fail(where('compression'), 'expected 0 (none) or 1 (zstd)');
     if (level > MAX_LEVEL) fail(where('level'), `expected a zstd level up to ${MAX_LEVEL}`);
-    if (offset < 8 || length < SEAL_OVERHEAD || offset + length > tableStart)
+    if (offset < PACK_HEADER_LENGTH || length < SEAL_OVERHEAD || offset + length > blobsEnd)
       fail(where('offset'), `blob at ${offset}, ${length} bytes, lies outside the pack's blobs`);
     if ((flags & ~FLAG_DELTA) !== 0) fail(where('flags'), `unknown flags ${flags}`);
     if (!(flags & FLAG_DELTA) && base.some((byte) => byte !== 0))
@@ -207,3 +231,28 @@ export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array, id: string
 
 /** zstd's highest compression level. */
 const MAX_LEVEL = 22;
+
+/**
+ * A whole pack's table, opened with its data key: a MalformedRecordError naming the pack and the
+ * field for a table that is not what PackBuilder writes, a VerificationError for one that does not
+ * authenticate. (Readers go through pack-tables.ts, which reads only the pack's end.)
+ */
+export function parsePackTable(pack: Uint8Array, dataKey: Uint8Array, id: string): PackBlobEntry[] {
+  const bytes = Buffer.from(pack.buffer, pack.byteOffset, pack.byteLength);
+  try {
+    const length = sealedTableLength(
+      bytes.subarray(Math.max(0, bytes.length - TRAILER_LENGTH)),
+      bytes.length,
+    );
+    const end = bytes.length - TRAILER_LENGTH;
+    return openPackTable(bytes.subarray(end - length, end), dataKey, bytes.length);
+  } catch (error) {
+    if (error instanceof MalformedPack)
+      throw new MalformedRecordError({ kind: 'pack', id }, error.path, error.problem);
+    if (error instanceof AuthenticationFailure)
+      throw new VerificationError(`pack ${id.slice(0, 16)}: its blob table fails authentication`, {
+        cause: error,
+      });
+    throw error;
+  }
+}

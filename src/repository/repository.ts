@@ -43,13 +43,16 @@ import { folderOf, objectId, objectName } from './layout.ts';
 import { acquireLock, type Lock } from './locks.ts';
 import { defaultStateDirectory, LocalState } from './local-state.ts';
 import {
+  locationKey,
   MasterIndex,
   serializeIndex,
   type IndexFileContent,
   type IndexedBlob,
   type IndexedPackRecord,
+  type PackListing,
 } from './master-index.ts';
 import { blobAad } from './pack-format.ts';
+import { PackTable, PackTables, type PackTableFailure } from './pack-tables.ts';
 import { blobId, deriveWriterKeys, type WriterKeys } from './secrets.ts';
 import { MalformedFile, openJson, sealJson } from './sealed-file.ts';
 import { signObject, splitSigned } from './signed-object.ts';
@@ -117,6 +120,14 @@ export class Repository {
   private readonly trust: WriterTrust;
   private readonly snapshots: SnapshotStore;
   private readonly keyRing: KeyRing;
+  /** Packs whose table this session could not authenticate: not written for this repository, or damaged. */
+  private readonly unauthenticatedTables = new Set<string>();
+  /** Listings a pack's own table contradicts, by locationKey(). */
+  private readonly disagreeingCopies = new Set<string>();
+  /** Packs a warning was given for: one each. */
+  private readonly warnedPacks = new Set<string>();
+  /** The pack tables read so far; full keys only. */
+  private readonly packTables: PackTables | undefined;
 
   private constructor(
     readonly backend: StorageBackend,
@@ -161,6 +172,7 @@ export class Repository {
       judgeAll: () => this.judgeAllObjects(),
       warn,
     });
+    this.packTables = bundle ? new PackTables(backend, () => session.bundle?.identities ?? []) : undefined;
   }
 
   /** Creates a repository in an empty location, with one full key for `passphrase`. */
@@ -387,42 +399,114 @@ export class Repository {
 
   // ---- blobs
 
-  /** The length of a blob's plaintext, from the index. */
-  blobLength(id: string): number {
-    const length = this.index.rawLength(id);
-    if (length === undefined) {
-      throw new VerificationError(`blob ${id.slice(0, 16)} is not in the index`, {
-        hint: 'Run `strongbox check`.',
-      });
-    }
-    return length;
+  /**
+   * The length of a blob's plaintext, from the index; from the blob itself when index files
+   * disagree on it (one of them was tampered with).
+   */
+  async blobLength(id: string): Promise<number> {
+    const copies = this.index.locations(id);
+    if (copies.length === 0) throw notIndexed(id);
+    if (copies.every((copy) => copy.rawLength === copies[0]!.rawLength)) return copies[0]!.rawLength;
+    return (await this.readBlob(id)).length;
   }
 
   /**
    * Reads, decrypts, decompresses and authenticates one blob, from the first of its stored copies
-   * that reads back intact; a pack found damaged on the way is remembered (`knownDamagedPacks`).
+   * that reads back intact. With a full key, a copy is read only where its pack's own table agrees
+   * with its index entry (the table is read once, before the first blob of the pack); a copy in a
+   * pack whose table cannot be authenticated is tried last, vouched for by its blob id alone.
+   * What is found wrong on the way is remembered (for `hasReadableCopy`) and, when another copy
+   * serves, named in a warning, once for each pack.
    */
   async readBlob(id: string): Promise<Buffer> {
     const copies = this.index.locations(id);
-    if (copies.length === 0) {
-      throw new VerificationError(`blob ${id.slice(0, 16)} is not in the index`, {
-        hint: 'Run `strongbox check`.',
-      });
-    }
+    if (copies.length === 0) throw notIndexed(id);
     // Copies in packs known to be damaged go last: another copy may be whole.
     copies.sort((a, b) => Number(this.damagedPacks.has(a.pack)) - Number(this.damagedPacks.has(b.pack)));
-    let first: VerificationError | undefined;
+    const failures: VerificationError[] = [];
+    const unverified: IndexedBlob[] = [];
     for (const copy of copies) {
-      try {
-        return await this.decodeBlob(id, copy, await this.readStored(id, copy));
-      } catch (error) {
-        // A damaged copy, or a delta whose base cannot be read: the next copy may do.
-        if (!(error instanceof VerificationError)) throw error;
-        if (error instanceof DamagedBlobError) this.damagedPacks.add(error.pack);
-        first ??= error;
+      const refusal = await this.checkAgainstTable(id, copy);
+      if (refusal === 'unverified') unverified.push(copy);
+      else if (refusal) failures.push(refusal);
+      else {
+        const plain = await this.tryCopy(id, copy, failures);
+        if (plain) return this.readAfter(failures, plain);
       }
     }
-    throw first!;
+    for (const copy of unverified) {
+      const plain = await this.tryCopy(id, copy, failures);
+      if (!plain) continue;
+      this.warnOnce(
+        copy.pack,
+        `pack ${copy.pack.slice(0, 16)}: its table cannot be authenticated (damaged, or not written for this repository); its blobs are read on the strength of their ids alone`,
+      );
+      return this.readAfter(failures, plain);
+    }
+    throw failures[0]!;
+  }
+
+  /** The plaintext, once the copies that failed before it are named in warnings. */
+  private readAfter(failures: readonly VerificationError[], plain: Buffer): Buffer {
+    for (const failure of failures) {
+      if (failure instanceof DamagedBlobError)
+        this.warnOnce(failure.pack, `${failure.message}; another copy was read instead`);
+    }
+    return plain;
+  }
+
+  /** One copy's plaintext, or undefined (the failure added to `failures`) when it cannot be read. */
+  private async tryCopy(
+    id: string,
+    copy: IndexedBlob,
+    failures: VerificationError[],
+  ): Promise<Buffer | undefined> {
+    try {
+      return await this.decodeBlob(id, copy, await this.readStored(id, copy));
+    } catch (error) {
+      // A damaged copy, or a delta whose base cannot be read: the next copy may do.
+      if (!(error instanceof VerificationError)) throw error;
+      if (error instanceof DamagedBlobError) this.damagedPacks.add(error.pack);
+      failures.push(error);
+      return undefined;
+    }
+  }
+
+  /**
+   * Holds a copy's index entry against its pack's own table: undefined when they agree, the
+   * refusal when the table says otherwise or the pack is missing, 'unverified' when the table
+   * cannot be authenticated (or, with a write-only key, read at all).
+   */
+  private async checkAgainstTable(
+    id: string,
+    copy: IndexedBlob,
+  ): Promise<VerificationError | 'unverified' | undefined> {
+    if (!this.packTables) return 'unverified';
+    const table = await this.packTable(copy.pack);
+    if (table === 'missing') {
+      this.damagedPacks.add(copy.pack);
+      return new DamagedBlobError(id, copy.pack, 'its pack is missing');
+    }
+    if (table === 'unauthenticated') {
+      this.unauthenticatedTables.add(copy.pack);
+      return 'unverified';
+    }
+    if (table.agrees(id, copy)) return undefined;
+    this.disagreeingCopies.add(locationKey(id, copy));
+    this.warnOnce(
+      copy.pack,
+      `pack ${copy.pack.slice(0, 16)}: index entries disagree with the pack's own table (the index may have been tampered with); other copies are read instead`,
+    );
+    return new VerificationError(
+      `blob ${id.slice(0, 16)}: its index entry disagrees with the table of pack ${copy.pack.slice(0, 16)}`,
+      { hint: 'Run `strongbox check`; `strongbox repair index` rebuilds the index from the packs.' },
+    );
+  }
+
+  private warnOnce(pack: string, message: string): void {
+    if (this.warnedPacks.has(pack)) return;
+    this.warnedPacks.add(pack);
+    this.onWarning(message);
   }
 
   /** A copy's stored bytes; a missing or truncated pack is damage, not a storage failure. */
@@ -442,14 +526,64 @@ export class Repository {
     }
   }
 
-  /** Turns one copy's stored bytes into the blob's plaintext, checking it against its id. */
-  async decodeBlob(id: string, copy: IndexedBlob, sealed: Uint8Array): Promise<Buffer> {
+  /**
+   * The pack's own table, authenticated, or why there is none (read once a session). `storedSize`
+   * (from a listing of the storage) serves for a pack no index file lists.
+   */
+  async packTable(pack: string, storedSize?: number): Promise<PackTable | PackTableFailure> {
+    this.requireReader('read pack tables');
+    return this.adoptTable(await this.packTables!.get(pack, this.listingsOf(pack, storedSize)));
+  }
+
+  /** The table of a pack read whole (check --read-data), as `packTable` gives it. */
+  packTableOf(pack: string, bytes: Buffer): PackTable | PackTableFailure {
+    this.requireReader('read pack tables');
+    return this.adoptTable(this.packTables!.fromBytes(pack, bytes, this.listingsOf(pack)));
+  }
+
+  private listingsOf(pack: string, storedSize?: number): PackListing[] {
+    const listings = this.index.pack(pack)?.listings ?? [];
+    if (storedSize === undefined || listings.some((listing) => listing.size === storedSize)) return listings;
+    return [...listings, { size: storedSize, keys: Buffer.alloc(0) }];
+  }
+
+  private adoptTable(table: PackTable | PackTableFailure): PackTable | PackTableFailure {
+    if (table instanceof PackTable) this.packKeys.set(table.pack, table.dataKey);
+    return table;
+  }
+
+  /** The data key `stanzas` wrap for this key's identities, if they wrap one for it. */
+  unwrapDataKey(stanzas: Buffer): Buffer | undefined {
+    const reader = this.requireReader('read backed-up data');
+    try {
+      return unwrapKey(stanzas, reader.identities);
+    } catch (error) {
+      if (error instanceof AuthenticationFailure) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * Turns one copy's stored bytes into the blob's plaintext, checking it against its id; with
+   * `keys`, opening it only with those data keys.
+   */
+  async decodeBlob(
+    id: string,
+    copy: IndexedBlob,
+    sealed: Uint8Array,
+    keys?: readonly Buffer[],
+  ): Promise<Buffer> {
     const damaged = (cause?: unknown) =>
       new DamagedBlobError(id, copy.pack, 'it fails authentication', cause);
-    const key = this.packKey(copy.pack);
-    let plain: Buffer;
+    const candidates = keys ?? this.dataKeys(copy.pack);
+    let plain: Buffer | undefined;
     try {
-      plain = open(key, sealed, blobAad(copy.type, Buffer.from(id, 'hex')));
+      const aad = blobAad(copy.type, Buffer.from(id, 'hex'));
+      for (const key of candidates) {
+        plain = openOrUndefined(key, sealed, aad);
+        if (plain) break;
+      }
+      if (!plain) throw new AuthenticationFailure();
       if (copy.compression === Compression.zstd) plain = zstdDecompress(plain);
     } catch (cause) {
       throw damaged(cause);
@@ -468,20 +602,33 @@ export class Repository {
   }
 
   /**
-   * Whether some copy of the blob lies in a pack not known to be damaged, with its delta base
+   * Whether some copy of the blob lies in a pack not known to be damaged, whose table was not
+   * found unauthenticated, in a listing its pack's table does not contradict, with its delta base
    * likewise: what a writer may deduplicate onto, or take as a delta base.
    */
   hasReadableCopy(id: string, asBase = false): boolean {
     if (this.index.whyUnreadable(id) !== undefined) return false;
-    if (this.damagedPacks.size === 0) return true;
+    const nothingFound =
+      this.damagedPacks.size === 0 &&
+      this.unauthenticatedTables.size === 0 &&
+      this.disagreeingCopies.size === 0;
+    if (nothingFound && !asBase) return true;
     // A base is read whole (reads never follow chains), so only its whole copies count.
     return this.index
       .locations(id)
-      .some((copy) =>
-        copy.base === undefined
-          ? !this.damagedPacks.has(copy.pack)
-          : !asBase && !this.damagedPacks.has(copy.pack) && this.hasReadableCopy(copy.base, true),
+      .some(
+        (copy) =>
+          this.mayUse(id, copy) &&
+          (copy.base === undefined || (!asBase && this.hasReadableCopy(copy.base, true))),
       );
+  }
+
+  private mayUse(id: string, copy: IndexedBlob): boolean {
+    return (
+      !this.damagedPacks.has(copy.pack) &&
+      !this.unauthenticatedTables.has(copy.pack) &&
+      !this.disagreeingCopies.has(locationKey(id, copy))
+    );
   }
 
   /** Packs found damaged by this session: missing, truncated, or holding a blob that failed to read. */
@@ -497,28 +644,33 @@ export class Repository {
     const stored = new Map<string, number>();
     for await (const object of this.backend.list('data/')) stored.set(object.name, object.size);
     for (const pack of this.index.packIdList()) {
-      if (stored.get(packName(pack)) !== this.index.pack(pack)!.size) this.damagedPacks.add(pack);
+      const size = stored.get(packName(pack));
+      if (!this.index.pack(pack)!.listings.some((listing) => listing.size === size))
+        this.damagedPacks.add(pack);
     }
   }
 
-  packKey(pack: string): Buffer {
-    const cached = this.packKeys.get(pack);
-    if (cached) return cached;
+  /**
+   * The data keys that may open the pack's blobs: the one its table was sealed with once the table
+   * is read, else every key the pack's listings unwrap to (one, unless index files disagree).
+   */
+  private dataKeys(pack: string): Buffer[] {
+    const known = this.packKeys.get(pack);
+    if (known) return [known];
     const reader = this.requireReader('read backed-up data');
-    const indexed = this.index.pack(pack);
-    if (!indexed) throw new VerificationError(`pack ${pack.slice(0, 16)} is not in the index`);
-    let key: Buffer;
-    try {
-      key = unwrapKey(indexed.keys, reader.identities);
-    } catch (cause) {
-      if (!(cause instanceof AuthenticationFailure)) throw cause;
+    const keys: Buffer[] = [];
+    for (const listing of this.index.pack(pack)?.listings ?? []) {
+      try {
+        keys.push(unwrapKey(listing.keys, reader.identities));
+      } catch (cause) {
+        if (!(cause instanceof AuthenticationFailure)) throw cause;
+      }
+    }
+    if (keys.length === 0)
       throw new VerificationError(`the key of pack ${pack.slice(0, 16)} cannot be unwrapped`, {
-        cause,
         hint: 'The index entry is damaged, or the pack was written for another repository.',
       });
-    }
-    this.packKeys.set(pack, key);
-    return key;
+    return keys;
   }
 
   async readTree(id: string): Promise<Tree> {
@@ -671,4 +823,19 @@ async function trustedState(
 /** The signature trailer of a snapshot file, if it has one (for key retirement's scan). */
 function snapshotSignature(bytes: Buffer) {
   return bytes.length > 4 && bytes.readUInt8(4) === 2 ? splitSigned(bytes) : undefined;
+}
+
+function notIndexed(id: string): VerificationError {
+  return new VerificationError(`blob ${id.slice(0, 16)} is not in the index`, {
+    hint: 'Run `strongbox check`.',
+  });
+}
+
+function openOrUndefined(key: Buffer, sealed: Uint8Array, aad: Buffer): Buffer | undefined {
+  try {
+    return open(key, sealed, aad);
+  } catch (error) {
+    if (error instanceof AuthenticationFailure) return undefined;
+    throw error;
+  }
 }

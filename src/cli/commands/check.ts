@@ -1,9 +1,46 @@
 import type { Command } from 'commander';
-import { check } from '../../ops/check.ts';
+import {
+  check,
+  type CheckName,
+  type CheckProblem,
+  type CheckResult,
+  type PackProblemCause,
+  type UnindexedPackCause,
+} from '../../ops/check.ts';
 import { ConfigError, VerificationError } from '../../errors.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
-import { formatBytes } from '../output.ts';
+import { formatBytes, type Output } from '../output.ts';
 import { count } from '../../util/plural.ts';
+
+const CHECK_NAMES: Record<CheckName, string> = {
+  'index-files': 'index files',
+  'pack-sizes': 'packs present at their size',
+  'snapshot-files': 'snapshot files',
+  'snapshot-contents': 'snapshot contents and trees',
+  'pack-tables': 'pack tables',
+  'blob-data': 'blob data',
+};
+
+/** What to do about a problem with a pack, after what is wrong with it. */
+const PACK_ADVICE: Record<PackProblemCause, string> = {
+  'index-disagrees': 'run `strongbox repair index`',
+  'unauthenticated-table': '`strongbox check --read-data` tells whether its blobs still read',
+  'blobs-fail-authentication': '`strongbox repair index --read-data` leaves them out of the index',
+};
+
+/** Why packs no index file lists are there, after "N packs (size) in no index file". */
+const UNINDEXED: Record<UnindexedPackCause, string> = {
+  'interrupted-backup':
+    'left by interrupted backups (every blob in them is indexed in another pack or used by no snapshot); they cost space only',
+  'lost-index-file':
+    'they hold blobs snapshots use, listed by an index file that was lost; run `strongbox repair index` to index them again',
+  'unauthenticated-table':
+    'their tables cannot be authenticated (not written for this repository, or damaged); nothing reads them',
+  'blobs-fail-authentication':
+    'their blobs fail authentication (forged with a key of this repository, or damaged); nothing reads them',
+  'not-examined':
+    'not examined (a write-only key cannot read pack tables); `strongbox check` with a full key tells why they are there',
+};
 
 export function registerCheck(program: Command): void {
   program
@@ -26,28 +63,47 @@ export function registerCheck(program: Command): void {
       });
       output.clearProgress();
       if (global.json) output.data(result);
-      else {
-        for (const problem of result.problems) {
-          const affected = problem.snapshots.length
-            ? ` (affects snapshots ${problem.snapshots.map((id) => id.slice(0, 8)).join(', ')})`
-            : '';
-          output.warn(`error: ${problem.object}: ${problem.message}${affected}`);
-        }
-        output.info(
-          `${count(result.snapshots, 'snapshot')}, ${count(result.indexFiles, 'index file')}, ${count(result.packs, 'pack')}, ${count(result.blobs, 'blob')} checked; ${count(result.packsRead, 'pack')} read`,
-        );
-        if (result.unreferencedPacks > 0)
-          output.info(
-            `${count(result.unreferencedPacks, 'pack')} (${formatBytes(result.unreferencedBytes)}) in no index file: left by interrupted backups, or listed by an index file that was lost; until a later \`strongbox repair index\` indexes them again, their data is not used`,
-          );
-      }
+      else printResult(output, result);
       if (result.problems.length > 0) {
+        const repair = result.problems.some((problem) => problem.cause === 'index-disagrees');
         throw new VerificationError(`check found ${count(result.problems.length, 'problem')}`, {
-          hint: 'Restore affected snapshots from another copy, or make a new backup.',
+          hint: repair
+            ? 'Run `strongbox repair index` to rebuild the index from the packs; restore affected snapshots from another copy, or make a new backup.'
+            : 'Restore affected snapshots from another copy, or make a new backup.',
         });
       }
-      if (!global.json) output.info('no errors were found');
+      // A write-only key checks the structure alone (exit 0: nothing it could check is wrong), and says so.
+      if (!global.json && result.skipped) output.info('nothing wrong in what a write-only key can check');
+      else if (!global.json) output.info('no errors were found');
     });
+}
+
+function printResult(output: Output, result: CheckResult): void {
+  for (const problem of result.problems) output.warn(`error: ${problemLine(problem)}`);
+  output.info(
+    `${count(result.snapshots, 'snapshot')}, ${count(result.indexFiles, 'index file')}, ${count(result.packs, 'pack')}, ${count(result.blobs, 'blob')} checked; ${count(result.packsRead, 'pack')} read`,
+  );
+  if (result.skipped) {
+    const names = (checks: readonly CheckName[]) => checks.map((name) => CHECK_NAMES[name]).join(', ');
+    output.info(
+      `checked: ${names(result.checks)}; not checked with a write-only key: ${names(result.skipped.checks)} (${count(result.skipped.snapshots, 'snapshot')}) — use a full key`,
+    );
+  }
+  const byCause = new Map<UnindexedPackCause, { packs: number; bytes: number }>();
+  for (const { cause, size } of result.unindexedPacks) {
+    const total = byCause.get(cause) ?? { packs: 0, bytes: 0 };
+    byCause.set(cause, { packs: total.packs + 1, bytes: total.bytes + size });
+  }
+  for (const [cause, { packs, bytes }] of byCause)
+    output.info(`${count(packs, 'pack')} (${formatBytes(bytes)}) in no index file: ${UNINDEXED[cause]}`);
+}
+
+function problemLine(problem: CheckProblem): string {
+  const affected = problem.snapshots.length
+    ? ` (affects snapshots ${problem.snapshots.map((id) => id.slice(0, 8)).join(', ')})`
+    : '';
+  const advice = problem.cause ? PACK_ADVICE[problem.cause] : '';
+  return `${problem.object}: ${problem.message}${affected}${advice ? `; ${advice}` : ''}`;
 }
 
 function parseFraction(text: string): number {
