@@ -36,7 +36,19 @@ describe('a backup killed with SIGKILL', () => {
       input: 'kept\n',
     });
     expect(baseline.code).toBe(0);
-    for (const delay of [150, 400, 700, 1000, 1400, 1900, 2500]) {
+    const count = (folder: string) => countFiles(path.join(repo.repo, folder));
+    // Each round is killed at a state it waits for, never after a fixed delay.
+    const moments: [string, (packs: number, indexes: number) => Promise<boolean>][] = [
+      ['its lock is taken', async () => (await count('locks')) > 0],
+      ['its first pack is written', async (packs) => (await count('data')) > packs],
+      ['three packs are written', async (packs) => (await count('data')) >= packs + 3],
+      ['its first index file is written', async (_, indexes) => (await count('index')) > indexes],
+      ['ten packs are written', async (packs) => (await count('data')) >= packs + 10],
+      ['its second index file is written', async (_, indexes) => (await count('index')) >= indexes + 2],
+    ];
+    for (const [moment, reached] of moments) {
+      const packs = await count('data');
+      const indexes = await count('index');
       const child = spawn(
         process.execPath,
         [CLI, 'backup', 'stdin', '--name', 'killed.bin', '--stdin-from-command', '--', ...PRODUCER],
@@ -45,9 +57,14 @@ describe('a backup killed with SIGKILL', () => {
           stdio: 'ignore',
         },
       );
-      await sleep(delay);
+      const closed = new Promise((resolve) => child.once('close', resolve));
+      const deadline = Date.now() + 30_000;
+      while (!(await reached(packs, indexes))) {
+        if (Date.now() > deadline) throw new Error(`the backup never got to where ${moment}`);
+        await sleep(5);
+      }
       child.kill('SIGKILL');
-      await new Promise((resolve) => child.once('close', resolve));
+      await closed;
 
       const listed = await runCli(['snapshots', '--json'], { env: repo.env });
       expect(listed.code).toBe(0);
@@ -55,7 +72,7 @@ describe('a backup killed with SIGKILL', () => {
         ['ok.bin'],
       );
       const checked = await runCli(['check', '--read-data'], { env: repo.env });
-      expect(checked.stderr, `killed after ${delay} ms`).toMatch(/no errors were found/);
+      expect(checked.stderr, `killed when ${moment}`).toMatch(/no errors were found/);
       expect(checked.code).toBe(0);
     }
     // Packs were written by the killed runs: the kills did land mid-backup.

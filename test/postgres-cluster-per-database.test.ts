@@ -206,12 +206,26 @@ describe('findDatabaseSnapshot', () => {
     (
       await repository.saveSnapshot(
         { time, host: 'h', username: 'u', kind, name, tags: [], size: 1, stored: 0, program: 'test' },
-        { tree: 'none', paths: [], summary: {}, source },
+        { tree: '0'.repeat(64), paths: [], summary: {}, source },
       )
     ).id;
+  /** What a backup records of a database, without the optional parts: the schema requires it whole. */
+  const recorded = (database: string) => ({
+    database,
+    connection: 'postgres@db1:5432',
+    serverVersion: 150000,
+    pgDumpMajor: 15,
+    format: 'custom',
+    archiveVersion: '1.14.0',
+    tables: [],
+  });
   const cluster = (...databases: string[]) => ({
+    cluster: 'postgres@db1:5432',
+    serverVersion: 150000,
+    pgDumpMajor: 15,
+    globals: 'globals.sql',
     databases: Object.fromEntries(
-      databases.map((database) => [database, { file: `${database}.dump`, tables: [] }]),
+      databases.map((database) => [database, { file: `${database}.dump`, ...recorded(database) }]),
     ),
   });
 
@@ -232,7 +246,7 @@ describe('findDatabaseSnapshot', () => {
       time,
       cluster('shop', 'app'),
     );
-    const single = await save(repository, 'postgres', 'shop', time, { database: 'shop', tables: [] });
+    const single = await save(repository, 'postgres', 'shop', time, recorded('shop'));
     const found = await findDatabaseSnapshot(repository, 'latest', { name: 'shop' });
     expect(found).toMatchObject({ snapshot: { id: single }, database: 'shop', path: undefined });
     // app only the cluster snapshot holds; --kind narrows to one kind.
