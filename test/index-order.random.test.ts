@@ -3,6 +3,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { check, openRepository, type Repository } from '../src/index.ts';
 import { MasterIndex, type IndexedBlob, type IndexFileContent } from '../src/repository/master-index.ts';
 import { sealJson } from '../src/repository/sealed-file.ts';
+import { signObject } from '../src/repository/signed-object.ts';
+import { SigningKey } from '../src/crypto/signing.ts';
+import { decodeIdentityFile } from '../src/repository/keys.ts';
 import { backupBuffer, createTestRepo, PASSWORD, readAll, type TestRepo } from './helpers/repo.ts';
 import { seededRandom } from './helpers/fault-proxy.ts';
 import { rounds, seed } from './helpers/soak.ts';
@@ -140,9 +143,18 @@ describe('index load order (randomized)', () => {
           expect(index.pack(pack)!.listings).toHaveLength(poisonedCopies);
       }
 
-      // Written to storage, the poisoned files cost readers warnings, never data.
+      // Written to storage, signed by a current writer (a write-only key, as on a compromised
+      // database host), the poisoned files cost readers warnings, never data.
+      const writer = decodeIdentityFile(await reader.exportIdentity('write-only'));
+      if (writer.kind !== 'write-only') throw new Error('a write-only identity');
+      const signing = new SigningKey(writer.signingKey);
       for (const [, content] of poisoned) {
-        const bytes = sealJson('SBIX', reader.metadataKey, content);
+        const bytes = signObject(
+          'index',
+          reader.config.id,
+          sealJson('SBI2', reader.metadataKey, content),
+          signing,
+        );
         await reader.backend.put(`index/${createHash('sha256').update(bytes).digest('hex')}`, bytes);
       }
       const poisonedReader = await openRepository({ repo: repo.location, passphrase: PASSWORD });
