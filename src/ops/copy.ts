@@ -74,10 +74,8 @@ export async function copySnapshots(
       hint: 'Give the source a full key (its password or identity file); the target needs only a write-only key.',
     });
   }
-  const sourceLock = await source.readLock('copy from');
-  try {
-    const targetLock = await target.lock(false, 'copy to');
-    try {
+  return source.withReadLock('copy from', () =>
+    target.withLock('copy to', { exclusive: false }, async () => {
       const { snapshots: all, damaged } = await source.scanSnapshots();
       for (const snapshot of damaged)
         source.onWarning(`damaged snapshot ${shortName(snapshot.id)} is not copied: ${snapshot.problem}`);
@@ -174,12 +172,8 @@ export async function copySnapshots(
       } finally {
         await session?.writer.close();
       }
-    } finally {
-      await targetLock.release();
-    }
-  } finally {
-    await sourceLock.release();
-  }
+    }),
+  );
 }
 
 /** The snapshot a backup first wrote, of which this one may be a copy. */

@@ -52,8 +52,7 @@ export async function restorePostgresCluster(
 ): Promise<ClusterRestoreResult> {
   const started = Date.now();
   const step = options.onStep ?? (() => undefined);
-  const lock = await repository.readLock('restore postgres cluster');
-  try {
+  return repository.withReadLock('restore postgres cluster', async () => {
     const snapshot = await repository.findSnapshot(reference, { ...options.filter, kind: CLUSTER_KIND });
     const { body } = await repository.loadSnapshot(snapshot.id);
     const details = parseClusterSource(body.source, snapshot.id);
@@ -150,7 +149,5 @@ export async function restorePostgresCluster(
       );
     }
     return { ...result, dryRun: false, durationMs: Date.now() - started };
-  } finally {
-    await lock.release();
-  }
+  });
 }

@@ -101,8 +101,7 @@ export async function restorePostgres(
       hint: 'Leave out --jobs, or --single-transaction.',
     });
   }
-  const lock = await repository.readLock('restore postgres');
-  try {
+  return repository.withReadLock('restore postgres', async () => {
     const connection = resolveConnection(options.to, process.env, options.password);
     const found = await findDatabaseSnapshot(repository, reference, options.filter, connection.database);
     const { snapshot, details: recorded } = found;
@@ -283,9 +282,7 @@ export async function restorePostgres(
       ...(options.dropOld ? {} : { keptAs }),
       durationMs: Date.now() - started,
     };
-  } finally {
-    await lock.release();
-  }
+  });
 }
 
 /** Tries for a free name before giving up: each taken name is one more try. */

@@ -99,6 +99,14 @@ export interface HeldLock {
 
 const NO_LOCK: HeldLock = { release: () => Promise.resolve() };
 
+async function holding<T>(lock: HeldLock, action: () => Promise<T>): Promise<T> {
+  try {
+    return await action();
+  } finally {
+    await lock.release();
+  }
+}
+
 const SIGNED_INDEX = 'SBI2';
 const LEGACY_INDEX = 'SBIX';
 
@@ -157,7 +165,7 @@ export class Repository {
       warn,
     );
     this.keyRing = new KeyRing(session, {
-      lock: (operation) => this.lock(true, operation),
+      withExclusiveLock: (operation, action) => this.withLock(operation, { exclusive: true }, action),
       judgeAll: () => this.judgeAllObjects(),
       warn,
     });
@@ -291,6 +299,20 @@ export class Repository {
       this.readLocking.onUnlocked?.(error);
       return NO_LOCK;
     }
+  }
+
+  /** Runs `action` holding a lock (exclusive: while no one else holds any), released however it ends. */
+  async withLock<T>(
+    operation: string,
+    { exclusive }: { exclusive: boolean },
+    action: () => Promise<T>,
+  ): Promise<T> {
+    return holding(await this.lock(exclusive, operation), action);
+  }
+
+  /** Runs `action`, which only reads, holding the lock `readLock` takes, released however it ends. */
+  async withReadLock<T>(operation: string, action: () => Promise<T>): Promise<T> {
+    return holding(await this.readLock(operation), action);
   }
 
   // ---- index
