@@ -206,12 +206,27 @@ describe('findDatabaseSnapshot', () => {
     (
       await repository.saveSnapshot(
         { time, host: 'h', username: 'u', kind, name, tags: [], size: 1, stored: 0, program: 'test' },
-        { tree: 'none', paths: [], summary: {}, source },
+        // A tree id no test reads: these snapshots have no archives behind them.
+        { tree: '0'.repeat(64), paths: [], summary: {}, source },
       )
     ).id;
+  /** What a backup records of one database, as little of it as the record schema takes. */
+  const recorded = (database: string) => ({
+    database,
+    connection: `postgres://h/${database}`,
+    serverVersion: 170000,
+    pgDumpMajor: 17,
+    format: 'custom',
+    archiveVersion: '1.16',
+    tables: [],
+  });
   const cluster = (...databases: string[]) => ({
+    cluster: 'postgres://h/',
+    serverVersion: 170000,
+    pgDumpMajor: 17,
+    globals: 'globals.sql',
     databases: Object.fromEntries(
-      databases.map((database) => [database, { file: `${database}.dump`, tables: [] }]),
+      databases.map((database) => [database, { file: `${database}.dump`, ...recorded(database) }]),
     ),
   });
 
@@ -232,7 +247,7 @@ describe('findDatabaseSnapshot', () => {
       time,
       cluster('shop', 'app'),
     );
-    const single = await save(repository, 'postgres', 'shop', time, { database: 'shop', tables: [] });
+    const single = await save(repository, 'postgres', 'shop', time, recorded('shop'));
     const found = await findDatabaseSnapshot(repository, 'latest', { name: 'shop' });
     expect(found).toMatchObject({ snapshot: { id: single }, database: 'shop', path: undefined });
     // app only the cluster snapshot holds; --kind narrows to one kind.
