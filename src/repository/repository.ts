@@ -10,6 +10,7 @@ import {
   KeyError,
   LegacyFormatError,
   LegacyKeyError,
+  NoRepositoryError,
   RetiredKeyError,
   StrongboxError,
   VerificationError,
@@ -614,9 +615,7 @@ async function readConfig(backend: StorageBackend): Promise<{ config: Repository
     bytes = await backend.get(CONFIG_NAME);
   } catch (error) {
     if (error instanceof ObjectNotFoundError) {
-      throw new ConfigError(`there is no strongbox repository at ${backend.location}`, {
-        hint: 'Check --repo / STRONGBOX_REPO, or create one with `strongbox init`.',
-      });
+      throw new NoRepositoryError(backend.location);
     }
     throw error;
   }
