@@ -1,3 +1,5 @@
+import type { SnapshotFilter } from './repository/snapshot-store.ts';
+
 /**
  * Every failure strongbox reports is one of these. Only the CLI entry point turns them into
  * exit codes; library callers branch on the class or on `exitCode`.
@@ -17,7 +19,10 @@ export const ExitCode = {
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
 export interface ErrorDetails {
-  /** What the user should do about it, one short sentence. */
+  /**
+   * What the user should do about it, one short sentence, without command-line flags: an error
+   * that a different call would resolve says so in fields of its own, which cli/hints.ts words.
+   */
   hint?: string;
   cause?: unknown;
 }
@@ -65,7 +70,6 @@ export class WrongPasswordError extends KeyError {
         (skipped === 0
           ? ''
           : ` (${skipped} key ${skipped === 1 ? 'slot was' : 'slots were'} skipped as invalid)`),
-      { hint: 'Check STRONGBOX_PASSWORD, --password-file or --password-command.' },
     );
   }
 }
@@ -247,6 +251,145 @@ export class PasswordInUrlError extends ConfigError {
     readonly location: string,
   ) {
     super(`the database URL ${location} holds a password, which would be visible in the process list`);
+  }
+}
+
+/** Nothing at a location is a strongbox repository. */
+export class NoRepositoryError extends ConfigError {
+  constructor(readonly location: string) {
+    super(`there is no strongbox repository at ${location}`, {
+      hint: 'Check the location, or create a repository there with `strongbox init`.',
+    });
+  }
+}
+
+/** A snapshot named by id that filters given with it do not select. */
+export class SnapshotFilterMismatchError extends ConfigError {
+  constructor(
+    message: string,
+    readonly snapshot: string,
+    /** The filters it fails. */
+    readonly filters: readonly (keyof SnapshotFilter)[],
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Which database of a snapshot to use is not clear: the snapshot (or the snapshots that match)
+ * hold several and none was named, or the one `named` is not among them.
+ */
+export class DatabaseChoiceError extends ConfigError {
+  constructor(
+    message: string,
+    /** The databases to choose from. */
+    readonly databases: readonly string[],
+    readonly named?: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * A database a restore would create exists already. `resolution` is what restores it anyway:
+ * `replace`, the same restore told to replace it; `replace-alone`, a restore of that database
+ * alone told to replace it (a cluster restore replaces nothing).
+ */
+export class TargetExistsError extends ConfigError {
+  constructor(
+    readonly database: string,
+    /** The server, as messages show it. */
+    readonly server: string,
+    readonly resolution: 'replace' | 'replace-alone',
+    /** It did not exist yet when the restore began. */
+    { createdDuringRestore = false } = {},
+  ) {
+    super(
+      createdDuringRestore
+        ? `database ${database} was created on ${server} during the restore`
+        : `database ${database} already exists on ${server}`,
+    );
+  }
+}
+
+/** Replacing a database was not confirmed (PostgresRestoreOptions.confirm). */
+export class ReplaceNotConfirmedError extends ConfigError {
+  constructor(readonly database: string) {
+    super(`replacing database ${database} was not confirmed`);
+  }
+}
+
+/** Options of one call that exclude each other, by their names in the library's options. */
+export class ConflictingOptionsError extends ConfigError {
+  constructor(
+    message: string,
+    readonly options: readonly string[],
+  ) {
+    super(message);
+  }
+}
+
+/** A directory to restore into holds something already, and overwriting it was not asked for. */
+export class TargetNotEmptyError extends ConfigError {
+  constructor(readonly directory: string) {
+    super(`${directory} is not empty`, { hint: 'Choose an empty directory.' });
+  }
+}
+
+/**
+ * A PostgreSQL client program (pg_dump, psql…) is missing, or older than `version`, the major
+ * version the server needs.
+ */
+export class MissingToolError extends MissingDependencyError {
+  constructor(
+    message: string,
+    readonly tool: string,
+    readonly version?: number,
+  ) {
+    super(message, {
+      hint:
+        version === undefined
+          ? 'Install the PostgreSQL client programs (Debian: postgresql-client).'
+          : `Install the PostgreSQL ${version} client programs (Debian: postgresql-client-${version}).`,
+    });
+  }
+}
+
+/** A file or directory a backup was to read cannot be read; `code` is the system's (EACCES, EIO…). */
+export class UnreadableFileError extends SourceError {
+  constructor(
+    readonly path: string,
+    readonly code: string | undefined,
+    cause: unknown,
+  ) {
+    super(`cannot read ${path}: ${code ?? (cause instanceof Error ? cause.message : String(cause))}`, {
+      hint:
+        code === 'EACCES' || code === 'EPERM'
+          ? 'Run the backup as a user that can read it.'
+          : 'Check the disk and filesystem.',
+      cause,
+    });
+  }
+}
+
+/** `reference` (an id prefix, or latest) names no snapshot in the source repository of a copy. */
+export class SourceSnapshotNotFoundError extends ConfigError {
+  constructor(
+    readonly reference: string,
+    /** The source repository's location. */
+    readonly location: string,
+  ) {
+    super(
+      reference === 'latest'
+        ? `the source repository at ${location} has no snapshot to copy`
+        : `no snapshot ${reference} in the source repository at ${location}`,
+      {
+        hint:
+          reference === 'latest'
+            ? "Check the filters, or list the source repository's snapshots."
+            : "List the source repository's snapshots (the filters given apply too).",
+      },
+    );
   }
 }
 

@@ -286,6 +286,9 @@ describe('strongbox copy between local repositories', () => {
     const missing = await cli(b, ['copy', ...from(a), 'deadbeef']);
     expectExit(missing, 3);
     expect(missing.stderr).toContain(`strongbox: no snapshot deadbeef in the source repository at ${a.repo}`);
+    expect(missing.stderr).toContain(
+      '  List them with `strongbox snapshots --repo SOURCE` (the filters given apply too).',
+    );
 
     const wrong = await cli(b, ['copy', '--from', a.repo, '--from-password-file', b.passwordFile]);
     expectExit(wrong, 5);

@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, findDatabaseSnapshot, type Repository } from '../src/index.ts';
+import { ConfigError, DatabaseChoiceError, findDatabaseSnapshot, type Repository } from '../src/index.ts';
 import { runCli, tempRepo, type RunResult, type TempRepo, expectExit } from './helpers/cli.ts';
 import { startCluster, type TestCluster } from './helpers/postgres.ts';
 import { createTestRepo, type TestRepo } from './helpers/repo.ts';
@@ -276,7 +276,8 @@ describe('findDatabaseSnapshot', () => {
     );
     for (const name of ['constructor', '__proto__', 'toString']) {
       const byId = findDatabaseSnapshot(repository, id, { name });
-      await expect(byId).rejects.toBeInstanceOf(ConfigError);
+      await expect(byId).rejects.toBeInstanceOf(DatabaseChoiceError);
+      await expect(byId).rejects.toMatchObject({ databases: ['shop'], named: name });
       await expect(byId).rejects.toThrow(
         `snapshot ${id.slice(0, 8)} of cluster postgres@db2:5432 holds no database ${name}; it holds shop`,
       );

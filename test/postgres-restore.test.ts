@@ -116,6 +116,9 @@ describe('restore postgres', () => {
     const exists = await runCli(['restore', 'latest', '--to', to('app')], { env: repo.env });
     expectExit(exists, 3);
     expect(exists.stderr).toMatch(/database app already exists/);
+    expect(exists.stderr).toContain(
+      '  Restore into a new database, or pass --replace to swap it for the restored one.',
+    );
     const unconfirmed = await runCli(['restore', 'latest', '--to', to('app'), '--replace'], {
       env: repo.env,
     });

@@ -56,7 +56,9 @@ describe('snapshots named by id', () => {
     // Without an id, the choice among databases is still asked for.
     const latest = await runCli(['restore', 'latest', '--to', to('other')], { env: repo.env });
     expectExit(latest, 3);
-    expect(latest.stderr).toContain('snapshots of several databases match (app, shop)');
+    expect(latest.stderr).toContain(
+      'snapshots of several databases match (app, shop)\n  Choose one with --name DATABASE.\n',
+    );
   });
 
   it('says what a files snapshot is, and which command restores it', async () => {

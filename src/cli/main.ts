@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
-import { ExitCode, PasswordInUrlError, SnapshotKindError, StrongboxError } from '../errors.ts';
+import { ExitCode, StrongboxError } from '../errors.ts';
 import { runInterruptCleanups } from '../util/interrupt.ts';
 import { VERSION } from '../version.ts';
 import { registerBackup } from './commands/backup.ts';
@@ -16,6 +16,7 @@ import { registerRestore } from './commands/restore.ts';
 import { registerSnapshots } from './commands/snapshots.ts';
 import { registerUnlock } from './commands/unlock.ts';
 import { registerVerify } from './commands/verify.ts';
+import { hintFor } from './hints.ts';
 
 function buildProgram(): Command {
   const program = new Command('strongbox')
@@ -94,34 +95,6 @@ function report(error: unknown, debug: boolean): number {
       : '  Run again with --debug for details, and report it if it persists.\n',
   );
   return ExitCode.general;
-}
-
-/** The hints that name this command line's options, for errors of the library, which knows none. */
-function hintFor(error: StrongboxError): string | undefined {
-  if (error instanceof SnapshotKindError) return restoreHint(error);
-  if (error instanceof PasswordInUrlError) return DATABASE_PASSWORD_HINT;
-  return error.hint;
-}
-
-const DATABASE_PASSWORD_HINT =
-  'Leave it out of the URL, and give it with --db-password-file FILE (or STRONGBOX_DB_PASSWORD_FILE), ' +
-  'PGPASSWORD or DB_PASSWORD in the environment, or a ~/.pgpass file (PGPASSFILE).';
-
-/** For a snapshot given to a command that does not take its kind: the command that does. */
-function restoreHint({ kind, snapshot }: SnapshotKindError): string | undefined {
-  const id = snapshot.slice(0, 8);
-  switch (kind) {
-    case 'postgres':
-      return `Restore it with: strongbox restore ${id} --to postgres://…/DATABASE (or write its archive: strongbox dump ${id} > FILE).`;
-    case 'postgres-cluster':
-      return `Restore it with: strongbox restore --all ${id}, or one of its databases: strongbox restore ${id} --name DATABASE --to postgres://…/DATABASE.`;
-    case 'files':
-      return `Restore it with: strongbox restore files ${id} --target DIR.`;
-    case 'stdin':
-      return `Restore it with: strongbox cat ${id} > FILE, or strongbox restore files ${id} --target DIR.`;
-    default:
-      return undefined;
-  }
 }
 
 /** 128 + the signal's number, as shells report a process a signal ended. */

@@ -104,8 +104,7 @@ async function backupLocked(
 ): Promise<BackupResult> {
   requireRecordable(options);
   const started = Date.now();
-  const lock = await repository.lock(false, `backup ${source.kind}`);
-  try {
+  return repository.withLock(`backup ${source.kind}`, { exclusive: false }, async () => {
     await repository.loadIndex();
     await repository.findMissingOrTruncatedPacks();
     const host = options.host ?? os.hostname();
@@ -158,9 +157,7 @@ async function backupLocked(
     } finally {
       await writer.close();
     }
-  } finally {
-    await lock.release();
-  }
+  });
 }
 
 /**

@@ -93,12 +93,7 @@ export interface CheckResult {
  * decrypts and authenticates the blobs themselves.
  */
 export async function check(repository: Repository, options: CheckOptions = {}): Promise<CheckResult> {
-  const lock = await repository.readLock('check');
-  try {
-    return await new Checker(repository, options).run();
-  } finally {
-    await lock.release();
-  }
+  return repository.withReadLock('check', () => new Checker(repository, options).run());
 }
 
 /** The index's listings of one pack's blobs. */

@@ -1,4 +1,4 @@
-import { ConfigError, KeyError } from '../errors.ts';
+import { ConfigError, KeyError, SourceSnapshotNotFoundError } from '../errors.ts';
 import { BlobType } from '../repository/blob.ts';
 import { BlobWriter } from '../repository/blob-writer.ts';
 import { shortName, type Repository, type SnapshotFilter } from '../repository/repository.ts';
@@ -74,10 +74,8 @@ export async function copySnapshots(
       hint: 'Give the source a full key (its password or identity file); the target needs only a write-only key.',
     });
   }
-  const sourceLock = await source.readLock('copy from');
-  try {
-    const targetLock = await target.lock(false, 'copy to');
-    try {
+  return source.withReadLock('copy from', () =>
+    target.withLock('copy to', { exclusive: false }, async () => {
       const { snapshots: all, damaged } = await source.scanSnapshots();
       for (const snapshot of damaged)
         source.onWarning(`damaged snapshot ${shortName(snapshot.id)} is not copied: ${snapshot.problem}`);
@@ -174,12 +172,8 @@ export async function copySnapshots(
       } finally {
         await session?.writer.close();
       }
-    } finally {
-      await targetLock.release();
-    }
-  } finally {
-    await sourceLock.release();
-  }
+    }),
+  );
 }
 
 /** The snapshot a backup first wrote, of which this one may be a copy. */
@@ -203,26 +197,16 @@ function selectSnapshots(
   for (const reference of references) {
     if (reference === 'latest') {
       const latest = candidates.at(-1);
-      if (!latest)
-        throw new ConfigError(`the source repository at ${location} has no snapshot to copy`, {
-          hint: 'Check the filters, or list them with `strongbox snapshots --repo SOURCE`.',
-        });
+      if (!latest) throw new SourceSnapshotNotFoundError(reference, location);
       chosen.add(latest);
       continue;
     }
     const found = candidates.filter((snapshot) => snapshot.id.startsWith(reference.toLowerCase()));
-    if (found.length !== 1) {
-      throw new ConfigError(
-        found.length === 0
-          ? `no snapshot ${reference} in the source repository at ${location}`
-          : `snapshot id ${reference} is ambiguous in the source repository at ${location}`,
-        {
-          hint:
-            found.length === 0
-              ? 'List them with `strongbox snapshots --repo SOURCE` (the filters given apply too).'
-              : 'Give more characters of the id.',
-        },
-      );
+    if (found.length === 0) throw new SourceSnapshotNotFoundError(reference, location);
+    if (found.length > 1) {
+      throw new ConfigError(`snapshot id ${reference} is ambiguous in the source repository at ${location}`, {
+        hint: 'Give more characters of the id.',
+      });
     }
     chosen.add(found[0]!);
   }

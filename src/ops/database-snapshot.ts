@@ -1,4 +1,9 @@
-import { ConfigError, SnapshotKindError } from '../errors.ts';
+import {
+  ConfigError,
+  DatabaseChoiceError,
+  SnapshotFilterMismatchError,
+  SnapshotKindError,
+} from '../errors.ts';
 import { shortName, type Repository, type SnapshotFilter } from '../repository/repository.ts';
 import type { SnapshotInfo } from '../repository/snapshot.ts';
 import { CLUSTER_KIND, type PostgresClusterDetails } from '../sources/postgres/cluster.ts';
@@ -72,9 +77,9 @@ export async function findDatabaseSnapshot(
     });
   const newestCluster = await clusters.newest();
   if (newestCluster) {
-    throw new ConfigError(
+    throw new DatabaseChoiceError(
       `cluster snapshot ${shortName(newestCluster.id)} holds several databases (${databaseList(newestCluster.details)})`,
-      { hint: 'Choose one with --name DATABASE.' },
+      databasesOf(newestCluster.details),
     );
   }
   throw new ConfigError('there is no snapshot to use', {
@@ -97,9 +102,11 @@ async function chosenDatabase(
   if (names.has(target) || (await clusters.newestHolding(target))) return target;
   if (names.size === 1) return [...names][0];
   if (names.size > 1) {
-    throw new ConfigError(`snapshots of several databases match (${[...names].sort().join(', ')})`, {
-      hint: 'Choose one with --name DATABASE.',
-    });
+    const databases = [...names].sort();
+    throw new DatabaseChoiceError(
+      `snapshots of several databases match (${databases.join(', ')})`,
+      databases,
+    );
   }
   return undefined;
 }
@@ -130,9 +137,11 @@ async function byId(
   const { header } = snapshot;
   if (header.kind === DATABASE_KIND) {
     if (name !== undefined && header.name !== name) {
-      throw new ConfigError(`snapshot ${shortName(snapshot.id)} is of database ${header.name}, not ${name}`, {
-        hint: 'Leave out --name when naming a snapshot of one database by id.',
-      });
+      throw new SnapshotFilterMismatchError(
+        `snapshot ${shortName(snapshot.id)} is of database ${header.name}, not ${name}`,
+        snapshot.id,
+        ['name'],
+      );
     }
     return ofOneDatabase(repository, snapshot);
   }
@@ -142,15 +151,16 @@ async function byId(
   const details = parseClusterSource(body.source, snapshot.id);
   const database = name ?? (target !== undefined && holds(details, target) ? target : undefined);
   if (database === undefined) {
-    throw new ConfigError(
+    throw new DatabaseChoiceError(
       `snapshot ${shortName(snapshot.id)} is of cluster ${header.name}, which holds several databases (${databaseList(details)})`,
-      { hint: 'Choose one with --name DATABASE.' },
+      databasesOf(details),
     );
   }
   if (!holds(details, database)) {
-    throw new ConfigError(
+    throw new DatabaseChoiceError(
       `snapshot ${shortName(snapshot.id)} of cluster ${header.name} holds no database ${database}; it holds ${databaseList(details)}`,
-      { hint: 'Choose one of them with --name DATABASE.' },
+      databasesOf(details),
+      database,
     );
   }
   return inCluster(snapshot, body.tree, details, database);
@@ -181,8 +191,12 @@ function holds(details: PostgresClusterDetails, database: string): boolean {
   return Object.hasOwn(details.databases, database);
 }
 
+function databasesOf(details: PostgresClusterDetails): string[] {
+  return Object.keys(details.databases).sort();
+}
+
 function databaseList(details: PostgresClusterDetails): string {
-  return Object.keys(details.databases).sort().join(', ');
+  return databasesOf(details).join(', ');
 }
 
 /** Cluster snapshots, newest first, each body read once and only when asked for. */

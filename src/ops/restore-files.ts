@@ -2,7 +2,14 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { ConfigError, DamagedBlobError, errnoCode, StrongboxError, VerificationError } from '../errors.ts';
+import {
+  ConfigError,
+  DamagedBlobError,
+  errnoCode,
+  StrongboxError,
+  TargetNotEmptyError,
+  VerificationError,
+} from '../errors.ts';
 import type { Tree, TreeNode } from '../repository/tree.ts';
 import { globMatcher } from '../sources/files.ts';
 import { readBlobs } from './read-content.ts';
@@ -72,9 +79,7 @@ async function prepareTarget(root: string, overwrite: boolean): Promise<void> {
       hint: 'Choose an empty directory to restore into.',
     });
   if (!overwrite && (await onTarget(root, () => fs.readdir(root))).length > 0)
-    throw new ConfigError(`${root} is not empty`, {
-      hint: 'Choose an empty directory, or pass --overwrite to replace what is there.',
-    });
+    throw new TargetNotEmptyError(root);
 }
 
 /** A directory made only once something is restored into it, so --include leaves no empty trail. */

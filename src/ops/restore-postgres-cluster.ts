@@ -1,4 +1,4 @@
-import { ConfigError } from '../errors.ts';
+import { TargetExistsError } from '../errors.ts';
 import type { Repository, SnapshotFilter } from '../repository/repository.ts';
 import { CLUSTER_KIND, GLOBALS_FILE } from '../sources/postgres/cluster.ts';
 import { resolveConnection, withDatabase } from '../sources/postgres/connection.ts';
@@ -42,8 +42,8 @@ export interface ClusterRestoreResult {
 /**
  * Rebuilds a cluster's logical content from a cluster snapshot: roles and tablespaces first,
  * then every database, each created, restored and verified. A database that already exists is
- * refused (restore it alone with --replace), except a `postgres` database that holds no tables,
- * as every new cluster has.
+ * refused (a restore of it alone can replace it), except a `postgres` database that holds no
+ * tables, as every new cluster has.
  */
 export async function restorePostgresCluster(
   repository: Repository,
@@ -52,8 +52,7 @@ export async function restorePostgresCluster(
 ): Promise<ClusterRestoreResult> {
   const started = Date.now();
   const step = options.onStep ?? (() => undefined);
-  const lock = await repository.readLock('restore postgres cluster');
-  try {
+  return repository.withReadLock('restore postgres cluster', async () => {
     const snapshot = await repository.findSnapshot(reference, { ...options.filter, kind: CLUSTER_KIND });
     const { body } = await repository.loadSnapshot(snapshot.id);
     const details = parseClusterSource(body.source, snapshot.id);
@@ -68,10 +67,7 @@ export async function restorePostgresCluster(
     for (const database of databases) {
       if (!(await target.exists(database))) continue;
       if (database === 'postgres' && (await target.isEmpty(database))) reuse.add(database);
-      else
-        throw new ConfigError(`database ${database} already exists on ${connection.display}`, {
-          hint: 'Drop it, or restore it alone with --name and --replace.',
-        });
+      else throw new TargetExistsError(database, connection.display, 'replace-alone');
     }
     const steps = [
       `restore roles and tablespaces (${GLOBALS_FILE})`,
@@ -150,7 +146,5 @@ export async function restorePostgresCluster(
       );
     }
     return { ...result, dryRun: false, durationMs: Date.now() - started };
-  } finally {
-    await lock.release();
-  }
+  });
 }

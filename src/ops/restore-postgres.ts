@@ -1,4 +1,10 @@
-import { ConfigError, SourceError } from '../errors.ts';
+import {
+  ConfigError,
+  ConflictingOptionsError,
+  ReplaceNotConfirmedError,
+  SourceError,
+  TargetExistsError,
+} from '../errors.ts';
 import type { Repository, SnapshotFilter } from '../repository/repository.ts';
 import { resolveConnection } from '../sources/postgres/connection.ts';
 import { RestoreTarget } from '../sources/postgres/target.ts';
@@ -92,17 +98,20 @@ export async function restorePostgres(
   const started = Date.now();
   const step = options.onStep ?? (() => undefined);
   if (options.schemaOnly && options.dataOnly)
-    throw new ConfigError('--schema-only and --data-only exclude each other');
+    throw new ConflictingOptionsError('a restore cannot be both schema-only and data-only', [
+      'schemaOnly',
+      'dataOnly',
+    ]);
   const jobs = options.jobs ?? 1;
   if (!Number.isInteger(jobs) || jobs < 1)
-    throw new ConfigError(`--jobs ${jobs} is not a positive whole number`);
+    throw new ConfigError(`the number of jobs must be a positive whole number, not ${jobs}`);
   if (jobs > 1 && options.singleTransaction) {
-    throw new ConfigError('--single-transaction restores in one transaction, which cannot run in parallel', {
-      hint: 'Leave out --jobs, or --single-transaction.',
-    });
+    throw new ConflictingOptionsError('a restore in a single transaction cannot run in parallel jobs', [
+      'jobs',
+      'singleTransaction',
+    ]);
   }
-  const lock = await repository.readLock('restore postgres');
-  try {
+  return repository.withReadLock('restore postgres', async () => {
     const connection = resolveConnection(options.to, process.env, options.password);
     const found = await findDatabaseSnapshot(repository, reference, options.filter, connection.database);
     const { snapshot, details: recorded } = found;
@@ -115,11 +124,7 @@ export async function restorePostgres(
       throw new ConfigError(`database name ${database} is longer than PostgreSQL's ${MAX_NAME_BYTES} bytes`);
     }
     const exists = await target.exists(database);
-    if (exists && !options.replace) {
-      throw new ConfigError(`database ${database} already exists on ${connection.display}`, {
-        hint: 'Restore into a new database, or pass --replace to swap it for the restored one.',
-      });
-    }
+    if (exists && !options.replace) throw new TargetExistsError(database, connection.display, 'replace');
     const replace = exists && Boolean(options.replace);
     const stamp = restoreStamp(new Date());
     // The first choices: a name already taken is skipped for the next (restore-names.ts). A new
@@ -155,11 +160,7 @@ export async function restorePostgres(
     ];
     plan.steps = steps();
     if (options.dryRun) return { ...plan, dryRun: true, durationMs: Date.now() - started };
-    if (replace && !(await options.confirm?.(database))) {
-      throw new ConfigError(`replacing database ${database} was not confirmed`, {
-        hint: 'Type the database name when asked, or pass --yes.',
-      });
-    }
+    if (replace && !(await options.confirm?.(database))) throw new ReplaceNotConfirmedError(database);
     await repository.loadIndex();
     const expected = expectedAfter(recorded, options);
     await clearLeftoversOf(target, database, step);
@@ -242,12 +243,9 @@ export async function restorePostgres(
       step(steps()[3]!);
       try {
         if (!(await target.moveIntoPlace({ scratch, target: database, comment })))
-          throw new ConfigError(
-            `database ${database} was created on ${connection.display} during the restore`,
-            {
-              hint: 'Restore into a new database, or pass --replace to swap it for the restored one.',
-            },
-          );
+          throw new TargetExistsError(database, connection.display, 'replace', {
+            createdDuringRestore: true,
+          });
       } catch (error) {
         await abandon();
         throw error;
@@ -283,9 +281,7 @@ export async function restorePostgres(
       ...(options.dropOld ? {} : { keptAs }),
       durationMs: Date.now() - started,
     };
-  } finally {
-    await lock.release();
-  }
+  });
 }
 
 /** Tries for a free name before giving up: each taken name is one more try. */

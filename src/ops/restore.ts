@@ -20,8 +20,7 @@ export async function restoreSnapshotFiles(
   target: string,
   options: RestoreFilesOptions = {},
 ) {
-  const lock = await repository.readLock('restore');
-  try {
+  return repository.withReadLock('restore', async () => {
     const { id, header } = await repository.findSnapshot(reference, options.filter);
     if (DATABASE_KINDS.has(header.kind)) throw new SnapshotKindError(id, header.kind, header.name, 'files');
     const { body } = await repository.loadSnapshot(id);
@@ -33,7 +32,5 @@ export async function restoreSnapshotFiles(
       onWarning: (message) => repository.onWarning(message),
     });
     return { snapshot: id, ...stats };
-  } finally {
-    await lock.release();
-  }
+  });
 }

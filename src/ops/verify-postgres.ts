@@ -31,8 +31,7 @@ export async function verifyPostgres(
   reference: string,
   options: PostgresVerifyOptions = {},
 ): Promise<PostgresVerifyResult> {
-  const lock = await repository.readLock('verify postgres');
-  try {
+  return repository.withReadLock('verify postgres', async () => {
     const connection = resolveConnection(options.to, process.env, options.password);
     const {
       snapshot,
@@ -57,7 +56,5 @@ export async function verifyPostgres(
       hint: 'Restore the database again from the snapshot, or find out what changed it.',
     });
     return { snapshot: snapshot.id, database, target: connection.display, verification };
-  } finally {
-    await lock.release();
-  }
+  });
 }

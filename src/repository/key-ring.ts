@@ -17,7 +17,6 @@ import { createKeySlot, encodeIdentityFile, encodeKeySlot, type KeyKind, type Ke
 import { KEYS_FOLDER, readKeySlots, skippedKeySlotWarning } from './key-slots.ts';
 import { objectId, objectName } from './layout.ts';
 import type { LocalState } from './local-state.ts';
-import type { Lock } from './locks.ts';
 import { writerId } from './signed-object.ts';
 
 /** What an open repository knows of itself that key management reads and replaces. */
@@ -47,7 +46,8 @@ export interface JudgedObject {
 }
 
 export interface KeyRingDependencies {
-  lock(operation: string): Promise<Lock>;
+  /** Runs `action` holding an exclusive lock on the repository. */
+  withExclusiveLock<T>(operation: string, action: () => Promise<T>): Promise<T>;
   judgeAll(): Promise<JudgedObject[]>;
   warn(message: string): void;
 }
@@ -267,8 +267,7 @@ export class KeyRing {
   ): Promise<string[]> {
     const bundle = this.requireFull('retire keys');
     // Exclusive: no backup may write, signed by a key being retired, after the scan below.
-    const lock = await this.deps.lock(reason === 'rotation' ? 'key rotation' : 'key removal');
-    try {
+    return this.deps.withExclusiveLock(reason === 'rotation' ? 'key rotation' : 'key removal', async () => {
       const { config } = this.session;
       if (rotation)
         for (const writer of config.writers) if (writer.kind === 'write-only') retiring.add(writer.id);
@@ -302,9 +301,7 @@ export class KeyRing {
         this.session.signing = new SigningKey(replacement.signingKey);
       }
       return leaving.map((writer) => writer.id);
-    } finally {
-      await lock.release();
-    }
+    });
   }
 
   /** Replaces the config, unless someone else replaced it since this session read it. */

@@ -10,6 +10,7 @@ import {
   KeyError,
   LegacyFormatError,
   LegacyKeyError,
+  NoRepositoryError,
   RetiredKeyError,
   StrongboxError,
   VerificationError,
@@ -102,6 +103,14 @@ export interface HeldLock {
 
 const NO_LOCK: HeldLock = { release: () => Promise.resolve() };
 
+async function holding<T>(lock: HeldLock, action: () => Promise<T>): Promise<T> {
+  try {
+    return await action();
+  } finally {
+    await lock.release();
+  }
+}
+
 const SIGNED_INDEX = 'SBI2';
 const LEGACY_INDEX = 'SBIX';
 
@@ -168,7 +177,7 @@ export class Repository {
       warn,
     );
     this.keyRing = new KeyRing(session, {
-      lock: (operation) => this.lock(true, operation),
+      withExclusiveLock: (operation, action) => this.withLock(operation, { exclusive: true }, action),
       judgeAll: () => this.judgeAllObjects(),
       warn,
     });
@@ -303,6 +312,20 @@ export class Repository {
       this.readLocking.onUnlocked?.(error);
       return NO_LOCK;
     }
+  }
+
+  /** Runs `action` holding a lock (exclusive: while no one else holds any), released however it ends. */
+  async withLock<T>(
+    operation: string,
+    { exclusive }: { exclusive: boolean },
+    action: () => Promise<T>,
+  ): Promise<T> {
+    return holding(await this.lock(exclusive, operation), action);
+  }
+
+  /** Runs `action`, which only reads, holding the lock `readLock` takes, released however it ends. */
+  async withReadLock<T>(operation: string, action: () => Promise<T>): Promise<T> {
+    return holding(await this.readLock(operation), action);
   }
 
   // ---- index
@@ -744,9 +767,7 @@ async function readConfig(backend: StorageBackend): Promise<{ config: Repository
     bytes = await backend.get(CONFIG_NAME);
   } catch (error) {
     if (error instanceof ObjectNotFoundError) {
-      throw new ConfigError(`there is no strongbox repository at ${backend.location}`, {
-        hint: 'Check --repo / STRONGBOX_REPO, or create one with `strongbox init`.',
-      });
+      throw new NoRepositoryError(backend.location);
     }
     throw error;
   }

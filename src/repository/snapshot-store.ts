@@ -6,6 +6,7 @@ import {
   InterruptedError,
   KeyError,
   MalformedRecordError,
+  SnapshotFilterMismatchError,
   SnapshotKindError,
   SnapshotsDisappearedError,
   VerificationError,
@@ -247,21 +248,29 @@ export class SnapshotStore {
     const { header } = snapshot;
     if (filter.kind && header.kind !== filter.kind)
       throw new SnapshotKindError(snapshot.id, header.kind, header.name, filter.kind);
-    if (!matches(header, filter))
-      throw new ConfigError(`snapshot ${snapshot.id.slice(0, 8)} is not one the filters select`, {
-        hint: 'Leave out the filters (--tag, --host, --name, --at…) when naming a snapshot by id.',
-      });
+    const failed = failedFilters(header, filter);
+    if (failed.length > 0)
+      throw new SnapshotFilterMismatchError(
+        `snapshot ${snapshot.id.slice(0, 8)} is not one the filters select`,
+        snapshot.id,
+        failed,
+      );
     return snapshot;
   }
 }
 
 function matches(header: SeenSnapshot, filter: SnapshotFilter): boolean {
-  if (filter.kind && header.kind !== filter.kind) return false;
-  if (filter.name && header.name !== filter.name) return false;
-  if (filter.host && header.host !== filter.host) return false;
-  if (filter.tags && !filter.tags.every((tag) => header.tags.includes(tag))) return false;
-  if (filter.before && Date.parse(header.time) > filter.before.getTime()) return false;
-  return true;
+  return failedFilters(header, filter).length === 0;
+}
+
+function failedFilters(header: SeenSnapshot, filter: SnapshotFilter): (keyof SnapshotFilter)[] {
+  const failed: (keyof SnapshotFilter)[] = [];
+  if (filter.kind && header.kind !== filter.kind) failed.push('kind');
+  if (filter.name && header.name !== filter.name) failed.push('name');
+  if (filter.host && header.host !== filter.host) failed.push('host');
+  if (filter.tags && !filter.tags.every((tag) => header.tags.includes(tag))) failed.push('tags');
+  if (filter.before && Date.parse(header.time) > filter.before.getTime()) failed.push('before');
+  return failed;
 }
 
 export function isSnapshotId(name: string): boolean {

@@ -2,7 +2,7 @@ import { constants, type BigIntStats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import picomatch from 'picomatch';
-import { ConfigError, errnoCode, SourceError } from '../errors.ts';
+import { ConfigError, errnoCode, SourceError, UnreadableFileError } from '../errors.ts';
 import type { TreeNode } from '../repository/tree.ts';
 import { readPieces } from './read-pieces.ts';
 import type { BackupSource, ContentSink, ParentTrees, SourceResult } from './source.ts';
@@ -247,15 +247,7 @@ async function* readContent(handle: fs.FileHandle, absolute: string): AsyncGener
 }
 
 function readError(absolute: string, error: unknown): SourceError {
-  const code = errnoCode(error);
-  const hint =
-    code === 'EACCES' || code === 'EPERM'
-      ? 'Run the backup as a user that can read it, or leave it out with --exclude.'
-      : 'Check the disk and filesystem, or leave the path out with --exclude.';
-  return new SourceError(
-    `cannot read ${absolute}: ${code ?? (error instanceof Error ? error.message : String(error))}`,
-    { hint, cause: error },
-  );
+  return new UnreadableFileError(absolute, errnoCode(error), error);
 }
 
 function metadata(name: string, type: TreeNode['type'], stats: BigIntStats): TreeNode {

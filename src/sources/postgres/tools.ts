@@ -2,7 +2,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { MissingDependencyError, SourceError, type ErrorDetails } from '../../errors.ts';
+import { MissingDependencyError, MissingToolError, SourceError, type ErrorDetails } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
 import type { PostgresConnection } from './connection.ts';
 import { SERVER_VERSION } from './queries.ts';
@@ -54,17 +54,14 @@ export async function findTools(
     (a, b) => b.major - a.major || isVersionedDir(b.binDir) - isVersionedDir(a.binDir),
   )[0];
   if (!newest) {
-    throw new MissingDependencyError(`pg_dump was not found${binDir ? ` in ${binDir}` : ''}`, {
-      hint: 'Install the PostgreSQL client programs (Debian: postgresql-client), or point --pg-bin at them.',
-    });
+    throw new MissingToolError(`pg_dump was not found${binDir ? ` in ${binDir}` : ''}`, 'pg_dump');
   }
   const server = await serverVersion(connection, newest.binDir);
   if (newest.major < server.major) {
-    throw new MissingDependencyError(
+    throw new MissingToolError(
       `pg_dump ${server.major} or later is needed for this PostgreSQL ${server.major} server (the newest found is ${newest.major}, in ${newest.binDir})`,
-      {
-        hint: `Install the PostgreSQL ${server.major} client programs (Debian: postgresql-client-${server.major}), or point --pg-bin at them.`,
-      },
+      'pg_dump',
+      server.major,
     );
   }
   return { ...newest, server };
