@@ -69,12 +69,9 @@ export async function repairIndex(
   options: RepairIndexOptions = {},
 ): Promise<RepairIndexResult> {
   repository.requireReader('rebuild the index from the packs');
-  const lock = await repository.lock(true, 'repair index');
-  try {
-    return await new IndexRepair(repository, options).run();
-  } finally {
-    await lock.release();
-  }
+  return repository.withLock('repair index', { exclusive: true }, () =>
+    new IndexRepair(repository, options).run(),
+  );
 }
 
 class IndexRepair {
