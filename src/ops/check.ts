@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { DamagedBlobError, VerificationError } from '../errors.ts';
 import { packName } from '../repository/blob.ts';
-import { objectName } from '../repository/layout.ts';
+import { folderOf, objectName } from '../repository/layout.ts';
 import { locationKey, type IndexedBlob, type IndexFileContent } from '../repository/master-index.ts';
 import { PackTable, type PackTableFailure } from '../repository/pack-tables.ts';
 import { isSnapshotId, NOT_A_SNAPSHOT, type Repository } from '../repository/repository.ts';
@@ -149,7 +149,7 @@ class Checker {
     const canRead = this.repository.canRead;
     progress('checking index files');
     let indexFiles = 0;
-    for await (const object of backend.list('index/')) {
+    for await (const object of backend.list(folderOf('index'))) {
       indexFiles++;
       const bytes = await backend.get(object.name);
       if (!nameMatches(object.name, bytes)) {
@@ -168,7 +168,7 @@ class Checker {
 
     progress('checking packs');
     const stored = new Map<string, number>();
-    for await (const object of backend.list('data/')) stored.set(object.name, object.size);
+    for await (const object of backend.list(folderOf('pack'))) stored.set(object.name, object.size);
     for (const pack of index.packIdList()) {
       const size = stored.get(packName(pack));
       const listed = index.pack(pack)!.listings.map((listing) => listing.size);
@@ -350,7 +350,7 @@ class Checker {
   /** Names the snapshots behind problems found before trees were read (missing or resized packs). */
   private attributeMissingPacks(): void {
     for (const problem of this.problems) {
-      if (!problem.object.startsWith('data/') || problem.snapshots.length > 0) continue;
+      if (!problem.object.startsWith(folderOf('pack')) || problem.snapshots.length > 0) continue;
       const pack = problem.object.slice(problem.object.lastIndexOf('/') + 1);
       const blobs = [];
       for (const [blob, entry] of this.repository.index.everyLocation())

@@ -9,6 +9,7 @@ import {
 import { PackTable } from '../repository/pack-tables.ts';
 import type { Repository } from '../repository/repository.ts';
 import { forEachLimited } from '../util/each-limited.ts';
+import { folderOf } from '../repository/layout.ts';
 
 export interface RepairIndexOptions {
   /** Read and verify, but write and remove nothing: what the result says would be done. */
@@ -104,13 +105,13 @@ class IndexRepair {
   async run(): Promise<RepairIndexResult> {
     const { backend, index } = this.repository;
     const previousFiles: string[] = [];
-    for await (const object of backend.list('index/')) previousFiles.push(object.name);
+    for await (const object of backend.list(folderOf('index'))) previousFiles.push(object.name);
     // The old listings: where readers looked so far, with the resemblance sketches tables lack.
     await this.repository.loadIndex();
     for (const _ of index.everyLocation()) this.result.previousEntries++;
 
     const stored: [string, number][] = [];
-    for await (const object of backend.list('data/'))
+    for await (const object of backend.list(folderOf('pack')))
       stored.push([object.name.slice(object.name.lastIndexOf('/') + 1), object.size]);
     stored.sort(([a], [b]) => a.localeCompare(b));
     this.result.packsStored = stored.length;

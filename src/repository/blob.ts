@@ -1,3 +1,5 @@
+import { objectName } from './layout.ts';
+
 /** What a blob holds: file content, or a tree (one directory's listing). */
 export const BlobType = { data: 0, tree: 1 } as const;
 export type BlobTypeValue = (typeof BlobType)[keyof typeof BlobType];
@@ -32,5 +34,5 @@ export interface PackRecord {
 }
 
 export function packName(id: string): string {
-  return `data/${id.slice(0, 2)}/${id}`;
+  return objectName('pack', id);
 }

@@ -8,6 +8,7 @@ import { ConfigError } from '../errors.ts';
 import { currentUsername } from '../util/host.ts';
 import { AuthenticationFailure, open, seal } from '../crypto/aead.ts';
 import { derivePassphraseKey, newScryptParams, type ScryptParams } from '../crypto/kdf.ts';
+import { objectName } from './layout.ts';
 
 /**
  * Key slots (`keys/<id>`): the repository secrets sealed under a key derived from a passphrase.
@@ -174,7 +175,7 @@ function parseJsonOrUndefined(text: string): unknown {
 
 export function encodeKeySlot(slot: KeySlot): { name: string; bytes: Buffer } {
   const bytes = Buffer.from(JSON.stringify(slot, null, 2) + '\n');
-  return { name: `keys/${createHash('sha256').update(bytes).digest('hex')}`, bytes };
+  return { name: objectName('key', createHash('sha256').update(bytes).digest('hex')), bytes };
 }
 
 /** An identity file: the key material itself, for a key kept offline instead of behind a passphrase. */

@@ -6,6 +6,7 @@ import { LockedError, MissingDependencyError } from '../errors.ts';
 import type { StorageBackend } from '../storage/backend.ts';
 import { parseLock } from './schemas.ts';
 import { openJson, sealJson } from './sealed-file.ts';
+import { folderOf, objectName } from './layout.ts';
 
 /**
  * Locks (`locks/<random>`): backups and checks share the repository, maintenance excludes
@@ -77,7 +78,7 @@ export async function acquireLock(
     created: now,
     refreshed: now,
   };
-  const name = `locks/${randomBytes(16).toString('hex')}`;
+  const name = objectName('lock', randomBytes(16).toString('hex'));
   // Registered before the write: an interrupt while it is under way must not leave it behind.
   const forgetInterrupt = onInterrupt(() => backend.delete(name));
   let conflicts: ListedLock[];
@@ -106,7 +107,7 @@ export async function acquireLock(
 
 export async function listLocks(backend: StorageBackend, metadataKey: Buffer): Promise<ListedLock[]> {
   const locks: ListedLock[] = [];
-  for await (const object of backend.list('locks/')) {
+  for await (const object of backend.list(folderOf('lock'))) {
     const info = readLock(object.name, metadataKey, await backend.get(object.name));
     locks.push({ name: object.name, ...(info ? { info } : {}), stale: info ? isStale(info) : true });
   }

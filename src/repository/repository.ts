@@ -665,7 +665,7 @@ export class Repository {
    */
   async findMissingOrTruncatedPacks(): Promise<void> {
     const stored = new Map<string, number>();
-    for await (const object of this.backend.list('data/')) stored.set(object.name, object.size);
+    for await (const object of this.backend.list(folderOf('pack'))) stored.set(object.name, object.size);
     for (const pack of this.index.packIdList()) {
       const size = stored.get(packName(pack));
       if (!this.index.pack(pack)!.listings.some((listing) => listing.size === size))
