@@ -95,7 +95,7 @@ describe('attack: random changes to stored metadata', () => {
     );
     // And the repository, put back, reads whole.
     await probe();
-  });
+  }, 600_000);
 });
 
 type Mutation =
