@@ -78,6 +78,8 @@ describe('index load order (randomized)', () => {
           expected.set(result.snapshot, Buffer.from(versions[writer]!.join(''))),
         );
         deltas += results.reduce((sum, result) => sum + result.deltaBlobs, 0);
+        // Where a slow or stuck run is, in the test's output.
+        console.log(`round ${round}: generation ${generation} backed up by ${writers} writers`);
       }
       // The case that lost data needs deltas whose bases are met late: make sure there are many.
       expect(deltas).toBeGreaterThan(100);
@@ -85,6 +87,7 @@ describe('index load order (randomized)', () => {
       const reader = await openRepository({ repo: repo.location, passphrase: PASSWORD });
       opened.push(reader);
       const result = await check(reader, { readData: 1 });
+      console.log(`round ${round}: checked`);
       expect(result.problems).toEqual([]);
       expect(result.blobs).toBeGreaterThan(2048);
       for (const [snapshot, data] of expected)
@@ -143,6 +146,7 @@ describe('index load order (randomized)', () => {
           expect(index.pack(pack)!.listings).toHaveLength(poisonedCopies);
       }
 
+      console.log(`round ${round}: every load order read`);
       // Written to storage, signed by a current writer (a write-only key, as on a compromised
       // database host), the poisoned files cost readers warnings, never data.
       const writer = decodeIdentityFile(await reader.exportIdentity('write-only'));
