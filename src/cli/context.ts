@@ -76,14 +76,22 @@ export async function resolveKey(
   options: KeyOptions,
   confirm = false,
 ): Promise<{ passphrase: string } | { identityFile: string }> {
-  const given = options.identityFile || options.passwordFile || options.passwordCommand;
-  const identityFile = given ? options.identityFile : process.env[`${role.env}_IDENTITY_FILE`];
+  const identityFile = identityFileOf(role, options);
   if (identityFile) return { identityFile };
   return { passphrase: await password(role, options, confirm) };
 }
 
+/** Key options given on the command line: then the environment's are not read at all. */
+function keyOptionsGiven(options: KeyOptions): boolean {
+  return Boolean(options.identityFile || options.passwordFile || options.passwordCommand);
+}
+
+function identityFileOf(role: RepositoryRole, options: KeyOptions): string | undefined {
+  return keyOptionsGiven(options) ? options.identityFile : process.env[`${role.env}_IDENTITY_FILE`];
+}
+
 function password(role: RepositoryRole, options: KeyOptions, confirm: boolean): Promise<string> {
-  const given = options.identityFile || options.passwordFile || options.passwordCommand;
+  const given = keyOptionsGiven(options);
   return resolvePassword({
     file: given ? options.passwordFile : process.env[`${role.env}_PASSWORD_FILE`],
     command: given ? options.passwordCommand : process.env[`${role.env}_PASSWORD_COMMAND`],
@@ -95,10 +103,7 @@ function password(role: RepositoryRole, options: KeyOptions, confirm: boolean): 
 }
 
 export function usesIdentityFile(options: GlobalOptions): boolean {
-  return Boolean(
-    options.identityFile ||
-    (!options.passwordFile && !options.passwordCommand && process.env.STRONGBOX_IDENTITY_FILE),
-  );
+  return Boolean(identityFileOf(MAIN_REPOSITORY, options));
 }
 
 export async function openRepository(options: GlobalOptions): Promise<Repository> {

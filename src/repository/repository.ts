@@ -56,7 +56,7 @@ import { blobAad } from './pack-format.ts';
 import { PackTable, PackTables, type PackTableFailure } from './pack-tables.ts';
 import { blobId, deriveWriterKeys, type WriterKeys } from './secrets.ts';
 import { MalformedFile, openJson, sealJson } from './sealed-file.ts';
-import { signObject, splitSigned } from './signed-object.ts';
+import { signObject, splitSigned, type SignedParts } from './signed-object.ts';
 import type { SnapshotBody, SnapshotHeader, SnapshotInfo } from './snapshot.ts';
 import { SnapshotStore, type SnapshotFilter, type SnapshotListing } from './snapshot-store.ts';
 import { parseIndexFile } from './schemas.ts';
@@ -120,8 +120,6 @@ export class Repository {
   /** Where the repository reports what it works around (a damaged snapshot skipped); set by the caller. */
   onWarning: (message: string) => void = () => undefined;
   private readonly loadedIndexFiles = new Set<string>();
-  /** Files under keys/ skipped as invalid that this session has warned about once already. */
-  private readonly keySlotsWarnedAbout = new Set<string>();
   private readonly writerKeys: WriterKeys;
   private readonly packKeys = new Map<string, Buffer>();
   private readonly damagedPacks = new Set<string>();
@@ -145,7 +143,7 @@ export class Repository {
     material: KeyMaterial,
     keyName: string | undefined,
     bundle: IdentityBundle | undefined,
-    private readonly state: LocalState | undefined,
+    state: LocalState | undefined,
     warnedKeySlots: readonly string[] = [],
   ) {
     this.writerKeys = deriveWriterKeys(material.writerSecret);
@@ -357,7 +355,7 @@ export class Repository {
    * writer, or vouched for by an endorsement. Anything else is a VerificationError naming it.
    */
   async readIndexFile(name: string, bytes: Buffer): Promise<IndexFileContent> {
-    const signed = bytes.subarray(0, 4).toString('latin1') === SIGNED_INDEX ? splitSigned(bytes) : undefined;
+    const signed = signatureOf('index', bytes);
     let content: unknown;
     try {
       content = signed
@@ -401,13 +399,7 @@ export class Repository {
       for await (const object of this.backend.list(folderOf(kind))) {
         const id = objectId(kind, object.name);
         const bytes = await this.backend.get(object.name);
-        const signed =
-          kind === 'index'
-            ? bytes.subarray(0, 4).toString('latin1') === SIGNED_INDEX
-              ? splitSigned(bytes)
-              : undefined
-            : snapshotSignature(bytes);
-        const verdict = await this.trust.judge(kind, id, bytes, signed);
+        const verdict = await this.trust.judge(kind, id, bytes, signatureOf(kind, bytes));
         if (verdict.trusted)
           judged.push({
             kind,
@@ -841,9 +833,14 @@ async function trustedState(
   return state;
 }
 
-/** The signature trailer of a snapshot file, if it has one (for key retirement's scan). */
-function snapshotSignature(bytes: Buffer) {
-  return bytes.length > 4 && bytes.readUInt8(4) === 2 ? splitSigned(bytes) : undefined;
+/**
+ * The signature trailer of an index file or snapshot, if its format has one: a signed index file
+ * begins with SBI2, a signed snapshot is of version 2 (format-1 objects carry none).
+ */
+function signatureOf(kind: 'snapshot' | 'index', bytes: Buffer): SignedParts | undefined {
+  const signedFormat =
+    kind === 'index' ? bytes.subarray(0, 4).toString('latin1') === SIGNED_INDEX : bytes[4] === 2;
+  return signedFormat ? splitSigned(bytes) : undefined;
 }
 
 function notIndexed(id: string): VerificationError {
