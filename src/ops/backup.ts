@@ -27,6 +27,11 @@ import { ReferencedBlobs, UnreadableSnapshotError } from './referenced-blobs.ts'
 export interface BackupOptions {
   tags?: string[];
   host?: string;
+  /**
+   * The time the snapshot records instead of the backup's start: for importing older dumps, and
+   * for building a history to test retention against.
+   */
+  time?: Date;
   /** Worker threads for compression and encryption (default: the number of CPUs). */
   threads?: number;
   /** Called as bytes are read from the source. */
@@ -120,7 +125,7 @@ async function backupLocked(
       await writer.flush();
       await proveReadable(repository, references, writer.indexFilesWritten);
       const header: SnapshotHeader = {
-        time: new Date(started).toISOString(),
+        time: (options.time ?? new Date(started)).toISOString(),
         host,
         username: currentUsername(),
         kind: source.kind,

@@ -6,7 +6,7 @@ import { commandSource, stdinSource } from '../../sources/stdin.ts';
 import type { BackupSource } from '../../sources/source.ts';
 import { ConfigError } from '../../errors.ts';
 import { awaitedLater } from '../../util/awaited-later.ts';
-import { positiveInteger } from '../arguments.ts';
+import { isoTime, positiveInteger } from '../arguments.ts';
 import { databaseCredentials, databasePasswordOption, type DatabasePasswordOptions } from '../database.ts';
 import { globalOptions, outputFor, withRepository, type GlobalOptions } from '../context.ts';
 import { formatBytes, formatRate, type Output } from '../output.ts';
@@ -18,6 +18,7 @@ interface CommonBackupOptions extends CopyToOptions {
   tag: string[];
   env?: string;
   host?: string;
+  time?: Date;
   threads?: number;
 }
 
@@ -28,6 +29,11 @@ function withCommonOptions(command: Command): Command {
     .option('--tag <key=value>', 'tag the snapshot (repeatable)', collect, [])
     .option('--env <name>', 'the environment backed up (short for --tag env=NAME)')
     .option('--host <name>', 'host name recorded in the snapshot (default: this host)')
+    .option(
+      '--time <time>',
+      'the time recorded in the snapshot, ISO 8601 (default: now; for importing older backups)',
+      isoTime('--time'),
+    )
     .option(
       '--threads <n>',
       'worker threads that compress and encrypt (default: CPUs - 1, at least 1)',
@@ -155,6 +161,7 @@ async function runBackup(
       const result = await backup(repository, await source, {
         tags: withEnvironment(options.tag, options.env),
         ...(options.host ? { host: options.host } : {}),
+        ...(options.time ? { time: options.time } : {}),
         ...(options.threads ? { threads: options.threads } : {}),
         onProgress: (progress) =>
           output.progress(
