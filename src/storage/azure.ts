@@ -242,7 +242,7 @@ function isTransientAzureError(error: unknown): boolean {
   return typeof statusCode === 'number' && isTransientHttpStatus(statusCode);
 }
 
-/** What the service answers (409) to a delete of a blob whose immutability policy or legal hold is in effect. */
+/** What the service answers (409) to a delete of a blob whose immutability policy is in effect. */
 const IMMUTABLE_BLOB = 'BlobImmutableDueToPolicy';
 
 /** The service's error code (the x-ms-error-code header, also on HEAD answers, which have no body). */
