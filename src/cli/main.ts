@@ -18,6 +18,7 @@ import { registerSnapshots } from './commands/snapshots.ts';
 import { registerTag } from './commands/tag.ts';
 import { registerUnlock } from './commands/unlock.ts';
 import { registerVerify } from './commands/verify.ts';
+import { globalOptions, loadedConfig } from './context.ts';
 import { hintFor } from './hints.ts';
 
 function buildProgram(): Command {
@@ -37,6 +38,7 @@ function buildProgram(): Command {
       '--identity-file <file>',
       'open the repository with an identity file instead of a password (env STRONGBOX_IDENTITY_FILE)',
     )
+    .option('--config <file>', 'read settings and named policies from this YAML file (env STRONGBOX_CONFIG)')
     .option('--json', 'print data as JSON')
     .option('-q, --quiet', 'print no progress or informational messages')
     .option('--debug', 'print stack traces of errors')
@@ -45,7 +47,9 @@ function buildProgram(): Command {
       'commands that only read (restore, verify, check) take no lock: for a repository that cannot be written',
     )
     .showHelpAfterError('(add --help for usage)')
-    .exitOverride();
+    .exitOverride()
+    // Every command fails early on a bad configuration file, not only those that use it.
+    .hook('preAction', async (_program, command) => void (await loadedConfig(globalOptions(command))));
   program.configureOutput({ writeErr: (text) => process.stderr.write(text) });
   for (const register of [
     registerInit,
