@@ -11,6 +11,7 @@ import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
 import { registerMigrate } from './commands/migrate.ts';
+import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
 import { registerRepair } from './commands/repair.ts';
 import { registerRestore } from './commands/restore.ts';
@@ -55,6 +56,7 @@ function buildProgram(): Command {
     registerInit,
     registerBackup,
     registerSnapshots,
+    registerForget,
     registerTag,
     registerPrune,
     registerRestore,

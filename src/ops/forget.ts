@@ -57,7 +57,8 @@ export async function forget(repository: Repository, options: ForgetOptions): Pr
       hint: 'Give at least one --keep-* option, or a --policy.',
     });
   return repository.withLock('forget', { exclusive: false }, async () => {
-    const groups = 'ids' in options ? await named(repository, options.ids) : await byPolicy(repository, options);
+    const groups =
+      'ids' in options ? await named(repository, options.ids) : await byPolicy(repository, options);
     const removed = groups.flatMap((group) => group.remove.map((snapshot) => snapshot.id));
     const locked = options.dryRun ? [] : await repository.removeSnapshots(removed, 'forget');
     return {
@@ -109,7 +110,7 @@ async function byPolicy(
  * (which prune otherwise refuses to work around), but only by their whole id.
  */
 async function named(repository: Repository, references: readonly string[]): Promise<ForgetGroup[]> {
-  const { snapshots, damaged } = await repository.scanSnapshots();
+  const { damaged } = await repository.scanSnapshots();
   const remove: ForgetSnapshot[] = [];
   for (const reference of references) {
     const bad = damaged.find((snapshot) => snapshot.id === reference.toLowerCase());
