@@ -242,6 +242,21 @@ export class SnapshotsDisappearedError extends VerificationError {
 }
 
 /**
+ * Prune cannot know what a damaged or untrusted snapshot file references, so it deletes nothing
+ * rather than what such a snapshot might need.
+ */
+export class PruneBlockedError extends VerificationError {
+  constructor(readonly snapshots: readonly string[]) {
+    super(
+      `prune deletes nothing while ${snapshots.length === 1 ? 'a snapshot is' : `${snapshots.length} snapshots are`} damaged or not trusted: ${snapshots.map((id) => id.slice(0, 8)).join(', ')}`,
+      {
+        hint: 'Run `strongbox check` to see why; remove them with `strongbox forget <id>` if they are to go.',
+      },
+    );
+  }
+}
+
+/**
  * A database URL that holds a password: refused, since URLs are given as command-line arguments,
  * which every user of the host can read (ps, /proc/<pid>/cmdline).
  */

@@ -11,9 +11,11 @@ import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
 import { registerMigrate } from './commands/migrate.ts';
+import { registerPrune } from './commands/prune.ts';
 import { registerRepair } from './commands/repair.ts';
 import { registerRestore } from './commands/restore.ts';
 import { registerSnapshots } from './commands/snapshots.ts';
+import { registerTag } from './commands/tag.ts';
 import { registerUnlock } from './commands/unlock.ts';
 import { registerVerify } from './commands/verify.ts';
 import { hintFor } from './hints.ts';
@@ -49,6 +51,8 @@ function buildProgram(): Command {
     registerInit,
     registerBackup,
     registerSnapshots,
+    registerTag,
+    registerPrune,
     registerRestore,
     registerCat,
     registerDump,

@@ -176,11 +176,14 @@ export class BlobWriter {
     data: Uint8Array,
     sketch?: number[],
     predecessor?: string,
+    /** Store it even when a readable copy is indexed: prune moving a blob out of a pack it deletes. */
+    again = false,
   ): Promise<{ id: string; isNew: boolean; base?: string }> {
     this.throwIfFailed();
     const id = this.repository.blobId(data);
     if (this.inFlight.has(id)) return { id, isNew: false };
-    if (this.repository.index.has(id)) {
+    if (again) this.stats.storedAgain++;
+    else if (this.repository.index.has(id)) {
       // A snapshot must not depend on a copy a reader cannot get (in a pack known to be damaged,
       // or a delta whose base's index file was lost): then the chunk is stored again, and the
       // new copy is the one reads fall back to.

@@ -2,7 +2,8 @@
  * Where each kind of object lives in a repository (docs/FORMAT.md): the one place that spells the
  * layout, so that no other module builds or takes apart an object name by hand.
  */
-export type ObjectKind = 'key' | 'pack' | 'index' | 'snapshot' | 'endorsement' | 'lock';
+export type ObjectKind =
+  'key' | 'pack' | 'index' | 'snapshot' | 'endorsement' | 'lock' | 'removal' | 'prune-plan';
 
 export const CONFIG_NAME = 'config';
 
@@ -13,6 +14,8 @@ const FOLDERS: Record<ObjectKind, string> = {
   snapshot: 'snapshots/',
   endorsement: 'endorsements/',
   lock: 'locks/',
+  removal: 'removed/',
+  'prune-plan': 'prune/',
 };
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;

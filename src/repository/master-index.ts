@@ -104,6 +104,11 @@ export class MasterIndex {
     return this.located;
   }
 
+  /** Slots given out so far: every slot is below this. */
+  get slotCount(): number {
+    return this.ids.length;
+  }
+
   get packCount(): number {
     return this.packs.length;
   }
@@ -372,6 +377,11 @@ export function serializeIndex(records: readonly IndexedPackRecord[]): IndexFile
       ]),
     })),
   };
+}
+
+/** The pack records of an index file, as `addPack` and `Repository.writeIndex` take them. */
+export function indexRecords(content: IndexFileContent): IndexedPackRecord[] {
+  return content.packs.map(deserializePack);
 }
 
 function deserializePack(pack: SerializedPack): IndexedPackRecord {

@@ -15,7 +15,12 @@ import {
   StrongboxError,
   VerificationError,
 } from '../errors.ts';
-import { AccessDeniedError, ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
+import {
+  AccessDeniedError,
+  ObjectLockedError,
+  ObjectNotFoundError,
+  type StorageBackend,
+} from '../storage/backend.ts';
 import { Compression, packName } from './blob.ts';
 import {
   CONFIG_NAME,
@@ -58,6 +63,7 @@ import { blobId, deriveWriterKeys, type WriterKeys } from './secrets.ts';
 import { MalformedFile, openJson, sealJson } from './sealed-file.ts';
 import { signObject, splitSigned, type SignedParts } from './signed-object.ts';
 import type { SnapshotBody, SnapshotHeader, SnapshotInfo } from './snapshot.ts';
+import { SignedRecords, type RemovalReason } from './signed-records.ts';
 import { SnapshotStore, type SnapshotFilter, type SnapshotListing } from './snapshot-store.ts';
 import { parseIndexFile } from './schemas.ts';
 import { decodeTree, type Tree } from './tree.ts';
@@ -135,6 +141,15 @@ export class Repository {
   private readonly warnedPacks = new Set<string>();
   /** The pack tables read so far; full keys only. */
   private readonly packTables: PackTables | undefined;
+  /** Removal and prune-plan records, signed by full keys. */
+  readonly records: SignedRecords;
+  private removedSnapshots: Promise<ReadonlySet<string>> | undefined;
+  /**
+   * Packs a pending prune will delete or repack (its plans were read when this session's shared
+   * lock was taken): their copies are neither deduplicated onto nor taken as delta bases, so a
+   * backup begun after a prune's plan never comes to depend on what that prune deletes.
+   */
+  private readonly condemnedPacks = new Set<string>();
 
   private constructor(
     readonly backend: StorageBackend,
@@ -161,6 +176,13 @@ export class Repository {
     };
     this.trust = new WriterTrust(() => this.session.config, backend, warn);
     const session = this.session;
+    this.records = new SignedRecords(
+      backend,
+      config.id,
+      this.writerKeys.metadataKey,
+      () => session.signing,
+      this.trust,
+    );
     this.snapshots = new SnapshotStore(
       backend,
       {
@@ -173,6 +195,7 @@ export class Repository {
       this.trust,
       state,
       warn,
+      (fresh) => this.removedSnapshotIds(fresh),
     );
     this.keyRing = new KeyRing(session, {
       withExclusiveLock: (operation, action) => this.withLock(operation, { exclusive: true }, action),
@@ -291,8 +314,90 @@ export class Repository {
     return this.session.bundle;
   }
 
-  lock(exclusive: boolean, operation: string): Promise<Lock> {
-    return acquireLock(this.backend, this.writerKeys.metadataKey, { exclusive, operation });
+  /**
+   * Takes a lock. A shared one then reads the pending prune plans: listed after the lock is
+   * durable, so that every prune either sees this lock (and waits for it to go before deleting)
+   * or wrote its plan before, which this session then honours (`condemnedPacks`).
+   */
+  async lock(exclusive: boolean, operation: string): Promise<Lock> {
+    const lock = await acquireLock(this.backend, this.writerKeys.metadataKey, { exclusive, operation });
+    if (!exclusive) {
+      try {
+        await this.honourPrunePlans();
+      } catch (error) {
+        await lock.release().catch(() => undefined);
+        throw error;
+      }
+    }
+    return lock;
+  }
+
+  /** Reads the pending prune plans a full key signed, and keeps their packs out of deduplication. */
+  async honourPrunePlans(): Promise<void> {
+    const { trusted, problems } = await this.records.prunePlans();
+    for (const { name, problem } of problems) this.onWarning(`ignored prune plan ${name}: ${problem}`);
+    for (const { value } of trusted) this.condemnPacks([...value.delete, ...value.repack]);
+  }
+
+  /** Keeps these packs' copies out of deduplication and delta bases for the rest of the session. */
+  condemnPacks(packs: Iterable<string>): void {
+    for (const pack of packs) this.condemnedPacks.add(pack);
+  }
+
+  /** Lets packs a prune no longer deletes be deduplicated onto again. */
+  acquitPacks(packs: Iterable<string>): void {
+    for (const pack of packs) this.condemnedPacks.delete(pack);
+  }
+
+  // ---- removal records
+
+  /** Snapshots a trusted removal record names (read once a session, renewed after a removal). */
+  removedSnapshotIds(fresh = false): Promise<ReadonlySet<string>> {
+    if (fresh) this.removedSnapshots = undefined;
+    this.removedSnapshots ??= this.records.removals().then(({ trusted, problems }) => {
+      for (const { name, problem } of problems) this.onWarning(`ignored removal record ${name}: ${problem}`);
+      return new Set(trusted.flatMap((record) => record.value.snapshots));
+    });
+    return this.removedSnapshots;
+  }
+
+  /**
+   * Removes snapshots (full keys only): a removal record signed by this key first, so that no
+   * client takes them for deleted by someone else, then their files. Returns the files the
+   * storage keeps locked for now; they stay hidden, and a later prune deletes them.
+   */
+  async removeSnapshots(ids: readonly string[], reason: RemovalReason): Promise<ObjectLockedError[]> {
+    this.requireReader('remove snapshots');
+    if (ids.length === 0) return [];
+    await this.records.writeRemoval({
+      version: 1,
+      created: new Date().toISOString(),
+      reason,
+      snapshots: [...ids],
+    });
+    this.removedSnapshots = undefined;
+    return this.snapshots.deleteRemoved(ids);
+  }
+
+  /** Deletes the files of snapshots already recorded as removed (finishing a crashed removal). */
+  deleteRemovedSnapshotFiles(ids: readonly string[]): Promise<ObjectLockedError[]> {
+    return this.snapshots.deleteRemoved(ids);
+  }
+
+  /** Replaces removal records by one listing all they list, so that they do not pile up over years. */
+  async compactRemovalRecords(): Promise<number> {
+    const { trusted } = await this.records.removals();
+    if (trusted.length < 2) return 0;
+    const snapshots = [...new Set(trusted.flatMap((record) => record.value.snapshots))].sort();
+    await this.records.writeRemoval({
+      version: 1,
+      created: new Date().toISOString(),
+      reason: 'compacted',
+      snapshots,
+    });
+    for (const { name } of trusted) await this.records.delete(name);
+    this.removedSnapshots = undefined;
+    return trusted.length;
   }
 
   /**
@@ -335,18 +440,28 @@ export class Repository {
    * stores their blobs again and only reads that need them fail.
    */
   async loadIndex(): Promise<void> {
-    for await (const object of this.backend.list(folderOf('index'))) {
-      if (this.loadedIndexFiles.has(object.name)) continue;
-      this.loadedIndexFiles.add(object.name);
-      let content: IndexFileContent;
-      try {
-        content = await this.readIndexFile(object.name, await this.backend.get(object.name));
-      } catch (error) {
-        if (!(error instanceof VerificationError)) throw error;
-        this.onWarning(`skipped ${error.message}; run \`strongbox check\``);
-        continue;
+    // A prune replaces index files: it writes the new ones before it deletes the old, so when a
+    // listed file has gone by the time it is read, listing again finds what replaced it.
+    for (let vanished = true; vanished;) {
+      vanished = false;
+      for await (const object of this.backend.list(folderOf('index'))) {
+        if (this.loadedIndexFiles.has(object.name)) continue;
+        let content: IndexFileContent;
+        try {
+          content = await this.readIndexFile(object.name, await this.backend.get(object.name));
+        } catch (error) {
+          if (error instanceof ObjectNotFoundError) {
+            vanished = true;
+            continue;
+          }
+          this.loadedIndexFiles.add(object.name);
+          if (!(error instanceof VerificationError)) throw error;
+          this.onWarning(`skipped ${error.message}; run \`strongbox check\``);
+          continue;
+        }
+        this.loadedIndexFiles.add(object.name);
+        this.index.addIndexFile(object.name, content);
       }
-      this.index.addIndexFile(object.name, content);
     }
   }
 
@@ -624,6 +739,7 @@ export class Repository {
   hasReadableCopy(id: string, asBase = false): boolean {
     if (this.index.whyUnreadable(id) !== undefined) return false;
     const nothingFound =
+      this.condemnedPacks.size === 0 &&
       this.damagedPacks.size === 0 &&
       this.unauthenticatedTables.size === 0 &&
       this.disagreeingCopies.size === 0;
@@ -640,6 +756,7 @@ export class Repository {
 
   private mayUse(id: string, copy: IndexedBlob): boolean {
     return (
+      !this.condemnedPacks.has(copy.pack) &&
       !this.damagedPacks.has(copy.pack) &&
       !this.unauthenticatedTables.has(copy.pack) &&
       !this.disagreeingCopies.has(locationKey(id, copy))

@@ -5,7 +5,7 @@ import { zstdCompress, zstdDecompress } from '../compression/zstd.ts';
  * Index files, locks and snapshot headers: magic || AES-256-GCM(zstd(JSON)). The magic is also
  * the associated data, so a file of one kind cannot be passed off as another.
  */
-export type SealedFileMagic = 'SBIX' | 'SBI2' | 'SBLK' | 'SBSH' | 'SBSB';
+export type SealedFileMagic = 'SBIX' | 'SBI2' | 'SBLK' | 'SBSH' | 'SBSB' | 'SBRM' | 'SBPP';
 
 export class MalformedFile extends Error {}
 
@@ -19,6 +19,8 @@ export const MAX_SEALED_JSON: Record<SealedFileMagic, number> = {
   SBLK: 64 * 1024,
   SBSH: 1024 * 1024,
   SBSB: 256 * 1024 * 1024,
+  SBRM: 256 * 1024 * 1024,
+  SBPP: 256 * 1024 * 1024,
 };
 
 export function sealJson(magic: SealedFileMagic, key: Uint8Array, value: unknown): Buffer {

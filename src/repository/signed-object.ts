@@ -7,7 +7,7 @@ import { verifySignature, type SigningKey } from '../crypto/signing.ts';
  * The signature covers the object's kind and the repository's id as well as the content, so a
  * signed index cannot pass for a snapshot, nor an object of one repository for another's.
  */
-export type SignedKind = 'snapshot' | 'index';
+export type SignedKind = 'snapshot' | 'index' | 'removal' | 'prune-plan';
 
 const TRAILER_MAGIC = Buffer.from('SBSG', 'ascii');
 const PUBLIC_LENGTH = 32;

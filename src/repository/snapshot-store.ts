@@ -11,7 +11,7 @@ import {
   SnapshotsDisappearedError,
   VerificationError,
 } from '../errors.ts';
-import type { StorageBackend } from '../storage/backend.ts';
+import { ObjectLockedError, ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
 import { interruptBegun } from '../util/interrupt.ts';
 import { folderOf, isContentId, objectId, objectName } from './layout.ts';
 import type { LocalState, SeenSnapshot } from './local-state.ts';
@@ -87,6 +87,8 @@ export class SnapshotStore {
     private readonly trust: WriterTrust,
     private readonly state: LocalState | undefined,
     private readonly onWarning: (message: string) => void,
+    /** Snapshots a full key removed (removal records): not listed, and not missed when gone. */
+    private readonly removed: (fresh?: boolean) => Promise<ReadonlySet<string>>,
   ) {}
 
   async save(header: SnapshotHeader, body: SnapshotBody): Promise<{ id: string; size: number }> {
@@ -104,6 +106,28 @@ export class SnapshotStore {
     return { id, size: bytes.length };
   }
 
+  /**
+   * Deletes snapshot files whose removal a removal record already made durable; returns the
+   * files the storage refused to delete because they are locked (S3 Object Lock). Removed from
+   * the local state either way: they are gone for every client that trusts the record.
+   */
+  async deleteRemoved(ids: readonly string[]): Promise<ObjectLockedError[]> {
+    const locked: ObjectLockedError[] = [];
+    for (const id of ids) {
+      try {
+        await this.backend.delete(objectName('snapshot', id));
+      } catch (error) {
+        if (!(error instanceof ObjectLockedError)) throw error;
+        locked.push(error);
+      }
+    }
+    if (this.state) {
+      this.state.forgetSnapshots(ids);
+      await this.state.save();
+    }
+    return locked;
+  }
+
   /** Every trusted snapshot's header, oldest first. */
   async list(filter: SnapshotFilter = {}): Promise<SnapshotInfo[]> {
     return (await this.scan(filter)).snapshots;
@@ -118,14 +142,28 @@ export class SnapshotStore {
     const snapshots: SnapshotInfo[] = [];
     const damaged: DamagedSnapshot[] = [];
     const present = new Set<string>();
+    const removed = await this.removed();
     for await (const object of this.backend.list(folderOf('snapshot'))) {
       const id = objectId('snapshot', object.name);
       if (!isContentId(id)) {
         damaged.push({ id, problem: NOT_A_SNAPSHOT });
         continue;
       }
+      // Removed, its file not deleted yet (a crash, or a storage lock): the next prune deletes it.
+      if (removed.has(id)) {
+        present.add(id);
+        continue;
+      }
+      let bytes: Buffer;
+      try {
+        bytes = await this.backend.get(object.name);
+      } catch (error) {
+        // Removed by a forget between the listing and the read: gone, as its removal record says.
+        if (error instanceof ObjectNotFoundError) continue;
+        throw error;
+      }
       present.add(id);
-      const read = await this.read(id, await this.backend.get(object.name));
+      const read = await this.read(id, bytes);
       if ('problem' in read) {
         if (!read.header || matches(read.header, filter)) damaged.push(read);
       } else if (matches(read.info.header, filter)) snapshots.push(read.info);
@@ -134,7 +172,14 @@ export class SnapshotStore {
     damaged.sort((a, b) => a.id.localeCompare(b.id));
     let disappeared: DisappearedSnapshot[] = [];
     if (this.state) {
-      disappeared = this.state.disappeared(present).filter((gone) => matches(gone.header, filter));
+      this.state.forgetSnapshots(removed);
+      disappeared = this.state.disappeared(present);
+      if (disappeared.length > 0) {
+        // Removed since the records were read (a forget running meanwhile): read them again.
+        this.state.forgetSnapshots(await this.removed(true));
+        disappeared = this.state.disappeared(present);
+      }
+      disappeared = disappeared.filter((gone) => matches(gone.header, filter));
       this.state.see(snapshots);
       await this.state.save();
     }

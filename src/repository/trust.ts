@@ -46,7 +46,9 @@ export class WriterTrust {
     }
     const endorsed = await this.endorsedObjects();
     const hash = createHash('sha256').update(bytes).digest('hex');
-    if (hash === id && (kind === 'snapshot' ? endorsed.snapshots : endorsed.indexes).has(id)) {
+    const endorsable =
+      kind === 'snapshot' ? endorsed.snapshots : kind === 'index' ? endorsed.indexes : undefined;
+    if (hash === id && endorsable?.has(id)) {
       const signer = signed ? writerId(signed.signer) : undefined;
       return {
         trusted: true,
@@ -60,6 +62,30 @@ export class WriterTrust {
       trusted: false,
       problem: `it is signed by key ${writerId(signed.signer)}, which is not a writer of this repository`,
     };
+  }
+
+  /**
+   * Records that remove or condemn data (removal records, prune plans) are believed only when a
+   * current full key signed them: a write-only key may add backups, never take them away.
+   */
+  judgeFullWriter(kind: SignedKind, signed: SignedParts | undefined): Verdict {
+    const config = this.currentConfig();
+    if (!signed) return { trusted: false, problem: 'it carries no signature' };
+    if (!signatureValid(kind, config.id, signed))
+      return { trusted: false, problem: 'its signature does not verify' };
+    const publicKey = signed.signer.toString('base64');
+    const writer = config.writers.find((entry) => entry.publicKey === publicKey);
+    if (!writer)
+      return {
+        trusted: false,
+        problem: `it is signed by key ${writerId(signed.signer)}, which is not a writer of this repository`,
+      };
+    if (writer.kind !== 'full')
+      return {
+        trusted: false,
+        problem: `it is signed by write-only key ${writer.id}, which may not remove data`,
+      };
+    return { trusted: true, writer: { id: writer.id, kind: writer.kind, current: true } };
   }
 
   private endorsedObjects(): Promise<EndorsedObjects> {

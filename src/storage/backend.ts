@@ -59,3 +59,19 @@ export class ObjectNotFoundError extends StorageError {
     });
   }
 }
+
+/**
+ * The storage refused to delete an object still under retention (S3 Object Lock, an Azure
+ * immutability policy). Nothing is wrong: the object goes on a later run, once its retention ends.
+ */
+export class ObjectLockedError extends StorageError {
+  constructor(
+    readonly objectName: string,
+    readonly retainUntil?: Date,
+  ) {
+    super(
+      `${objectName} is locked by the storage${retainUntil ? ` until ${retainUntil.toISOString()}` : ''}`,
+      { hint: 'It is removed by a later run once its retention ends.' },
+    );
+  }
+}
