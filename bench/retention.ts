@@ -25,7 +25,7 @@ export interface RetentionResults {
   backupDuringPrune: BackupDuringPrune;
 }
 
-/** `strongbox forget` then `strongbox prune`, each timed on its own. */
+/** `strongbox forget` then `strongbox prune`, each timed on its own; their `--json` reports in `stdout`. */
 export interface StrongboxRetention {
   sizeBefore: number;
   forget: Measurement;
@@ -70,8 +70,8 @@ export async function measureRetention(bench: RetentionBench): Promise<Retention
   bench.log('retention: strongbox forget, then prune');
   const strongboxRepo = await copy(history.strongbox, 'strongbox');
   const strongboxSizeBefore = await treeSize(strongboxRepo);
-  const forget = await measure(strongbox(strongboxRepo, ['forget', ...KEEP_POLICY]));
-  const prune = await measure(strongbox(strongboxRepo, ['prune']));
+  const forget = await measure(strongbox(strongboxRepo, ['--json', 'forget', ...KEEP_POLICY]));
+  const prune = await measure(strongbox(strongboxRepo, ['--json', 'prune']));
   const strongboxRetention = {
     sizeBefore: strongboxSizeBefore,
     forget,
@@ -127,7 +127,7 @@ async function backupDuringPruneOf(
   const locks = path.join(repository, 'locks');
   await mkdir(locks, { recursive: true });
   let pruneEnded = false;
-  const pruning = measure(strongbox(repository, ['prune'])).finally(() => (pruneEnded = true));
+  const pruning = measure(strongbox(repository, ['--json', 'prune'])).finally(() => (pruneEnded = true));
   try {
     await firstLockIn(locks, pruning);
     const during = await backup(duringInput);
