@@ -110,3 +110,22 @@ export { LocalBackend } from './storage/local.ts';
 export { openBackend } from './storage/open.ts';
 export { Chunker, gearTable, type ChunkerParams } from './chunking/fastcdc.ts';
 export * from './errors.ts';
+export {
+  applyPolicy,
+  describePolicy,
+  groupSnapshots,
+  isEmptyPolicy,
+  parseRetentionDuration,
+  UNLIMITED,
+  type Decision,
+  type GroupKey,
+  type PolicySnapshot,
+  type RetentionDuration,
+  type RetentionPolicy,
+} from './retention/policy.ts';
+export {
+  loadConfigFile,
+  namedPolicy,
+  type NamedPolicy,
+  type StrongboxConfig,
+} from './config-file/config-file.ts';

@@ -32,7 +32,7 @@ async function packFiles(location: string): Promise<string[]> {
 
 async function expectIntact(repository: Repository, kept: Map<string, Buffer>): Promise<void> {
   for (const [snapshot, data] of kept) expect((await readAll(repository, snapshot)).equals(data)).toBe(true);
-  const checked = await check(repository, { readData: true });
+  const checked = await check(repository, { readData: 1 });
   expect(checked.problems).toEqual([]);
   expect(checked.unreferencedPacks).toBe(0);
 }

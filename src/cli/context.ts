@@ -1,4 +1,10 @@
 import type { Command } from 'commander';
+import {
+  configFileFrom,
+  defaultConfig,
+  loadConfigFile,
+  type StrongboxConfig,
+} from '../config-file/config-file.ts';
 import { ConfigError } from '../errors.ts';
 import { migrateRepository, type MigrationResult } from '../repository/migrate.ts';
 import { Repository } from '../repository/repository.ts';
@@ -19,6 +25,7 @@ export interface GlobalOptions {
   debug?: boolean;
   /** Commander's name for --no-lock: false when it is given. */
   lock?: boolean;
+  config?: string;
 }
 
 export function globalOptions(command: Command): GlobalOptions {
@@ -165,4 +172,18 @@ export async function withRepository<T>(
   } finally {
     await repository.close();
   }
+}
+
+const configs = new Map<string, Promise<StrongboxConfig>>();
+
+/**
+ * The configuration file --config or STRONGBOX_CONFIG names, read and validated once a process
+ * (main.ts reads it before any command runs); the built-in settings when none is named.
+ */
+export function loadedConfig(options: GlobalOptions): Promise<StrongboxConfig> {
+  const file = configFileFrom(options);
+  if (file === undefined) return Promise.resolve(defaultConfig());
+  let config = configs.get(file);
+  if (!config) configs.set(file, (config = loadConfigFile(file)));
+  return config;
 }

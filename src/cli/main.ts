@@ -11,6 +11,7 @@ import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
 import { registerMigrate } from './commands/migrate.ts';
+import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
 import { registerRepair } from './commands/repair.ts';
 import { registerRestore } from './commands/restore.ts';
@@ -18,6 +19,7 @@ import { registerSnapshots } from './commands/snapshots.ts';
 import { registerTag } from './commands/tag.ts';
 import { registerUnlock } from './commands/unlock.ts';
 import { registerVerify } from './commands/verify.ts';
+import { globalOptions, loadedConfig } from './context.ts';
 import { hintFor } from './hints.ts';
 
 function buildProgram(): Command {
@@ -37,6 +39,7 @@ function buildProgram(): Command {
       '--identity-file <file>',
       'open the repository with an identity file instead of a password (env STRONGBOX_IDENTITY_FILE)',
     )
+    .option('--config <file>', 'read settings and named policies from this YAML file (env STRONGBOX_CONFIG)')
     .option('--json', 'print data as JSON')
     .option('-q, --quiet', 'print no progress or informational messages')
     .option('--debug', 'print stack traces of errors')
@@ -45,12 +48,15 @@ function buildProgram(): Command {
       'commands that only read (restore, verify, check) take no lock: for a repository that cannot be written',
     )
     .showHelpAfterError('(add --help for usage)')
-    .exitOverride();
+    .exitOverride()
+    // Every command fails early on a bad configuration file, not only those that use it.
+    .hook('preAction', async (_program, command) => void (await loadedConfig(globalOptions(command))));
   program.configureOutput({ writeErr: (text) => process.stderr.write(text) });
   for (const register of [
     registerInit,
     registerBackup,
     registerSnapshots,
+    registerForget,
     registerTag,
     registerPrune,
     registerRestore,

@@ -330,7 +330,7 @@ export class BlobWriter {
     const size = bytes.length;
     try {
       // Durable before the index file that lists it, not before: see writeIndex().
-      await this.repository.backend.put(packName(record.id), bytes, { deferSync: true });
+      await this.repository.backend.put(packName(record.id), bytes, { deferSync: true, retain: true });
     } finally {
       this.pendingUploads--;
       this.wakeIfRoom();

@@ -285,7 +285,7 @@ export class KeyRing {
         indexes: judged.filter((object) => object.kind === 'index').map((object) => object.id),
       });
       const endorse = judged.length > 0;
-      if (endorse) await this.session.backend.put(endorsement.name, endorsement.bytes);
+      if (endorse) await this.session.backend.put(endorsement.name, endorsement.bytes, { retain: true });
       const nextBundle = rotation ? rotatedBundle(bundle) : bundle;
       const next: RepositoryConfig = {
         ...config,

@@ -124,7 +124,7 @@ export async function migrateRepository(
 
   const slotsBefore: string[] = [];
   for (const { name } of (await readKeySlots(backend)).slots) slotsBefore.push(name);
-  await backend.put(endorsement.name, endorsement.bytes);
+  await backend.put(endorsement.name, endorsement.bytes, { retain: true });
   let keyId: string | undefined;
   if ('passphrase' in key) {
     const slot = encodeKeySlot(await createKeySlot(newMaterial, key.passphrase));

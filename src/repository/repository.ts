@@ -501,7 +501,7 @@ export class Repository {
     const sealed = sealJson(SIGNED_INDEX, this.writerKeys.metadataKey, serializeIndex(records));
     const bytes = signObject('index', this.session.config.id, sealed, this.session.signing);
     const name = objectName('index', createHash('sha256').update(bytes).digest('hex'));
-    await this.backend.put(name, bytes);
+    await this.backend.put(name, bytes, { retain: true });
     this.loadedIndexFiles.add(name);
     for (const record of records) this.index.addPack(record, name);
     return { name, size: bytes.length };

@@ -98,7 +98,7 @@ export class SnapshotStore {
       repositoryId: this.keys.repositoryId,
       key: this.keys.signingKey(),
     });
-    await this.backend.put(objectName('snapshot', id), bytes);
+    await this.backend.put(objectName('snapshot', id), bytes, { retain: true });
     if (this.state) {
       this.state.see([{ id, header }]);
       await this.state.save();

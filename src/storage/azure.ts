@@ -4,13 +4,22 @@ import {
   AnonymousCredential,
   BlobServiceClient,
   StorageSharedKeyCredential,
+  type BlobImmutabilityPolicy,
   type BlobServiceClientOptions,
   type BlockBlobClient,
   type ContainerClient,
 } from '@azure/storage-blob';
 import { ConfigError, StorageError } from '../errors.ts';
 import { PROGRAM } from '../version.ts';
-import { AccessDeniedError, ObjectNotFoundError, type ObjectInfo, type StorageBackend } from './backend.ts';
+import {
+  AccessDeniedError,
+  ObjectLockedError,
+  ObjectNotFoundError,
+  type ObjectInfo,
+  type PutOptions,
+  type StorageBackend,
+} from './backend.ts';
+import { retainUntil, retentionOption, type Retention } from './retention.ts';
 import { isTransientHttpStatus, isTransientNetworkError, withRetries } from './retry.ts';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY, wholeNumberOption } from './url-options.ts';
 
@@ -21,7 +30,16 @@ const MAX_TIMEOUT_SECONDS = 3600;
 /** The slowest uplink we wait for: an attempt that sends N bytes may take N / this seconds longer. */
 const SLOWEST_UPLOAD_BYTES_PER_SECOND = 64 * 1024;
 const LIST_PAGE_SIZE = 5000;
-const QUERY_OPTIONS = new Set(['account', 'endpoint', 'concurrency', 'timeout']);
+const QUERY_OPTIONS = new Set([
+  'account',
+  'endpoint',
+  'concurrency',
+  'timeout',
+  'immutability',
+  'immutability-days',
+]);
+const IMMUTABILITY_MODES = ['unlocked', 'locked'] as const;
+type ImmutabilityMode = (typeof IMMUTABILITY_MODES)[number];
 /** Azure's rules: accounts have 3 to 24 lowercase letters and digits; containers 3 to 63, with single hyphens inside. */
 const ACCOUNT_NAME = /^[a-z0-9]{3,24}$/;
 const CONTAINER_NAME = /^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/;
@@ -39,6 +57,8 @@ interface AzureSettings {
   service: BlobServiceClient;
   /** Host of the blob endpoint, for messages about an unreachable service. */
   endpointHost: string;
+  /** The version-level immutability policy of blobs put with `retain`; undefined: none. */
+  immutability: Retention<ImmutabilityMode> | undefined;
 }
 
 /**
@@ -86,8 +106,14 @@ function parseSettings(url: URL, env: NodeJS.ProcessEnv): AzureSettings {
       min: 1,
       max: MAX_TIMEOUT_SECONDS,
     });
+  const immutability = retentionOption(
+    'azure',
+    url.searchParams,
+    { mode: 'immutability', days: 'immutability-days' },
+    IMMUTABILITY_MODES,
+  );
   const { service, endpointHost } = createServiceClient(url, env);
-  return { container, prefix, concurrency, timeoutMs, service, endpointHost };
+  return { container, prefix, concurrency, timeoutMs, service, endpointHost, immutability };
 }
 
 function decodedPrefix(url: URL): string {
@@ -216,6 +242,9 @@ function isTransientAzureError(error: unknown): boolean {
   return typeof statusCode === 'number' && isTransientHttpStatus(statusCode);
 }
 
+/** What the service answers (409) to a delete of a blob whose immutability policy is in effect. */
+const IMMUTABLE_BLOB = 'BlobImmutableDueToPolicy';
+
 /** The service's error code (the x-ms-error-code header, also on HEAD answers, which have no body). */
 function azureErrorCode(error: unknown): string | undefined {
   const { code, details } = error as { code?: unknown; details?: { errorCode?: unknown } };
@@ -292,12 +321,19 @@ class AzureBackend implements StorageBackend {
     setMaxListeners(Infinity, this.closing.signal);
   }
 
-  async put(name: string, data: Uint8Array): Promise<void> {
+  async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
     const blob = this.blob(name);
     const digest = md5(data);
     const action = `write ${name}`;
+    const retention = options.retain ? this.settings.immutability : undefined;
+    // Counted from each attempt, so that a retried upload is kept its whole retention.
+    const immutabilityPolicy = (): BlobImmutabilityPolicy | undefined =>
+      retention && {
+        expiriesOn: retainUntil(retention),
+        policyMode: retention.mode === 'locked' ? 'Locked' : 'Unlocked',
+      };
     if (data.length > BLOCK_SIZE) {
-      await this.uploadInBlocks(blob, action, data, digest);
+      await this.uploadInBlocks(blob, action, data, digest, immutabilityPolicy);
       await this.verifyStored(name, blob, data.length, digest);
       return;
     }
@@ -307,7 +343,11 @@ class AzureBackend implements StorageBackend {
       action,
       undefined,
       (signal) =>
-        blob.upload(data, data.length, { abortSignal: signal, blobHTTPHeaders: { blobContentMD5: digest } }),
+        blob.upload(data, data.length, {
+          abortSignal: signal,
+          blobHTTPHeaders: { blobContentMD5: digest },
+          immutabilityPolicy: immutabilityPolicy(),
+        }),
       data.length,
     );
     if (!response.contentMD5) await this.verifyStored(name, blob, data.length, digest);
@@ -319,7 +359,13 @@ class AzureBackend implements StorageBackend {
    * retried on its own), then commits them in one request: until then nothing is visible. Block ids
    * carry a random upload id so that two writers of the same name never mix their blocks.
    */
-  private async uploadInBlocks(blob: BlockBlobClient, action: string, data: Uint8Array, digest: Buffer) {
+  private async uploadInBlocks(
+    blob: BlockBlobClient,
+    action: string,
+    data: Uint8Array,
+    digest: Buffer,
+    immutabilityPolicy: () => BlobImmutabilityPolicy | undefined,
+  ) {
     const uploadId = randomBytes(8).toString('hex');
     const blockIds: string[] = [];
     for (let offset = 0; offset < data.length; offset += BLOCK_SIZE) {
@@ -342,7 +388,11 @@ class AzureBackend implements StorageBackend {
     }
     // Committing again after a lost answer is harmless: the same list gives the same blob.
     await this.attempt(action, undefined, (signal) =>
-      blob.commitBlockList(blockIds, { abortSignal: signal, blobHTTPHeaders: { blobContentMD5: digest } }),
+      blob.commitBlockList(blockIds, {
+        abortSignal: signal,
+        blobHTTPHeaders: { blobContentMD5: digest },
+        immutabilityPolicy: immutabilityPolicy(),
+      }),
     );
   }
 
@@ -450,7 +500,24 @@ class AzureBackend implements StorageBackend {
     } catch (error) {
       // Also what a retry sees when the first attempt's answer was lost.
       if (error instanceof ObjectNotFoundError) return;
+      if (azureErrorCode(error instanceof StorageError ? error.cause : error) === IMMUTABLE_BLOB) {
+        throw new ObjectLockedError(name, this.location, await this.immutableUntil(name), error);
+      }
       throw error;
+    }
+  }
+
+  /** Until when the service keeps `name` immutable, if it says so. */
+  private async immutableUntil(name: string): Promise<Date | undefined> {
+    const blob = this.blob(name);
+    try {
+      const properties = await this.attempt(`stat ${name}`, name, (signal) =>
+        blob.getProperties({ abortSignal: signal }),
+      );
+      return properties.immutabilityPolicyExpiresOn;
+    } catch {
+      // The refusal is what matters; its date only helps the message.
+      return undefined;
     }
   }
 

@@ -16,6 +16,13 @@ export interface PutOptions {
    * but unreferenced, so nothing is lost.
    */
   deferSync?: boolean;
+  /**
+   * The object must stay immutable for the repository's retention: on storage configured for it
+   * (S3 Object Lock, Azure immutability policies) it can be neither deleted nor overwritten until
+   * then. For what holds backed-up data (packs, index files, snapshots, endorsements); never for
+   * what must stay changeable (locks, the config, key slots).
+   */
+  retain?: boolean;
 }
 
 export interface StorageBackend {
@@ -32,7 +39,10 @@ export interface StorageBackend {
   /** Every object whose name starts with `prefix` (a folder such as `snapshots/`), in no set order. */
   list(prefix: string): AsyncIterable<ObjectInfo>;
   stat(name: string): Promise<ObjectInfo | undefined>;
-  /** Removes `name`; removing an object that is not there is not an error. */
+  /**
+   * Removes `name`; removing an object that is not there is not an error. Throws ObjectLockedError,
+   * deleting nothing, while the storage keeps the object immutable.
+   */
   delete(name: string): Promise<void>;
   /**
    * Removes what writers that crashed or lost their connection left half-done (temporary files,
@@ -61,17 +71,24 @@ export class ObjectNotFoundError extends StorageError {
 }
 
 /**
- * The storage refused to delete an object still under retention (S3 Object Lock, an Azure
- * immutability policy). Nothing is wrong: the object goes on a later run, once its retention ends.
+ * The storage keeps `objectName` immutable (S3 Object Lock, an Azure immutability policy), so it
+ * cannot be deleted yet: a later run may delete it once `retainUntil` has passed. `retainUntil` is
+ * undefined when the storage refused without saying until when.
  */
 export class ObjectLockedError extends StorageError {
   constructor(
     readonly objectName: string,
+    location: string,
     readonly retainUntil?: Date,
+    cause?: unknown,
   ) {
     super(
-      `${objectName} is locked by the storage${retainUntil ? ` until ${retainUntil.toISOString()}` : ''}`,
-      { hint: 'It is removed by a later run once its retention ends.' },
+      `${objectName} in ${location} is locked against deletion` +
+        (retainUntil ? ` until ${retainUntil.toISOString()}` : ''),
+      {
+        hint: 'It can be deleted once its retention has passed; a later run will remove it.',
+        cause,
+      },
     );
   }
 }

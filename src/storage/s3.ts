@@ -10,12 +10,21 @@ import {
   PutObjectCommand,
   S3Client,
   type GetObjectCommandOutput,
+  type HeadObjectCommandOutput,
   type PutObjectCommandInput,
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { ConfigError, StorageError, StrongboxError } from '../errors.ts';
-import { AccessDeniedError, ObjectNotFoundError, type ObjectInfo, type StorageBackend } from './backend.ts';
+import {
+  AccessDeniedError,
+  ObjectLockedError,
+  ObjectNotFoundError,
+  type ObjectInfo,
+  type PutOptions,
+  type StorageBackend,
+} from './backend.ts';
+import { retainUntil, retentionOption, type Retention } from './retention.ts';
 import { isTransientHttpStatus, isTransientNetworkError, withRetries } from './retry.ts';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY, wholeNumberOption } from './url-options.ts';
 
@@ -46,7 +55,12 @@ const QUERY_OPTIONS = [
   'concurrency',
   'timeout',
   'part-size',
+  'object-lock',
+  'object-lock-days',
 ] as const;
+
+const OBJECT_LOCK_MODES = ['governance', 'compliance'] as const;
+type ObjectLockMode = (typeof OBJECT_LOCK_MODES)[number];
 
 type Encryption =
   { ServerSideEncryption: 'AES256' } | { ServerSideEncryption: 'aws:kms'; SSEKMSKeyId?: string } | undefined;
@@ -67,6 +81,8 @@ export interface S3Settings {
   timeoutMs: number;
   /** Objects larger than this are uploaded in parts of this size. */
   partSize: number;
+  /** The Object Lock retention of objects put with `retain`; undefined: nothing is locked. */
+  objectLock: Retention<ObjectLockMode> | undefined;
 }
 
 /**
@@ -142,6 +158,12 @@ export function parseS3Location(url: URL, env: NodeJS.ProcessEnv): S3Settings {
         min: MIN_PART_SIZE_MIB,
         max: MAX_PART_SIZE_MIB,
       }),
+    objectLock: retentionOption(
+      's3',
+      query,
+      { mode: 'object-lock', days: 'object-lock-days' },
+      OBJECT_LOCK_MODES,
+    ),
   };
 }
 
@@ -298,6 +320,19 @@ function isNotFound(error: unknown): boolean {
   );
 }
 
+/**
+ * A delete the service refused because of Object Lock. S3 answers it with AccessDenied, the code
+ * of every missing permission too, so only its message tells them apart ("Access Denied because
+ * object protected by object lock"); S3-compatible services answer InvalidRequest or AccessDenied
+ * with "Object is WORM protected" and the like.
+ */
+function isObjectLockRefusal(error: unknown): boolean {
+  const code = errorCode(error);
+  if (code !== 'AccessDenied' && code !== 'InvalidRequest') return false;
+  const message = (error as { message?: unknown }).message;
+  return typeof message === 'string' && /object lock|retention|worm/i.test(message);
+}
+
 /** A repository under a prefix of an S3 (or S3-compatible) bucket. */
 export class S3Backend implements StorageBackend {
   readonly location: string;
@@ -311,7 +346,7 @@ export class S3Backend implements StorageBackend {
     this.concurrency = settings.concurrency;
   }
 
-  async put(name: string, data: Uint8Array): Promise<void> {
+  async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
     const key = this.keyOf(name);
     // A view, not a copy: packs are up to ~16 MiB and several are in flight.
     const body = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -326,19 +361,23 @@ export class S3Backend implements StorageBackend {
       ...this.settings.encryption,
     };
     const multipart = body.length > this.settings.partSize;
-    // Content-MD5 is checked by every S3-compatible service, whatever the checksums setting.
+    // Content-MD5 is checked by every S3-compatible service, whatever the checksums setting; S3
+    // also requires it (or a checksum header) on every put with Object Lock.
     const md5 = multipart ? undefined : createHash('md5').update(body).digest('base64');
+    const lock = options.retain ? this.settings.objectLock : undefined;
     await this.retrying(`write ${name}`, async () => {
+      // Counted from each attempt, so that a retried upload is kept its whole retention.
+      const locked = lock ? this.lockParameters(lock, multipart) : {};
       if (multipart) {
         // On failure Upload aborts the multipart upload, so no part outlives the attempt.
         await new Upload({
           client: this.client,
-          params,
+          params: { ...params, ...locked },
           partSize: this.settings.partSize,
           queueSize: PARTS_IN_FLIGHT,
         }).done();
       } else {
-        await this.client.send(new PutObjectCommand({ ...params, ContentMD5: md5 }));
+        await this.client.send(new PutObjectCommand({ ...params, ...locked, ContentMD5: md5 }));
       }
       const stored = await this.client.send(
         new HeadObjectCommand({ Bucket: this.settings.bucket, Key: key }),
@@ -349,6 +388,23 @@ export class S3Backend implements StorageBackend {
         );
       }
     });
+  }
+
+  /**
+   * What a put with Object Lock adds: the mode and the retain-until date (on CreateMultipartUpload
+   * for parts). Parts cannot carry a Content-MD5 through Upload, so they carry a CRC32 checksum,
+   * which the SDK then sends even with checksums=when-required: S3 refuses locked uploads without
+   * an integrity header.
+   */
+  private lockParameters(
+    lock: Retention<ObjectLockMode>,
+    multipart: boolean,
+  ): Pick<PutObjectCommandInput, 'ObjectLockMode' | 'ObjectLockRetainUntilDate' | 'ChecksumAlgorithm'> {
+    return {
+      ObjectLockMode: lock.mode === 'governance' ? 'GOVERNANCE' : 'COMPLIANCE',
+      ObjectLockRetainUntilDate: retainUntil(lock),
+      ...(multipart ? { ChecksumAlgorithm: 'CRC32' as const } : {}),
+    };
   }
 
   /** Every put is durable once S3 acknowledged it. */
@@ -442,10 +498,41 @@ export class S3Backend implements StorageBackend {
     }
   }
 
+  /**
+   * With Object Lock, asks for the object's retention first: on a versioned bucket S3 answers a
+   * delete of a locked object by hiding it behind a delete marker, which frees nothing, so the
+   * object is left in place and reported locked until its retain-until date has passed.
+   */
   async delete(name: string): Promise<void> {
-    await this.retrying(`delete ${name}`, () =>
-      this.client.send(new DeleteObjectCommand({ Bucket: this.settings.bucket, Key: this.keyOf(name) })),
-    );
+    if (this.settings.objectLock) {
+      let head: HeadObjectCommandOutput;
+      try {
+        head = await this.retrying(
+          `stat ${name}`,
+          () =>
+            this.client.send(new HeadObjectCommand({ Bucket: this.settings.bucket, Key: this.keyOf(name) })),
+          name,
+        );
+      } catch (error) {
+        if (error instanceof ObjectNotFoundError) return;
+        throw error;
+      }
+      const until = head.ObjectLockRetainUntilDate;
+      const retained = until !== undefined && until.getTime() > Date.now();
+      if (retained || head.ObjectLockLegalHoldStatus === 'ON') {
+        throw new ObjectLockedError(name, this.location, retained ? until : undefined);
+      }
+    }
+    await this.retrying(`delete ${name}`, async () => {
+      try {
+        await this.client.send(
+          new DeleteObjectCommand({ Bucket: this.settings.bucket, Key: this.keyOf(name) }),
+        );
+      } catch (error) {
+        if (isObjectLockRefusal(error)) throw new ObjectLockedError(name, this.location, undefined, error);
+        throw error;
+      }
+    });
   }
 
   async removeIncompleteUploads(startedBefore: Date): Promise<number> {

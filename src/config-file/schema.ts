@@ -1,0 +1,103 @@
+import { z } from 'zod';
+import { StrongboxError } from '../errors.ts';
+import { GROUP_KEYS, parseRetentionDuration, UNLIMITED } from '../retention/policy.ts';
+
+/**
+ * The configuration file's schema. Keys are kebab-case like the flags they stand for; every
+ * object is strict, so a misspelt key is an error rather than a setting silently ignored. Later
+ * sections (schedules, alerts, notifications, drills) join `policies` at the top level.
+ */
+
+/** A keep-* count: a whole number, or `unlimited`. */
+const COUNT_EXPECTED = { error: 'expected a whole number of at least 0, or unlimited' };
+const keepCount = z
+  .union([z.number().int(COUNT_EXPECTED).min(0, COUNT_EXPECTED), z.literal('unlimited')], COUNT_EXPECTED)
+  .transform((value) => (value === 'unlimited' ? UNLIMITED : value));
+
+/** A keep-within* duration: 30d, 1y6m, 2y5m7d3h. */
+const keepDuration = z
+  .string({ error: 'expected a duration such as 30d or 1y6m' })
+  .transform((text, context) => {
+    try {
+      return parseRetentionDuration(text);
+    } catch (error) {
+      if (!(error instanceof StrongboxError)) throw error;
+      context.addIssue({ code: 'custom', message: error.message, input: text });
+      return z.NEVER;
+    }
+  });
+
+const tag = z
+  .string({ error: 'expected a tag (key=value)' })
+  .min(1, { error: 'expected a tag, not empty text' });
+
+/** An IANA time zone name that this Node.js knows. */
+export function isKnownTimeZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const timeZone = z
+  .string({ error: 'expected a time zone name such as Europe/Berlin' })
+  .refine(isKnownTimeZone, { error: (issue) => `unknown time zone ${JSON.stringify(issue.input)}` });
+
+export const policySchema = z.strictObject({
+  /** The environment it applies to: snapshots tagged env=NAME. */
+  env: z.string({ error: 'expected an environment name' }).min(1).optional(),
+  /** Further tags every snapshot it applies to carries. */
+  tags: z.array(tag, { error: 'expected a list of tags' }).optional(),
+  'keep-last': keepCount.optional(),
+  'keep-hourly': keepCount.optional(),
+  'keep-daily': keepCount.optional(),
+  'keep-weekly': keepCount.optional(),
+  'keep-monthly': keepCount.optional(),
+  'keep-yearly': keepCount.optional(),
+  'keep-within': keepDuration.optional(),
+  'keep-within-hourly': keepDuration.optional(),
+  'keep-within-daily': keepDuration.optional(),
+  'keep-within-weekly': keepDuration.optional(),
+  'keep-within-monthly': keepDuration.optional(),
+  'keep-within-yearly': keepDuration.optional(),
+  /** Each item as --keep-tag takes it: comma-separated tags, all of which a snapshot must carry. */
+  'keep-tag': z.array(z.string({ error: 'expected tags separated by commas' })).optional(),
+  'group-by': z
+    .array(
+      z.enum(GROUP_KEYS as [string, ...string[]], { error: `expected one of ${GROUP_KEYS.join(', ')}` }),
+      {
+        error: 'expected a list of host, kind, name, tags',
+      },
+    )
+    .optional(),
+  timezone: timeZone.optional(),
+});
+
+export type PolicyEntry = z.output<typeof policySchema>;
+
+/** Names as a command line types them after --policy. */
+export const POLICY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+export const CURRENT_VERSION = 1;
+
+export const configFileSchema = z.strictObject({
+  version: z
+    .literal(CURRENT_VERSION, {
+      error: (issue) =>
+        `version ${JSON.stringify(issue.input)} is not one this strongbox reads (it reads version ${CURRENT_VERSION})`,
+    })
+    .optional(),
+  policies: z
+    .record(
+      z.string().regex(POLICY_NAME, {
+        error: 'a policy name is letters, digits, dots, dashes and underscores',
+      }),
+      policySchema,
+      { error: (issue) => (issue.code === 'invalid_type' ? 'expected policies by name' : undefined) },
+    )
+    .optional(),
+});
+
+export type ConfigFileContent = z.output<typeof configFileSchema>;
