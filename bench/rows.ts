@@ -282,7 +282,7 @@ export function retentionRows({ history, strongbox, restic, backupDuringPrune }:
       measure: 'prune alone, after forget (wall time)',
       unit: 's',
       strongbox: strongbox.prune.seconds,
-      baseline: baseline(`${resticRun} (forget included)`, restic, (r) => r.forgetPrune.seconds),
+      baseline: baseline('restic forget --prune, its forget included', restic, (r) => r.forgetPrune.seconds),
     },
     {
       measure: 'peak RSS, prune',
