@@ -5,9 +5,9 @@ import { PG_BIN, withCluster, type Cluster } from './cluster.ts';
 import { treeSize, warmTree } from './files.ts';
 import { measure, run, type CommandSpec, type Measurement } from './process.ts';
 
-const STREAM_NAME = 'shop.dump';
-/** Not a secret: the repositories live only for one run. */
-const PASSWORD = 'strongbox-bench';
+export const STREAM_NAME = 'shop.dump';
+/** Not a secret: the repositories live only for one run, or in .bench-cache. */
+export const PASSWORD = 'strongbox-bench';
 
 export interface BackupRun extends Measurement {
   /** Growth of the repository's files. */
@@ -55,14 +55,25 @@ export async function twoBackups(contender: Contender, dataset: Dataset): Promis
 /** The shop database's dump, as pg_dump writes it to standard output. */
 export const pgDumpOf = (cluster: Cluster) => cluster.client('pg_dump', DATABASE, ['-Fc', '-Z0']);
 
-/** A fresh strongbox repository in `dir`, used through the built CLI. */
-export function strongbox(cli: string, dir: string): StrongboxContender {
-  const repository = path.join(dir, 'strongbox-repo');
-  const command = (args: string[], env: Record<string, string> = {}): CommandSpec => ({
+/** The built CLI on `repository`, unlocked with the bench's password. */
+export function strongboxCommand(
+  cli: string,
+  repository: string,
+  args: string[],
+  env: Record<string, string> = {},
+): CommandSpec {
+  return {
     command: process.execPath,
     args: [cli, '--repo', repository, ...args],
     env: { ...env, STRONGBOX_PASSWORD: PASSWORD },
-  });
+  };
+}
+
+/** A fresh strongbox repository in `dir`, used through the built CLI. */
+export function strongbox(cli: string, dir: string): StrongboxContender {
+  const repository = path.join(dir, 'strongbox-repo');
+  const command = (args: string[], env: Record<string, string> = {}) =>
+    strongboxCommand(cli, repository, args, env);
   const backupOnce = (source: Source) =>
     'dump' in source
       ? measure(command(['--json', 'backup', 'stdin', '--name', STREAM_NAME]), { stdinFile: source.dump })

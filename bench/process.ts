@@ -60,9 +60,12 @@ export function run(spec: CommandSpec, options: RunOptions = {}): Promise<string
   }).finally(closeFds);
 }
 
+/** Numbers each measurement's file of GNU time, as two may run at once. */
+let measurements = 0;
+
 /** Runs a command once under GNU time: wall time from spawn to exit, and the child's peak RSS. */
 export async function measure(spec: CommandSpec, options: RunOptions = {}): Promise<Measurement> {
-  const rssFile = path.join(os.tmpdir(), `strongbox-bench-rss-${process.pid}`);
+  const rssFile = path.join(os.tmpdir(), `strongbox-bench-rss-${process.pid}-${++measurements}`);
   const timed: CommandSpec = {
     ...spec,
     command: GNU_TIME,

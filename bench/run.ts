@@ -9,7 +9,8 @@ import { ensureDataset, type Dataset } from './dataset.ts';
 import { fileSize, warmFile } from './files.ts';
 import { measurePostgres } from './postgres.ts';
 import { formatTable, judge } from './report.ts';
-import { rows, type Outcome, type Results } from './rows.ts';
+import { measureRetention, type RetentionResults } from './retention.ts';
+import { retentionRows, rows, type Outcome, type Results } from './rows.ts';
 import { missingBaselines, missingRequirements, SETUP_HINT } from './tools.ts';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
@@ -23,6 +24,21 @@ function scaleFromEnv(): string {
   const scale = process.env.BENCH_SCALE ?? '10';
   if (!(Number(scale) > 0)) throw new Error(`BENCH_SCALE must be a positive number, not ${scale}`);
   return scale;
+}
+
+/** The parts of the table: backups and restores of the two dumps and the database, and retention. */
+const SECTIONS = ['backup', 'retention'] as const;
+type Section = (typeof SECTIONS)[number];
+
+/** `BENCH_ONLY=retention` (or a comma-separated list of sections) runs those alone. */
+function sectionsFromEnv(): Set<Section> {
+  const only = process.env.BENCH_ONLY;
+  if (!only) return new Set(SECTIONS);
+  const named = only.split(',').map((name) => name.trim());
+  const unknown = named.filter((name) => !(SECTIONS as readonly string[]).includes(name));
+  if (unknown.length > 0)
+    throw new Error(`BENCH_ONLY names ${unknown.join(', ')}: the sections are ${SECTIONS.join(', ')}`);
+  return new Set(named as Section[]);
 }
 
 function checkPrerequisites(): void {
@@ -70,20 +86,29 @@ async function measureAll(dataset: Dataset, workDir: string): Promise<Results> {
 async function main(): Promise<void> {
   checkPrerequisites();
   const scale = scaleFromEnv();
+  const sections = sectionsFromEnv();
   await mkdir(cacheDir, { recursive: true });
   const dataset = await ensureDataset(cacheDir, scale, sqlDir, log);
   const workDir = path.join(cacheDir, 'run');
   await rm(workDir, { recursive: true, force: true });
   await mkdir(workDir);
-  let results: Results;
+  let results: Results | undefined;
+  let retention: RetentionResults | undefined;
   try {
-    results = await measureAll(dataset, workDir);
+    if (sections.has('backup')) results = await measureAll(dataset, workDir);
+    if (sections.has('retention')) {
+      const retentionDir = path.join(workDir, 'retention');
+      await mkdir(retentionDir);
+      retention = await measureRetention({ cli, cacheDir, dataset, sqlDir, workDir: retentionDir, log });
+    }
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
-  const judged = rows(results).map(judge);
+  const judged = [...(results ? rows(results) : []), ...(retention ? retentionRows(retention) : [])].map(
+    judge,
+  );
   const machine = { cpus: os.cpus().length, node: process.version };
-  const report = { date: new Date().toISOString(), scale, machine, rows: judged, results };
+  const report = { date: new Date().toISOString(), scale, machine, rows: judged, results, retention };
   await writeFile(path.join(cacheDir, 'results.json'), JSON.stringify(report, null, 2) + '\n');
   process.stdout.write(`strongbox benchmark, scale ${scale}, ${report.date}\n\n${formatTable(judged)}\n`);
   log(`written to ${path.relative(process.cwd(), path.join(cacheDir, 'results.json'))}`);

@@ -1,0 +1,169 @@
+import { randomBytes } from 'node:crypto';
+import { readdirSync, watch } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { strongboxCommand } from './contenders.ts';
+import type { Dataset } from './dataset.ts';
+import { treeSize } from './files.ts';
+import { ensureHistory, resticEnv, type HistoryManifest } from './history.ts';
+import { measure, run, type CommandSpec, type Measurement } from './process.ts';
+import type { Outcome } from './rows.ts';
+import { missingBaselines } from './tools.ts';
+
+/** The policy both tools apply to the 30 daily backups: it keeps 9 (Oct 24–30, and the 11th and 18th). */
+export const KEEP_POLICY = ['--keep-daily', '7', '--keep-weekly', '4'];
+
+/** Bytes of each small backup started during a prune: a few chunks, written in well under a second. */
+const SMALL_BACKUP_BYTES = 8 * 1024 * 1024;
+
+export interface RetentionResults {
+  history: HistoryManifest;
+  strongbox: StrongboxRetention;
+  /** `restic forget --prune` with the same policy, on a copy of the same history. */
+  restic: Outcome<ResticRetention>;
+  backupDuringPrune: BackupDuringPrune;
+}
+
+/** `strongbox forget` then `strongbox prune`, each timed on its own; their `--json` reports in `stdout`. */
+export interface StrongboxRetention {
+  sizeBefore: number;
+  forget: Measurement;
+  prune: Measurement;
+  sizeAfter: number;
+}
+
+export interface ResticRetention {
+  sizeBefore: number;
+  forgetPrune: Measurement;
+  sizeAfter: number;
+}
+
+/** A small `backup stdin` started while `prune` runs on the same repository, then one alone. */
+export interface BackupDuringPrune {
+  during: Measurement;
+  alone: Measurement;
+  prune: Measurement;
+  /** Whether the prune was still running when the backup finished: if not, it may have waited for all of it. */
+  pruneOutlastedBackup: boolean;
+}
+
+export interface RetentionBench {
+  cli: string;
+  cacheDir: string;
+  dataset: Dataset;
+  sqlDir: string;
+  /** Removed by the caller afterwards. */
+  workDir: string;
+  log: (line: string) => void;
+}
+
+export async function measureRetention(bench: RetentionBench): Promise<RetentionResults> {
+  const resticMissing = missingBaselines(['restic']);
+  const history = await ensureHistory({ ...bench, withRestic: !resticMissing });
+  const copy = (from: string, name: string) => copyRepository(from, path.join(bench.workDir, name));
+  // Each copy is another location: a state directory of the run's own keeps the user's untouched.
+  const stateDir = path.join(bench.workDir, 'strongbox-state');
+  const strongbox = (repository: string, args: string[]) =>
+    strongboxCommand(bench.cli, repository, args, { STRONGBOX_STATE_DIR: stateDir });
+
+  bench.log('retention: strongbox forget, then prune');
+  const strongboxRepo = await copy(history.strongbox, 'strongbox');
+  const strongboxSizeBefore = await treeSize(strongboxRepo);
+  const forget = await measure(strongbox(strongboxRepo, ['--json', 'forget', ...KEEP_POLICY]));
+  const prune = await measure(strongbox(strongboxRepo, ['--json', 'prune']));
+  const strongboxRetention = {
+    sizeBefore: strongboxSizeBefore,
+    forget,
+    prune,
+    sizeAfter: await treeSize(strongboxRepo),
+  };
+  await rm(strongboxRepo, { recursive: true, force: true });
+
+  let restic: Outcome<ResticRetention> = { missing: resticMissing ?? '' };
+  if (history.restic) {
+    bench.log('retention: restic forget --prune');
+    const repository = await copy(history.restic.repository, 'restic');
+    const cache = await copy(history.restic.cache, 'restic-cache');
+    const sizeBefore = await treeSize(repository);
+    const forgetPrune = await measure({
+      command: 'restic',
+      args: ['forget', ...KEEP_POLICY, '--prune'],
+      env: resticEnv(repository, cache),
+    });
+    restic = { ok: { sizeBefore, forgetPrune, sizeAfter: await treeSize(repository) } };
+    await rm(repository, { recursive: true, force: true });
+    await rm(cache, { recursive: true, force: true });
+  }
+
+  bench.log('retention: a backup started during prune');
+  const concurrentRepo = await copy(history.strongbox, 'strongbox-concurrent');
+  await run(strongbox(concurrentRepo, ['forget', ...KEEP_POLICY]));
+  const backupDuringPrune = await backupDuringPruneOf(concurrentRepo, bench.workDir, strongbox);
+  await rm(concurrentRepo, { recursive: true, force: true });
+
+  return { history: history.manifest, strongbox: strongboxRetention, restic, backupDuringPrune };
+}
+
+/** `cp -a`, then `sync`, so that no timed command pays for writing the copy back. */
+async function copyRepository(from: string, to: string): Promise<string> {
+  await run({ command: 'cp', args: ['-a', from, to] });
+  await run({ command: 'sync', args: [] });
+  return to;
+}
+
+async function backupDuringPruneOf(
+  repository: string,
+  workDir: string,
+  strongbox: (repository: string, args: string[]) => CommandSpec,
+): Promise<BackupDuringPrune> {
+  // Fresh bytes for each backup, so that the second deduplicates nothing the first stored.
+  const inputs = ['during', 'alone'].map((name) => path.join(workDir, `small-${name}.bin`));
+  for (const input of inputs) await writeFile(input, randomBytes(SMALL_BACKUP_BYTES));
+  const [duringInput, aloneInput] = inputs as [string, string];
+  const backup = (input: string) =>
+    measure(strongbox(repository, ['backup', 'stdin', '--name', 'small.bin']), { stdinFile: input });
+
+  const locks = path.join(repository, 'locks');
+  await mkdir(locks, { recursive: true });
+  let pruneEnded = false;
+  const pruning = measure(strongbox(repository, ['--json', 'prune'])).finally(() => (pruneEnded = true));
+  try {
+    await firstLockIn(locks, pruning);
+    const during = await backup(duringInput);
+    const pruneOutlastedBackup = !pruneEnded;
+    const prune = await pruning;
+    const alone = await backup(aloneInput);
+    return { during, alone, prune, pruneOutlastedBackup };
+  } finally {
+    await pruning.catch(() => undefined);
+    for (const input of inputs) await rm(input, { force: true });
+  }
+}
+
+/**
+ * Resolves once a file appears in `dir` (the prune's lock: the copy has none of its own), or
+ * fails if `running` ends first. Any event counts: a quick prune's lock may be gone again by the
+ * time it is handled.
+ */
+function firstLockIn(dir: string, running: Promise<unknown>): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const started = performance.now();
+    const watcher = watch(dir);
+    const finish = (error?: Error) => {
+      watcher.close();
+      if (error) reject(error);
+      else resolve();
+    };
+    watcher.on('change', () => finish());
+    watcher.on('error', finish);
+    running.then(
+      () => finish(new Error(`prune ended after ${elapsed(started)} without a lock appearing in ${dir}`)),
+      (error: unknown) => finish(error instanceof Error ? error : new Error(String(error))),
+    );
+    // The lock may have been written before the watcher started.
+    if (readdirSync(dir).length > 0) finish();
+  });
+}
+
+const elapsed = (since: number) => `${((performance.now() - since) / 1000).toFixed(2)} s`;
