@@ -200,12 +200,19 @@ describe('azure backend', () => {
     await Promise.all([denied.close(), missing.close()]);
   });
 
-  it('retries server errors, throttling and stalled connections', async () => {
+  it('retries server errors, throttling, stalled connections and answers cut short', async () => {
     const data = randomBytes(6 * 1024 * 1024);
     const faults = [
       { httpError: 1, httpErrorStatus: 503, firstConnections: 2 },
       { httpError: 1, httpErrorStatus: 429, firstConnections: 2 },
       { stall: 1, firstConnections: 1 },
+      // Cut within the first 3 MB that come back: the read of the 6 MB object breaks off mid-body.
+      {
+        cutMidTransfer: 1,
+        cutDirection: 'downstream' as const,
+        cutAfterMaxBytes: 3 * 1024 * 1024,
+        firstConnections: 2,
+      },
     ];
     for (const [index, fault] of faults.entries()) {
       // A proxy of its own for each: the SDK keeps connections alive across backends in a process.
@@ -223,7 +230,7 @@ describe('azure backend', () => {
       }
     }
     const store = await open(azureUrl(container, 'retried'));
-    expect(await listNames(store, 'data/')).toEqual(['data/0', 'data/1', 'data/2']);
+    expect(await listNames(store, 'data/')).toEqual(['data/0', 'data/1', 'data/2', 'data/3']);
     await store.close();
   });
 });

@@ -645,13 +645,20 @@ async function readBody(
   }
   const data = Buffer.allocUnsafe(expectedLength);
   let filled = 0;
-  for await (const piece of body as AsyncIterable<Buffer>) {
-    received();
-    if (filled + piece.length > expectedLength) {
-      throw new RetryableTransferError('the answer was longer than its Content-Length');
+  try {
+    for await (const piece of body as AsyncIterable<Buffer>) {
+      received();
+      if (filled + piece.length > expectedLength) {
+        throw new RetryableTransferError('the answer was longer than its Content-Length');
+      }
+      piece.copy(data, filled);
+      filled += piece.length;
     }
-    piece.copy(data, filled);
-    filled += piece.length;
+  } catch (error) {
+    if (error instanceof RetryableTransferError) throw error;
+    // The SDK reports a connection cut mid-body as an AbortError without a code; the attempt's
+    // own deadline and the backend's closing are told apart by the caller.
+    throw new RetryableTransferError('the connection was cut while the answer arrived', { cause: error });
   }
   if (filled < expectedLength) throw new RetryableTransferError('the answer ended early');
   return data;
