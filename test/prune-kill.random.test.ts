@@ -16,6 +16,7 @@ import {
   storedFiles,
   waitUntil,
   type CliRepo,
+  type Running,
 } from './helpers/prune-repo.ts';
 import { backupBuffer, PASSWORD } from './helpers/repo.ts';
 import { rounds, seed } from './helpers/soak.ts';
@@ -144,6 +145,8 @@ async function progressOf(round: Round): Promise<string> {
   ].join(', ');
 }
 
+const ROUNDS = rounds(KILL_POINTS.length);
+
 describe('prune killed with SIGKILL', () => {
   let template: CliRepo;
   /** Snapshots that stay, with their content. */
@@ -193,76 +196,84 @@ describe('prune killed with SIGKILL', () => {
   });
   afterAll(() => template?.cleanup());
 
-  it('loses nothing a kept snapshot needs at any step, and the next prune finishes', async () => {
-    const random = seededRandom(seed('prune killed'));
-    const first = Math.floor(random() * KILL_POINTS.length);
-    const count = rounds(KILL_POINTS.length);
-    for (let i = 0; i < count; i++) {
-      // Every kill point once in the suite's rounds, from a seeded start; soak runs repeat them.
-      const point = KILL_POINTS[(first + i) % KILL_POINTS.length]!;
-      const k = 1 + Math.floor(random() * point.most);
-      const label = `round ${i}: killed when ${point.moment.replace('k-th', ordinal(k))}`;
-      const repo = await copyCliRepo(template);
-      const reader = await repo.open();
-      const round: Round = {
-        repo,
-        reader,
-        baseline: {
-          packs: await storedFiles(repo.location, 'data'),
-          indexFiles: await storedFiles(repo.location, 'index'),
-          removals: await storedFiles(repo.location, 'removed'),
-        },
-      };
-      try {
-        if (point.holdsWriter) round.writerLock = await reader.lock(false, 'backup stdin');
-        const running = start(['prune'], repo.env);
-        const outcome = await waitUntil(point.moment, () => point.reached(round, k), running);
-        running.child.kill('SIGKILL');
-        const { signal } = await running.closed;
-        if (outcome === 'exited' && !point.mayFinish)
-          throw new Error(`${label}: prune ended first (${running.stderr()})`);
-        console.log(
-          `${label}: ${signal === 'SIGKILL' ? 'killed' : 'it had finished'}; ${await progressOf(round)}`,
-        );
-        await round.writerLock?.release();
-
-        const afterKill = await repo.open();
-        try {
-          await expectReadsBack(afterKill, kept);
-          const checked = await check(afterKill, { readData: 1 });
-          expect(checked.problems, label).toEqual([]);
-        } finally {
-          await afterKill.close();
-        }
-
-        const again = await runCli(['prune', '--json'], { env: repo.env });
-        expectExit(again, 0);
-        expect((JSON.parse(again.stdout.toString()) as PruneResult).outcome, label).toBe('done');
-        expect((await storedFiles(repo.location, 'prune')).size, label).toBe(0);
-        const checked = await runCli(['check', '--read-data', '--json'], { env: repo.env });
-        expectExit(checked, 0);
-        const report = JSON.parse(checked.stdout.toString()) as {
-          problems: unknown[];
-          unreferencedPacks: number;
+  it(
+    'loses nothing a kept snapshot needs at any step, and the next prune finishes',
+    async () => {
+      const random = seededRandom(seed('prune killed'));
+      const offset = Math.floor(random() * KILL_POINTS.length);
+      for (let i = 0; i < ROUNDS; i++) {
+        // Every kill point once in the suite's rounds, from a seeded start; soak runs repeat them.
+        const point = KILL_POINTS[(offset + i) % KILL_POINTS.length]!;
+        const k = 1 + Math.floor(random() * point.most);
+        const label = `round ${i}: killed when ${point.moment.replace('k-th', ordinal(k))}`;
+        const repo = await copyCliRepo(template);
+        const reader = await repo.open();
+        const round: Round = {
+          repo,
+          reader,
+          baseline: {
+            packs: await storedFiles(repo.location, 'data'),
+            indexFiles: await storedFiles(repo.location, 'index'),
+            removals: await storedFiles(repo.location, 'removed'),
+          },
         };
-        expect(report.problems, label).toEqual([]);
-        expect(report.unreferencedPacks, label).toBe(0);
-
-        const last = await repo.open();
+        let running: Running | undefined;
         try {
-          await expectReadsBack(last, kept);
-          const left = await prune(last, { dryRun: true });
-          expect(left.packs.deleted + left.packs.orphansDeleted, `${label}: left to prune`).toBe(0);
+          if (point.holdsWriter) round.writerLock = await reader.lock(false, 'backup stdin');
+          running = start(['prune'], repo.env);
+          const outcome = await waitUntil(point.moment, () => point.reached(round, k), running);
+          running.child.kill('SIGKILL');
+          const { signal } = await running.closed;
+          if (outcome === 'exited' && !point.mayFinish)
+            throw new Error(`${label}: prune ended first (${running.stderr()})`);
+          console.log(
+            `${label}: ${signal === 'SIGKILL' ? 'killed' : 'it had finished'}; ${await progressOf(round)}`,
+          );
+          await round.writerLock?.release();
+
+          const afterKill = await repo.open();
+          try {
+            await expectReadsBack(afterKill, kept);
+            const checked = await check(afterKill, { readData: 1 });
+            expect(checked.problems, label).toEqual([]);
+          } finally {
+            await afterKill.close();
+          }
+
+          const again = await runCli(['prune', '--json'], { env: repo.env });
+          expectExit(again, 0);
+          expect((JSON.parse(again.stdout.toString()) as PruneResult).outcome, label).toBe('done');
+          expect((await storedFiles(repo.location, 'prune')).size, label).toBe(0);
+          const checked = await runCli(['check', '--read-data', '--json'], { env: repo.env });
+          expectExit(checked, 0);
+          const report = JSON.parse(checked.stdout.toString()) as {
+            problems: unknown[];
+            unreferencedPacks: number;
+          };
+          expect(report.problems, label).toEqual([]);
+          expect(report.unreferencedPacks, label).toBe(0);
+
+          const last = await repo.open();
+          try {
+            await expectReadsBack(last, kept);
+            const left = await prune(last, { dryRun: true });
+            expect(left.packs.deleted + left.packs.orphansDeleted, `${label}: left to prune`).toBe(0);
+          } finally {
+            await last.close();
+          }
         } finally {
-          await last.close();
+          if (running && !running.hasExited()) {
+            running.child.kill('SIGKILL');
+            await running.closed;
+          }
+          await round.writerLock?.release();
+          await reader.close();
+          await repo.cleanup();
         }
-      } finally {
-        await round.writerLock?.release();
-        await reader.close();
-        await repo.cleanup();
       }
-    }
-  }, 180_000);
+    },
+    ROUNDS * 20_000,
+  );
 
   it('finishes a removal killed after its record: the snapshot is hidden, and prune deletes its files', async () => {
     const repo = await copyCliRepo(template);
