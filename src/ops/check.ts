@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { DamagedBlobError, VerificationError } from '../errors.ts';
+import { ObjectNotFoundError } from '../storage/backend.ts';
 import { packName } from '../repository/blob.ts';
 import { folderOf, objectName } from '../repository/layout.ts';
 import { locationKey, type IndexedBlob, type IndexFileContent } from '../repository/master-index.ts';
@@ -149,30 +150,49 @@ class Checker {
     const canRead = this.repository.canRead;
     progress('checking index files');
     let indexFiles = 0;
-    for await (const object of backend.list(folderOf('index'))) {
-      indexFiles++;
-      const bytes = await backend.get(object.name);
-      if (!nameMatches(object.name, bytes)) {
-        this.report(object.name, 'index file content does not match its name (damaged)');
-        continue;
+    const seenIndexFiles = new Set<string>();
+    // A prune replacing index files writes the new ones before deleting the old: one gone by the
+    // time it is read means listing again finds its replacement.
+    for (let vanished = true; vanished;) {
+      vanished = false;
+      for await (const object of backend.list(folderOf('index'))) {
+        if (seenIndexFiles.has(object.name)) continue;
+        let bytes: Buffer;
+        try {
+          bytes = await backend.get(object.name);
+        } catch (error) {
+          if (!(error instanceof ObjectNotFoundError)) throw error;
+          vanished = true;
+          continue;
+        }
+        seenIndexFiles.add(object.name);
+        indexFiles++;
+        if (!nameMatches(object.name, bytes)) {
+          this.report(object.name, 'index file content does not match its name (damaged)');
+          continue;
+        }
+        let content: IndexFileContent;
+        try {
+          content = await this.repository.readIndexFile(object.name, bytes);
+        } catch (error) {
+          this.report(object.name, messageOf(error));
+          continue;
+        }
+        index.addIndexFile(object.name, content);
       }
-      let content: IndexFileContent;
-      try {
-        content = await this.repository.readIndexFile(object.name, bytes);
-      } catch (error) {
-        this.report(object.name, messageOf(error));
-        continue;
-      }
-      index.addIndexFile(object.name, content);
     }
 
     progress('checking packs');
+    // Packs a pending prune deletes may go while this runs: their going is no damage, and what
+    // the snapshots need from them the prune copies elsewhere first.
+    const leaving = this.repository.pendingPrunePacks;
     const stored = new Map<string, number>();
     for await (const object of backend.list(folderOf('pack'))) stored.set(object.name, object.size);
     for (const pack of index.packIdList()) {
       const size = stored.get(packName(pack));
       const listed = index.pack(pack)!.listings.map((listing) => listing.size);
       if (listed.includes(size!)) continue;
+      if (size === undefined && leaving.has(pack)) continue;
       this.unreadablePacks.add(pack);
       if (size === undefined) this.report(packName(pack), 'pack listed in the index is missing');
       else this.report(packName(pack), `pack is ${size} bytes, the index says ${listed.join(' or ')}`);
@@ -195,7 +215,9 @@ class Checker {
     if (canRead) {
       checks.push('snapshot-contents', 'pack-tables');
       if (fraction > 0) checks.push('blob-data');
-      const packs = [...index.packIdList()].filter((pack) => !this.unreadablePacks.has(pack));
+      const packs = [...index.packIdList()].filter(
+        (pack) => !this.unreadablePacks.has(pack) && !leaving.has(pack),
+      );
       const chosen = new Set(
         fraction <= 0
           ? []
@@ -488,7 +510,14 @@ class Checker {
     const used = (id: string) => this.users.has(id) || this.treesMissed;
     if (table.entries.some((entry) => !index.has(entry.id) && used(entry.id))) return 'lost-index-file';
     if (!readData) return 'interrupted-backup';
-    const bytes = await this.repository.backend.get(name);
+    let bytes: Buffer;
+    try {
+      bytes = await this.repository.backend.get(name);
+    } catch (error) {
+      // Deleted since it was listed: a prune removing what a killed writer left.
+      if (error instanceof ObjectNotFoundError) return 'interrupted-backup';
+      throw error;
+    }
     for (const entry of table.entries) {
       try {
         await this.repository.decodeBlob(

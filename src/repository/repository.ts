@@ -134,6 +134,8 @@ export class Repository {
   private readonly writerKeys: WriterKeys;
   private readonly packKeys = new Map<string, Buffer>();
   private readonly damagedPacks = new Set<string>();
+  /** Packs found missing by a read: deleted by a prune since the index was loaded, or lost. */
+  private readonly missingPacks = new Set<string>();
   private readonly session: RepositorySession;
   private readonly trust: WriterTrust;
   private readonly snapshots: SnapshotStore;
@@ -352,6 +354,11 @@ export class Repository {
     for (const pack of packs) this.condemnedPacks.add(pack);
   }
 
+  /** Packs the pending prune plans read with this session's lock will delete or repack. */
+  get pendingPrunePacks(): ReadonlySet<string> {
+    return this.condemnedPacks;
+  }
+
   /** Lets packs a prune no longer deletes be deduplicated onto again. */
   acquitPacks(packs: Iterable<string>): void {
     for (const pack of packs) this.condemnedPacks.delete(pack);
@@ -549,6 +556,21 @@ export class Repository {
    * serves, named in a warning, once for each pack.
    */
   async readBlob(id: string): Promise<Buffer> {
+    try {
+      return await this.readBlobOnce(id);
+    } catch (error) {
+      // A prune may have moved the blob since this session loaded the index: it writes the new
+      // copy, and the index file listing it, before it deletes the old pack. So a pack found
+      // missing sends the reader to the index files written since.
+      if (!(error instanceof VerificationError) || !this.missingPacks.size) throw error;
+      const known = this.index.locations(id).length;
+      await this.loadIndex();
+      if (this.index.locations(id).length === known) throw error;
+      return this.readBlobOnce(id);
+    }
+  }
+
+  private async readBlobOnce(id: string): Promise<Buffer> {
     const copies = this.index.locations(id);
     if (copies.length === 0) throw notIndexed(id);
     // Copies in packs known to be damaged go last: another copy may be whole.
@@ -615,6 +637,7 @@ export class Repository {
     const table = await this.packTable(copy.pack);
     if (table === 'missing') {
       this.damagedPacks.add(copy.pack);
+      this.missingPacks.add(copy.pack);
       return new DamagedBlobError(id, copy.pack, 'its pack is missing');
     }
     if (table === 'unauthenticated') {
@@ -645,8 +668,10 @@ export class Repository {
     try {
       return await this.backend.getRange(name, copy.offset, copy.length);
     } catch (error) {
-      if (error instanceof ObjectNotFoundError)
+      if (error instanceof ObjectNotFoundError) {
+        this.missingPacks.add(copy.pack);
         throw new DamagedBlobError(id, copy.pack, 'its pack is missing', error);
+      }
       // Asked only after a failed read: a connection that failed may fail this too, and then
       // the first failure is the one to report.
       const stored = await this.backend.stat(name).catch(() => undefined);
