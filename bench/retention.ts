@@ -17,12 +17,33 @@ export const KEEP_POLICY = ['--keep-daily', '7', '--keep-weekly', '4'];
 /** Bytes of each small backup started during a prune: a few chunks, written in well under a second. */
 const SMALL_BACKUP_BYTES = 8 * 1024 * 1024;
 
+/**
+ * The prune settings measured, the same for both tools. By default both tolerate 5 % of unused
+ * space, which strongbox's history, storing ~0.5 % of a dump a day, may not reach: its prune then
+ * deletes nothing. With none tolerated, both repack every pack holding a forgotten byte.
+ */
+export const PRUNE_SETTINGS = [
+  { name: 'default', args: [] },
+  { name: '--max-unused 0', args: ['--max-unused', '0'] },
+] as const;
+
+export type PruneSetting = (typeof PRUNE_SETTINGS)[number]['name'];
+
+/** The prune setting of the prune a backup runs beside: the one with the most work, so the longest. */
+const CONCURRENT_PRUNE = PRUNE_SETTINGS[1];
+
 export interface RetentionResults {
   history: HistoryManifest;
-  strongbox: StrongboxRetention;
-  /** `restic forget --prune` with the same policy, on a copy of the same history. */
-  restic: Outcome<ResticRetention>;
+  runs: RetentionRun[];
   backupDuringPrune: BackupDuringPrune;
+}
+
+/** Both tools, one prune setting, each on a copy of the history. */
+export interface RetentionRun {
+  setting: PruneSetting;
+  strongbox: StrongboxRetention;
+  /** `restic forget --prune` with the same policy and setting. */
+  restic: Outcome<ResticRetention>;
 }
 
 /** `strongbox forget` then `strongbox prune`, each timed on its own; their `--json` reports in `stdout`. */
@@ -44,7 +65,7 @@ export interface BackupDuringPrune {
   during: Measurement;
   alone: Measurement;
   prune: Measurement;
-  /** Whether the prune was still running when the backup finished: if not, it may have waited for all of it. */
+  /** Whether the prune was still running when the backup finished. */
   pruneOutlastedBackup: boolean;
 }
 
@@ -67,42 +88,46 @@ export async function measureRetention(bench: RetentionBench): Promise<Retention
   const strongbox = (repository: string, args: string[]) =>
     strongboxCommand(bench.cli, repository, args, { STRONGBOX_STATE_DIR: stateDir });
 
-  bench.log('retention: strongbox forget, then prune');
-  const strongboxRepo = await copy(history.strongbox, 'strongbox');
-  const strongboxSizeBefore = await treeSize(strongboxRepo);
-  const forget = await measure(strongbox(strongboxRepo, ['--json', 'forget', ...KEEP_POLICY]));
-  const prune = await measure(strongbox(strongboxRepo, ['--json', 'prune']));
-  const strongboxRetention = {
-    sizeBefore: strongboxSizeBefore,
-    forget,
-    prune,
-    sizeAfter: await treeSize(strongboxRepo),
-  };
-  await rm(strongboxRepo, { recursive: true, force: true });
+  const runs: RetentionRun[] = [];
+  for (const setting of PRUNE_SETTINGS) {
+    bench.log(`retention: strongbox forget, then prune (${setting.name})`);
+    const strongboxRepo = await copy(history.strongbox, 'strongbox');
+    const strongboxSizeBefore = await treeSize(strongboxRepo);
+    const forget = await measure(strongbox(strongboxRepo, ['--json', 'forget', ...KEEP_POLICY]));
+    const prune = await measure(strongbox(strongboxRepo, ['--json', 'prune', ...setting.args]));
+    const strongboxRetention = {
+      sizeBefore: strongboxSizeBefore,
+      forget,
+      prune,
+      sizeAfter: await treeSize(strongboxRepo),
+    };
+    await rm(strongboxRepo, { recursive: true, force: true });
 
-  let restic: Outcome<ResticRetention> = { missing: resticMissing ?? '' };
-  if (history.restic) {
-    bench.log('retention: restic forget --prune');
-    const repository = await copy(history.restic.repository, 'restic');
-    const cache = await copy(history.restic.cache, 'restic-cache');
-    const sizeBefore = await treeSize(repository);
-    const forgetPrune = await measure({
-      command: 'restic',
-      args: ['forget', ...KEEP_POLICY, '--prune'],
-      env: resticEnv(repository, cache),
-    });
-    restic = { ok: { sizeBefore, forgetPrune, sizeAfter: await treeSize(repository) } };
-    await rm(repository, { recursive: true, force: true });
-    await rm(cache, { recursive: true, force: true });
+    let restic: Outcome<ResticRetention> = { missing: resticMissing ?? '' };
+    if (history.restic) {
+      bench.log(`retention: restic forget --prune (${setting.name})`);
+      const repository = await copy(history.restic.repository, 'restic');
+      const cache = await copy(history.restic.cache, 'restic-cache');
+      const sizeBefore = await treeSize(repository);
+      const forgetPrune = await measure({
+        command: 'restic',
+        args: ['forget', ...KEEP_POLICY, '--prune', ...setting.args],
+        env: resticEnv(repository, cache),
+      });
+      restic = { ok: { sizeBefore, forgetPrune, sizeAfter: await treeSize(repository) } };
+      await rm(repository, { recursive: true, force: true });
+      await rm(cache, { recursive: true, force: true });
+    }
+    runs.push({ setting: setting.name, strongbox: strongboxRetention, restic });
   }
 
-  bench.log('retention: a backup started during prune');
+  bench.log(`retention: a backup started during prune (${CONCURRENT_PRUNE.name})`);
   const concurrentRepo = await copy(history.strongbox, 'strongbox-concurrent');
   await run(strongbox(concurrentRepo, ['forget', ...KEEP_POLICY]));
   const backupDuringPrune = await backupDuringPruneOf(concurrentRepo, bench.workDir, strongbox);
   await rm(concurrentRepo, { recursive: true, force: true });
 
-  return { history: history.manifest, strongbox: strongboxRetention, restic, backupDuringPrune };
+  return { history: history.manifest, runs, backupDuringPrune };
 }
 
 /** `cp -a`, then `sync`, so that no timed command pays for writing the copy back. */
@@ -127,7 +152,9 @@ async function backupDuringPruneOf(
   const locks = path.join(repository, 'locks');
   await mkdir(locks, { recursive: true });
   let pruneEnded = false;
-  const pruning = measure(strongbox(repository, ['--json', 'prune'])).finally(() => (pruneEnded = true));
+  const pruning = measure(strongbox(repository, ['--json', 'prune', ...CONCURRENT_PRUNE.args])).finally(
+    () => (pruneEnded = true),
+  );
   try {
     await firstLockIn(locks, pruning);
     const during = await backup(duringInput);
