@@ -35,7 +35,7 @@ const CONCURRENT_PRUNE = PRUNE_SETTINGS[1];
 export interface RetentionResults {
   history: HistoryManifest;
   runs: RetentionRun[];
-  backupDuringPrune: BackupDuringPrune;
+  backupsDuringPrune: BackupDuringPrune[];
 }
 
 /** Both tools, one prune setting, each on a copy of the history. */
@@ -60,8 +60,17 @@ export interface ResticRetention {
   sizeAfter: number;
 }
 
+/**
+ * When, in a prune, the backup starts: as soon as the prune holds its lock (it is planning, so the
+ * backup begins before the plan and the prune waits for it), or once it is repacking (the plan is
+ * written: the backup must not deduplicate onto the packs it condemns).
+ */
+export const PRUNE_MOMENTS = ['planning', 'repacking'] as const;
+export type PruneMoment = (typeof PRUNE_MOMENTS)[number];
+
 /** A small `backup stdin` started while `prune` runs on the same repository, then one alone. */
 export interface BackupDuringPrune {
+  moment: PruneMoment;
   during: Measurement;
   alone: Measurement;
   prune: Measurement;
@@ -85,8 +94,8 @@ export async function measureRetention(bench: RetentionBench): Promise<Retention
   const copy = (from: string, name: string) => copyRepository(from, path.join(bench.workDir, name));
   // Each copy is another location: a state directory of the run's own keeps the user's untouched.
   const stateDir = path.join(bench.workDir, 'strongbox-state');
-  const strongbox = (repository: string, args: string[]) =>
-    strongboxCommand(bench.cli, repository, args, { STRONGBOX_STATE_DIR: stateDir });
+  const strongbox = (repository: string, args: string[], env: Record<string, string> = {}) =>
+    strongboxCommand(bench.cli, repository, args, { ...env, STRONGBOX_STATE_DIR: stateDir });
 
   const runs: RetentionRun[] = [];
   for (const setting of PRUNE_SETTINGS) {
@@ -121,13 +130,16 @@ export async function measureRetention(bench: RetentionBench): Promise<Retention
     runs.push({ setting: setting.name, strongbox: strongboxRetention, restic });
   }
 
-  bench.log(`retention: a backup started during prune (${CONCURRENT_PRUNE.name})`);
-  const concurrentRepo = await copy(history.strongbox, 'strongbox-concurrent');
-  await run(strongbox(concurrentRepo, ['forget', ...KEEP_POLICY]));
-  const backupDuringPrune = await backupDuringPruneOf(concurrentRepo, bench.workDir, strongbox);
-  await rm(concurrentRepo, { recursive: true, force: true });
+  const backupsDuringPrune: BackupDuringPrune[] = [];
+  for (const moment of PRUNE_MOMENTS) {
+    bench.log(`retention: a backup started while prune ${CONCURRENT_PRUNE.name} is ${moment}`);
+    const repository = await copy(history.strongbox, 'strongbox-concurrent');
+    await run(strongbox(repository, ['forget', ...KEEP_POLICY]));
+    backupsDuringPrune.push(await backupDuringPruneOf(repository, moment, bench.workDir, strongbox));
+    await rm(repository, { recursive: true, force: true });
+  }
 
-  return { history: history.manifest, runs, backupDuringPrune };
+  return { history: history.manifest, runs, backupsDuringPrune };
 }
 
 /** `cp -a`, then `sync`, so that no timed command pays for writing the copy back. */
@@ -139,8 +151,9 @@ async function copyRepository(from: string, to: string): Promise<string> {
 
 async function backupDuringPruneOf(
   repository: string,
+  moment: PruneMoment,
   workDir: string,
-  strongbox: (repository: string, args: string[]) => CommandSpec,
+  strongbox: (repository: string, args: string[], env?: Record<string, string>) => CommandSpec,
 ): Promise<BackupDuringPrune> {
   // Fresh bytes for each backup, so that the second deduplicates nothing the first stored.
   const inputs = ['during', 'alone'].map((name) => path.join(workDir, `small-${name}.bin`));
@@ -152,20 +165,43 @@ async function backupDuringPruneOf(
   const locks = path.join(repository, 'locks');
   await mkdir(locks, { recursive: true });
   let pruneEnded = false;
-  const pruning = measure(strongbox(repository, ['--json', 'prune', ...CONCURRENT_PRUNE.args])).finally(
-    () => (pruneEnded = true),
-  );
+  let pruneStderr = '';
+  let repackingStarted = () => {};
+  const repacking = new Promise<void>((resolve) => (repackingStarted = resolve));
+  const pruning = measure(
+    // Progress off a terminal is printed every interval: a short one tells when repacking begins.
+    strongbox(repository, ['--json', 'prune', ...CONCURRENT_PRUNE.args], {
+      STRONGBOX_PROGRESS_INTERVAL: '0.05',
+    }),
+    {
+      onStderr: (text) => {
+        pruneStderr += text;
+        if (pruneStderr.includes('prune: repacking')) repackingStarted();
+      },
+    },
+  ).finally(() => (pruneEnded = true));
   try {
-    await firstLockIn(locks, pruning);
+    if (moment === 'planning') await firstLockIn(locks, pruning);
+    else await beforeEnd(repacking, pruning, 'printing "repacking"');
     const during = await backup(duringInput);
     const pruneOutlastedBackup = !pruneEnded;
     const prune = await pruning;
     const alone = await backup(aloneInput);
-    return { during, alone, prune, pruneOutlastedBackup };
+    return { moment, during, alone, prune, pruneOutlastedBackup };
   } finally {
     await pruning.catch(() => undefined);
     for (const input of inputs) await rm(input, { force: true });
   }
+}
+
+/** `awaited`, or a failure if `running` ends first. */
+function beforeEnd(awaited: Promise<void>, running: Promise<unknown>, what: string): Promise<void> {
+  return Promise.race([
+    awaited,
+    running.then(() => {
+      throw new Error(`prune ended without ${what}`);
+    }),
+  ]);
 }
 
 /**

@@ -2,7 +2,7 @@ import type { ChunkerFigures } from './chunker.ts';
 import type { TwoBackups } from './contenders.ts';
 import type { PostgresResults } from './postgres.ts';
 import type { Measurement } from './process.ts';
-import type { RetentionResults, RetentionRun } from './retention.ts';
+import type { BackupDuringPrune, RetentionResults, RetentionRun } from './retention.ts';
 import type { Baseline, Row } from './report.ts';
 
 /** A baseline's measurement, or why it could not be made (its programs are missing). */
@@ -266,9 +266,8 @@ export function rows(results: Results): Row[] {
 }
 
 /** forget to 7 daily + 4 weekly and prune 30 daily backups, beside `restic forget --prune`. */
-export function retentionRows({ history, runs, backupDuringPrune }: RetentionResults): Row[] {
+export function retentionRows({ history, runs, backupsDuringPrune }: RetentionResults): Row[] {
   const dumps = `${history.days} daily dumps, ${(history.dumpBytes / 1e9).toFixed(1)} GB`;
-  const { during, alone, pruneOutlastedBackup } = backupDuringPrune;
   const first = runs[0]!;
   return [
     {
@@ -278,14 +277,18 @@ export function retentionRows({ history, runs, backupDuringPrune }: RetentionRes
       baseline: baseline('restic, same dumps', first.restic, (r) => r.sizeBefore / MB),
     },
     ...runs.flatMap(pruneRows),
-    {
-      measure: `wait of a backup started during prune${pruneOutlastedBackup ? '' : ' (prune ended first)'}`,
-      unit: 's',
-      strongbox: during.seconds - alone.seconds,
-      baseline: { what: 'the same backup alone, right after', value: alone.seconds },
-      goal: { op: '<', value: 2 },
-    },
+    ...backupsDuringPrune.map(waitRow),
   ];
+}
+
+function waitRow({ moment, during, alone, pruneOutlastedBackup }: BackupDuringPrune): Row {
+  return {
+    measure: `wait of a backup started while prune is ${moment}${pruneOutlastedBackup ? '' : ' (prune ended first)'}`,
+    unit: 's',
+    strongbox: during.seconds - alone.seconds,
+    baseline: { what: 'the same backup alone, right after', value: alone.seconds },
+    goal: { op: '<', value: 2 },
+  };
 }
 
 function pruneRows({ setting, strongbox, restic }: RetentionRun): Row[] {
