@@ -149,6 +149,19 @@ export class DamagedBlobError extends VerificationError {
 /** The repository is held by another process whose lock excludes ours. */
 export class LockedError extends StrongboxError {}
 
+/**
+ * A writer's lock went unrefreshed long enough that others may have taken it for stale, so a
+ * prune may have deleted what its work uses: it writes no snapshot.
+ */
+export class LockLostError extends LockedError {
+  constructor(readonly lock: { operation: string; created: string; refreshed: string }) {
+    super(
+      `the ${lock.operation} lock was last refreshed at ${lock.refreshed}, too long ago to be sure no prune took it for stale: no snapshot was written`,
+      { hint: 'Run it again; nothing it wrote is referenced yet.' },
+    );
+  }
+}
+
 /** The process is stopping on SIGINT or SIGTERM; the CLI has said so already. */
 export class InterruptedError extends StrongboxError {}
 

@@ -83,6 +83,17 @@ describe('forget', () => {
     expectExit(other, 0);
     expect(String(other.stdout) + String(other.stderr)).not.toMatch(/disappeared/);
     expectExit(await runCli(['check'], { env: env('other-client') }), 0);
+    // forget --dry-run --prune counts what the forget would remove as gone.
+    const preview = await runCli(['forget', '--keep-last', '1', '--dry-run', '--prune', '--json'], {
+      env: env(),
+    });
+    expectExit(preview, 0);
+    const previewed = JSON.parse(String(preview.stdout)) as {
+      removed: string[];
+      prune: { packs: { deleted: number } };
+    };
+    expect(previewed.removed).toHaveLength(2);
+    expect(previewed.prune.packs.deleted).toBeGreaterThanOrEqual(7 + 2);
     expectExit(await runCli(['prune'], { env: env() }), 0);
     expectExit(await runCli(['check', '--read-data'], { env: env('other-client') }), 0);
   });
@@ -107,6 +118,33 @@ describe('forget', () => {
     expect(left).not.toContain(old);
     // The production snapshots of the first test are untouched by the staging policy.
     expect(left.length).toBe(3 + 2);
+  });
+
+  it('after a key rotation, removals made before it are still not taken for deletions', async () => {
+    const separate = await createTestRepo();
+    const stateOf = (name: string) => path.join(separate.dir, name);
+    const cli = (args: string[], password: string, state: string) =>
+      runCli(args, {
+        env: {
+          STRONGBOX_REPO: separate.location,
+          STRONGBOX_PASSWORD: password,
+          STRONGBOX_STATE_DIR: stateOf(state),
+        },
+      });
+    try {
+      const source = stdinSource('db.dump', Readable.from([Buffer.from('old dump')]));
+      const { snapshot } = await backup(separate.repository, source, { threads: 1 });
+      expectExit(await cli(['snapshots'], PASSWORD, 'observer'), 0);
+      await separate.repository.removeSnapshots([snapshot], 'forget');
+      await separate.repository.rotate('the rotated password');
+      const seen = await cli(['snapshots'], 'the rotated password', 'observer');
+      expectExit(seen, 0);
+      expect(String(seen.stdout) + String(seen.stderr)).not.toMatch(/disappeared|ignored removal record/);
+      expectExit(await cli(['check'], 'the rotated password', 'observer'), 0);
+    } finally {
+      await separate.repository.close();
+      await separate.cleanup();
+    }
   });
 
   it('a year of daily snapshots under 7 daily, 4 weekly and 12 monthly leaves exactly the right ones', async () => {

@@ -1,6 +1,8 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { LockLostError } from '../src/errors.ts';
+import { STALE_AFTER_MS } from '../src/repository/locks.ts';
 import { check } from '../src/ops/check.ts';
 import { prune } from '../src/ops/prune.ts';
 import type { Repository } from '../src/index.ts';
@@ -132,5 +134,31 @@ describe('prune', () => {
     } finally {
       await last.close();
     }
+  });
+
+  it('a writer whose lock may have looked stale to a prune writes no snapshot', async () => {
+    repo = await createTestRepo(SMALL);
+    const { repository } = repo;
+    const { snapshot } = await backupBuffer(repository, seededBytes('stale', 100_000), 'stale');
+    const { header, body } = await repository.loadSnapshot(snapshot);
+    await repository.withLock('backup stdin', { exclusive: false }, async () => {
+      // The clock moved on without the lock being refreshed: the process was suspended. (The
+      // clock is the one thing faked here: waiting half an hour is not a test.)
+      const now = Date.now();
+      const clock = vi.spyOn(Date, 'now').mockReturnValue(now + STALE_AFTER_MS);
+      try {
+        await expect(repository.saveSnapshot({ ...header, name: 'late' }, body)).rejects.toBeInstanceOf(
+          LockLostError,
+        );
+      } finally {
+        clock.mockRestore();
+      }
+      // Refreshed in time, it writes.
+      await repository.saveSnapshot({ ...header, name: 'in time' }, body);
+    });
+    expect((await repository.listSnapshots()).map((info) => info.header.name).sort()).toEqual([
+      'in time',
+      'stale',
+    ]);
   });
 });

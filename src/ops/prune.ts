@@ -28,6 +28,8 @@ export interface PruneOptions {
   maxRepackBytes?: number;
   /** Only report what would be done. */
   dryRun?: boolean;
+  /** Snapshots to count as removed already (what `forget --dry-run --prune` would remove). */
+  assumeRemoved?: readonly string[];
   /** Wait for the writers a plan waits for (default); false leaves the plan for the next prune. */
   wait?: boolean;
   /** How often to look at the locks while waiting; default 2 s. */
@@ -330,7 +332,10 @@ class Pruner {
   private async findReferences(): Promise<References> {
     const repository = this.repository;
     const listing = await repository.scanSnapshots();
-    if (listing.damaged.length > 0) throw new PruneBlockedError(listing.damaged.map((damaged) => damaged.id));
+    const assumed = new Set(this.options.assumeRemoved ?? []);
+    const damaged = listing.damaged.filter((snapshot) => !assumed.has(snapshot.id));
+    if (damaged.length > 0) throw new PruneBlockedError(damaged.map((snapshot) => snapshot.id));
+    listing.snapshots = listing.snapshots.filter((snapshot) => !assumed.has(snapshot.id));
     const index = repository.index;
     const marks = new SlotMarks(index.slotCount);
     let count = 0;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { currentUsername } from '../util/host.ts';
 import { onInterrupt } from '../util/interrupt.ts';
-import { LockedError, MissingDependencyError } from '../errors.ts';
+import { LockedError, LockLostError, MissingDependencyError } from '../errors.ts';
 import type { StorageBackend } from '../storage/backend.ts';
 import { parseLock } from './schemas.ts';
 import { openJson, sealJson } from './sealed-file.ts';
@@ -35,6 +35,8 @@ export interface ListedLock {
 export class Lock {
   private timer: NodeJS.Timeout | undefined;
   private released = false;
+  /** When the lock was last written: others take it for stale STALE_AFTER_MS later. */
+  private writtenAt = Date.now();
 
   constructor(
     private readonly backend: StorageBackend,
@@ -50,8 +52,26 @@ export class Lock {
 
   async refresh(): Promise<void> {
     if (this.released) return;
-    this.info = { ...this.info, refreshed: new Date().toISOString() };
+    const now = Date.now();
+    this.info = { ...this.info, refreshed: new Date(now).toISOString() };
     await this.backend.put(this.name, sealJson('SBLK', this.metadataKey, this.info));
+    this.writtenAt = now;
+  }
+
+  get isReleased(): boolean {
+    return this.released;
+  }
+
+  /**
+   * Before a writer makes its work visible (a snapshot): throws when the lock may have looked
+   * stale to others meanwhile (the process was suspended, or the storage refused its refreshes),
+   * since a prune may then have deleted what the work depends on; otherwise refreshes it.
+   */
+  async confirm(): Promise<void> {
+    if (this.released) return;
+    // A refresh is due every REFRESH_EVERY_MS: past the next one, the margin is gone.
+    if (Date.now() - this.writtenAt > STALE_AFTER_MS - REFRESH_EVERY_MS) throw new LockLostError(this.info);
+    await this.refresh();
   }
 
   async release(): Promise<void> {

@@ -63,7 +63,12 @@ import { blobId, deriveWriterKeys, type WriterKeys } from './secrets.ts';
 import { MalformedFile, openJson, sealJson } from './sealed-file.ts';
 import { signObject, splitSigned, type SignedParts } from './signed-object.ts';
 import type { SnapshotBody, SnapshotHeader, SnapshotInfo } from './snapshot.ts';
-import { SignedRecords, type RemovalReason } from './signed-records.ts';
+import {
+  SignedRecords,
+  type RemovalReason,
+  type RemovalRecord,
+  type TrustedRecord,
+} from './signed-records.ts';
 import { SnapshotStore, type SnapshotFilter, type SnapshotListing } from './snapshot-store.ts';
 import { parseIndexFile } from './schemas.ts';
 import { decodeTree, type Tree } from './tree.ts';
@@ -150,6 +155,8 @@ export class Repository {
    * backup begun after a prune's plan never comes to depend on what that prune deletes.
    */
   private readonly condemnedPacks = new Set<string>();
+  /** The locks this session holds, confirmed before a snapshot is written. */
+  private readonly heldLocks = new Set<Lock>();
 
   private constructor(
     readonly backend: StorageBackend,
@@ -321,6 +328,7 @@ export class Repository {
    */
   async lock(exclusive: boolean, operation: string): Promise<Lock> {
     const lock = await acquireLock(this.backend, this.writerKeys.metadataKey, { exclusive, operation });
+    this.heldLocks.add(lock);
     if (!exclusive) {
       try {
         await this.honourPrunePlans();
@@ -388,15 +396,7 @@ export class Repository {
   async compactRemovalRecords(): Promise<number> {
     const { trusted } = await this.records.removals();
     if (trusted.length < 2) return 0;
-    const snapshots = [...new Set(trusted.flatMap((record) => record.value.snapshots))].sort();
-    await this.records.writeRemoval({
-      version: 1,
-      created: new Date().toISOString(),
-      reason: 'compacted',
-      snapshots,
-    });
-    for (const { name } of trusted) await this.records.delete(name);
-    this.removedSnapshots = undefined;
+    await this.resignRemovals(trusted);
     return trusted.length;
   }
 
@@ -811,7 +811,11 @@ export class Repository {
 
   // ---- snapshots (snapshot-store.ts)
 
-  saveSnapshot(header: SnapshotHeader, body: SnapshotBody): Promise<{ id: string; size: number }> {
+  async saveSnapshot(header: SnapshotHeader, body: SnapshotBody): Promise<{ id: string; size: number }> {
+    for (const lock of this.heldLocks) {
+      if (lock.isReleased) this.heldLocks.delete(lock);
+      else await lock.confirm();
+    }
     return this.snapshots.save(header, body);
   }
 
@@ -847,16 +851,41 @@ export class Repository {
     return this.keyRing.exportIdentity(kind);
   }
 
-  removeKey(id: string): ReturnType<KeyRing['remove']> {
-    return this.keyRing.remove(id);
+  async removeKey(id: string): ReturnType<KeyRing['remove']> {
+    const removals = await this.records.removals();
+    const result = await this.keyRing.remove(id);
+    if (result.retired.length > 0) await this.resignRemovals(removals.trusted);
+    return result;
   }
 
   changePassphrase(passphrase: string): Promise<string> {
     return this.keyRing.changePassphrase(passphrase);
   }
 
-  rotate(passphrase: string | undefined): ReturnType<KeyRing['rotate']> {
-    return this.keyRing.rotate(passphrase);
+  async rotate(passphrase: string | undefined): ReturnType<KeyRing['rotate']> {
+    const removals = await this.records.removals();
+    const result = await this.keyRing.rotate(passphrase);
+    await this.resignRemovals(removals.trusted);
+    return result;
+  }
+
+  /**
+   * After keys retire, removal records they signed are no longer believed: the records trusted
+   * before are merged into one this key signs, so that no client takes those removals for
+   * deletions. Killed before, clients report those snapshots disappeared: a false alarm, never a
+   * hidden deletion.
+   */
+  private async resignRemovals(before: readonly TrustedRecord<RemovalRecord>[]): Promise<void> {
+    if (before.length === 0) return;
+    const snapshots = [...new Set(before.flatMap((record) => record.value.snapshots))].sort();
+    await this.records.writeRemoval({
+      version: 1,
+      created: new Date().toISOString(),
+      reason: 'compacted',
+      snapshots,
+    });
+    for (const { name } of before) await this.records.delete(name);
+    this.removedSnapshots = undefined;
   }
 
   async close(): Promise<void> {

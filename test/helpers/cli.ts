@@ -48,15 +48,21 @@ export function runCli(args: string[], options: RunOptions = {}): Promise<RunRes
   });
 }
 
+export interface StartOptions extends Omit<RunOptions, 'input'> {
+  /** 'pipe' to feed its standard input (or read its output) from the test, at the pace it chooses. */
+  stdin?: 'pipe' | 'ignore';
+  stdout?: 'pipe' | 'ignore';
+}
+
 /**
  * Starts the binary without waiting for it, as the leader of its own process group, for tests
  * that kill it: `process.kill(-child.pid, ...)` then also reaches the commands it started.
  */
-export function startCli(args: string[], options: Omit<RunOptions, 'input'> = {}): ChildProcess {
+export function startCli(args: string[], options: StartOptions = {}): ChildProcess {
   return spawn(process.execPath, [CLI, ...args], {
     env: { ...cleanEnv(), ...options.env },
     cwd: options.cwd ?? process.cwd(),
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: [options.stdin ?? 'ignore', options.stdout ?? 'ignore', 'pipe'],
     detached: true,
   });
 }

@@ -55,7 +55,10 @@ export function registerForget(program: Command): void {
         const removal = await forget(repository, options);
         const pruned =
           flags.prune && (removal.removed.length > 0 || !dryRun)
-            ? await prune(repository, pruneOptionsFrom(flags, output, dryRun))
+            ? await prune(repository, {
+                ...pruneOptionsFrom(flags, output, dryRun),
+                ...(dryRun ? { assumeRemoved: removal.removed } : {}),
+              })
             : undefined;
         return { removal, pruned };
       });
