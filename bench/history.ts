@@ -71,7 +71,7 @@ export async function ensureHistory(bench: HistoryBench): Promise<History> {
   const manifestFile = path.join(dir, 'history.json');
   const complete = existsSync(manifestFile) && (!bench.withRestic || existsSync(path.join(dir, 'restic')));
   if (!complete) {
-    bench.log(`building ${HISTORY_DAYS} days of backups in ${dir} (~15 min at scale 10)`);
+    bench.log(`building ${HISTORY_DAYS} days of backups in ${dir} (~11 min at scale 10)`);
     await build(dir, bench);
   }
   const { strongbox, restic } = historyPaths(dir);

@@ -20,6 +20,8 @@ export interface RunOptions {
   stdinFile?: string;
   /** Send standard output to /dev/null, as `> /dev/null` would, instead of collecting it. */
   discardStdout?: boolean;
+  /** Told each piece of standard error as it comes, for a caller that acts on a command's progress. */
+  onStderr?: (text: string) => void;
 }
 
 export interface Measurement {
@@ -51,7 +53,10 @@ export function run(spec: CommandSpec, options: RunOptions = {}): Promise<string
     const out: Buffer[] = [];
     let err = '';
     child.stdout?.on('data', (data: Buffer) => out.push(data));
-    child.stderr?.on('data', (data: Buffer) => (err += data.toString()));
+    child.stderr?.on('data', (data: Buffer) => {
+      err += data.toString();
+      options.onStderr?.(data.toString());
+    });
     child.on('error', reject);
     child.on('close', (code, signal) => {
       if (code === 0) resolve(Buffer.concat(out).toString());

@@ -2,7 +2,7 @@ import type { ChunkerFigures } from './chunker.ts';
 import type { TwoBackups } from './contenders.ts';
 import type { PostgresResults } from './postgres.ts';
 import type { Measurement } from './process.ts';
-import type { RetentionResults } from './retention.ts';
+import type { BackupDuringPrune, RetentionResults, RetentionRun } from './retention.ts';
 import type { Baseline, Row } from './report.ts';
 
 /** A baseline's measurement, or why it could not be made (its programs are missing). */
@@ -266,56 +266,67 @@ export function rows(results: Results): Row[] {
 }
 
 /** forget to 7 daily + 4 weekly and prune 30 daily backups, beside `restic forget --prune`. */
-export function retentionRows({ history, strongbox, restic, backupDuringPrune }: RetentionResults): Row[] {
-  const resticRun = 'restic forget --prune, same policy';
+export function retentionRows({ history, runs, backupsDuringPrune }: RetentionResults): Row[] {
   const dumps = `${history.days} daily dumps, ${(history.dumpBytes / 1e9).toFixed(1)} GB`;
-  const { during, alone, pruneOutlastedBackup } = backupDuringPrune;
+  const first = runs[0]!;
   return [
     {
-      measure: 'forget 30 daily backups to 7 daily + 4 weekly, then prune (wall time)',
+      measure: `repository size, before forget (${dumps})`,
+      unit: 'MB',
+      strongbox: first.strongbox.sizeBefore / MB,
+      baseline: baseline('restic, same dumps', first.restic, (r) => r.sizeBefore / MB),
+    },
+    ...runs.flatMap(pruneRows),
+    ...backupsDuringPrune.map(waitRow),
+  ];
+}
+
+function waitRow({ moment, during, alone, pruneOutlastedBackup }: BackupDuringPrune): Row {
+  return {
+    measure: `wait of a backup started while prune is ${moment}${pruneOutlastedBackup ? '' : ' (prune ended first)'}`,
+    unit: 's',
+    strongbox: during.seconds - alone.seconds,
+    baseline: { what: 'the same backup alone, right after', value: alone.seconds },
+    goal: { op: '<', value: 2 },
+  };
+}
+
+function pruneRows({ setting, strongbox, restic }: RetentionRun): Row[] {
+  const prune = setting === 'default' ? 'prune' : `prune ${setting}`;
+  const resticRun = `restic forget --prune${setting === 'default' ? '' : ` ${setting}`}, same policy`;
+  return [
+    {
+      measure: `forget 30 daily backups to 7 daily + 4 weekly, then ${prune} (wall time)`,
       unit: 's',
       strongbox: strongbox.forget.seconds + strongbox.prune.seconds,
       baseline: baseline(resticRun, restic, (r) => r.forgetPrune.seconds),
       goal: { op: '<', value: 1, relative: true },
     },
     {
-      measure: 'prune alone, after forget (wall time)',
+      measure: `${prune} alone, after forget (wall time)`,
       unit: 's',
       strongbox: strongbox.prune.seconds,
-      baseline: baseline('restic forget --prune, its forget included', restic, (r) => r.forgetPrune.seconds),
+      baseline: baseline(`${resticRun}, its forget included`, restic, (r) => r.forgetPrune.seconds),
     },
     {
-      measure: 'peak RSS, prune',
+      measure: `peak RSS, ${prune}`,
       unit: 'MiB',
       strongbox: strongbox.prune.maxRssBytes / MiB,
       baseline: baseline(resticRun, restic, (r) => r.forgetPrune.maxRssBytes / MiB),
       goal: { op: '<', value: 256 },
     },
     {
-      measure: 'peak RSS, forget',
+      measure: `peak RSS, forget (before ${prune})`,
       unit: 'MiB',
       strongbox: strongbox.forget.maxRssBytes / MiB,
       baseline: baseline(resticRun, restic, (r) => r.forgetPrune.maxRssBytes / MiB),
     },
     {
-      measure: `repository size, before forget (${dumps})`,
-      unit: 'MB',
-      strongbox: strongbox.sizeBefore / MB,
-      baseline: baseline('restic, same dumps', restic, (r) => r.sizeBefore / MB),
-    },
-    {
-      measure: 'repository size, after forget and prune',
+      measure: `repository size, after forget and ${prune}`,
       unit: 'MB',
       strongbox: strongbox.sizeAfter / MB,
       baseline: baseline(resticRun, restic, (r) => r.sizeAfter / MB),
       goal: { op: '<=', value: 1, relative: true },
-    },
-    {
-      measure: `wait of a backup started during prune${pruneOutlastedBackup ? '' : ' (prune ended first)'}`,
-      unit: 's',
-      strongbox: during.seconds - alone.seconds,
-      baseline: { what: 'the same backup alone, right after', value: alone.seconds },
-      goal: { op: '<', value: 2 },
     },
   ];
 }
