@@ -268,6 +268,7 @@ class Pruner {
     const references = await this.findReferences();
     this.result.snapshots = references.snapshots.length;
     this.result.referencedBlobs = references.count;
+    this.spareUnusedNowUsed(references, condemned, new Set(plan.delete));
     await this.copyNeeded(references, condemned, plan.repack.length);
     this.spareWhatIsNeeded(references, condemned);
     const stored = await this.storedPacks();
@@ -431,6 +432,29 @@ class Pruner {
       this.result.bytes.written += writer.stats.storedBytes;
     } finally {
       await writer.close();
+    }
+  }
+
+  /**
+   * A pack the plan found wholly unused that a snapshot written since needs (a backup that began
+   * before the plan deduplicated onto it, or had indexed its packs but not yet written its
+   * snapshot) stays whole: copying its blobs out would rewrite that data for nothing.
+   */
+  private spareUnusedNowUsed(
+    references: References,
+    condemned: Set<string>,
+    unused: ReadonlySet<string>,
+  ): void {
+    const index = this.repository.index;
+    for (const [id, copy] of index.everyLocation()) {
+      if (!unused.has(copy.pack) || !condemned.has(copy.pack)) continue;
+      const slot = index.slotOf(id)!;
+      if (!references.marks.has(slot)) continue;
+      // Stored again elsewhere meanwhile (a backup that read the plan): the pack can go.
+      if (this.repository.hasReadableCopy(id, references.bases.has(slot))) continue;
+      condemned.delete(copy.pack);
+      this.repository.acquitPacks([copy.pack]);
+      this.result.packs.spared++;
     }
   }
 
