@@ -1,15 +1,16 @@
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BlobType, packName, type BlobTypeValue } from '../repository/blob.ts';
-import { BlobWriter } from '../repository/blob-writer.ts';
+import { packName } from '../repository/blob.ts';
+import { PackCopier } from '../repository/pack-copier.ts';
 import { folderOf, objectId } from '../repository/layout.ts';
 import { listLocks } from '../repository/locks.ts';
-import { indexRecords } from '../repository/master-index.ts';
+import { awaitedLater } from '../util/awaited-later.ts';
+import { indexRecords, type IndexedBlob } from '../repository/master-index.ts';
 import type { Repository } from '../repository/repository.ts';
 import type { PrunePlan } from '../repository/signed-records.ts';
 import type { SnapshotInfo } from '../repository/snapshot.ts';
 import { ObjectLockedError, ObjectNotFoundError } from '../storage/backend.ts';
-import { LockedError, PruneBlockedError } from '../errors.ts';
+import { LockedError, PruneBlockedError, VerificationError } from '../errors.ts';
 
 /**
  * Prune (docs/FORMAT.md, "Prune"): deletes the packs no snapshot needs and repacks those mostly
@@ -70,6 +71,13 @@ export interface PruneResult {
 }
 
 const DEFAULT_MAX_UNUSED = 0.05;
+/** Blobs read ahead while repacking. */
+const READ_AHEAD = 4;
+
+interface StoredCopy {
+  copy: IndexedBlob;
+  stored: Buffer;
+}
 
 export async function prune(repository: Repository, options: PruneOptions = {}): Promise<PruneResult> {
   repository.requireReader('prune');
@@ -399,8 +407,9 @@ class Pruner {
   }
 
   /**
-   * Stores again, in new packs, every referenced blob whose only readable copies are in condemned
-   * packs: whole (no delta), so that a blob other deltas are stored against stays a base.
+   * Copies into new packs every referenced blob whose only usable copies are in condemned packs,
+   * in the form it was stored in (a delta stays a delta against the same base): a blob other
+   * deltas need as their base is copied from a copy stored whole, so that it stays a base.
    */
   private async copyNeeded(
     references: References,
@@ -409,30 +418,59 @@ class Pruner {
   ): Promise<void> {
     const repository = this.repository;
     const index = repository.index;
-    const needed: { id: string; type: BlobTypeValue }[] = [];
+    const needed: string[] = [];
     const seen = new SlotMarks(index.slotCount);
     for (const [id, copy] of index.everyLocation()) {
       if (!condemned.has(copy.pack)) continue;
       const slot = index.slotOf(id)!;
       if (!references.marks.has(slot) || !seen.mark(slot)) continue;
-      if (!repository.hasReadableCopy(id, references.bases.has(slot))) needed.push({ id, type: copy.type });
+      if (!repository.hasReadableCopy(id, references.bases.has(slot))) needed.push(id);
     }
     if (needed.length === 0) return;
+    // Deltas against the same base one after another: the base is read once.
+    const baseOf = new Map(
+      needed.map((id) => [id, index.locations(id).find((copy) => copy.base)?.base ?? '']),
+    );
+    needed.sort((a, b) => baseOf.get(a)!.localeCompare(baseOf.get(b)!));
     this.progress(`repacking ${needed.length} blobs out of ${repackCount} packs`);
-    const writer = new BlobWriter(repository, { deltas: false });
-    try {
-      let done = 0;
-      for (const { id, type } of needed) {
-        const data = await repository.readBlob(id);
-        const sketch = type === BlobType.data ? index.get(id)?.sketch : undefined;
-        await writer.save(type, data, sketch, undefined, true);
-        if (++done % 1000 === 0) this.progress(`repacked ${done}/${needed.length} blobs`);
-      }
-      await writer.flush();
-      this.result.bytes.written += writer.stats.storedBytes;
-    } finally {
-      await writer.close();
+    const copier = new PackCopier(repository);
+    // A few reads ahead: storage latency, not the copying, is what a copy waits on.
+    const reads = needed.map((id) => ({
+      id,
+      form: undefined as Promise<StoredCopy | undefined> | undefined,
+    }));
+    const start = (at: number) => {
+      const read = reads[at];
+      if (read && !read.form) read.form = awaitedLater(this.readUsableForm(read.id, references));
+    };
+    for (let at = 0; at < reads.length; at++) {
+      for (let ahead = at; ahead < at + READ_AHEAD; ahead++) start(ahead);
+      const found = await reads[at]!.form!;
+      reads[at]!.form = Promise.resolve(undefined);
+      if (found) await copier.add(reads[at]!.id, found.copy, found.stored);
+      if ((at + 1) % 1000 === 0) this.progress(`repacked ${at + 1}/${needed.length} blobs`);
     }
+    await copier.flush();
+    this.result.bytes.written += copier.storedBytes;
+  }
+
+  /** The smallest stored form of `id` that reads back intact (whole copies only for a base). */
+  private async readUsableForm(id: string, references: References): Promise<StoredCopy | undefined> {
+    const index = this.repository.index;
+    const asBase = references.bases.has(index.slotOf(id)!);
+    const copies = index
+      .locations(id)
+      .filter((copy) => !asBase || copy.base === undefined)
+      .sort((a, b) => a.length - b.length);
+    for (const copy of copies) {
+      try {
+        return { copy, stored: await this.repository.readStoredForm(id, copy) };
+      } catch (error) {
+        // That copy is damaged: another may do; with none, its pack is spared below.
+        if (!(error instanceof VerificationError)) throw error;
+      }
+    }
+    return undefined;
   }
 
   /**

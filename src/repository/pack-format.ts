@@ -113,6 +113,33 @@ export class PackBuilder {
     return entry;
   }
 
+  /**
+   * Adds a blob in the stored form another pack held it in (compressed, or a delta against
+   * `entry.base`), sealed anew with this pack's key: prune moves blobs without compressing again.
+   */
+  addStored(
+    id: Uint8Array,
+    stored: Uint8Array,
+    entry: Omit<PackBlobEntry, 'id' | 'offset' | 'length'>,
+  ): PackBlobEntry {
+    const sealed = sealParts(this.dataKey, stored, blobAad(entry.type, id));
+    const offset = this.size;
+    this.append(...sealed);
+    const added: PackBlobEntry = {
+      id: Buffer.from(id).toString('hex'),
+      type: entry.type,
+      offset,
+      length: this.size - offset,
+      rawLength: entry.rawLength,
+      compression: entry.compression,
+      level: entry.level,
+      ...(entry.base ? { base: entry.base } : {}),
+    };
+    this.entries.push(added);
+    this.rawBytes += entry.rawLength;
+    return added;
+  }
+
   /** Seals the table and returns the pack: a view of a buffer that belongs to this pack alone. */
   finish(): { bytes: Buffer; record: PackRecord } {
     const table = Buffer.alloc(this.entries.length * TABLE_ENTRY_LENGTH);

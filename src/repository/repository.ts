@@ -136,6 +136,8 @@ export class Repository {
   private readonly damagedPacks = new Set<string>();
   /** Packs found missing by a read: deleted by a prune since the index was loaded, or lost. */
   private readonly missingPacks = new Set<string>();
+  /** The delta base read last (decodeBlob). */
+  private lastBase: { id: string; plain: Buffer } | undefined;
   private readonly session: RepositorySession;
   private readonly trust: WriterTrust;
   private readonly snapshots: SnapshotStore;
@@ -722,6 +724,25 @@ export class Repository {
    * Turns one copy's stored bytes into the blob's plaintext, checking it against its id; with
    * `keys`, opening it only with those data keys.
    */
+  /**
+   * A copy's stored form (decrypted, still compressed or a delta), once the copy has been read
+   * whole and authenticated: what prune moves into a new pack without compressing it again.
+   * Throws as `readBlob` does for a copy that cannot be read.
+   */
+  async readStoredForm(id: string, copy: IndexedBlob): Promise<Buffer> {
+    const refusal = await this.checkAgainstTable(id, copy);
+    if (refusal && refusal !== 'unverified') throw refusal;
+    const sealed = await this.readStored(id, copy);
+    const keys = this.dataKeys(copy.pack);
+    await this.decodeBlob(id, copy, sealed, keys);
+    const aad = blobAad(copy.type, Buffer.from(id, 'hex'));
+    for (const key of keys) {
+      const stored = openOrUndefined(key, sealed, aad);
+      if (stored) return stored;
+    }
+    throw new DamagedBlobError(id, copy.pack, 'it fails authentication');
+  }
+
   async decodeBlob(
     id: string,
     copy: IndexedBlob,
@@ -744,7 +765,11 @@ export class Repository {
       throw damaged(cause);
     }
     if (copy.base) {
-      const base = await this.readBlob(copy.base);
+      // Deltas against one base often come together (the days of one database): its plaintext,
+      // authenticated by its id, is kept for the next.
+      const base =
+        this.lastBase?.id === copy.base ? this.lastBase.plain : await this.readBlob(copy.base);
+      this.lastBase = { id: copy.base, plain: base };
       try {
         plain = decodeDelta(base, plain);
       } catch (cause) {
