@@ -767,8 +767,7 @@ export class Repository {
     if (copy.base) {
       // Deltas against one base often come together (the days of one database): its plaintext,
       // authenticated by its id, is kept for the next.
-      const base =
-        this.lastBase?.id === copy.base ? this.lastBase.plain : await this.readBlob(copy.base);
+      const base = this.lastBase?.id === copy.base ? this.lastBase.plain : await this.readBlob(copy.base);
       this.lastBase = { id: copy.base, plain: base };
       try {
         plain = decodeDelta(base, plain);
