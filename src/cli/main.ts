@@ -21,6 +21,8 @@ import { registerUnlock } from './commands/unlock.ts';
 import { registerVerify } from './commands/verify.ts';
 import { globalOptions, loadedConfig } from './context.ts';
 import { hintFor } from './hints.ts';
+import { beginOutcome, finishOutcome } from './outcome.ts';
+import { OUTCOME_SINKS } from './outcome-sinks.ts';
 
 function buildProgram(): Command {
   const program = new Command('strongbox')
@@ -50,7 +52,10 @@ function buildProgram(): Command {
     .showHelpAfterError('(add --help for usage)')
     .exitOverride()
     // Every command fails early on a bad configuration file, not only those that use it.
-    .hook('preAction', async (_program, command) => void (await loadedConfig(globalOptions(command))));
+    .hook('preAction', async (_program, command) => {
+      await loadedConfig(globalOptions(command));
+      beginOutcome(command);
+    });
   program.configureOutput({ writeErr: (text) => process.stderr.write(text) });
   for (const register of [
     registerInit,
@@ -133,8 +138,12 @@ process.on('SIGINT', () => interrupt('SIGINT'));
 process.on('SIGTERM', () => interrupt('SIGTERM'));
 
 const debug = process.argv.includes('--debug');
+let failure: unknown;
 try {
   await buildProgram().parseAsync(process.argv);
 } catch (error) {
+  failure = error;
   if (!interrupted) process.exitCode = report(error, debug);
 }
+// Metrics, notifications and the audit log hear of failures too; an interrupt exits on its own.
+if (!interrupted) await finishOutcome(failure, OUTCOME_SINKS);

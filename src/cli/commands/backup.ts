@@ -13,6 +13,8 @@ import { formatBytes, formatRate, type Output } from '../output.ts';
 import { copyToOptions, prepareCopyTo, summarizeCopy, type CopyToOptions } from './copy.ts';
 import { withEnvironment } from './filters.ts';
 import { count } from '../../util/plural.ts';
+import { hostname } from 'node:os';
+import { describeOutcome } from '../outcome.ts';
 
 interface CommonBackupOptions extends CopyToOptions {
   tag: string[];
@@ -145,6 +147,11 @@ export function registerBackup(program: Command): void {
     );
 }
 
+/** The value of the last env=… tag, as --env would have set it. */
+function envTag(tags: readonly string[]): string | undefined {
+  return tags.findLast((tag) => tag.startsWith('env='))?.slice('env='.length);
+}
+
 async function runBackup(
   global: GlobalOptions,
   output: Output,
@@ -153,12 +160,15 @@ async function runBackup(
 ): Promise<void> {
   // Finding pg_dump may fail while the repository opens.
   awaitedLater(Promise.resolve(source));
+  describeOutcome({ subject: { host: options.host ?? hostname(), env: options.env ?? envTag(options.tag) } });
   let outcome;
   try {
     const copyTo = await prepareCopyTo(options);
     outcome = await withRepository(global, async (repository) => {
       copyTo?.checkSource(repository);
-      const result = await backup(repository, await source, {
+      const started = await source;
+      describeOutcome({ subject: { kind: started.kind, name: started.name } });
+      const result = await backup(repository, started, {
         tags: withEnvironment(options.tag, options.env),
         ...(options.host ? { host: options.host } : {}),
         ...(options.time ? { time: options.time } : {}),
@@ -179,6 +189,16 @@ async function runBackup(
     throw error;
   }
   const { result, copy } = outcome;
+  describeOutcome({
+    snapshot: result.snapshot,
+    figures: {
+      size_bytes: result.size,
+      stored_bytes: result.stored,
+      read_bytes: result.bytesRead,
+      new_bytes: result.bytesNew,
+      duration_seconds: result.durationMs / 1000,
+    },
+  });
   output.clearProgress();
   if (result.damagedPacks.length > 0) output.warn(damageWarning(result));
   if (global.json) output.data(copy ? { ...result, copy } : result);
