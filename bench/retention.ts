@@ -46,11 +46,16 @@ export interface RetentionRun {
   restic: Outcome<ResticRetention>;
 }
 
-/** `strongbox forget` then `strongbox prune`, each timed on its own; their `--json` reports in `stdout`. */
+/**
+ * `strongbox forget --prune`, one process as restic's is; and on another copy `strongbox forget`
+ * then `strongbox prune`, each timed on its own. Their `--json` reports are in `stdout`.
+ */
 export interface StrongboxRetention {
   sizeBefore: number;
+  forgetPrune: Measurement;
   forget: Measurement;
   prune: Measurement;
+  /** After `forget --prune`. */
   sizeAfter: number;
 }
 
@@ -99,18 +104,26 @@ export async function measureRetention(bench: RetentionBench): Promise<Retention
 
   const runs: RetentionRun[] = [];
   for (const setting of PRUNE_SETTINGS) {
-    bench.log(`retention: strongbox forget, then prune (${setting.name})`);
+    bench.log(`retention: strongbox forget --prune (${setting.name})`);
     const strongboxRepo = await copy(history.strongbox, 'strongbox');
     const strongboxSizeBefore = await treeSize(strongboxRepo);
-    const forget = await measure(strongbox(strongboxRepo, ['--json', 'forget', ...KEEP_POLICY]));
-    const prune = await measure(strongbox(strongboxRepo, ['--json', 'prune', ...setting.args]));
+    const forgetPrune = await measure(
+      strongbox(strongboxRepo, ['--json', 'forget', ...KEEP_POLICY, '--prune', ...setting.args]),
+    );
+    const strongboxSizeAfter = await treeSize(strongboxRepo);
+    await rm(strongboxRepo, { recursive: true, force: true });
+    bench.log(`retention: strongbox forget, then prune (${setting.name})`);
+    const separateRepo = await copy(history.strongbox, 'strongbox');
+    const forget = await measure(strongbox(separateRepo, ['--json', 'forget', ...KEEP_POLICY]));
+    const prune = await measure(strongbox(separateRepo, ['--json', 'prune', ...setting.args]));
+    await rm(separateRepo, { recursive: true, force: true });
     const strongboxRetention = {
       sizeBefore: strongboxSizeBefore,
+      forgetPrune,
       forget,
       prune,
-      sizeAfter: await treeSize(strongboxRepo),
+      sizeAfter: strongboxSizeAfter,
     };
-    await rm(strongboxRepo, { recursive: true, force: true });
 
     let restic: Outcome<ResticRetention> = { missing: resticMissing ?? '' };
     if (history.restic) {
