@@ -205,6 +205,15 @@ describe('--metrics-textfile', () => {
     expect(value(samples, 'strongbox_backups_total', { env: 'staging', result: 'success' })).toBe(1);
   });
 
+  it('refuses a metrics section with a misspelt key or an unknown compatibility', async () => {
+    const config = path.join(repo.dir, 'bad-metrics.yaml');
+    await writeFile(config, 'metrics:\n  textfile: /tmp\n  compat: prometheus\n');
+    const result = await cli(['--config', config, 'snapshots']);
+    expectExit(result, 3);
+    expect(result.stderr).toContain('metrics.textfile: unknown key');
+    expect(result.stderr).toContain('metrics.compat: expected none or seeds');
+  });
+
   it('warns and keeps the exit code when the directory cannot be written', async () => {
     const missing = path.join(repo.dir, 'no-such-directory');
     const result = await cli(['--metrics-textfile', missing, 'backup', 'stdin', '--name', 'n'], {
