@@ -222,7 +222,7 @@ describe('--metrics-textfile', () => {
     expectExit(result, 0);
     expect(result.stderr).toMatch(
       new RegExp(
-        `warning: metrics not published: could not write ${missing}/strongbox-backup-\\S+\\.prom: no such directory`,
+        `warning: could not write the metrics file ${missing}/strongbox-backup-\\S+\\.prom: no such directory \\(the backup stdin itself succeeded\\)`,
       ),
     );
   });
@@ -292,7 +292,23 @@ describe('--pushgateway', () => {
     const result = await cli(['--pushgateway', closed, 'backup', 'stdin', '--name', 'n'], { input: 'x' });
     expectExit(result, 0);
     expect(result.stderr).toContain(
-      `warning: metrics not published: could not push metrics to the Pushgateway at ${closed}: connection refused (ECONNREFUSED) (the backup stdin itself succeeded)`,
+      `warning: could not push metrics to the Pushgateway at ${closed}: connection refused (ECONNREFUSED) (the backup stdin itself succeeded)`,
+    );
+    // A command that fails keeps its own exit code too.
+    const failing = await cli([
+      '--pushgateway',
+      closed,
+      'backup',
+      'stdin',
+      '--name',
+      'n',
+      '--stdin-from-command',
+      '--',
+      'false',
+    ]);
+    expectExit(failing, 4);
+    expect(failing.stderr).toContain(
+      `could not push metrics to the Pushgateway at ${closed}: connection refused`,
     );
   });
 

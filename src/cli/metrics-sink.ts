@@ -82,5 +82,5 @@ export const metricsSink: OutcomeSink = async (outcome, { options, config, outpu
       ),
     );
   }
-  if (problems.length > 0) throw new Error(`metrics not published: ${problems.join('; ')}`);
+  if (problems.length > 0) throw new Error(problems.join('; '));
 };

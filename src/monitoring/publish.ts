@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError, StrongboxError } from '../errors.ts';
-import { writeFileAtomically } from '../util/atomic-file.ts';
+import { FileWriteError, writeFileAtomically } from '../util/atomic-file.ts';
 import { printable } from '../util/printable.ts';
 import {
   groupLabels,
@@ -68,7 +68,19 @@ export async function publishToTextfile(
 ): Promise<string> {
   const file = path.join(dir, textfileName(run));
   const previous = await readPreviousTextfile(file, options);
-  await writeFileAtomically(file, renderExposition(operationSamples(run, previous), options.compat));
+  try {
+    await writeFileAtomically(file, renderExposition(operationSamples(run, previous), options.compat));
+  } catch (error) {
+    if (!(error instanceof FileWriteError)) throw error;
+    throw new MetricsPublishError(
+      file,
+      `could not write the metrics file ${file}: ${error.reason}`,
+      undefined,
+      {
+        cause: error,
+      },
+    );
+  }
   return file;
 }
 

@@ -5,12 +5,17 @@ import { StrongboxError } from '../errors.ts';
 
 /** A local file (not the repository's) could not be written: `file`, and the errno code if any. */
 export class FileWriteError extends StrongboxError {
+  /** Why, in words: "no such directory", "permission denied"… */
+  readonly reason: string;
+
   constructor(
     readonly file: string,
     readonly code: string | undefined,
     options?: { cause?: unknown },
   ) {
-    super(`could not write ${file}: ${describeCode(code, options?.cause)}`, options);
+    const reason = describeCode(code, options?.cause);
+    super(`could not write ${file}: ${reason}`, options);
+    this.reason = reason;
   }
 }
 
