@@ -24,7 +24,7 @@ function value(samples: Sample[], name: string, labels: Record<string, string> =
       sample.name === name &&
       Object.entries(labels).every(([label, wanted]) => sample.labels[label] === wanted),
   );
-  expect(found, `${name} ${JSON.stringify(labels)}`).toHaveLength(1);
+  expect(found, `${name} ${JSON.stringify(labels)} ${JSON.stringify(found)}`).toHaveLength(1);
   return found[0]!.value;
 }
 

@@ -27,16 +27,26 @@ export const DEFAULT_ALERT_THRESHOLDS: Readonly<AlertThresholds> = Object.freeze
   maxCheckAgeSeconds: 7 * 86_400,
 });
 
-/** The thresholds the configuration file's `alerts` section sets, over the defaults. */
-export function alertThresholds(section: AlertsSection = {}): AlertThresholds {
+/** The thresholds: `overrides` (the flags), over the configuration file's `alerts` section, over the defaults. */
+export function alertThresholds(
+  section: AlertsSection = {},
+  overrides: Partial<AlertThresholds> = {},
+): AlertThresholds {
+  const fromFile: Partial<AlertThresholds> = {
+    maxAgeSeconds: section['max-age'],
+    sizeChangePercent: section['size-change'],
+    sizeWindowSeconds: section['size-window'],
+    maxDrillAgeSeconds: section['max-drill-age'],
+    maxCheckAgeSeconds: section['max-check-age'],
+    rtoSeconds: section.rto,
+    rpoSeconds: section.rpo,
+  };
   const thresholds: AlertThresholds = { ...DEFAULT_ALERT_THRESHOLDS };
-  if (section['max-age'] !== undefined) thresholds.maxAgeSeconds = section['max-age'];
-  if (section['size-change'] !== undefined) thresholds.sizeChangePercent = section['size-change'];
-  if (section['size-window'] !== undefined) thresholds.sizeWindowSeconds = section['size-window'];
-  if (section['max-drill-age'] !== undefined) thresholds.maxDrillAgeSeconds = section['max-drill-age'];
-  if (section['max-check-age'] !== undefined) thresholds.maxCheckAgeSeconds = section['max-check-age'];
-  if (section.rto !== undefined) thresholds.rtoSeconds = section.rto;
-  if (section.rpo !== undefined) thresholds.rpoSeconds = section.rpo;
+  for (const layer of [fromFile, overrides]) {
+    for (const [key, value] of Object.entries(layer) as [keyof AlertThresholds, number | undefined][]) {
+      if (value !== undefined) thresholds[key] = value;
+    }
+  }
   return thresholds;
 }
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError, StrongboxError } from '../errors.ts';
-import { FileWriteError, writeFileAtomically } from '../util/atomic-file.ts';
+import { FileWriteError, fileProblem, writeFileAtomically } from '../util/atomic-file.ts';
 import { printable } from '../util/printable.ts';
 import {
   groupLabels,
@@ -18,13 +18,16 @@ import {
 
 /** Publishing metrics failed: `target` names where, without credentials. */
 export class MetricsPublishError extends StrongboxError {
+  /** The HTTP status a Pushgateway answered, if it answered. */
+  readonly status: number | undefined;
+
   constructor(
     readonly target: string,
     message: string,
-    readonly status?: number,
-    options?: { cause?: unknown },
+    options: { status?: number; cause?: unknown } = {},
   ) {
-    super(message, options);
+    super(message, options.cause !== undefined ? { cause: options.cause } : {});
+    this.status = options.status;
   }
 }
 
@@ -72,14 +75,9 @@ export async function publishToTextfile(
     await writeFileAtomically(file, renderExposition(operationSamples(run, previous), options.compat));
   } catch (error) {
     if (!(error instanceof FileWriteError)) throw error;
-    throw new MetricsPublishError(
-      file,
-      `could not write the metrics file ${file}: ${error.reason}`,
-      undefined,
-      {
-        cause: error,
-      },
-    );
+    throw new MetricsPublishError(file, `could not write the metrics file ${file}: ${error.reason}`, {
+      cause: error,
+    });
   }
   return file;
 }
@@ -105,8 +103,7 @@ async function readPreviousTextfile(file: string, options: PublishOptions): Prom
     if (code === 'ENOENT') return [];
     throw new MetricsPublishError(
       file,
-      `could not read the metrics file ${file}: ${code ?? String(error)}`,
-      undefined,
+      `could not read the metrics file ${file}: ${fileProblem(code, error)}`,
       {
         cause: error,
       },
@@ -160,7 +157,7 @@ export function parsePushgatewayUrl(text: string): { base: URL; location: string
   }
   const authorization =
     url.username || url.password
-      ? `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`
+      ? `Basic ${Buffer.from(`${decoded(url.username)}:${decoded(url.password)}`).toString('base64')}`
       : undefined;
   const base = new URL(location);
   return { base, location, ...(authorization ? { authorization } : {}) };
@@ -172,6 +169,15 @@ export function hasPassword(text: string): boolean {
     return new URL(text).password !== '';
   } catch {
     return false;
+  }
+}
+
+/** A user name or password as the URL holds it, percent-encoded: as typed, when it is not valid encoding. */
+function decoded(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
   }
 }
 
@@ -197,7 +203,8 @@ export function groupingPath(job: string, labels: Labels): string {
 /**
  * Pushes `run`'s series to the Pushgateway, into the group of job and `run`'s labels, by POST: the
  * series of other operations in the same group (a drill's beside the backups of a database) stay.
- * The previous counters are read back from the gateway's /metrics first.
+ * The previous counters are read back from the gateway's /metrics first; both requests together
+ * have `target.timeoutMs`.
  */
 export async function pushToGateway(
   target: PushgatewayTarget,
@@ -205,32 +212,34 @@ export async function pushToGateway(
   options: PublishOptions = {},
 ): Promise<void> {
   const gateway = parsePushgatewayUrl(target.url);
+  const session = new GatewaySession(gateway, target.timeoutMs);
   const labels = groupLabels(run.group);
-  // operationSamples keeps those of this operation and group.
-  const previous = (await readGatewaySamples(gateway, target.timeoutMs)).flatMap((sample) =>
-    inJob(sample, target.job),
-  );
-  const body = renderExposition(operationSamples(run, previous), options.compat);
-  const url = new URL(
-    `${gateway.base.pathname.replace(/\/$/, '')}/metrics/${groupingPath(target.job, labels)}`,
-    gateway.base,
-  );
-  const response = await request(gateway, url, target.timeoutMs, {
-    method: 'POST',
-    body,
-    headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' },
-  });
-  if (response.status !== 200 && response.status !== 202) {
-    const detail = (await boundedText(response, 1024, gateway.location).catch(() => ''))
-      .trim()
-      .split('\n')[0];
-    throw new MetricsPublishError(
-      gateway.location,
-      `the Pushgateway at ${gateway.location} refused the metrics: HTTP ${response.status}${detail ? ` (${printable(detail)})` : ''}`,
-      response.status,
-    );
+  const served = await session.request('GET', '/metrics');
+  if (served.status !== 200) {
+    await served.body?.cancel();
+    throw session.failure(`reading its metrics back answered HTTP ${served.status}`, served.status);
   }
-  await response.body?.cancel();
+  let previous: Sample[];
+  try {
+    previous = parseExposition(await session.text(served, MAX_GATEWAY_BYTES));
+  } catch (error) {
+    if (!(error instanceof MalformedExpositionError)) throw error;
+    throw session.failure(`it served metrics strongbox cannot read (${error.message})`);
+  }
+  // operationSamples keeps those of this operation and group.
+  const body = renderExposition(
+    operationSamples(
+      run,
+      previous.flatMap((sample) => inJob(sample, target.job)),
+    ),
+    options.compat,
+  );
+  const pushed = await session.request('POST', `/metrics/${groupingPath(target.job, labels)}`, body);
+  if (pushed.status !== 200 && pushed.status !== 202) {
+    const detail = (await session.text(pushed, 1024).catch(() => '')).trim().split('\n')[0];
+    throw session.failure(`HTTP ${pushed.status}${detail ? ` (${printable(detail)})` : ''}`, pushed.status);
+  }
+  await pushed.body?.cancel();
 }
 
 /** A sample the gateway serves in `job`'s groups, with the labels it adds (job, an empty instance) taken off. */
@@ -242,93 +251,82 @@ function inJob(sample: Sample, job: string): Sample[] {
   ];
 }
 
-async function readGatewaySamples(
-  gateway: ReturnType<typeof parsePushgatewayUrl>,
-  timeoutMs: number,
-): Promise<Sample[]> {
-  const url = new URL(`${gateway.base.pathname.replace(/\/$/, '')}/metrics`, gateway.base);
-  const response = await request(gateway, url, timeoutMs, { method: 'GET' });
-  if (response.status !== 200) {
-    await response.body?.cancel();
-    throw new MetricsPublishError(
-      gateway.location,
-      `could not push metrics to the Pushgateway at ${gateway.location}: reading its metrics back answered HTTP ${response.status}`,
-      response.status,
+/** The requests of one push, under one deadline; every failure says where and what. */
+class GatewaySession {
+  private readonly signal: AbortSignal;
+
+  constructor(
+    private readonly gateway: ReturnType<typeof parsePushgatewayUrl>,
+    private readonly timeoutMs: number,
+  ) {
+    this.signal = AbortSignal.timeout(timeoutMs);
+  }
+
+  failure(problem: string, status?: number, cause?: unknown): MetricsPublishError {
+    return new MetricsPublishError(
+      this.gateway.location,
+      `could not push metrics to the Pushgateway at ${this.gateway.location}: ${problem}`,
+      { ...(status !== undefined ? { status } : {}), ...(cause !== undefined ? { cause } : {}) },
     );
   }
-  const text = await boundedText(response, MAX_GATEWAY_BYTES, gateway.location);
-  try {
-    return parseExposition(text);
-  } catch (error) {
-    if (!(error instanceof MalformedExpositionError)) throw error;
-    throw new MetricsPublishError(
-      gateway.location,
-      `the Pushgateway at ${gateway.location} served metrics strongbox cannot read (${error.message})`,
-    );
-  }
-}
 
-async function request(
-  gateway: ReturnType<typeof parsePushgatewayUrl>,
-  url: URL,
-  timeoutMs: number,
-  init: { method: string; body?: string; headers?: Record<string, string> },
-): Promise<Response> {
-  try {
-    return await fetch(url, {
-      ...init,
-      headers: {
-        ...init.headers,
-        ...(gateway.authorization ? { authorization: gateway.authorization } : {}),
-      },
-      redirect: 'error',
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch (error) {
-    throw new MetricsPublishError(
-      gateway.location,
-      `could not push metrics to the Pushgateway at ${gateway.location}: ${networkProblem(error, timeoutMs)}`,
-      undefined,
-      { cause: error },
-    );
-  }
-}
-
-/** What went wrong with a fetch, in words: fetch says only "fetch failed" and keeps the rest in its cause. */
-function networkProblem(error: unknown, timeoutMs: number): string {
-  if (error instanceof DOMException && error.name === 'TimeoutError') {
-    return `no answer within ${timeoutMs / 1000} s`;
-  }
-  const cause = (error as { cause?: NodeJS.ErrnoException }).cause;
-  const code = cause?.code ?? (error as NodeJS.ErrnoException).code;
-  const words: Record<string, string> = {
-    ECONNREFUSED: 'connection refused',
-    ECONNRESET: 'connection reset',
-    ENOTFOUND: 'no such host',
-    EAI_AGAIN: 'the host name could not be resolved now',
-    EHOSTUNREACH: 'host unreachable',
-    ENETUNREACH: 'network unreachable',
-  };
-  if (code && words[code]) return `${words[code]} (${code})`;
-  const message = cause?.message ?? (error instanceof Error ? error.message : String(error));
-  return printable(message);
-}
-
-/** A response's body as text, refused beyond `max` bytes. */
-async function boundedText(response: Response, max: number, location: string): Promise<string> {
-  const reader = response.body?.getReader();
-  if (!reader) return '';
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      await reader.cancel();
-      throw new MetricsPublishError(location, `the Pushgateway at ${location} sent more than ${max} bytes`);
+  async request(method: 'GET' | 'POST', path: string, body?: string): Promise<Response> {
+    const url = new URL(`${this.gateway.base.pathname.replace(/\/$/, '')}${path}`, this.gateway.base);
+    try {
+      return await fetch(url, {
+        method,
+        ...(body !== undefined ? { body } : {}),
+        headers: {
+          ...(body !== undefined ? { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' } : {}),
+          ...(this.gateway.authorization ? { authorization: this.gateway.authorization } : {}),
+        },
+        redirect: 'error',
+        signal: this.signal,
+      });
+    } catch (error) {
+      throw this.failure(this.networkProblem(error), undefined, error);
     }
-    chunks.push(value);
   }
-  return Buffer.concat(chunks).toString('utf8');
+
+  /** A response's body as text, refused beyond `max` bytes. */
+  async text(response: Response, max: number): Promise<string> {
+    const reader = response.body?.getReader();
+    if (!reader) return '';
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        total += value.byteLength;
+        if (total > max) {
+          await reader.cancel();
+          throw this.failure(`it sent more than ${max} bytes`);
+        }
+        chunks.push(value);
+      }
+    } catch (error) {
+      if (error instanceof MetricsPublishError) throw error;
+      throw this.failure(this.networkProblem(error), undefined, error);
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  }
+
+  /** What went wrong with a fetch, in words: fetch says only "fetch failed" and keeps the rest in its cause. */
+  private networkProblem(error: unknown): string {
+    if (this.signal.aborted) return `no answer within ${this.timeoutMs / 1000} s`;
+    const cause = (error as { cause?: NodeJS.ErrnoException }).cause;
+    const code = cause?.code ?? (error as NodeJS.ErrnoException).code;
+    if (code && NETWORK_PROBLEMS[code]) return `${NETWORK_PROBLEMS[code]} (${code})`;
+    return printable(cause?.message ?? (error instanceof Error ? error.message : String(error)));
+  }
 }
+
+const NETWORK_PROBLEMS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  ENOTFOUND: 'no such host',
+  EAI_AGAIN: 'the host name could not be resolved now',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+};

@@ -13,13 +13,14 @@ export class FileWriteError extends StrongboxError {
     readonly code: string | undefined,
     options?: { cause?: unknown },
   ) {
-    const reason = describeCode(code, options?.cause);
+    const reason = fileProblem(code, options?.cause);
     super(`could not write ${file}: ${reason}`, options);
     this.reason = reason;
   }
 }
 
-function describeCode(code: string | undefined, cause: unknown): string {
+/** Why a file operation failed, in words, from its errno code. */
+export function fileProblem(code: string | undefined, cause: unknown): string {
   if (code === 'ENOENT') return 'no such directory';
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return 'permission denied';
   if (code === 'ENOTDIR') return 'not a directory';

@@ -42,9 +42,13 @@ export interface Pushgateway {
 export async function startPushgateway(): Promise<Pushgateway> {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    const child = spawn(PUSHGATEWAY, [`--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    // Debian's build persists to /var/lib/prometheus/pushgateway.data by default: kept in memory
+    // instead, each test starts from an empty gateway and leaves nothing behind.
+    const child = spawn(
+      PUSHGATEWAY,
+      [`--web.listen-address=127.0.0.1:${port}`, '--persistence.file=', '--log.level=warn'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     let log = '';
     child.stderr!.on('data', (data: Buffer) => (log += data.toString()));
     const url = `http://127.0.0.1:${port}`;

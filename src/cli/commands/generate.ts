@@ -52,15 +52,15 @@ function thresholdOptions(command: Command): Command {
 }
 
 async function thresholdsOf(options: ThresholdOptions, command: Command): Promise<AlertThresholds> {
-  const thresholds = alertThresholds((await loadedConfig(globalOptions(command))).alerts);
-  if (options.maxAge !== undefined) thresholds.maxAgeSeconds = options.maxAge;
-  if (options.sizeChange !== undefined) thresholds.sizeChangePercent = options.sizeChange;
-  if (options.sizeWindow !== undefined) thresholds.sizeWindowSeconds = options.sizeWindow;
-  if (options.maxDrillAge !== undefined) thresholds.maxDrillAgeSeconds = options.maxDrillAge;
-  if (options.maxCheckAge !== undefined) thresholds.maxCheckAgeSeconds = options.maxCheckAge;
-  if (options.rto !== undefined) thresholds.rtoSeconds = options.rto;
-  if (options.rpo !== undefined) thresholds.rpoSeconds = options.rpo;
-  return thresholds;
+  return alertThresholds((await loadedConfig(globalOptions(command))).alerts, {
+    maxAgeSeconds: options.maxAge,
+    sizeChangePercent: options.sizeChange,
+    sizeWindowSeconds: options.sizeWindow,
+    maxDrillAgeSeconds: options.maxDrillAge,
+    maxCheckAgeSeconds: options.maxCheckAge,
+    rtoSeconds: options.rto,
+    rpoSeconds: options.rpo,
+  });
 }
 
 async function emit(text: string, options: ThresholdOptions, command: Command, what: string): Promise<void> {
