@@ -8,6 +8,7 @@ import { groupingPath } from '../src/monitoring/publish.ts';
 import { METRICS, parseExposition, type Sample } from '../src/monitoring/metrics.ts';
 import { expectExit, runCli, tempRepo, type RunOptions, type TempRepo } from './helpers/cli.ts';
 import { freePort } from './helpers/free-port.ts';
+import { startCluster } from './helpers/postgres.ts';
 import { promtool, startPushgateway, type Pushgateway } from './helpers/prometheus.ts';
 
 let repo: TempRepo;
@@ -203,6 +204,57 @@ describe('--metrics-textfile', () => {
     expect(samples.some((sample) => sample.name.startsWith('postgres_'))).toBe(false);
     // Ours are still there.
     expect(value(samples, 'strongbox_backups_total', { env: 'staging', result: 'success' })).toBe(1);
+  });
+
+  it("labels a database's backup kind postgres, under the seeds' postgres_backup_* names too", async () => {
+    const cluster = await startCluster();
+    try {
+      await cluster.createDatabase('shop');
+      await cluster.psql('CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 1000) g', 'shop');
+      const dir = path.join(repo.dir, 'textfile-postgres');
+      await mkdir(dir);
+      const config = path.join(repo.dir, 'compat-postgres.yaml');
+      await writeFile(config, 'metrics:\n  compat: seeds\n');
+      const backedUp = await cli(
+        [
+          '--config',
+          config,
+          '--metrics-textfile',
+          dir,
+          '--json',
+          'backup',
+          'postgres',
+          '--env',
+          'production',
+        ],
+        { env: { ...cluster.env(), PGDATABASE: 'shop' } },
+      );
+      expectExit(backedUp, 0);
+      const { size } = JSON.parse(backedUp.stdout.toString()) as { size: number };
+      const [file, ...others] = await textfiles(dir);
+      expect(others).toEqual([]);
+      const text = await readFile(path.join(dir, file!), 'utf8');
+      await expectValidExposition(text);
+      const samples = parseExposition(text);
+      const group = { kind: 'postgres', name: 'shop', env: 'production' };
+      expect(value(samples, 'strongbox_backups_total', { ...group, result: 'success' })).toBe(1);
+      expect(value(samples, 'strongbox_backup_size_bytes', group)).toBe(size);
+      expect(
+        value(samples, 'postgres_backup_size_bytes', { kind: 'postgres', environment: 'production' }),
+      ).toBe(size);
+      expect(value(samples, 'postgres_backup_last_success_timestamp', { name: 'shop' })).toBe(
+        value(samples, 'strongbox_backup_last_success_timestamp_seconds', group),
+      );
+
+      const gauges = await cli(['--config', config, 'metrics']);
+      expectExit(gauges, 0);
+      await expectValidExposition(gauges.stdout.toString());
+      expect(
+        value(parseExposition(gauges.stdout.toString()), 'postgres_backup_count', { name: 'shop' }),
+      ).toBe(1);
+    } finally {
+      await cluster.stop();
+    }
   });
 
   it('refuses a metrics section with a misspelt key or an unknown compatibility', async () => {
