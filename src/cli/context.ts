@@ -26,6 +26,8 @@ export interface GlobalOptions {
   /** Commander's name for --no-lock: false when it is given. */
   lock?: boolean;
   config?: string;
+  metricsTextfile?: string;
+  pushgateway?: string;
 }
 
 export function globalOptions(command: Command): GlobalOptions {

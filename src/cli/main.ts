@@ -9,7 +9,9 @@ import { registerCheck } from './commands/check.ts';
 import { registerCopy } from './commands/copy.ts';
 import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
+import { registerGenerate } from './commands/generate.ts';
 import { registerKey } from './commands/key.ts';
+import { registerMetrics } from './commands/metrics.ts';
 import { registerMigrate } from './commands/migrate.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
@@ -21,6 +23,7 @@ import { registerUnlock } from './commands/unlock.ts';
 import { registerVerify } from './commands/verify.ts';
 import { globalOptions, loadedConfig } from './context.ts';
 import { hintFor } from './hints.ts';
+import { pushgatewayOption } from './metrics-sink.ts';
 import { beginOutcome, finishOutcome } from './outcome.ts';
 import { OUTCOME_SINKS } from './outcome-sinks.ts';
 
@@ -42,6 +45,15 @@ function buildProgram(): Command {
       'open the repository with an identity file instead of a password (env STRONGBOX_IDENTITY_FILE)',
     )
     .option('--config <file>', 'read settings and named policies from this YAML file (env STRONGBOX_CONFIG)')
+    .option(
+      '--metrics-textfile <dir>',
+      "write the command's metrics into node_exporter's textfile directory (env STRONGBOX_METRICS_TEXTFILE)",
+    )
+    .option(
+      '--pushgateway <url>',
+      "push the command's metrics to a Prometheus Pushgateway (env PUSHGATEWAY_URL)",
+      pushgatewayOption,
+    )
     .option('--json', 'print data as JSON')
     .option('-q, --quiet', 'print no progress or informational messages')
     .option('--debug', 'print stack traces of errors')
@@ -74,6 +86,8 @@ function buildProgram(): Command {
     registerRepair,
     registerUnlock,
     registerVerify,
+    registerMetrics,
+    registerGenerate,
   ]) {
     register(program);
   }

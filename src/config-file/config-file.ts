@@ -10,6 +10,7 @@ import {
   type RetentionPolicy,
 } from '../retention/policy.ts';
 import { printable } from '../util/printable.ts';
+import type { AlertsSection, MetricsSection } from './monitoring-schema.ts';
 import { configFileSchema, type PolicyEntry } from './schema.ts';
 
 /** The environment variable naming the configuration file when --config is not given. */
@@ -37,6 +38,8 @@ export interface StrongboxConfig {
   version: number;
   /** By name: the built-in ones, replaced or joined by the file's. */
   policies: Record<string, NamedPolicy>;
+  metrics?: MetricsSection;
+  alerts?: AlertsSection;
 }
 
 /** The seeds' retention: 30 days of production backups, 14 of staging, 7 of development. */
@@ -105,6 +108,8 @@ export function parseConfigFile(text: string, path: string): StrongboxConfig {
     file: path,
     version: parsed.data.version ?? 1,
     policies: { ...BUILT_IN_POLICIES },
+    ...(parsed.data.metrics ? { metrics: parsed.data.metrics } : {}),
+    ...(parsed.data.alerts ? { alerts: parsed.data.alerts } : {}),
   };
   for (const [name, entry] of Object.entries(parsed.data.policies ?? {})) {
     const named = namedPolicyOf(name, entry, path);

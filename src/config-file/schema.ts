@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { StrongboxError } from '../errors.ts';
 import { GROUP_KEYS, parseRetentionDuration, UNLIMITED } from '../retention/policy.ts';
+import { alertsSchema, metricsSchema } from './monitoring-schema.ts';
 
 /**
  * The configuration file's schema. Keys are kebab-case like the flags they stand for; every
@@ -98,6 +99,8 @@ export const configFileSchema = z.strictObject({
       { error: (issue) => (issue.code === 'invalid_type' ? 'expected policies by name' : undefined) },
     )
     .optional(),
+  metrics: metricsSchema.optional(),
+  alerts: alertsSchema.optional(),
 });
 
 export type ConfigFileContent = z.output<typeof configFileSchema>;

@@ -69,8 +69,8 @@ export function startCli(args: string[], options: StartOptions = {}): ChildProce
 
 /**
  * The environment without the variables of the machine running the tests that strongbox reads:
- * STRONGBOX_*, libpq's PG* and the DB_* of backup scripts. A developer's PGHOST must not send a
- * test to another server, nor override the connection a test gives.
+ * STRONGBOX_*, libpq's PG* and the DB_* of backup scripts, PUSHGATEWAY_URL. A developer's PGHOST
+ * must not send a test to another server, nor override the connection a test gives.
  */
 export function cleanEnv(): Record<string, string | undefined> {
   return {
@@ -80,7 +80,7 @@ export function cleanEnv(): Record<string, string | undefined> {
   };
 }
 
-const MACHINE_SETTINGS = /^(STRONGBOX_|PG[A-Z]+$|DB_(HOST|PORT|NAME|USER|PASSWORD)$)/;
+const MACHINE_SETTINGS = /^(STRONGBOX_|PG[A-Z]+$|DB_(HOST|PORT|NAME|USER|PASSWORD)$|PUSHGATEWAY_URL$)/;
 
 export interface TempRepo {
   dir: string;
