@@ -9,6 +9,7 @@ import {
   type GroupKey,
   type RetentionPolicy,
 } from '../retention/policy.ts';
+import type { NotificationTarget } from '../notify/schema.ts';
 import { printable } from '../util/printable.ts';
 import { configFileSchema, type PolicyEntry } from './schema.ts';
 
@@ -37,6 +38,8 @@ export interface StrongboxConfig {
   version: number;
   /** By name: the built-in ones, replaced or joined by the file's. */
   policies: Record<string, NamedPolicy>;
+  /** Where notifications go (the `notifications:` section); none without it. */
+  notifications?: NotificationTarget[];
 }
 
 /** The seeds' retention: 30 days of production backups, 14 of staging, 7 of development. */
@@ -105,6 +108,7 @@ export function parseConfigFile(text: string, path: string): StrongboxConfig {
     file: path,
     version: parsed.data.version ?? 1,
     policies: { ...BUILT_IN_POLICIES },
+    ...(parsed.data.notifications ? { notifications: parsed.data.notifications } : {}),
   };
   for (const [name, entry] of Object.entries(parsed.data.policies ?? {})) {
     const named = namedPolicyOf(name, entry, path);

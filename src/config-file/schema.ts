@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { StrongboxError } from '../errors.ts';
+import { notificationsSchema } from '../notify/schema.ts';
 import { GROUP_KEYS, parseRetentionDuration, UNLIMITED } from '../retention/policy.ts';
 
 /**
@@ -98,6 +99,7 @@ export const configFileSchema = z.strictObject({
       { error: (issue) => (issue.code === 'invalid_type' ? 'expected policies by name' : undefined) },
     )
     .optional(),
+  notifications: notificationsSchema.optional(),
 });
 
 export type ConfigFileContent = z.output<typeof configFileSchema>;
