@@ -424,6 +424,33 @@ notifications:
     );
   });
 
+  it('carry events that come from no command, a health change with its details', async () => {
+    const server = await recordingServer();
+    try {
+      const report = await sendNotification(
+        targetsOf(`notifications:\n  - {type: webhook, url: "${server.url}", events: [health-changed]}`),
+        {
+          event: 'health-changed',
+          time: new Date('2026-03-02T03:00:00Z'),
+          operation: 'health',
+          result: 'failure',
+          subject: { host: 'db1', kind: 'postgres', name: 'app' },
+          details: { from: 'OK', to: 'CRITICAL', reason: 'newest snapshot is 30h old' },
+        },
+        FAST,
+      );
+      expect(report.failed).toEqual([]);
+      expect(JSON.parse(server.requests[0]!.body)).toMatchObject({
+        event: 'health-changed',
+        title: 'strongbox: health changed: postgres app on db1',
+        details: { from: 'OK', to: 'CRITICAL', reason: 'newest snapshot is 30h old' },
+        figures: {},
+      });
+    } finally {
+      await server.close();
+    }
+  });
+
   it('go only to the targets that asked for the event', async () => {
     const server = await recordingServer();
     try {

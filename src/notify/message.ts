@@ -56,11 +56,11 @@ export function factsOf(event: NotificationEvent): [string, string][] {
     ['Snapshot', event.snapshot],
     ['Time', event.time.toISOString()],
     ['Duration', event.durationSeconds === undefined ? undefined : seconds(event.durationSeconds)],
+    ...Object.entries(event.details ?? {}),
     ...Object.entries(event.figures ?? {}).map(([name, value]): [string, string] => [
       name,
       figure(name, value),
     ]),
-    ...Object.entries(event.details ?? {}),
   ];
   return facts
     .filter((fact): fact is [string, string] => fact[1] !== undefined && fact[1] !== '')

@@ -189,18 +189,19 @@ function sourceOf(
 }
 
 /** The name of a URL target that warnings use: its origin when the URL is in the file, never its path. */
-function urlTargetName(type: string, source: ValueSource | undefined): string {
-  return source && 'value' in source ? `${type} ${new URL(source.value).origin}` : type;
+function urlTargetName(type: string, source: ValueSource): string {
+  return 'value' in source ? `${type} ${new URL(source.value).origin}` : type;
 }
 
 const webhook = webhookEntry.transform((entry, context): WebhookTarget => {
   const urlSource = sourceOf(entry, 'url', context, { required: true, inline: true });
   const secret = sourceOf(entry, 'secret', context, { required: false, inline: false }) as
     SecretSource | undefined;
+  if (!urlSource) return z.NEVER;
   return {
     type: 'webhook',
     name: entry.name ?? urlTargetName('webhook', urlSource),
-    url: urlSource ?? { value: '' },
+    url: urlSource,
     ...(secret ? { secret } : {}),
     events: entry.events,
   };
@@ -209,7 +210,8 @@ const webhook = webhookEntry.transform((entry, context): WebhookTarget => {
 const slack = slackEntry.transform((entry, context): SlackTarget => {
   const urlSource = sourceOf(entry, 'url', context, { required: true, inline: false }) as
     SecretSource | undefined;
-  return { type: 'slack', name: entry.name ?? 'slack', url: urlSource ?? { env: '' }, events: entry.events };
+  if (!urlSource) return z.NEVER;
+  return { type: 'slack', name: entry.name ?? 'slack', url: urlSource, events: entry.events };
 });
 
 const email = emailEntry.transform((entry, context): EmailTarget => {
