@@ -9,6 +9,7 @@ import {
   type GroupKey,
   type RetentionPolicy,
 } from '../retention/policy.ts';
+import type { NotificationTarget } from '../notify/schema.ts';
 import { printable } from '../util/printable.ts';
 import type { AlertsSection, MetricsSection } from './monitoring-schema.ts';
 import { configFileSchema, type PolicyEntry } from './schema.ts';
@@ -40,6 +41,8 @@ export interface StrongboxConfig {
   policies: Record<string, NamedPolicy>;
   metrics?: MetricsSection;
   alerts?: AlertsSection;
+  /** Where notifications go (the `notifications:` section); none without it. */
+  notifications?: NotificationTarget[];
 }
 
 /** The seeds' retention: 30 days of production backups, 14 of staging, 7 of development. */
@@ -110,6 +113,7 @@ export function parseConfigFile(text: string, path: string): StrongboxConfig {
     policies: { ...BUILT_IN_POLICIES },
     ...(parsed.data.metrics ? { metrics: parsed.data.metrics } : {}),
     ...(parsed.data.alerts ? { alerts: parsed.data.alerts } : {}),
+    ...(parsed.data.notifications ? { notifications: parsed.data.notifications } : {}),
   };
   for (const [name, entry] of Object.entries(parsed.data.policies ?? {})) {
     const named = namedPolicyOf(name, entry, path);

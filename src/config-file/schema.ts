@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { StrongboxError } from '../errors.ts';
+import { notificationsSchema } from '../notify/schema.ts';
 import { GROUP_KEYS, parseRetentionDuration, UNLIMITED } from '../retention/policy.ts';
 import { alertsSchema, metricsSchema } from './monitoring-schema.ts';
 
@@ -101,6 +102,7 @@ export const configFileSchema = z.strictObject({
     .optional(),
   metrics: metricsSchema.optional(),
   alerts: alertsSchema.optional(),
+  notifications: notificationsSchema.optional(),
 });
 
 export type ConfigFileContent = z.output<typeof configFileSchema>;
