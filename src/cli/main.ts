@@ -10,6 +10,7 @@ import { registerCopy } from './commands/copy.ts';
 import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
+import { registerLog } from './commands/log.ts';
 import { registerMigrate } from './commands/migrate.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
@@ -23,6 +24,7 @@ import { globalOptions, loadedConfig } from './context.ts';
 import { hintFor } from './hints.ts';
 import { beginOutcome, finishOutcome } from './outcome.ts';
 import { OUTCOME_SINKS } from './outcome-sinks.ts';
+import { captureArguments } from './public-arguments.ts';
 
 function buildProgram(): Command {
   const program = new Command('strongbox')
@@ -74,10 +76,12 @@ function buildProgram(): Command {
     registerRepair,
     registerUnlock,
     registerVerify,
+    registerLog,
   ]) {
     register(program);
   }
   for (const command of program.commands) applyExitOverride(command);
+  captureArguments(program);
   return program;
 }
 

@@ -1,7 +1,8 @@
+import { auditSink } from './audit.ts';
 import type { OutcomeSink } from './outcome.ts';
 
 /**
  * Where every command's outcome goes once it ends (outcome.ts), in this order: one line per sink,
  * so that metrics, notifications and the audit log each plug in without touching the commands.
  */
-export const OUTCOME_SINKS: readonly OutcomeSink[] = [];
+export const OUTCOME_SINKS: readonly OutcomeSink[] = [auditSink];

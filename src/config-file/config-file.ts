@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
@@ -10,7 +11,7 @@ import {
   type RetentionPolicy,
 } from '../retention/policy.ts';
 import { printable } from '../util/printable.ts';
-import { configFileSchema, type PolicyEntry } from './schema.ts';
+import { auditSchema, configFileSchema, syslogServer, type PolicyEntry } from './schema.ts';
 
 /** The environment variable naming the configuration file when --config is not given. */
 export const CONFIG_FILE_VARIABLE = 'STRONGBOX_CONFIG';
@@ -37,6 +38,15 @@ export interface StrongboxConfig {
   version: number;
   /** By name: the built-in ones, replaced or joined by the file's. */
   policies: Record<string, NamedPolicy>;
+  /** Where audit records are mirrored besides the repository; absent: nowhere. */
+  audit?: AuditSettings;
+}
+
+export interface AuditSettings {
+  /** A file each record is appended to as a line of JSON (relative to the configuration file). */
+  file?: string;
+  /** A syslog: the local one (/dev/log), or a server's. */
+  syslog?: 'local' | { protocol: 'udp' | 'tcp'; host: string; port: number };
 }
 
 /** The seeds' retention: 30 days of production backups, 14 of staging, 7 of development. */
@@ -105,6 +115,7 @@ export function parseConfigFile(text: string, path: string): StrongboxConfig {
     file: path,
     version: parsed.data.version ?? 1,
     policies: { ...BUILT_IN_POLICIES },
+    ...(parsed.data.audit ? { audit: auditSettings(parsed.data.audit, path) } : {}),
   };
   for (const [name, entry] of Object.entries(parsed.data.policies ?? {})) {
     const named = namedPolicyOf(name, entry, path);
@@ -133,6 +144,14 @@ function problems(error: z.ZodError): string[] {
       : issue.message;
     return [printable(`${where(issue.path)}: ${message}`)];
   });
+}
+
+function auditSettings(entry: z.output<typeof auditSchema>, configFile: string): AuditSettings {
+  const server = entry['syslog-server'] === undefined ? undefined : syslogServer(entry['syslog-server']);
+  return {
+    ...(entry.file !== undefined ? { file: resolve(dirname(configFile), entry.file) } : {}),
+    ...(server ? { syslog: server } : entry.syslog ? { syslog: 'local' } : {}),
+  };
 }
 
 function namedPolicyOf(name: string, entry: PolicyEntry, source: string): NamedPolicy {
