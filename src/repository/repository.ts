@@ -916,7 +916,7 @@ export class Repository {
   }
 
   /** Records a drill's or a check's result, signed by this full key; returns the record's name. */
-  recordResult<K extends ResultKind>(kind: K, result: ResultKinds[K]): Promise<string> {
+  async recordResult<K extends ResultKind>(kind: K, result: ResultKinds[K]): Promise<string> {
     this.requireReader(`record ${kind} results`);
     return this.results.record(kind, result);
   }
