@@ -54,9 +54,9 @@ export type {
   ResultKind,
   ResultKinds,
   ResultListing,
-  Stored,
   TrustedResult,
 } from './repository/result-records.ts';
+export type { Stored } from './repository/appended-records.ts';
 export { backup, type BackupOptions, type BackupResult, type BackupProgress } from './ops/backup.ts';
 export { restoreSnapshotFiles as restore, type RestoreFilesOptions } from './ops/restore.ts';
 export {

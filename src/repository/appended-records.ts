@@ -36,6 +36,9 @@ export interface AppendedFields {
   started: string;
 }
 
+/** A record as stored and read back from what its writer gave: times as ISO text. */
+export type Stored<T> = Omit<T, 'started' | 'finished'> & AppendedFields & { finished: string };
+
 export type OpenedRecord =
   { name: string; signed: SignedParts | undefined; content: unknown } | { name: string; problem: string };
 

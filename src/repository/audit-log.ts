@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { MalformedRecordError } from '../errors.ts';
 import type { ObjectInfo } from '../storage/backend.ts';
 import { hexId, integer, list, parseRecord, text } from '../util/schema.ts';
-import { nameMismatch, type AppendedFields, type AppendedRecords } from './appended-records.ts';
+import { nameMismatch, type AppendedRecords, type Stored } from './appended-records.ts';
 import type { KeyKind } from './keys.ts';
 import { objectId, parseStampedId, stampTime } from './layout.ts';
 import type { WriterTrust } from './trust.ts';
@@ -38,18 +38,7 @@ export interface AuditEntry {
 }
 
 /** An audit record as stored. */
-export interface AuditRecord extends AppendedFields {
-  finished: string;
-  host: string;
-  user: string;
-  operation: string;
-  arguments: string[];
-  result: AuditResult;
-  exitCode?: number;
-  message?: string;
-  snapshot?: string;
-  program: string;
-}
+export type AuditRecord = Stored<AuditEntry>;
 
 export const MAX_ARGUMENTS = 256;
 export const MAX_ARGUMENT = 1024;

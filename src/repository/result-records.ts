@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { MalformedRecordError, StrongboxError } from '../errors.ts';
 import { count, firstIssue, hexId, integer, list, parseRecord, recordOf, text } from '../util/schema.ts';
-import { nameMismatch, type AppendedFields, type AppendedRecords } from './appended-records.ts';
+import { nameMismatch, type AppendedRecords, type Stored } from './appended-records.ts';
 import { objectId } from './layout.ts';
 import type { RecordProblem } from './signed-records.ts';
 import type { WriterTrust } from './trust.ts';
@@ -55,9 +55,6 @@ export interface CheckResultRecord {
   packs: number;
   packsRead: number;
 }
-
-/** A result as stored and read back: times as ISO text. */
-export type Stored<T> = Omit<T, 'started' | 'finished'> & AppendedFields & { finished: string };
 
 export interface ResultKinds {
   drill: DrillResult;
