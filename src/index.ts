@@ -41,6 +41,22 @@ export type { KeyKind, KeyMaterial } from './repository/keys.ts';
 export { openRepositoryAt, readIdentityFile, type RepositoryKey } from './repository/open.ts';
 export type { SnapshotHeader, SnapshotBody, SnapshotInfo } from './repository/snapshot.ts';
 export type { Tree, TreeNode } from './repository/tree.ts';
+export type {
+  AuditEntry,
+  AuditLogEntry,
+  AuditLogQuery,
+  AuditRecord,
+  AuditResult,
+} from './repository/audit-log.ts';
+export type {
+  CheckResultRecord,
+  DrillResult,
+  ResultKind,
+  ResultKinds,
+  ResultListing,
+  TrustedResult,
+} from './repository/result-records.ts';
+export type { Stored } from './repository/appended-records.ts';
 export { backup, type BackupOptions, type BackupResult, type BackupProgress } from './ops/backup.ts';
 export { restoreSnapshotFiles as restore, type RestoreFilesOptions } from './ops/restore.ts';
 export {

@@ -137,8 +137,26 @@ describe('the configuration file', () => {
     ['policies:\n  "my policy":\n    keep-daily: 1\n', 'a policy name is'],
     ['version: 2\n', 'version: version 2 is not one this strongbox reads'],
     ['- a\n- b\n', 'top level: expected object'],
+    ['audit:\n  file: x\n  syslgo: true\n', 'audit.syslgo: unknown key'],
+    ['audit:\n  syslog: yes please\n', 'audit.syslog: expected true or false'],
+    ['audit:\n  syslog-server: logs:514\n', 'audit.syslog-server: expected udp://host:port'],
+    ['audit:\n  syslog-server: udp://user:pw@logs\n', 'audit.syslog-server: expected udp://host:port'],
+    ['audit:\n  file: ""\n', 'audit.file: expected a file path'],
   ])('refuses %j', async (text, message) => {
     expect((await loadError(text)).message).toContain(message);
+  });
+
+  it('reads where the audit log is mirrored, a file relative to the configuration file', async () => {
+    const file = await configFile('audit:\n  file: logs/audit.jsonl\n  syslog: true\n');
+    expect((await loadConfigFile(file)).audit).toEqual({
+      file: path.join(dir, 'logs', 'audit.jsonl'),
+      syslog: 'local',
+    });
+    const remote = await configFile('audit:\n  syslog: true\n  syslog-server: tcp://[::1]\n');
+    expect((await loadConfigFile(remote)).audit).toEqual({
+      syslog: { protocol: 'tcp', host: '::1', port: 514 },
+    });
+    expect((await loadConfigFile(await configFile('policies: {}\n'))).audit).toBeUndefined();
   });
 
   it('refuses an empty policy, which would remove every snapshot', async () => {

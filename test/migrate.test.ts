@@ -57,6 +57,12 @@ describe('strongbox migrate', () => {
       skipped: [],
     });
     expect(await packHashes(repo.repo)).toEqual(packsBefore);
+    // Its audit record, signed by the key in its new form.
+    const log = await cli(['log', '--json']);
+    expectExit(log, 0);
+    expect(JSON.parse(log.stdout.toString())).toMatchObject([
+      { status: 'verified', key: { kind: 'full' }, record: { operation: 'migrate', result: 'success' } },
+    ]);
 
     const listed = await cli(['snapshots', '--json']);
     expectExit(listed, 0);

@@ -297,7 +297,7 @@ describe('s3 backend with Object Lock', () => {
 });
 
 describe('the CLI on s3:// with object-lock', () => {
-  it('locks packs, index files and snapshots, and leaves config, key slots and locks changeable', async () => {
+  it('locks packs, index files, snapshots and audit records, and leaves config, key slots and locks changeable', async () => {
     const repo = await tempRepo();
     try {
       const prefix = newPrefix();
@@ -314,7 +314,7 @@ describe('the CLI on s3:// with object-lock', () => {
         request.path.slice(`${s3.bucket}/${prefix}/`.length).split('/')[0]!;
       const lockedFolders = new Set(puts.filter((r) => r.headers['x-amz-object-lock-mode']).map(folder));
       const unlockedFolders = new Set(puts.filter((r) => !r.headers['x-amz-object-lock-mode']).map(folder));
-      expect([...lockedFolders].sort()).toEqual(['data', 'index', 'snapshots']);
+      expect([...lockedFolders].sort()).toEqual(['audit', 'data', 'index', 'snapshots']);
       expect([...unlockedFolders].sort()).toEqual(['config', 'keys', 'locks']);
       for (const put of puts.filter((r) => r.headers['x-amz-object-lock-mode'])) {
         expect(put.headers['x-amz-object-lock-mode']).toBe('GOVERNANCE');

@@ -477,7 +477,7 @@ describe('the CLI on s3rver', () => {
     expect((await run(['check', '--read-data'])).stderr).toContain('no errors were found');
 
     const folders = new Set([...(await keysUnder(prefix)).keys()].map((key) => key.split('/')[0]));
-    expect([...folders].sort()).toEqual(['config', 'data', 'index', 'keys', 'snapshots']);
+    expect([...folders].sort()).toEqual(['audit', 'config', 'data', 'index', 'keys', 'results', 'snapshots']);
     for (const result of outputs) {
       expect(result.stderr + result.stdout.toString('latin1')).not.toContain(SECRET_KEY);
     }

@@ -13,6 +13,9 @@ import { closingOnFailure, openBackend } from '../storage/open.ts';
 import { Output } from './output.ts';
 import { resolvePassword } from './secrets.ts';
 import { openRepositoryAt, readIdentityFile } from '../repository/open.ts';
+import { decodeIdentityFile } from '../repository/keys.ts';
+import type { StorageBackend } from '../storage/backend.ts';
+import { auditOpened, releaseRepository } from './audit.ts';
 
 /** Options every command accepts, with their environment forms. */
 export interface GlobalOptions {
@@ -124,6 +127,7 @@ export async function openRepository(options: GlobalOptions): Promise<Repository
   );
   readWithoutLockWhereRefused(repository, output);
   repository.readLocking.skip = options.lock === false;
+  auditOpened(repository);
   return repository;
 }
 
@@ -142,28 +146,62 @@ export async function initRepository(
   settings: RepositoryOptions,
 ): Promise<Repository> {
   const backend = await openBackend(repositoryLocation(options));
-  return closingOnFailure(backend, async () =>
+  const repository = await closingOnFailure(backend, async () =>
     Repository.init(backend, await repositoryPassword(options, true), settings, {
       onWarning: (message) => outputFor(options).warn(`warning: ${message}`),
     }),
   );
+  auditOpened(repository);
+  return repository;
 }
 
-/** `strongbox migrate`: the repository named by --repo, with the key the global options give. */
+/**
+ * `strongbox migrate`: the repository named by --repo, with the key the global options give. The
+ * migrated repository is then opened with the key's new form, for the audit record.
+ */
 export async function migrateRepositoryAt(options: GlobalOptions): Promise<MigrationResult> {
   const backend = await openBackend(repositoryLocation(options));
+  let migrated: Repository | undefined;
   try {
     const key = await resolveKey(MAIN_REPOSITORY, options);
-    return await migrateRepository(
+    const result = await migrateRepository(
       backend,
       'identityFile' in key ? { identity: await readIdentityFile(key.identityFile) } : key,
     );
+    migrated = await openMigrated(backend, result.identityFile ?? key, options);
+    return result;
   } finally {
-    await backend.close();
+    if (!migrated) await backend.close();
   }
 }
 
-/** Runs `action` with an open repository and always closes it. */
+async function openMigrated(
+  backend: StorageBackend,
+  key: string | { passphrase: string } | { identityFile: string },
+  options: GlobalOptions,
+): Promise<Repository | undefined> {
+  if (typeof key !== 'string' && 'identityFile' in key) return undefined;
+  const output = outputFor(options);
+  try {
+    const repository = await Repository.open(
+      backend,
+      typeof key === 'string' ? { identity: decodeIdentityFile(key, 'the new identity file') } : key,
+      { onWarning: (message) => output.warn(`warning: ${message}`) },
+    );
+    auditOpened(repository);
+    return repository;
+  } catch (error) {
+    output.warn(
+      `warning: the migrated repository could not be opened for its audit record: ${error instanceof Error ? error.message : String(error)}`,
+    );
+    return undefined;
+  }
+}
+
+/**
+ * Runs `action` with an open repository and always closes it: at once, or, for a command the
+ * audit log records, once its record is appended (audit.ts).
+ */
 export async function withRepository<T>(
   options: GlobalOptions,
   action: (repository: Repository) => Promise<T>,
@@ -172,7 +210,7 @@ export async function withRepository<T>(
   try {
     return await action(repository);
   } finally {
-    await repository.close();
+    await releaseRepository(repository);
   }
 }
 

@@ -12,6 +12,7 @@ import { registerInit } from './commands/init.ts';
 import { registerGenerate } from './commands/generate.ts';
 import { registerKey } from './commands/key.ts';
 import { registerMetrics } from './commands/metrics.ts';
+import { registerLog } from './commands/log.ts';
 import { registerMigrate } from './commands/migrate.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
@@ -26,6 +27,7 @@ import { hintFor } from './hints.ts';
 import { pushgatewayOption } from './metrics-sink.ts';
 import { beginOutcome, finishOutcome } from './outcome.ts';
 import { OUTCOME_SINKS } from './outcome-sinks.ts';
+import { captureArguments } from './public-arguments.ts';
 
 function buildProgram(): Command {
   const program = new Command('strongbox')
@@ -88,10 +90,12 @@ function buildProgram(): Command {
     registerVerify,
     registerMetrics,
     registerGenerate,
+    registerLog,
   ]) {
     register(program);
   }
   for (const command of program.commands) applyExitOverride(command);
+  captureArguments(program);
   return program;
 }
 

@@ -1,9 +1,10 @@
 import { metricsSink } from './metrics-sink.ts';
 import { notifySink } from './notify-sink.ts';
+import { auditSink } from './audit.ts';
 import type { OutcomeSink } from './outcome.ts';
 
 /**
  * Where every command's outcome goes once it ends (outcome.ts), in this order: one line per sink,
  * so that metrics, notifications and the audit log each plug in without touching the commands.
  */
-export const OUTCOME_SINKS: readonly OutcomeSink[] = [metricsSink, notifySink];
+export const OUTCOME_SINKS: readonly OutcomeSink[] = [auditSink, metricsSink, notifySink];

@@ -3,6 +3,7 @@ import type { StrongboxConfig } from '../config-file/config-file.ts';
 import { ExitCode, StrongboxError } from '../errors.ts';
 import { globalOptions, loadedConfig, outputFor, type GlobalOptions } from './context.ts';
 import type { Output } from './output.ts';
+import { publicArguments } from './public-arguments.ts';
 
 /**
  * What a command did, for whoever watches the backups: metrics, notifications, the audit log.
@@ -13,6 +14,8 @@ import type { Output } from './output.ts';
 export interface CommandOutcome {
   /** The command's path as typed: 'backup postgres', 'forget', 'prune', 'check'. */
   operation: string;
+  /** Its options and arguments, values that may hold secrets withheld (public-arguments.ts). */
+  arguments: string[];
   started: Date;
   finished: Date;
   result: 'success' | 'failure';
@@ -70,6 +73,12 @@ export function beginOutcome(command: Command): void {
   running = { command, operation: operationOf(command), started: new Date(), subject: {}, figures: {} };
 }
 
+/** The command running now, for what must know it before it ends (the audit log, on an interrupt). */
+export function runningCommand():
+  { command: Command; operation: string; started: Date; snapshot?: string } | undefined {
+  return running && { ...running };
+}
+
 /** A command's action: what its outcome is about and what it measured; later calls add to earlier ones. */
 export function describeOutcome(details: {
   subject?: OutcomeSubject;
@@ -110,6 +119,7 @@ export async function finishOutcome(error: unknown, sinks: readonly OutcomeSink[
   const output = outputFor(options);
   const outcome: CommandOutcome = {
     operation: current.operation,
+    arguments: publicArguments(current.command),
     started: current.started,
     finished: new Date(),
     result: error === undefined ? 'success' : 'failure',

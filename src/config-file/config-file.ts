@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
@@ -12,7 +13,7 @@ import {
 import type { NotificationTarget } from '../notify/schema.ts';
 import { printable } from '../util/printable.ts';
 import type { AlertsSection, MetricsSection } from './monitoring-schema.ts';
-import { configFileSchema, type PolicyEntry } from './schema.ts';
+import { auditSchema, configFileSchema, syslogServer, type PolicyEntry } from './schema.ts';
 
 /** The environment variable naming the configuration file when --config is not given. */
 export const CONFIG_FILE_VARIABLE = 'STRONGBOX_CONFIG';
@@ -43,6 +44,15 @@ export interface StrongboxConfig {
   alerts?: AlertsSection;
   /** Where notifications go (the `notifications:` section); none without it. */
   notifications?: NotificationTarget[];
+  /** Where audit records are mirrored besides the repository; absent: nowhere. */
+  audit?: AuditSettings;
+}
+
+export interface AuditSettings {
+  /** A file each record is appended to as a line of JSON (relative to the configuration file). */
+  file?: string;
+  /** A syslog: the local one (/dev/log), or a server's. */
+  syslog?: 'local' | { protocol: 'udp' | 'tcp'; host: string; port: number };
 }
 
 /** The seeds' retention: 30 days of production backups, 14 of staging, 7 of development. */
@@ -114,6 +124,7 @@ export function parseConfigFile(text: string, path: string): StrongboxConfig {
     ...(parsed.data.metrics ? { metrics: parsed.data.metrics } : {}),
     ...(parsed.data.alerts ? { alerts: parsed.data.alerts } : {}),
     ...(parsed.data.notifications ? { notifications: parsed.data.notifications } : {}),
+    ...(parsed.data.audit ? { audit: auditSettings(parsed.data.audit, path) } : {}),
   };
   for (const [name, entry] of Object.entries(parsed.data.policies ?? {})) {
     const named = namedPolicyOf(name, entry, path);
@@ -142,6 +153,14 @@ function problems(error: z.ZodError): string[] {
       : issue.message;
     return [printable(`${where(issue.path)}: ${message}`)];
   });
+}
+
+function auditSettings(entry: z.output<typeof auditSchema>, configFile: string): AuditSettings {
+  const server = entry['syslog-server'] === undefined ? undefined : syslogServer(entry['syslog-server']);
+  return {
+    ...(entry.file !== undefined ? { file: resolve(dirname(configFile), entry.file) } : {}),
+    ...(server ? { syslog: server } : entry.syslog ? { syslog: 'local' } : {}),
+  };
 }
 
 function namedPolicyOf(name: string, entry: PolicyEntry, source: string): NamedPolicy {

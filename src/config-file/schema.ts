@@ -82,6 +82,37 @@ export type PolicyEntry = z.output<typeof policySchema>;
 /** Names as a command line types them after --policy. */
 export const POLICY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
+/** Where the audit log is mirrored, beside the repository (docs/CLI.md, "Audit log"). */
+export const auditSchema = z.strictObject({
+  /** A file that gets each record as a line of JSON. */
+  file: z.string({ error: 'expected a file path' }).min(1, { error: 'expected a file path' }).optional(),
+  /** The local syslog (/dev/log), through logger(1). */
+  syslog: z.boolean({ error: 'expected true or false' }).optional(),
+  /** A remote syslog server instead: udp://host[:port] or tcp://host[:port] (port 514 by default). */
+  'syslog-server': z
+    .string({ error: 'expected udp://host:port or tcp://host:port' })
+    .refine((text) => syslogServer(text) !== undefined, {
+      error: 'expected udp://host:port or tcp://host:port',
+    })
+    .optional(),
+});
+
+/** A syslog server URL's parts, or undefined when it is not one. */
+export function syslogServer(
+  text: string,
+): { protocol: 'udp' | 'tcp'; host: string; port: number } | undefined {
+  if (!URL.canParse(text)) return undefined;
+  const url = new URL(text);
+  if ((url.protocol !== 'udp:' && url.protocol !== 'tcp:') || !url.hostname) return undefined;
+  if (url.username || url.password || (url.pathname && url.pathname !== '/') || url.search || url.hash)
+    return undefined;
+  return {
+    protocol: url.protocol === 'udp:' ? 'udp' : 'tcp',
+    host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    port: url.port ? Number(url.port) : 514,
+  };
+}
+
 export const CURRENT_VERSION = 1;
 
 export const configFileSchema = z.strictObject({
@@ -103,6 +134,7 @@ export const configFileSchema = z.strictObject({
   metrics: metricsSchema.optional(),
   alerts: alertsSchema.optional(),
   notifications: notificationsSchema.optional(),
+  audit: auditSchema.optional(),
 });
 
 export type ConfigFileContent = z.output<typeof configFileSchema>;

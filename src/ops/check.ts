@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { DamagedBlobError, VerificationError } from '../errors.ts';
+import { hostname } from 'node:os';
+import { DamagedBlobError, ExitCode, StrongboxError, VerificationError } from '../errors.ts';
 import { ObjectNotFoundError } from '../storage/backend.ts';
 import { packName } from '../repository/blob.ts';
 import { folderOf, objectName } from '../repository/layout.ts';
@@ -14,6 +15,12 @@ export interface CheckOptions {
   /** Download and verify every pack (1), a fraction of them (0 < f < 1), or none (0, the default). */
   readData?: number;
   onProgress?: (message: string) => void;
+  /**
+   * Record the outcome in the repository as a check result (full keys; docs/FORMAT.md,
+   * "Results"), whatever it is: true unless false, or unless the repository is read without a
+   * lock (`readLocking.skip`, a repository not to be written).
+   */
+  record?: boolean;
 }
 
 /** The checks `check` runs; which of them can run depends on the key and the options. */
@@ -94,7 +101,58 @@ export interface CheckResult {
  * decrypts and authenticates the blobs themselves.
  */
 export async function check(repository: Repository, options: CheckOptions = {}): Promise<CheckResult> {
-  return repository.withReadLock('check', () => new Checker(repository, options).run());
+  const started = new Date();
+  let result: CheckResult;
+  try {
+    result = await repository.withReadLock('check', () => new Checker(repository, options).run());
+  } catch (error) {
+    await recordCheck(repository, options, started, { error });
+    throw error;
+  }
+  await recordCheck(repository, options, started, { result });
+  return result;
+}
+
+/** The check result record, when one is to be written; a failure to write it is only a warning. */
+async function recordCheck(
+  repository: Repository,
+  options: CheckOptions,
+  started: Date,
+  outcome: { result: CheckResult } | { error: unknown },
+): Promise<void> {
+  if (options.record === false || !repository.canRead || repository.readLocking.skip) return;
+  const found = 'result' in outcome ? outcome.result : undefined;
+  const problems = found?.problems.length ?? 0;
+  const failure =
+    'error' in outcome
+      ? failureOf(outcome.error)
+      : problems > 0
+        ? { exitCode: ExitCode.verification, message: `check found ${count(problems, 'problem')}` }
+        : undefined;
+  try {
+    await repository.recordResult('check', {
+      started,
+      finished: new Date(),
+      host: hostname(),
+      result: failure ? 'failure' : 'success',
+      exitCode: failure?.exitCode ?? ExitCode.ok,
+      ...(failure ? { message: failure.message } : {}),
+      readData: options.readData ?? 0,
+      problems,
+      snapshots: found?.snapshots ?? 0,
+      packs: found?.packs ?? 0,
+      packsRead: found?.packsRead ?? 0,
+    });
+  } catch (recordError) {
+    repository.onWarning(
+      `the check's result was not recorded in the repository: ${recordError instanceof Error ? recordError.message : String(recordError)}`,
+    );
+  }
+}
+
+function failureOf(error: unknown): { exitCode: number; message: string } {
+  if (error instanceof StrongboxError) return { exitCode: error.exitCode, message: error.message };
+  return { exitCode: ExitCode.general, message: error instanceof Error ? error.message : String(error) };
 }
 
 /** The index's listings of one pack's blobs. */

@@ -284,7 +284,8 @@ export class KeyRing {
         snapshots: judged.filter((object) => object.kind === 'snapshot').map((object) => object.id),
         indexes: judged.filter((object) => object.kind === 'index').map((object) => object.id),
       });
-      const endorse = judged.length > 0;
+      // Written even for writers that left nothing to vouch for: their audit records still name them.
+      const endorse = leaving.length > 0;
       if (endorse) await this.session.backend.put(endorsement.name, endorsement.bytes, { retain: true });
       const nextBundle = rotation ? rotatedBundle(bundle) : bundle;
       const next: RepositoryConfig = {

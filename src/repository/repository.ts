@@ -61,7 +61,10 @@ import { blobAad } from './pack-format.ts';
 import { PackTable, PackTables, type PackTableFailure } from './pack-tables.ts';
 import { blobId, deriveWriterKeys, type WriterKeys } from './secrets.ts';
 import { MalformedFile, openJson, sealJson } from './sealed-file.ts';
-import { signObject, splitSigned, type SignedParts } from './signed-object.ts';
+import { signObject, splitSigned, writerId, type SignedParts } from './signed-object.ts';
+import { AppendedRecords } from './appended-records.ts';
+import { AuditLog, type AuditEntry, type AuditLogEntry, type AuditLogQuery } from './audit-log.ts';
+import { ResultRecords, type ResultKind, type ResultKinds, type ResultListing } from './result-records.ts';
 import type { SnapshotBody, SnapshotHeader, SnapshotInfo } from './snapshot.ts';
 import {
   SignedRecords,
@@ -152,6 +155,8 @@ export class Repository {
   private readonly packTables: PackTables | undefined;
   /** Removal and prune-plan records, signed by full keys. */
   readonly records: SignedRecords;
+  private readonly auditLog: AuditLog;
+  private readonly results: ResultRecords;
   private removedSnapshots: Promise<ReadonlySet<string>> | undefined;
   /**
    * Packs a pending prune will delete or repack (its plans were read when this session's shared
@@ -194,6 +199,14 @@ export class Repository {
       () => session.signing,
       this.trust,
     );
+    const appended = new AppendedRecords(
+      backend,
+      config.id,
+      this.writerKeys.metadataKey,
+      () => session.signing,
+    );
+    this.auditLog = new AuditLog(appended, this.trust);
+    this.results = new ResultRecords(appended, this.trust);
     this.snapshots = new SnapshotStore(
       backend,
       {
@@ -294,6 +307,11 @@ export class Repository {
 
   get keyKind(): KeyKind {
     return this.session.material.kind;
+  }
+
+  /** The writer id of the key in use: what `key list` shows, and what it signs with. */
+  get writerId(): string {
+    return writerId(this.session.signing.publicRaw);
   }
 
   get canRead(): boolean {
@@ -885,6 +903,43 @@ export class Repository {
     return this.snapshots.find(reference, filter);
   }
 
+  // ---- audit log and results (audit-log.ts, result-records.ts)
+
+  /** Appends the audit record of one operation, signed by this key (write-only keys too). */
+  appendAudit(entry: AuditEntry): Promise<string> {
+    return this.auditLog.append(entry);
+  }
+
+  /** The audit records a query selects, oldest first, damaged and untrusted ones shown as such. */
+  readAuditLog(query: AuditLogQuery = {}): Promise<AuditLogEntry[]> {
+    return this.auditLog.read(query);
+  }
+
+  /** Records a drill's or a check's result, signed by this full key; returns the record's name. */
+  async recordResult<K extends ResultKind>(kind: K, result: ResultKinds[K]): Promise<string> {
+    this.requireReader(`record ${kind} results`);
+    return this.results.record(kind, result);
+  }
+
+  /** The results of `kind` a current full key signed, oldest first, and what is wrong with the others. */
+  listResults<K extends ResultKind>(kind: K): Promise<ResultListing<ResultKinds[K]>> {
+    return this.results.list(kind);
+  }
+
+  private async trustedResults() {
+    return {
+      drill: (await this.results.list('drill')).trusted,
+      check: (await this.results.list('check')).trusted,
+    };
+  }
+
+  /** Results signed by keys that just retired, signed again by this key (ResultRecords.carryOver). */
+  private carryResultsOver(before: Awaited<ReturnType<Repository['trustedResults']>>): Promise<void> {
+    return this.results.carryOver(before, (writer) =>
+      this.session.config.writers.some((entry) => entry.id === writer && entry.kind === 'full'),
+    );
+  }
+
   // ---- keys (key-ring.ts)
 
   listKeys(): Promise<KeyListing[]> {
@@ -902,8 +957,12 @@ export class Repository {
 
   async removeKey(id: string): ReturnType<KeyRing['remove']> {
     const removals = await this.records.removals();
+    const results = await this.trustedResults();
     const result = await this.keyRing.remove(id);
-    if (result.retired.length > 0) await this.resignRemovals(removals.trusted);
+    if (result.retired.length > 0) {
+      await this.resignRemovals(removals.trusted);
+      await this.carryResultsOver(results);
+    }
     return result;
   }
 
@@ -913,8 +972,10 @@ export class Repository {
 
   async rotate(passphrase: string | undefined): ReturnType<KeyRing['rotate']> {
     const removals = await this.records.removals();
+    const results = await this.trustedResults();
     const result = await this.keyRing.rotate(passphrase);
     await this.resignRemovals(removals.trusted);
+    await this.carryResultsOver(results);
     return result;
   }
 

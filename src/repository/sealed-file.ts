@@ -2,10 +2,10 @@ import { open, seal } from '../crypto/aead.ts';
 import { zstdCompress, zstdDecompress } from '../compression/zstd.ts';
 
 /**
- * Index files, locks and snapshot headers: magic || AES-256-GCM(zstd(JSON)). The magic is also
+ * Index files, locks, snapshot headers and the repository's records: magic || AES-256-GCM(zstd(JSON)). The magic is also
  * the associated data, so a file of one kind cannot be passed off as another.
  */
-export type SealedFileMagic = 'SBIX' | 'SBI2' | 'SBLK' | 'SBSH' | 'SBSB' | 'SBRM' | 'SBPP';
+export type SealedFileMagic = 'SBIX' | 'SBI2' | 'SBLK' | 'SBSH' | 'SBSB' | 'SBRM' | 'SBPP' | 'SBAU' | 'SBRS';
 
 export class MalformedFile extends Error {}
 
@@ -21,6 +21,8 @@ export const MAX_SEALED_JSON: Record<SealedFileMagic, number> = {
   SBSB: 256 * 1024 * 1024,
   SBRM: 256 * 1024 * 1024,
   SBPP: 256 * 1024 * 1024,
+  SBAU: 1024 * 1024,
+  SBRS: 4 * 1024 * 1024,
 };
 
 export function sealJson(magic: SealedFileMagic, key: Uint8Array, value: unknown): Buffer {

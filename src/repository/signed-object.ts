@@ -2,12 +2,14 @@ import { createHash } from 'node:crypto';
 import { verifySignature, type SigningKey } from '../crypto/signing.ts';
 
 /**
- * Snapshots and index files carry the signature of the key that wrote them (docs/FORMAT.md,
+ * Snapshots, index files and the records of the repository (removals, prune plans, audit records,
+ * drill and check results) carry the signature of the key that wrote them (docs/FORMAT.md,
  * "Signed objects"): `content || signer public key (32) || Ed25519 signature (64) || "SBSG"`.
  * The signature covers the object's kind and the repository's id as well as the content, so a
  * signed index cannot pass for a snapshot, nor an object of one repository for another's.
  */
-export type SignedKind = 'snapshot' | 'index' | 'removal' | 'prune-plan';
+export type SignedKind =
+  'snapshot' | 'index' | 'removal' | 'prune-plan' | 'audit' | 'drill-result' | 'check-result';
 
 const TRAILER_MAGIC = Buffer.from('SBSG', 'ascii');
 const PUBLIC_LENGTH = 32;

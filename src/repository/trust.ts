@@ -66,26 +66,53 @@ export class WriterTrust {
 
   /**
    * Records that remove or condemn data (removal records, prune plans) are believed only when a
-   * current full key signed them: a write-only key may add backups, never take them away.
+   * current full key signed them: a write-only key may add backups, never take them away. So are
+   * drill and check results: a database host must not be able to vouch for its own backups.
+   * `refusal` says what a write-only key may not do, after "which".
    */
-  judgeFullWriter(kind: SignedKind, signed: SignedParts | undefined): Verdict {
-    const config = this.currentConfig();
-    if (!signed) return { trusted: false, problem: 'it carries no signature' };
-    if (!signatureValid(kind, config.id, signed))
-      return { trusted: false, problem: 'its signature does not verify' };
-    const publicKey = signed.signer.toString('base64');
-    const writer = config.writers.find((entry) => entry.publicKey === publicKey);
-    if (!writer)
-      return {
-        trusted: false,
-        problem: `it is signed by key ${writerId(signed.signer)}, which is not a writer of this repository`,
-      };
+  judgeFullWriter(
+    kind: SignedKind,
+    signed: SignedParts | undefined,
+    refusal = 'may not remove data',
+  ): Verdict {
+    const signer = this.signerOf(kind, signed);
+    if ('problem' in signer) return { trusted: false, problem: signer.problem };
+    const { writer } = signer;
+    if (!writer) return notAWriter(signer.id);
     if (writer.kind !== 'full')
-      return {
-        trusted: false,
-        problem: `it is signed by write-only key ${writer.id}, which may not remove data`,
-      };
+      return { trusted: false, problem: `it is signed by write-only key ${writer.id}, which ${refusal}` };
     return { trusted: true, writer: { id: writer.id, kind: writer.kind, current: true } };
+  }
+
+  /**
+   * Audit records: whoever signed them, as far as the repository can tell. A current writer, full
+   * or write-only, or a retired one that an endorsement names (which may have signed it after it
+   * retired, so `current` is false); anything else is not trusted.
+   */
+  async judgeWriter(kind: SignedKind, signed: SignedParts | undefined): Promise<Verdict> {
+    const signer = this.signerOf(kind, signed);
+    if ('problem' in signer) return { trusted: false, problem: signer.problem };
+    const { writer } = signer;
+    if (writer) return { trusted: true, writer: { id: writer.id, kind: writer.kind, current: true } };
+    const retired = (await this.endorsedObjects()).writerKeys.get(signer.publicKey);
+    if (retired) return { trusted: true, writer: { id: signer.id, kind: retired, current: false } };
+    return notAWriter(signer.id);
+  }
+
+  /** Who signed an object whose signature verifies, and their entry if they are a current writer. */
+  private signerOf(
+    kind: SignedKind,
+    signed: SignedParts | undefined,
+  ): { problem: string } | { id: string; publicKey: string; writer: WriterEntry | undefined } {
+    const config = this.currentConfig();
+    if (!signed) return { problem: 'it carries no signature' };
+    if (!signatureValid(kind, config.id, signed)) return { problem: 'its signature does not verify' };
+    const publicKey = signed.signer.toString('base64');
+    return {
+      id: writerId(signed.signer),
+      publicKey,
+      writer: config.writers.find((entry) => entry.publicKey === publicKey),
+    };
   }
 
   private endorsedObjects(): Promise<EndorsedObjects> {
@@ -95,13 +122,21 @@ export class WriterTrust {
   }
 
   private async loadEndorsements(list: readonly string[]): Promise<EndorsedObjects> {
-    const objects: EndorsedObjects = { snapshots: new Set(), indexes: new Set(), writers: new Map() };
+    const objects: EndorsedObjects = {
+      snapshots: new Set(),
+      indexes: new Set(),
+      writers: new Map(),
+      writerKeys: new Map(),
+    };
     for (const id of list) {
       try {
         const endorsement = await readEndorsement(this.backend, id);
         for (const snapshot of endorsement.snapshots) objects.snapshots.add(snapshot);
         for (const index of endorsement.indexes) objects.indexes.add(index);
-        for (const writer of endorsement.writers) objects.writers.set(writer.id, writer.kind);
+        for (const writer of endorsement.writers) {
+          objects.writers.set(writer.id, writer.kind);
+          objects.writerKeys.set(writer.publicKey, writer.kind);
+        }
       } catch (error) {
         if (!(error instanceof EndorsementUnavailable)) throw error;
         this.onWarning(
@@ -113,8 +148,16 @@ export class WriterTrust {
   }
 }
 
+type WriterEntry = RepositoryConfig['writers'][number];
+
+function notAWriter(id: string): Verdict {
+  return { trusted: false, problem: `it is signed by key ${id}, which is not a writer of this repository` };
+}
+
 interface EndorsedObjects {
   snapshots: Set<string>;
   indexes: Set<string>;
   writers: Map<string, KeyKind>;
+  /** Retired writers by their public key (base64). */
+  writerKeys: Map<string, KeyKind>;
 }

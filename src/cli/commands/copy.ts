@@ -4,6 +4,7 @@ import { copySnapshots, type CopiedSnapshot, type CopyResult } from '../../ops/c
 import { openRepositoryAt, type RepositoryKey } from '../../repository/open.ts';
 import type { Repository } from '../../repository/repository.ts';
 import { positiveInteger } from '../arguments.ts';
+import { auditOpened, releaseRepository } from '../audit.ts';
 import {
   describeKeyOptions,
   globalOptions,
@@ -47,9 +48,11 @@ async function openOther(
   output: Output,
 ): Promise<Repository> {
   try {
-    return await openRepositoryAt(location, key, {
+    const repository = await openRepositoryAt(location, key, {
       onWarning: (message) => output.warn(`warning: ${message} (in the ${role.label})`),
     });
+    auditOpened(repository);
+    return repository;
   } catch (error) {
     // The message names the location; the hint must name this repository's options, not the global ones.
     if (error instanceof KeyError && !(error instanceof RetiredKeyError))
@@ -122,10 +125,10 @@ export function registerCopy(program: Command): void {
           if (global.json) output.data(result);
           else output.info(summarizeCopy(result));
         } finally {
-          await target.close();
+          await releaseRepository(target);
         }
       } finally {
-        await source.close();
+        await releaseRepository(source);
       }
     });
 }
@@ -201,7 +204,7 @@ export async function prepareCopyTo(options: CopyToOptions): Promise<CopyTo | un
               ),
           });
         } finally {
-          await target.close();
+          await releaseRepository(target);
         }
       } catch (error) {
         output.warn(

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { releaseRepository } from '../audit.ts';
 import { globalOptions, initRepository, outputFor } from '../context.ts';
 
 export function registerInit(program: Command): void {
@@ -26,6 +27,6 @@ export function registerInit(program: Command): void {
         output.info(
           `created repository ${repository.config.id.slice(0, 8)} at ${repository.backend.location}`,
         );
-      await repository.close();
+      await releaseRepository(repository);
     });
 }
