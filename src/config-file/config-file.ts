@@ -37,7 +37,22 @@ export interface StrongboxConfig {
   version: number;
   /** By name: the built-in ones, replaced or joined by the file's. */
   policies: Record<string, NamedPolicy>;
+  /** What `drill` runs beyond its own checks. */
+  drill: { checks: DrillSqlCheck[] };
 }
+
+/** An SQL check of the file's `drill.checks`, which every drill runs in the database it restored. */
+export interface DrillSqlCheck {
+  name: string;
+  query: string;
+  /** The text the first column of the first row must show; null for SQL's NULL. */
+  expected: string | null;
+  /** The query's statement_timeout. */
+  timeoutSeconds: number;
+}
+
+/** How long a drill check's query may run when its entry does not say. */
+export const DEFAULT_DRILL_CHECK_TIMEOUT_SECONDS = 60;
 
 /** The seeds' retention: 30 days of production backups, 14 of staging, 7 of development. */
 export const BUILT_IN_POLICIES: Readonly<Record<string, NamedPolicy>> = Object.freeze(
@@ -63,7 +78,7 @@ export const BUILT_IN_POLICIES: Readonly<Record<string, NamedPolicy>> = Object.f
 
 /** The settings when no configuration file is given. */
 export function defaultConfig(): StrongboxConfig {
-  return { version: 1, policies: { ...BUILT_IN_POLICIES } };
+  return { version: 1, policies: { ...BUILT_IN_POLICIES }, drill: { checks: [] } };
 }
 
 /** The file `--config` names, else STRONGBOX_CONFIG; there is no default path. */
@@ -105,6 +120,12 @@ export function parseConfigFile(text: string, path: string): StrongboxConfig {
     file: path,
     version: parsed.data.version ?? 1,
     policies: { ...BUILT_IN_POLICIES },
+    drill: {
+      checks: (parsed.data.drill?.checks ?? []).map(({ timeout, ...check }) => ({
+        ...check,
+        timeoutSeconds: timeout ?? DEFAULT_DRILL_CHECK_TIMEOUT_SECONDS,
+      })),
+    },
   };
   for (const [name, entry] of Object.entries(parsed.data.policies ?? {})) {
     const named = namedPolicyOf(name, entry, path);
