@@ -7,6 +7,7 @@ import { registerBackup } from './commands/backup.ts';
 import { registerCat } from './commands/cat.ts';
 import { registerCheck } from './commands/check.ts';
 import { registerCopy } from './commands/copy.ts';
+import { registerDrill } from './commands/drill.ts';
 import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
@@ -74,6 +75,7 @@ function buildProgram(): Command {
     registerRepair,
     registerUnlock,
     registerVerify,
+    registerDrill,
   ]) {
     register(program);
   }
