@@ -69,6 +69,16 @@ export {
   type DatabaseVerification,
   type TableComparison,
 } from './sources/postgres/verify.ts';
+export {
+  drill,
+  drillError,
+  DrillFailedError,
+  DrillObjectiveError,
+  type DrillOptions,
+  type DrillRecord,
+  type DrillResult,
+} from './ops/drill.ts';
+export { drillReportMarkdown } from './ops/drill-report.ts';
 export { catFile } from './ops/read-content.ts';
 export { findDatabaseSnapshot, type DatabaseSnapshot } from './ops/database-snapshot.ts';
 export {

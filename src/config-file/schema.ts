@@ -15,18 +15,21 @@ const keepCount = z
   .union([z.number().int(COUNT_EXPECTED).min(0, COUNT_EXPECTED), z.literal('unlimited')], COUNT_EXPECTED)
   .transform((value) => (value === 'unlimited' ? UNLIMITED : value));
 
-/** A keep-within* duration: 30d, 1y6m, 2y5m7d3h. */
-const keepDuration = z
-  .string({ error: 'expected a duration such as 30d or 1y6m' })
-  .transform((text, context) => {
+/** Text read by `parse`, whose StrongboxError becomes the problem reported at its path. */
+function textParsedBy<T>(parse: (text: string) => T, expected: string) {
+  return z.string({ error: expected }).transform((text, context) => {
     try {
-      return parseRetentionDuration(text);
+      return parse(text);
     } catch (error) {
       if (!(error instanceof StrongboxError)) throw error;
       context.addIssue({ code: 'custom', message: error.message, input: text });
       return z.NEVER;
     }
   });
+}
+
+/** A keep-within* duration: 30d, 1y6m, 2y5m7d3h. */
+const keepDuration = textParsedBy(parseRetentionDuration, 'expected a duration such as 30d or 1y6m');
 
 const tag = z
   .string({ error: 'expected a tag (key=value)' })
@@ -79,17 +82,7 @@ export const policySchema = z.strictObject({
 export type PolicyEntry = z.output<typeof policySchema>;
 
 /** A drill's duration: 30s, 5m; in seconds. */
-const drillDuration = z
-  .string({ error: 'expected a duration such as 30s or 5m' })
-  .transform((text, context) => {
-    try {
-      return parseDuration(text);
-    } catch (error) {
-      if (!(error instanceof StrongboxError)) throw error;
-      context.addIssue({ code: 'custom', message: error.message, input: text });
-      return z.NEVER;
-    }
-  });
+const drillDuration = textParsedBy(parseDuration, 'expected a duration such as 30s or 5m');
 
 /** The longest query a drill check may hold: a check is one query, not a script. */
 const MAX_QUERY_LENGTH = 65536;
