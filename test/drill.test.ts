@@ -203,9 +203,47 @@ describe('drill', () => {
     expect(await cluster.psql('select count(*) from orders', 'app')).toBe('100\n');
   });
 
+  it('fails when the restored database differs from its backup (exit 7), and drops it all the same', async () => {
+    // A materialized view of random() has other rows after every restore (docs/CLI.md).
+    await cluster.createDatabase('volatile');
+    await cluster.psql('create materialized view dice as select random() as roll', 'volatile');
+    expectExit(
+      await runCli(['backup', 'postgres'], {
+        env: { ...repo.env, ...cluster.env(), PGDATABASE: 'volatile' },
+      }),
+      0,
+    );
+    const before = await databases();
+    const result = await drill(['--name', 'volatile', '--to', to('drill_volatile'), '--json']);
+    expectExit(result, 7);
+    const record = JSON.parse(result.stdout.toString());
+    expect(record).toMatchObject({ database: 'volatile', result: 'failed' });
+    expect(record.failures).toEqual([
+      expect.stringMatching(
+        /^schema: materialized view public\.dice: 1 row backed up, 1 found, contents differ$/,
+      ),
+    ]);
+    // Checked where it was restored, under its scratch name, then dropped.
+    expect(record.checks.map((check: { name: string }) => check.name)).toEqual([
+      'foreign keys',
+      'object counts',
+    ]);
+    expect(record.phases.verify).toBeGreaterThan(0);
+    expect(await databases()).toEqual(before);
+  });
+
   it('exits 8 when the recovery time is over its objective, with the report written', async () => {
     const report = path.join(repo.dir, 'slow.md');
-    const result = await drill(['--to', to('drill_slow'), '--rto', '1ms', '--report', report]);
+    const result = await drill([
+      '--name',
+      'app',
+      '--to',
+      to('drill_slow'),
+      '--rto',
+      '1ms',
+      '--report',
+      report,
+    ]);
     expectExit(result, 8);
     expect(result.stderr).toMatch(/passed, but the recovery time .* is over its objective of 0\.00 s/);
     const markdown = await readFile(report, 'utf8');
