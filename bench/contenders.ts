@@ -33,6 +33,8 @@ export interface Contender {
 export interface StrongboxContender extends Contender {
   /** `strongbox restore latest --jobs 2` into a new database of `cluster`, which strongbox creates. */
   restore(cluster: Cluster, database: string): Promise<Measurement>;
+  /** `strongbox --json drill latest --jobs 2` into a new database of `cluster`, which it creates and drops. */
+  drill(cluster: Cluster, database: string): Promise<Measurement>;
 }
 
 async function measureGrowth(
@@ -89,6 +91,13 @@ export function strongbox(cli: string, dir: string): StrongboxContender {
       measure(
         command(
           ['restore', 'latest', '--jobs', '2', '--to', `postgres:///${database}`, '--pg-bin', PG_BIN],
+          cluster.env(database),
+        ),
+      ),
+    drill: (cluster, database) =>
+      measure(
+        command(
+          ['--json', 'drill', 'latest', '--jobs', '2', '--to', `postgres:///${database}`, '--pg-bin', PG_BIN],
           cluster.env(database),
         ),
       ),

@@ -70,7 +70,7 @@ export interface PostgresBench {
  * Autovacuum would start on the freshly written tables at moments no run controls and take one of
  * the 2 cores from whatever is being timed; the harness vacuums each state itself instead.
  */
-const SCRATCH_SETTINGS = ['autovacuum=off'];
+export const SCRATCH_SETTINGS = ['autovacuum=off'];
 
 /**
  * The cached cluster already holds the state after day.sql, and must stay so. The before state is
@@ -165,10 +165,10 @@ async function timeSchemaFingerprint(cluster: Cluster): Promise<number> {
  * Runs of the wall times compared with a goal: this machine's other load moves a single run by
  * a tenth either way, so each side's median of three is taken.
  */
-const TIMED_RUNS = 3;
+export const TIMED_RUNS = 3;
 
 /** `kept` (a run whose output is used) with the median wall time of `runs` and their highest peak memory. */
-function typical<T extends Measurement>(runs: T[], kept: T): T {
+export function typical<T extends Measurement>(runs: T[], kept: T): T {
   const seconds = runs.map((run) => run.seconds).sort((a, b) => a - b);
   return {
     ...kept,
@@ -177,7 +177,7 @@ function typical<T extends Measurement>(runs: T[], kept: T): T {
   };
 }
 
-async function loadBeforeState(cluster: Cluster, dump: string): Promise<void> {
+export async function loadBeforeState(cluster: Cluster, dump: string): Promise<void> {
   await cluster.createDatabase(DATABASE);
   await run(cluster.client('pg_restore', DATABASE, ['-j', '2', dump]));
   await settle(cluster);
@@ -244,7 +244,7 @@ async function measureRestores(
  * Times one restore into `database` and drops the database afterwards. Each starts with nothing
  * left to write, in PostgreSQL's buffers or the kernel's, by whatever ran before it.
  */
-async function intoNewDatabase(
+export async function intoNewDatabase(
   cluster: Cluster,
   database: string,
   restore: (database: string) => Promise<Measurement>,

@@ -1,4 +1,5 @@
 import type { ChunkerFigures } from './chunker.ts';
+import type { DrillResults } from './drill.ts';
 import type { TwoBackups } from './contenders.ts';
 import type { PostgresResults } from './postgres.ts';
 import type { Measurement } from './process.ts';
@@ -340,6 +341,36 @@ function pruneRows({ setting, strongbox, restic }: RetentionRun): Row[] {
       strongbox: strongbox.sizeAfter / MB,
       baseline: baseline(resticRun, restic, (r) => r.sizeAfter / MB),
       goal: { op: '<=', value: 1, relative: true },
+    },
+  ];
+}
+
+/** The drill's RTO and wall time beside the verified restore of the same snapshot it is built on. */
+export function drillRows({ restore, drill, rtoSeconds, phases }: DrillResults): Row[] {
+  const baseline = {
+    what: 'strongbox restore latest --jobs 2 (verified), same snapshot',
+    value: restore.seconds,
+  };
+  const phase = (name: keyof typeof phases) => `${name} ${phases[name]?.toFixed(2) ?? '—'} s`;
+  return [
+    {
+      measure: `drill RTO: fetch + restore + verify, from its --json (${phase('fetch')}, ${phase('restore')}, ${phase('verify')})`,
+      unit: 's',
+      strongbox: rtoSeconds,
+      baseline,
+    },
+    {
+      measure: `drill, wall time (the RTO, the ${phase('checks')}, the drop, the process's start and key derivation)`,
+      unit: 's',
+      strongbox: drill.seconds,
+      baseline,
+    },
+    {
+      measure: 'peak RSS, drill',
+      unit: 'MiB',
+      strongbox: drill.maxRssBytes / MiB,
+      baseline: { what: 'strongbox restore latest --jobs 2', value: restore.maxRssBytes / MiB },
+      goal: { op: '<', value: 256 },
     },
   ];
 }

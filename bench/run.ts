@@ -4,13 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { measureChunker } from './chunker.ts';
+import { measureDrill, type DrillResults } from './drill.ts';
 import { ageRecipient, pgDump, restic, strongbox, twoBackups, zstdAge } from './contenders.ts';
 import { ensureDataset, type Dataset } from './dataset.ts';
 import { fileSize, warmFile } from './files.ts';
 import { measurePostgres } from './postgres.ts';
 import { formatTable, judge } from './report.ts';
 import { measureRetention, type RetentionResults } from './retention.ts';
-import { retentionRows, rows, type Outcome, type Results } from './rows.ts';
+import { drillRows, retentionRows, rows, type Outcome, type Results } from './rows.ts';
 import { missingBaselines, missingRequirements, SETUP_HINT } from './tools.ts';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
@@ -26,8 +27,11 @@ function scaleFromEnv(): string {
   return scale;
 }
 
-/** The parts of the table: backups and restores of the two dumps and the database, and retention. */
-const SECTIONS = ['backup', 'retention'] as const;
+/**
+ * The parts of the table: backups and restores of the two dumps and the database, retention,
+ * and the restore drill beside the restore it is built on.
+ */
+const SECTIONS = ['backup', 'retention', 'drill'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** `BENCH_ONLY=retention` (or a comma-separated list of sections) runs those alone. */
@@ -94,6 +98,7 @@ async function main(): Promise<void> {
   await mkdir(workDir);
   let results: Results | undefined;
   let retention: RetentionResults | undefined;
+  let drill: DrillResults | undefined;
   try {
     if (sections.has('backup')) results = await measureAll(dataset, workDir);
     if (sections.has('retention')) {
@@ -101,14 +106,21 @@ async function main(): Promise<void> {
       await mkdir(retentionDir);
       retention = await measureRetention({ cli, cacheDir, dataset, sqlDir, workDir: retentionDir, log });
     }
+    if (sections.has('drill')) {
+      const drillDir = path.join(workDir, 'drill');
+      await mkdir(drillDir);
+      drill = await measureDrill({ cli, dataset, sqlDir, workDir: drillDir, log });
+    }
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
-  const judged = [...(results ? rows(results) : []), ...(retention ? retentionRows(retention) : [])].map(
-    judge,
-  );
+  const judged = [
+    ...(results ? rows(results) : []),
+    ...(retention ? retentionRows(retention) : []),
+    ...(drill ? drillRows(drill) : []),
+  ].map(judge);
   const machine = { cpus: os.cpus().length, node: process.version };
-  const report = { date: new Date().toISOString(), scale, machine, rows: judged, results, retention };
+  const report = { date: new Date().toISOString(), scale, machine, rows: judged, results, retention, drill };
   await writeFile(path.join(cacheDir, 'results.json'), JSON.stringify(report, null, 2) + '\n');
   process.stdout.write(`strongbox benchmark, scale ${scale}, ${report.date}\n\n${formatTable(judged)}\n`);
   log(`written to ${path.relative(process.cwd(), path.join(cacheDir, 'results.json'))}`);

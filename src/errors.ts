@@ -82,6 +82,11 @@ export class VerificationError extends StrongboxError {
   override readonly exitCode = ExitCode.verification;
 }
 
+/** A measured figure beyond the limit it was given: a drill's recovery time or point over its objective. */
+export class ThresholdError extends StrongboxError {
+  override readonly exitCode = ExitCode.threshold;
+}
+
 /**
  * A record read from the repository that is not what strongbox writes (a snapshot's PostgreSQL
  * details, say): refused rather than used, since storage may have been written by an attacker.
@@ -321,14 +326,15 @@ export class DatabaseChoiceError extends ConfigError {
 /**
  * A database a restore would create exists already. `resolution` is what restores it anyway:
  * `replace`, the same restore told to replace it; `replace-alone`, a restore of that database
- * alone told to replace it (a cluster restore replaces nothing).
+ * alone told to replace it (a cluster restore replaces nothing); `another-name`, nothing but a
+ * name that is free (a drill restores only into a database of its own).
  */
 export class TargetExistsError extends ConfigError {
   constructor(
     readonly database: string,
     /** The server, as messages show it. */
     readonly server: string,
-    readonly resolution: 'replace' | 'replace-alone',
+    readonly resolution: 'replace' | 'replace-alone' | 'another-name',
     /** It did not exist yet when the restore began. */
     { createdDuringRestore = false } = {},
   ) {

@@ -50,7 +50,7 @@ export type {
 } from './repository/audit-log.ts';
 export type {
   CheckResultRecord,
-  DrillResult,
+  DrillResult as DrillResultRecord,
   ResultKind,
   ResultKinds,
   ResultListing,
@@ -85,6 +85,16 @@ export {
   type DatabaseVerification,
   type TableComparison,
 } from './sources/postgres/verify.ts';
+export {
+  drill,
+  drillError,
+  DrillFailedError,
+  DrillObjectiveError,
+  type DrillOptions,
+  type DrillRecord,
+  type DrillResult,
+} from './ops/drill.ts';
+export { drillReportMarkdown } from './ops/drill-report.ts';
 export { catFile } from './ops/read-content.ts';
 export { findDatabaseSnapshot, type DatabaseSnapshot } from './ops/database-snapshot.ts';
 export {

@@ -38,6 +38,8 @@ export function hintFor(error: StrongboxError): string | undefined {
     return `Leave out ${listed(flags)} when naming this snapshot by id.`;
   }
   if (error instanceof TargetExistsError) {
+    if (error.resolution === 'another-name')
+      return 'A drill restores into a database of its own: name one that does not exist in --to.';
     return error.resolution === 'replace'
       ? 'Restore into a new database, or pass --replace to swap it for the restored one.'
       : 'Drop it, or restore it alone with --name and --replace.';

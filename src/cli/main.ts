@@ -7,6 +7,7 @@ import { registerBackup } from './commands/backup.ts';
 import { registerCat } from './commands/cat.ts';
 import { registerCheck } from './commands/check.ts';
 import { registerCopy } from './commands/copy.ts';
+import { registerDrill } from './commands/drill.ts';
 import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
 import { registerGenerate } from './commands/generate.ts';
@@ -91,6 +92,7 @@ function buildProgram(): Command {
     registerMetrics,
     registerGenerate,
     registerLog,
+    registerDrill,
   ]) {
     register(program);
   }

@@ -1,10 +1,8 @@
 import {
   DatabaseMismatchError,
-  differenceOf,
-  displayTable,
+  verificationRows,
   type DatabaseVerification,
 } from '../sources/postgres/verify.ts';
-import { count } from '../util/plural.ts';
 import type { Output } from './output.ts';
 
 /**
@@ -21,36 +19,20 @@ export function verificationTable(
   verification: DatabaseVerification,
   title = 'compared with the backup',
 ): string {
-  const rows: [what: string, count: string, differences: string[]][] = [];
-  const { mismatched, sequenceDifferences, objectDifferences } = verification;
-  if (verification.tables > 0 || mismatched.length > 0)
-    rows.push([
-      'tables',
-      `${verification.tables} (${count(verification.rows, 'row')})`,
-      mismatched.map((table) => `${displayTable(table)}: ${differenceOf(table)}`),
-    ]);
-  if (verification.sequences > 0 || sequenceDifferences.length > 0)
-    rows.push(['sequences', String(verification.sequences), sequenceDifferences]);
-  if (verification.schemas > 0 || objectDifferences.length > 0)
-    rows.push(['objects', count(verification.schemas, 'schema'), objectDifferences]);
-  const notes = new Map<string, string[]>();
-  for (const check of verification.checks) {
-    rows.push([check.name, check.compared, check.differences]);
-    notes.set(check.name, check.notes);
-  }
+  const rows = verificationRows(verification);
   if (rows.length === 0) return `${title}: nothing to compare`;
-  const countWidth = Math.max(...rows.map(([, count]) => count.length));
+  const countWidth = Math.max(...rows.map((row) => row.compared.length));
   const lines = [`${title}:`];
-  for (const [what, count, differences] of rows) {
+  for (const { what, compared, differences, notes } of rows) {
     const verdict =
       differences.length === 0
         ? 'all match'
         : `${differences.length} ${differences.length === 1 ? 'differs' : 'differ'}`;
-    lines.push(`  ${what.padEnd(WHAT_WIDTH)} ${count.padEnd(countWidth)}  ${verdict}`);
+    lines.push(`  ${what.padEnd(WHAT_WIDTH)} ${compared.padEnd(countWidth)}  ${verdict}`);
     for (const difference of differences.slice(0, SHOWN_DIFFERENCES)) lines.push(`    ${difference}`);
     if (differences.length > SHOWN_DIFFERENCES)
       lines.push(`    … and ${differences.length - SHOWN_DIFFERENCES} more`);
-    for (const note of notes.get(what) ?? []) lines.push(`    note: ${note}`);
+    for (const note of notes) lines.push(`    note: ${note}`);
   }
   return lines.join('\n');
 }

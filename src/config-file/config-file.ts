@@ -46,6 +46,8 @@ export interface StrongboxConfig {
   notifications?: NotificationTarget[];
   /** Where audit records are mirrored besides the repository; absent: nowhere. */
   audit?: AuditSettings;
+  /** What `drill` runs beyond its own checks. */
+  drill: { checks: DrillSqlCheck[] };
 }
 
 export interface AuditSettings {
@@ -54,6 +56,19 @@ export interface AuditSettings {
   /** A syslog: the local one (/dev/log), or a server's. */
   syslog?: 'local' | { protocol: 'udp' | 'tcp'; host: string; port: number };
 }
+
+/** An SQL check of the file's `drill.checks`, which every drill runs in the database it restored. */
+export interface DrillSqlCheck {
+  name: string;
+  query: string;
+  /** The text the first column of the first row must show; null for SQL's NULL. */
+  expected: string | null;
+  /** The query's statement_timeout. */
+  timeoutSeconds: number;
+}
+
+/** How long a drill check's query may run when its entry does not say. */
+export const DEFAULT_DRILL_CHECK_TIMEOUT_SECONDS = 60;
 
 /** The seeds' retention: 30 days of production backups, 14 of staging, 7 of development. */
 export const BUILT_IN_POLICIES: Readonly<Record<string, NamedPolicy>> = Object.freeze(
@@ -79,7 +94,7 @@ export const BUILT_IN_POLICIES: Readonly<Record<string, NamedPolicy>> = Object.f
 
 /** The settings when no configuration file is given. */
 export function defaultConfig(): StrongboxConfig {
-  return { version: 1, policies: { ...BUILT_IN_POLICIES } };
+  return { version: 1, policies: { ...BUILT_IN_POLICIES }, drill: { checks: [] } };
 }
 
 /** The file `--config` names, else STRONGBOX_CONFIG; there is no default path. */
@@ -125,6 +140,12 @@ export function parseConfigFile(text: string, path: string): StrongboxConfig {
     ...(parsed.data.alerts ? { alerts: parsed.data.alerts } : {}),
     ...(parsed.data.notifications ? { notifications: parsed.data.notifications } : {}),
     ...(parsed.data.audit ? { audit: auditSettings(parsed.data.audit, path) } : {}),
+    drill: {
+      checks: (parsed.data.drill?.checks ?? []).map(({ timeout, ...check }) => ({
+        ...check,
+        timeoutSeconds: timeout ?? DEFAULT_DRILL_CHECK_TIMEOUT_SECONDS,
+      })),
+    },
   };
   for (const [name, entry] of Object.entries(parsed.data.policies ?? {})) {
     const named = namedPolicyOf(name, entry, path);

@@ -3,6 +3,7 @@ import { StrongboxError } from '../errors.ts';
 import { notificationsSchema } from '../notify/schema.ts';
 import { GROUP_KEYS, parseRetentionDuration, UNLIMITED } from '../retention/policy.ts';
 import { alertsSchema, metricsSchema } from './monitoring-schema.ts';
+import { parseDuration as parseObjectiveDuration } from '../util/objective-duration.ts';
 
 /**
  * The configuration file's schema. Keys are kebab-case like the flags they stand for; every
@@ -16,18 +17,21 @@ const keepCount = z
   .union([z.number().int(COUNT_EXPECTED).min(0, COUNT_EXPECTED), z.literal('unlimited')], COUNT_EXPECTED)
   .transform((value) => (value === 'unlimited' ? UNLIMITED : value));
 
-/** A keep-within* duration: 30d, 1y6m, 2y5m7d3h. */
-const keepDuration = z
-  .string({ error: 'expected a duration such as 30d or 1y6m' })
-  .transform((text, context) => {
+/** Text read by `parse`, whose StrongboxError becomes the problem reported at its path. */
+function textParsedBy<T>(parse: (text: string) => T, expected: string) {
+  return z.string({ error: expected }).transform((text, context) => {
     try {
-      return parseRetentionDuration(text);
+      return parse(text);
     } catch (error) {
       if (!(error instanceof StrongboxError)) throw error;
       context.addIssue({ code: 'custom', message: error.message, input: text });
       return z.NEVER;
     }
   });
+}
+
+/** A keep-within* duration: 30d, 1y6m, 2y5m7d3h. */
+const keepDuration = textParsedBy(parseRetentionDuration, 'expected a duration such as 30d or 1y6m');
 
 const tag = z
   .string({ error: 'expected a tag (key=value)' })
@@ -78,6 +82,40 @@ export const policySchema = z.strictObject({
 });
 
 export type PolicyEntry = z.output<typeof policySchema>;
+
+/** A drill's duration: 30s, 5m; in seconds. */
+const drillDuration = textParsedBy(parseObjectiveDuration, 'expected a duration such as 30s or 5m');
+
+/** The longest query a drill check may hold: a check is one query, not a script. */
+const MAX_QUERY_LENGTH = 65536;
+
+/**
+ * One SQL check a drill runs in the restored database (docs/CLI.md, drill): its query, and the
+ * text its first column's first row must show. A number is compared as it is written, true and
+ * false as PostgreSQL prints them (t, f), null with SQL's NULL.
+ */
+export const drillCheckSchema = z.strictObject({
+  name: z
+    .string({ error: 'expected a name for the check' })
+    .min(1, { error: 'expected a name, not empty text' }),
+  query: z
+    .string({ error: 'expected an SQL query' })
+    .min(1, { error: 'expected an SQL query, not empty text' })
+    .max(MAX_QUERY_LENGTH, { error: `expected a query of at most ${MAX_QUERY_LENGTH} characters` })
+    // psql would run a backslash command (\! runs a shell) instead of sending it to the server.
+    .refine((query) => !query.trimStart().startsWith('\\'), { error: 'expected SQL, not a psql command' }),
+  expected: z
+    .union([z.string(), z.number(), z.boolean(), z.null()], {
+      error: 'expected the text the first column of the first row shows, a number, true, false or null',
+    })
+    .transform((value) =>
+      typeof value === 'boolean' ? (value ? 't' : 'f') : value === null ? null : String(value),
+    ),
+  /** How long the query may run (statement_timeout); a minute by default. */
+  timeout: drillDuration.optional(),
+});
+
+export type DrillCheckEntry = z.output<typeof drillCheckSchema>;
 
 /** Names as a command line types them after --policy. */
 export const POLICY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -135,6 +173,9 @@ export const configFileSchema = z.strictObject({
   alerts: alertsSchema.optional(),
   notifications: notificationsSchema.optional(),
   audit: auditSchema.optional(),
+  drill: z
+    .strictObject({ checks: z.array(drillCheckSchema, { error: 'expected a list of checks' }).optional() })
+    .optional(),
 });
 
 export type ConfigFileContent = z.output<typeof configFileSchema>;

@@ -59,6 +59,8 @@ export interface PostgresRestoreOptions {
   onStep?: (message: string) => void;
   /** Called as the archive is handed to pg_restore: bytes so far, and the archive's size. */
   onProgress?: (bytes: number, archiveBytes: number) => void;
+  /** Called once the archive is restored, as the comparison with the backup begins (a drill times both). */
+  onVerifying?: () => void;
 }
 
 export interface PostgresRestorePlan {
@@ -213,6 +215,7 @@ export async function restorePostgres(
       throw error;
     }
     step(steps()[2]!);
+    options.onVerifying?.();
     // The scratch database's mark gives way to the backed-up comment as it takes its name.
     const comment = recorded?.databaseProperties?.comment ?? null;
     let verification: DatabaseVerification;

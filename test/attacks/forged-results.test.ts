@@ -7,7 +7,7 @@ import {
   openRepository,
   type AuditEntry,
   type AuditLogEntry,
-  type DrillResult,
+  type DrillResultRecord as DrillResult,
   type KeyMaterial,
   type Repository,
 } from '../../src/index.ts';

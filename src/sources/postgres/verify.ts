@@ -192,6 +192,51 @@ export async function verifyDatabase(
   return verification;
 }
 
+/** One line of a verification's summary: what was compared, how many, and what differed. */
+export interface VerificationRow {
+  /** "tables", "sequences", "objects", or a further check's name. */
+  what: string;
+  /** "6 (12853334 rows)", "3 schemas". */
+  compared: string;
+  differences: string[];
+  notes: string[];
+}
+
+/** The summary of a verification, a line for each thing compared: what a restore prints, and a drill's report. */
+export function verificationRows(verification: DatabaseVerification): VerificationRow[] {
+  const rows: VerificationRow[] = [];
+  const { mismatched, sequenceDifferences, objectDifferences } = verification;
+  if (verification.tables > 0 || mismatched.length > 0)
+    rows.push({
+      what: 'tables',
+      compared: `${verification.tables} (${count(verification.rows, 'row')})`,
+      differences: mismatched.map((table) => `${displayTable(table)}: ${differenceOf(table)}`),
+      notes: [],
+    });
+  if (verification.sequences > 0 || sequenceDifferences.length > 0)
+    rows.push({
+      what: 'sequences',
+      compared: String(verification.sequences),
+      differences: sequenceDifferences,
+      notes: [],
+    });
+  if (verification.schemas > 0 || objectDifferences.length > 0)
+    rows.push({
+      what: 'objects',
+      compared: count(verification.schemas, 'schema'),
+      differences: objectDifferences,
+      notes: [],
+    });
+  for (const check of verification.checks)
+    rows.push({
+      what: check.name,
+      compared: check.compared,
+      differences: check.differences,
+      notes: check.notes,
+    });
+  return rows;
+}
+
 /** "1000 rows backed up, 999 found", or "…, contents differ" when the counts agree. */
 export function differenceOf(table: TableComparison): string {
   return `${table.expectedRows} rows backed up, ${table.actualRows} found${table.expectedRows === table.actualRows ? ', contents differ' : ''}`;
