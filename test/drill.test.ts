@@ -3,22 +3,22 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfigFile } from '../src/config-file/config-file.ts';
 import { firstCsvField } from '../src/sources/postgres/drill-checks.ts';
-import { formatDuration, parseDuration } from '../src/util/objective-duration.ts';
+import { formatElapsed, parseDuration } from '../src/util/duration.ts';
 import { expectExit, runCli, tempRepo, type TempRepo } from './helpers/cli.ts';
 import { socketUrl, startCluster, type TestCluster } from './helpers/postgres.ts';
 
 describe('drill settings', () => {
   it('reads objectives as fixed lengths of time, m being minutes', () => {
-    expect(parseDuration('30m')).toBe(1800);
-    expect(parseDuration('24h')).toBe(86400);
-    expect(parseDuration('7d')).toBe(604800);
-    expect(parseDuration('1h30m')).toBe(5400);
-    expect(parseDuration('1ms')).toBe(0.001);
+    expect(parseDuration('30m', 'duration', { positive: true })).toBe(1800);
+    expect(parseDuration('24h', 'duration', { positive: true })).toBe(86400);
+    expect(parseDuration('7d', 'duration', { positive: true })).toBe(604800);
+    expect(parseDuration('1h30m', 'duration', { positive: true })).toBe(5400);
+    expect(parseDuration('1ms', 'duration', { positive: true })).toBe(0.001);
     for (const bad of ['', '30', 'm', '0s', '-5m', '1y', '1.5.2h'])
-      expect(() => parseDuration(bad), bad).toThrow(/invalid duration/);
-    expect(formatDuration(0.4)).toBe('0.40 s');
-    expect(formatDuration(754)).toBe('12 min 34 s');
-    expect(formatDuration(7 * 86400)).toBe('7 d 0 h');
+      expect(() => parseDuration(bad, 'duration', { positive: true }), bad).toThrow(/invalid duration/);
+    expect(formatElapsed(0.4)).toBe('0.40 s');
+    expect(formatElapsed(754)).toBe('12 min 34 s');
+    expect(formatElapsed(7 * 86400)).toBe('7 d 0 h');
   });
 
   it('reads the first field of psql CSV output', () => {

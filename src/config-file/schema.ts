@@ -3,7 +3,7 @@ import { StrongboxError } from '../errors.ts';
 import { notificationsSchema } from '../notify/schema.ts';
 import { GROUP_KEYS, parseRetentionDuration, UNLIMITED } from '../retention/policy.ts';
 import { alertsSchema, metricsSchema } from './monitoring-schema.ts';
-import { parseDuration as parseObjectiveDuration } from '../util/objective-duration.ts';
+import { parseDuration } from '../util/duration.ts';
 
 /**
  * The configuration file's schema. Keys are kebab-case like the flags they stand for; every
@@ -84,7 +84,10 @@ export const policySchema = z.strictObject({
 export type PolicyEntry = z.output<typeof policySchema>;
 
 /** A drill's duration: 30s, 5m; in seconds. */
-const drillDuration = textParsedBy(parseObjectiveDuration, 'expected a duration such as 30s or 5m');
+const drillDuration = textParsedBy(
+  (text) => parseDuration(text, 'duration', { positive: true }),
+  'expected a duration such as 30s or 5m',
+);
 
 /** The longest query a drill check may hold: a check is one query, not a script. */
 const MAX_QUERY_LENGTH = 65536;

@@ -1,5 +1,5 @@
 import { verificationRows } from '../sources/postgres/verify.ts';
-import { formatDuration } from '../util/objective-duration.ts';
+import { formatElapsed } from '../util/duration.ts';
 import { printable } from '../util/printable.ts';
 import type { DrillPhase, DrillRecord, DrillResult } from './drill.ts';
 
@@ -40,8 +40,8 @@ const seconds = (value: number | null) => (value === null ? 'not reached' : valu
 
 function objectiveCells(value: number | null, objective: number | null, exceeded: boolean): string[] {
   return [
-    value === null ? 'not reached' : formatDuration(value),
-    objective === null ? '—' : formatDuration(objective),
+    value === null ? 'not reached' : formatElapsed(value),
+    objective === null ? '—' : formatElapsed(objective),
     objective === null || value === null ? '' : exceeded ? '**exceeded**' : 'met',
   ];
 }

@@ -18,7 +18,7 @@ import {
   displayTable,
   type DatabaseVerification,
 } from '../sources/postgres/verify.ts';
-import { formatDuration } from '../util/objective-duration.ts';
+import { formatElapsed } from '../util/duration.ts';
 import { onInterrupt } from '../util/interrupt.ts';
 import { findDatabaseSnapshot } from './database-snapshot.ts';
 import { clearLeftoversOf } from './restore-cleanup.ts';
@@ -299,7 +299,7 @@ export class DrillFailedError extends VerificationError {
 export class DrillObjectiveError extends ThresholdError {
   constructor(readonly record: DrillRecord) {
     const over = (what: string, seconds: number | null, objective: number | null) =>
-      `${what} ${formatDuration(seconds ?? 0)} is over its objective of ${formatDuration(objective ?? 0)}`;
+      `${what} ${formatElapsed(seconds ?? 0)} is over its objective of ${formatElapsed(objective ?? 0)}`;
     super(
       `the drill of ${record.database} (snapshot ${record.snapshot.slice(0, 8)}) passed, but ${record.exceeded
         .map((which) =>

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { DRILL_PHASES, drill, drillError, type DrillRecord, type DrillResult } from '../../ops/drill.ts';
 import { drillReportMarkdown, RESULT_WORDS } from '../../ops/drill-report.ts';
 import { writeFileAtomically } from '../../util/atomic-file.ts';
-import { formatDuration, parseDuration } from '../../util/objective-duration.ts';
+import { formatElapsed, parseDuration } from '../../util/duration.ts';
 import { positiveInteger } from '../arguments.ts';
 import { globalOptions, loadedConfig, outputFor, withRepository } from '../context.ts';
 import { databaseCredentials, databasePasswordOption, type DatabasePasswordOptions } from '../database.ts';
@@ -22,7 +22,7 @@ interface DrillCliOptions extends FilterOptions, DatabasePasswordOptions {
   pgBin?: string;
 }
 
-const duration = (value: string) => parseDuration(value);
+const duration = (value: string) => parseDuration(value, 'duration', { positive: true });
 
 export function registerDrill(program: Command): void {
   databasePasswordOption(filterOptions(program.command('drill')))
@@ -78,7 +78,7 @@ export function registerDrill(program: Command): void {
           onStep: (message) => output.info(message),
           onProgress: (bytes, total) =>
             output.progress(`drill: ${formatBytes(bytes)} of ${formatBytes(total)} restored`),
-          onPhase: (phase, seconds) => output.info(`drill: ${phase} took ${formatDuration(seconds)}`),
+          onPhase: (phase, seconds) => output.info(`drill: ${phase} took ${formatElapsed(seconds)}`),
         });
         // The drill's record (result.record) is what the repository keeps of it: stored from
         // here, while the repository is open, by the key that ran the drill.
@@ -130,10 +130,10 @@ function drillJson(result: DrillResult): unknown {
 function drillSummary(result: DrillResult): string {
   const { record } = result;
   const objective = (value: number | null, goal: number | null, which: 'rto' | 'rpo') =>
-    `${value === null ? 'not reached' : formatDuration(value)}${goal === null ? '' : ` (objective ${formatDuration(goal)}: ${value === null ? 'not measured' : record.exceeded.includes(which) ? 'EXCEEDED' : 'met'})`}`;
+    `${value === null ? 'not reached' : formatElapsed(value)}${goal === null ? '' : ` (objective ${formatElapsed(goal)}: ${value === null ? 'not measured' : record.exceeded.includes(which) ? 'EXCEEDED' : 'met'})`}`;
   const lines = [
     `drill of ${record.database}, snapshot ${record.snapshot.slice(0, 8)} (${record.snapshotTime}): ${RESULT_WORDS[record.result]}`,
-    `  phases  ${DRILL_PHASES.map((phase) => `${phase} ${record.phases[phase] === null ? '—' : formatDuration(record.phases[phase]!)}`).join(', ')}`,
+    `  phases  ${DRILL_PHASES.map((phase) => `${phase} ${record.phases[phase] === null ? '—' : formatElapsed(record.phases[phase]!)}`).join(', ')}`,
     `  RTO     ${objective(record.rtoSeconds, record.objectives.rtoSeconds, 'rto')}`,
     `  RPO     ${objective(record.rpoSeconds, record.objectives.rpoSeconds, 'rpo')}`,
     `  into    ${result.target}${result.keptAs === undefined ? ', dropped' : `, kept as ${result.keptAs}`}`,
