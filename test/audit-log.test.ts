@@ -284,6 +284,10 @@ describe('strongbox log', () => {
       'full',
       'write-only',
     ]);
+    // strongbox metrics reports the recorded check, of the repository as a whole.
+    const exposition = (await cli(['metrics'])).stdout.toString();
+    expect(exposition).toMatch(/^strongbox_check_last_success_timestamp_seconds\{repository="[^"]+"\} \d/m);
+    expect(exposition).not.toMatch(/^strongbox_check_last_failure_timestamp_seconds/m);
   });
 
   it('records a command interrupted by SIGTERM as interrupted', async () => {

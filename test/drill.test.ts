@@ -269,4 +269,35 @@ describe('drill', () => {
       /the age of the newest snapshot \d+ d \d+ h is over its objective of 7 d 0 h/,
     );
   });
+
+  it('records every drill in the repository, where metrics find the last success, failure and RTO', async () => {
+    const result = await runCli(['metrics'], { env: repo.env });
+    expectExit(result, 0);
+    const exposition = result.stdout.toString();
+    const series = (name: string, database: string) =>
+      new RegExp(`^${name}\\{[^}]*kind="postgres",name="${database}"[^}]*\\} (\\S+)$`, 'm').exec(
+        exposition,
+      )?.[1];
+    // app: drills passed, then failed (a check, a difference) and went over the RTO objective.
+    const success = Number(series('strongbox_drill_last_success_timestamp_seconds', 'app'));
+    const failure = Number(series('strongbox_drill_last_failure_timestamp_seconds', 'app'));
+    expect(success).toBeGreaterThan(Date.now() / 1000 - 3600);
+    expect(failure).toBeGreaterThanOrEqual(success);
+    expect(series('strongbox_drill_rto_objective_seconds', 'app')).toBe('0.001');
+    expect(Number(series('strongbox_drill_rto_seconds', 'app'))).toBeGreaterThan(0);
+    // archive: only a drill over its RPO objective, which is no success.
+    expect(series('strongbox_drill_last_success_timestamp_seconds', 'archive')).toBeUndefined();
+    expect(Number(series('strongbox_drill_rpo_seconds', 'archive'))).toBeGreaterThan(5 * 365 * 86400);
+    expect(exposition).toMatch(
+      /^strongbox_drill_last_failure_timestamp_seconds\{[^}]*name="archive"\} /m,
+    );
+
+    const json = JSON.parse((await runCli(['--json', 'metrics'], { env: repo.env })).stdout.toString());
+    const archive = json.recorded.find(
+      (entry: { operation: string; group: { name?: string } }) =>
+        entry.operation === 'drill' && entry.group.name === 'archive',
+    );
+    expect(archive).toMatchObject({ newest: { result: 'failure', exitCode: 8 } });
+    expect(archive.newestSuccess).toBeUndefined();
+  });
 });

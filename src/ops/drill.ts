@@ -1,8 +1,11 @@
+import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { DrillSqlCheck } from '../config-file/config-file.ts';
 import {
   ConfigError,
+  ExitCode,
   MissingDependencyError,
+  StrongboxError,
   TargetExistsError,
   ThresholdError,
   VerificationError,
@@ -83,6 +86,8 @@ export interface DrillOptions {
   onPhase?: (phase: DrillPhase, seconds: number) => void;
   onStep?: (message: string) => void;
   onProgress?: (bytes: number, archiveBytes: number) => void;
+  /** Record the result in the repository (default true), for health checks and metrics. */
+  record?: boolean;
 }
 
 export interface DrillResult {
@@ -271,7 +276,59 @@ export async function drill(
     exceeded,
     failures,
   };
-  return { record, ...result };
+  const done: DrillResult = { record, ...result };
+  if (options.record !== false) await recordDrill(repository, done, started);
+  return done;
+}
+
+/**
+ * Keeps the drill's result in the repository (result-records.ts), where `health` and
+ * `strongbox metrics` find when each database was last proven restorable. A result that cannot be
+ * written is a warning: the drill itself, and its report, stand.
+ */
+async function recordDrill(repository: Repository, result: DrillResult, started: Date): Promise<void> {
+  if (repository.readLocking.skip) return;
+  const { record } = result;
+  const failure = drillError(result);
+  const exitCode = failure === undefined ? ExitCode.ok : exitCodeOf(failure);
+  try {
+    await repository.recordResult('drill', {
+      started,
+      finished: new Date(record.finished),
+      host: hostname(),
+      subject: {
+        kind: record.kind,
+        name: record.database,
+        host: record.host,
+        ...(record.env !== null ? { env: record.env } : {}),
+      },
+      snapshot: record.snapshot,
+      snapshotTime: record.snapshotTime,
+      phases: Object.fromEntries(
+        Object.entries(record.phases).filter((entry): entry is [string, number] => entry[1] !== null),
+      ),
+      ...(record.rtoSeconds !== null ? { rtoSeconds: record.rtoSeconds } : {}),
+      rpoSeconds: record.rpoSeconds,
+      objectives: {
+        ...(record.objectives.rtoSeconds !== null ? { rtoSeconds: record.objectives.rtoSeconds } : {}),
+        ...(record.objectives.rpoSeconds !== null ? { rpoSeconds: record.objectives.rpoSeconds } : {}),
+      },
+      result: failure === undefined ? 'success' : 'failure',
+      exitCode,
+      ...(failure !== undefined ? { message: messageOf(failure) } : {}),
+      mismatches: record.failures.slice(0, 1000),
+    });
+  } catch (error) {
+    repository.onWarning(`the drill's result was not recorded in the repository: ${messageOf(error)}`);
+  }
+}
+
+function exitCodeOf(error: unknown): number {
+  return error instanceof StrongboxError ? error.exitCode : ExitCode.general;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /** Every difference a verification found, one sentence each, as its error message lists them. */

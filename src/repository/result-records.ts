@@ -26,12 +26,13 @@ export interface DrillResult {
   snapshotTime: string;
   /** Seconds by phase: fetch, restore, verify, checks… */
   phases: Record<string, number>;
-  /** Recovery time: the phases a real restore goes through, in seconds. */
-  rtoSeconds: number;
+  /** Recovery time: the phases a real restore goes through, in seconds; none when the restore failed. */
+  rtoSeconds?: number;
   /** Recovery point: the age of the newest restorable state when the drill ran, in seconds. */
   rpoSeconds: number;
   /** The objectives the drill was held to, in seconds, where given. */
   objectives: { rtoSeconds?: number; rpoSeconds?: number };
+  /** success: the drill exited 0; a drill over its objectives is a failure with exit code 8. */
   result: 'success' | 'failure';
   /** The drill's exit code: 0, 7 for a mismatch, 8 for an objective exceeded… */
   exitCode: number;
@@ -101,7 +102,7 @@ const SCHEMAS = {
     snapshot: hexId,
     snapshotTime: isoTime,
     phases: recordOf(z.string().regex(/^[a-z][a-z0-9-]{0,63}$/), seconds, 64),
-    rtoSeconds: seconds,
+    rtoSeconds: seconds.optional(),
     rpoSeconds: seconds,
     objectives: z.strictObject({ rtoSeconds: seconds.optional(), rpoSeconds: seconds.optional() }),
     result: z.enum(['success', 'failure']),

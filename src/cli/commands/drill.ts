@@ -61,8 +61,8 @@ export function registerDrill(program: Command): void {
       describeOutcome({
         subject: { host: options.host, kind: options.kind, name: options.name, env: options.env },
       });
-      const result = await withRepository(global, async (repository) => {
-        const result = await drill(repository, reference, {
+      const result = await withRepository(global, (repository) =>
+        drill(repository, reference, {
           to: options.to,
           ...credentials,
           ...(options.pgBin ? { pgBin: options.pgBin } : {}),
@@ -79,11 +79,8 @@ export function registerDrill(program: Command): void {
           onProgress: (bytes, total) =>
             output.progress(`drill: ${formatBytes(bytes)} of ${formatBytes(total)} restored`),
           onPhase: (phase, seconds) => output.info(`drill: ${phase} took ${formatElapsed(seconds)}`),
-        });
-        // The drill's record (result.record) is what the repository keeps of it: stored from
-        // here, while the repository is open, by the key that ran the drill.
-        return result;
-      });
+        }),
+      );
       output.clearProgress();
       const { record } = result;
       describeOutcome({
