@@ -11,6 +11,7 @@ import { registerDrill } from './commands/drill.ts';
 import { registerDump } from './commands/dump.ts';
 import { registerInit } from './commands/init.ts';
 import { registerGenerate } from './commands/generate.ts';
+import { registerHealth } from './commands/health.ts';
 import { registerKey } from './commands/key.ts';
 import { registerMetrics } from './commands/metrics.ts';
 import { registerLog } from './commands/log.ts';
@@ -91,6 +92,7 @@ function buildProgram(): Command {
     registerVerify,
     registerMetrics,
     registerGenerate,
+    registerHealth,
     registerLog,
     registerDrill,
   ]) {

@@ -1,4 +1,5 @@
 import type { Repository } from '../repository/repository.ts';
+import type { SnapshotInfo } from '../repository/snapshot.ts';
 import {
   figureMetric,
   groupLabels,
@@ -50,29 +51,14 @@ export async function repositoryMetrics(
     objects++;
   }
   const { snapshots, damaged } = await repository.scanSnapshots();
-  const groups = new Map<string, SnapshotGroupMetrics>();
-  const sorted = [...snapshots].sort(
-    // A snapshot dated in the future is never the newest while another is not.
-    (a, b) =>
-      Number(Boolean(a.future)) - Number(Boolean(b.future)) || (a.header.time < b.header.time ? 1 : -1),
-  );
-  for (const { id, header } of sorted) {
-    const env = header.tags.findLast((tag) => tag.startsWith('env='))?.slice('env='.length);
-    const key = JSON.stringify([header.host, header.kind, header.name, env ?? null]);
-    const group = groups.get(key);
-    if (group) {
-      group.snapshots++;
-      continue;
-    }
-    groups.set(key, {
-      host: header.host,
-      kind: header.kind,
-      name: header.name,
-      ...(env !== undefined ? { env } : {}),
-      snapshots: 1,
+  const groups = groupSnapshots(snapshots).map(({ snapshots: members, ...group }) => {
+    const { id, header } = members[0]!;
+    return {
+      ...group,
+      snapshots: members.length,
       newest: { id, time: header.time, size: header.size, stored: header.stored },
-    });
-  }
+    };
+  });
   const recorded: RecordedResult[] = [];
   for (const read of options.readers ?? []) recorded.push(...(await read(repository)));
   return {
@@ -81,12 +67,49 @@ export async function repositoryMetrics(
     objects,
     snapshots: snapshots.length,
     damagedSnapshots: damaged.length,
-    groups: [...groups.values()].sort((a, b) => (groupKey(a) < groupKey(b) ? -1 : 1)),
+    groups,
     recorded,
   };
 }
 
-function groupKey(group: Omit<GroupLabels, 'repository'>): string {
+/** A group of snapshots (host, kind, name, env tag), newest first. */
+export interface SnapshotGroup {
+  host: string;
+  kind: string;
+  name: string;
+  /** The value of its env= tag, if it has one. */
+  env?: string;
+  /** Newest first; a snapshot dated in the future is never the newest while another is not. */
+  snapshots: SnapshotInfo[];
+}
+
+/** The snapshots by group, in a stable order (host, kind, name, env). */
+export function groupSnapshots(snapshots: readonly SnapshotInfo[]): SnapshotGroup[] {
+  const sorted = [...snapshots].sort(
+    (a, b) =>
+      Number(Boolean(a.future)) - Number(Boolean(b.future)) || (a.header.time < b.header.time ? 1 : -1),
+  );
+  const groups = new Map<string, SnapshotGroup>();
+  for (const snapshot of sorted) {
+    const { header } = snapshot;
+    const env = header.tags.findLast((tag) => tag.startsWith('env='))?.slice('env='.length);
+    const key = groupKey({ host: header.host, kind: header.kind, name: header.name, env });
+    const group = groups.get(key);
+    if (group) group.snapshots.push(snapshot);
+    else
+      groups.set(key, {
+        host: header.host,
+        kind: header.kind,
+        name: header.name,
+        ...(env !== undefined ? { env } : {}),
+        snapshots: [snapshot],
+      });
+  }
+  return [...groups.values()].sort((a, b) => (groupKey(a) < groupKey(b) ? -1 : 1));
+}
+
+/** What tells one group from another, as one string. */
+export function groupKey(group: Omit<GroupLabels, 'repository'>): string {
   return [group.host, group.kind, group.name, group.env].join('\u0000');
 }
 
