@@ -62,6 +62,14 @@ const RECORDED = new Set([
   'report',
   'last',
   'operation',
+  // monitoring: where metrics go, and the thresholds of alerts and health checks
+  'metricsTextfile',
+  'output',
+  'maxAge',
+  'sizeChange',
+  'sizeWindow',
+  'maxDrillAge',
+  'maxCheckAge',
   // the files keys and passwords are read from or written to: their paths, never what they hold
   'passwordFile',
   'identityFile',
@@ -75,7 +83,7 @@ const RECORDED = new Set([
 ]);
 
 /** Locations (a repository, a database server): recorded as outcomes name them (outcome.ts publicLocation). */
-const LOCATIONS = new Set(['repo', 'to', 'from', 'copyTo', 'url']);
+const LOCATIONS = new Set(['repo', 'to', 'from', 'copyTo', 'url', 'pushgateway', 'server']);
 
 export const WITHHELD = '<withheld>';
 
