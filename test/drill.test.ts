@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfigFile } from '../src/config-file/config-file.ts';
@@ -270,6 +270,23 @@ describe('drill', () => {
     );
   });
 
+  it("labels a drill that fails after finding its snapshot with the snapshot's group, as a success is", async () => {
+    const dir = path.join(repo.dir, 'drill-metrics');
+    await mkdir(dir);
+    const result = await drill(
+      ['--name', 'app', '--to', to('drill_no_tools'), '--pg-bin', path.join(repo.dir, 'no-such-dir')],
+      {
+        STRONGBOX_METRICS_TEXTFILE: dir,
+      },
+    );
+    expect(result.code).not.toBe(0);
+    const [file] = await readdir(dir);
+    const text = await readFile(path.join(dir, file!), 'utf8');
+    expect(text).toMatch(
+      /^strongbox_drill_last_failure_timestamp_seconds\{repository="[^"]+",host="[^"]+",kind="postgres",name="app",env="production"\} \d/m,
+    );
+  });
+
   it('records every drill in the repository, where metrics find the last success, failure and RTO', async () => {
     const result = await runCli(['metrics'], { env: repo.env });
     expectExit(result, 0);
@@ -288,9 +305,7 @@ describe('drill', () => {
     // archive: only a drill over its RPO objective, which is no success.
     expect(series('strongbox_drill_last_success_timestamp_seconds', 'archive')).toBeUndefined();
     expect(Number(series('strongbox_drill_rpo_seconds', 'archive'))).toBeGreaterThan(5 * 365 * 86400);
-    expect(exposition).toMatch(
-      /^strongbox_drill_last_failure_timestamp_seconds\{[^}]*name="archive"\} /m,
-    );
+    expect(exposition).toMatch(/^strongbox_drill_last_failure_timestamp_seconds\{[^}]*name="archive"\} /m);
 
     const json = JSON.parse((await runCli(['--json', 'metrics'], { env: repo.env })).stdout.toString());
     const archive = json.recorded.find(

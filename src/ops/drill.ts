@@ -82,6 +82,8 @@ export interface DrillOptions {
   sqlChecks?: readonly DrillSqlCheck[];
   /** Count, for every foreign key, the rows that reference no row. */
   orphans?: boolean;
+  /** Told once the snapshot is found, before anything is restored: the group it belongs to. */
+  onSnapshot?: (group: { host: string; kind: string; name: string; env?: string }) => void;
   /** Told as each phase ends, with its seconds. */
   onPhase?: (phase: DrillPhase, seconds: number) => void;
   onStep?: (message: string) => void;
@@ -131,6 +133,13 @@ export async function drill(
     ...filter,
     name: found.database,
     host: found.snapshot.header.host,
+  });
+  const env = envTag(found.snapshot.header.tags);
+  options.onSnapshot?.({
+    host: found.snapshot.header.host,
+    kind: found.snapshot.header.kind,
+    name: found.database,
+    ...(env !== null ? { env } : {}),
   });
   const tools = await findTools(
     { ...connection, env: { ...connection.env, PGDATABASE: 'postgres' } },
@@ -261,7 +270,7 @@ export async function drill(
     database: found.database,
     host: header.host,
     kind: header.kind,
-    env: header.tags.findLast((tag) => tag.startsWith('env='))?.slice('env='.length) ?? null,
+    env,
     snapshot: found.snapshot.id,
     snapshotTime: header.time,
     newestSnapshot: newest.snapshot.id,
@@ -329,6 +338,10 @@ function exitCodeOf(error: unknown): number {
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+function envTag(tags: readonly string[]): string | null {
+  return tags.findLast((tag) => tag.startsWith('env='))?.slice('env='.length) ?? null;
 }
 
 /** Every difference a verification found, one sentence each, as its error message lists them. */

@@ -79,6 +79,8 @@ export function registerDrill(program: Command): void {
           onProgress: (bytes, total) =>
             output.progress(`drill: ${formatBytes(bytes)} of ${formatBytes(total)} restored`),
           onPhase: (phase, seconds) => output.info(`drill: ${phase} took ${formatElapsed(seconds)}`),
+          // A drill that fails from here on is labelled with its group, as a success would be.
+          onSnapshot: (group) => describeOutcome({ subject: group }),
         }),
       );
       output.clearProgress();
