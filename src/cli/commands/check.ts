@@ -69,7 +69,7 @@ export function registerCheck(program: Command): void {
         throw new VerificationError(`check found ${count(result.problems.length, 'problem')}`, {
           hint: repair
             ? 'Run `strongbox repair index` to rebuild the index from the packs; restore affected snapshots from another copy, or make a new backup.'
-            : 'Restore affected snapshots from another copy, or make a new backup.',
+            : 'Restore affected snapshots from another copy, or make a new backup; then forget the affected snapshots and run `strongbox repair index`, so that the index stops listing what is gone.',
         });
       }
       // A write-only key checks the structure alone (exit 0: nothing it could check is wrong), and says so.
