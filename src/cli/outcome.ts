@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { StrongboxConfig } from '../config-file/config-file.ts';
 import { ExitCode, StrongboxError } from '../errors.ts';
+import type { NotificationTarget } from '../notify/schema.ts';
 import { globalOptions, loadedConfig, outputFor, type GlobalOptions } from './context.ts';
 import type { Output } from './output.ts';
 import { publicArguments, WITHHELD } from './public-arguments.ts';
@@ -42,6 +43,12 @@ export interface OutcomeContext {
   options: GlobalOptions;
   config: StrongboxConfig;
   output: Output;
+  /**
+   * Of the notifications sent about the outcome, by channel, how many could not be delivered (0
+   * for a channel sent to without fault): the notify sink counts them, the metrics sink after it
+   * publishes them. Empty when none was sent.
+   */
+  notificationFailures: Partial<Record<NotificationTarget['type'], number>>;
 }
 
 /**
@@ -149,9 +156,10 @@ export async function finishOutcome(error: unknown, sinks: readonly OutcomeSink[
   } catch {
     return; // the command itself already failed on it, and said so
   }
+  const context: OutcomeContext = { options, config, output, notificationFailures: {} };
   for (const sink of sinks) {
     try {
-      await sink(outcome, { options, config, output });
+      await sink(outcome, context);
     } catch (sinkError) {
       output.warn(
         `warning: ${sinkError instanceof Error ? sinkError.message : String(sinkError)} (the ${outcome.operation} itself ${outcome.result === 'success' ? 'succeeded' : 'failed as reported'})`,
