@@ -14,6 +14,7 @@ import type { CopyResult } from '../src/ops/copy.ts';
 import type { SnapshotHeader } from '../src/repository/snapshot.ts';
 import { seededBytes } from './helpers/data.ts';
 import { describeTree } from './helpers/files.ts';
+import { freePort } from './helpers/free-port.ts';
 
 function cli(repo: TempRepo, args: string[], options: RunOptions = {}): Promise<RunResult> {
   return runCli(args, { ...options, env: { ...repo.env, ...options.env } });
@@ -367,5 +368,46 @@ describe('strongbox backup --copy-to', () => {
     expect(failed.stderr).toContain(`backup: snapshot ${kept.id.slice(0, 8)} is saved in ${a.repo}`);
     expect(failed.stderr).toContain(`strongbox: there is no strongbox repository at ${nowhere}`);
     expect((await cli(a, ['cat', kept.id])).stdout.toString()).toBe('kept anyway\n');
+  });
+
+  it('says where the copy failed without the credentials its location holds', async () => {
+    const port = await freePort();
+    // Each backend refuses a secret in its URL, so each of these fails, after the backup is saved.
+    const locations = [
+      {
+        given: `s3://AKIAEXAMPLEKEY:secretvalue@127.0.0.1:${port}/bucket`,
+        shown: `s3://127.0.0.1:${port}/bucket`,
+      },
+      // A secret as AWS makes them, slashes in it, typed without %-encoding: not a URL the parser reads.
+      {
+        given: `s3://AKIAEXAMPLEKEY:wJalrXUtnFEMI/K7MDENG/secretvalue@127.0.0.1:${port}/bucket`,
+        shown: `s3://<withheld>@127.0.0.1:${port}/bucket`,
+      },
+      {
+        given: `sftp://user:secretvalue@127.0.0.1:${port}/srv/copy`,
+        shown: `sftp://127.0.0.1:${port}/srv/copy`,
+      },
+      {
+        given: `sftp://127.0.0.1:${port}/srv/copy?token=secretvalue`,
+        shown: `sftp://127.0.0.1:${port}/srv/copy`,
+      },
+    ];
+    for (const { given, shown } of locations) {
+      const failed = await cli(a, ['backup', 'stdin', '--name', 'guarded', '--copy-to', given], {
+        input: 'kept, not copied\n',
+        env: { STRONGBOX_COPY_TO_PASSWORD: 'anything' },
+      });
+      expect(failed.code, given).not.toBe(0);
+      const output = failed.stdout.toString() + failed.stderr;
+      expect(output, given).toMatch(/backup: snapshot [0-9a-f]{8} is saved in /);
+      expect(output, given).toContain(
+        `but copying it to ${shown} failed; retry with: strongbox copy --from ${a.repo} --to ${shown} `,
+      );
+      expect(output, given).toContain(
+        '(give --to the whole --copy-to location: part of it is not shown here)',
+      );
+      expect(output, given).not.toContain('secretvalue');
+      expect(output, given).not.toContain('AKIAEXAMPLEKEY');
+    }
   });
 });

@@ -394,6 +394,68 @@ describe('--pushgateway', () => {
   });
 });
 
+describe('notification failures', () => {
+  it('are counted by channel in a file of the group and at the Pushgateway, counting on across runs', async () => {
+    // A webhook that refuses every event (a 404, which is not retried: the runs stay quick) and a
+    // Slack URL that takes them.
+    const server = http.createServer((request, response) => {
+      request.resume();
+      request.on('end', () => {
+        response.writeHead(request.url === '/slack' ? 200 : 404, { 'Content-Type': 'text/plain' });
+        response.end(request.url === '/slack' ? 'ok' : 'no such hook');
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as { port: number };
+    try {
+      const dir = path.join(repo.dir, 'textfile-notifications');
+      await mkdir(dir);
+      const config = path.join(repo.dir, 'notifications.yaml');
+      await writeFile(
+        config,
+        `notifications:
+  - {type: webhook, name: hook, url: "http://127.0.0.1:${port}/hook", events: [backup-succeeded]}
+  - {type: slack, url-env: SLACK_URL, events: [backup-succeeded]}
+`,
+      );
+      const args = ['--config', config, '--metrics-textfile', dir, '--pushgateway', gateway.url];
+      const backup = [...args, 'backup', 'stdin', '--name', 'notified'];
+      const env = { SLACK_URL: `http://127.0.0.1:${port}/slack` };
+      const group = { repository: repo.repo, host: os.hostname(), kind: 'stdin', name: 'notified' };
+      const failures = 'strongbox_notification_failures_total';
+      for (const run of [1, 2]) {
+        const result = await cli(backup, { input: `run ${run}`, env });
+        expectExit(result, 0);
+        expect(result.stderr).toContain('warning: notification to hook failed: HTTP 404: no such hook');
+        const [operationFile, notificationsFile, ...others] = await textfiles(dir);
+        expect(others).toEqual([]);
+        expect(operationFile).toMatch(/^strongbox-backup-/);
+        expect(notificationsFile).toMatch(
+          /^strongbox-notifications-[^/]*-stdin-notified-[0-9a-f]{12}\.prom$/,
+        );
+        const text = await readFile(path.join(dir, notificationsFile!), 'utf8');
+        await expectValidExposition(text);
+        const samples = parseExposition(text);
+        expect(samples).toHaveLength(2);
+        expect(value(samples, failures, { ...group, channel: 'webhook' })).toBe(run);
+        expect(value(samples, failures, { ...group, channel: 'slack' })).toBe(0);
+        const pushed = parseExposition(await gateway.metrics());
+        expect(value(pushed, failures, { job: 'strongbox', ...group, channel: 'webhook' })).toBe(run);
+        expect(value(pushed, failures, { job: 'strongbox', ...group, channel: 'slack' })).toBe(0);
+      }
+      // A command that sent no notification leaves the counters as they were.
+      expectExit(await cli([...args, 'check'], { env }), 0);
+      expect(await textfiles(dir)).toHaveLength(3);
+      const pushed = parseExposition(await gateway.metrics());
+      expect(pushed.filter((sample) => sample.name === failures)).toHaveLength(2);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});
+
 describe('strongbox metrics', () => {
   it('prints the repository-wide gauges in the exposition format, and as JSON', async () => {
     expectExit(await cli(['backup', 'stdin', '--name', 'gauged', '--env', 'qa'], { input: '1234567' }), 0);

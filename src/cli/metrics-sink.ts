@@ -36,7 +36,10 @@ function operationOf(outcome: CommandOutcome): Operation | undefined {
  * and to a Pushgateway, wherever the flags, the environment or the configuration file say. Both
  * are tried; a failure of either is reported once both were, as a warning (outcome.ts).
  */
-export const metricsSink: OutcomeSink = async (outcome, { options, config, output }) => {
+export const metricsSink: OutcomeSink = async (
+  outcome,
+  { options, config, output, notificationFailures },
+) => {
   const operation = operationOf(outcome);
   if (!operation) return;
   const settings = config.metrics ?? {};
@@ -52,6 +55,7 @@ export const metricsSink: OutcomeSink = async (outcome, { options, config, outpu
     durationSeconds: duration ?? (outcome.finished.getTime() - outcome.started.getTime()) / 1000,
     group: outcome.subject,
     figures,
+    ...(Object.keys(notificationFailures).length > 0 ? { notificationFailures } : {}),
   };
   const publishOptions = {
     compat: settings.compat ?? 'none',

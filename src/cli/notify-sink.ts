@@ -7,20 +7,35 @@ import type { CommandOutcome, OutcomeSink } from './outcome.ts';
 /**
  * Sends a command's outcome to the configuration file's notification targets that asked for
  * it. What could not be sent is one warning line per target, naming the target and never its
- * secrets; the command's exit code stays its own.
+ * secrets; the command's exit code stays its own. The failures are counted by channel for the
+ * metrics sink.
  */
-export const notifySink: OutcomeSink = async (outcome, { config, output }) => {
+export const notifySink: OutcomeSink = async (outcome, { config, output, notificationFailures }) => {
   const targets = config.notifications ?? [];
   if (targets.length === 0) return;
   const event = eventOfOutcome(outcome);
   if (!event) return;
-  const report = await sendNotification(targets, event);
+  // One report per channel, all sent at once: a report names its targets, not their channels.
+  const channels = [...new Set(targets.map((target) => target.type))];
+  const reports = await Promise.all(
+    channels.map(async (channel) => ({
+      channel,
+      report: await sendNotification(
+        targets.filter((target) => target.type === channel),
+        event,
+      ),
+    })),
+  );
   const itself = outcome.result === 'success' ? 'succeeded' : 'failed as reported';
-  for (const failure of report.failed) {
-    const after = failure.attempts > 1 ? ` after ${failure.attempts} attempts` : '';
-    output.warn(
-      `warning: notification to ${printable(failure.target)} failed${after}: ${failure.message} (the ${outcome.operation} itself ${itself})`,
-    );
+  for (const { channel, report } of reports) {
+    if (report.delivered.length + report.failed.length > 0)
+      notificationFailures[channel] = report.failed.length;
+    for (const failure of report.failed) {
+      const after = failure.attempts > 1 ? ` after ${failure.attempts} attempts` : '';
+      output.warn(
+        `warning: notification to ${printable(failure.target)} failed${after}: ${failure.message} (the ${outcome.operation} itself ${itself})`,
+      );
+    }
   }
 };
 

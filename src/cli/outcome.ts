@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import type { StrongboxConfig } from '../config-file/config-file.ts';
 import { ExitCode, StrongboxError } from '../errors.ts';
+import type { NotificationTarget } from '../notify/schema.ts';
 import { globalOptions, loadedConfig, outputFor, type GlobalOptions } from './context.ts';
 import type { Output } from './output.ts';
-import { publicArguments } from './public-arguments.ts';
+import { publicArguments, WITHHELD } from './public-arguments.ts';
 
 /**
  * What a command did, for whoever watches the backups: metrics, notifications, the audit log.
@@ -42,6 +43,12 @@ export interface OutcomeContext {
   options: GlobalOptions;
   config: StrongboxConfig;
   output: Output;
+  /**
+   * Of the notifications sent about the outcome, by channel, how many could not be delivered (0
+   * for a channel sent to without fault): the notify sink counts them, the metrics sink after it
+   * publishes them. Empty when none was sent.
+   */
+  notificationFailures: Partial<Record<NotificationTarget['type'], number>>;
 }
 
 /**
@@ -95,16 +102,28 @@ function withoutUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, field]) => field !== undefined)) as Partial<T>;
 }
 
-/** The repository location as an outcome names it: no user, password or query string. */
+/**
+ * A location (a repository, a database server) as messages, records and metrics may show it: no
+ * user, password, query string or fragment. A password with a slash in it, typed without
+ * %-encoding (s3://KEY:se/cret@host/bucket), is no URL to the parser, or one whose path holds the
+ * secret: such text shows only what follows its last @.
+ */
 export function publicLocation(location: string | undefined): string | undefined {
   if (!location) return undefined;
-  try {
+  // Two letters at least: `C://…` is a Windows drive, not a scheme.
+  const scheme = /^[a-z][a-z0-9+.-]+:\/\//i.exec(location)?.[0];
+  if (!scheme) return location;
+  if (URL.canParse(location)) {
     const url = new URL(location);
-    if (url.protocol.length <= 2) return location; // a Windows drive letter, not a scheme
-    return `${url.protocol}//${url.host}${url.pathname}`;
-  } catch {
-    return location;
+    if (!url.pathname.includes('@')) return `${url.protocol}//${url.host}${url.pathname}`;
   }
+  const rest = location.slice(scheme.length);
+  const at = rest.lastIndexOf('@');
+  const withoutQuery = (text: string) => text.replace(/[?#][^]*$/, '');
+  if (at === -1) return scheme + withoutQuery(rest);
+  // A ? or # before that @ may start a query or be part of a password: which part is which is unknowable.
+  if (/[?#]/.test(rest.slice(0, at))) return scheme + WITHHELD;
+  return `${scheme}${WITHHELD}@${withoutQuery(rest.slice(at + 1))}`;
 }
 
 /**
@@ -137,9 +156,10 @@ export async function finishOutcome(error: unknown, sinks: readonly OutcomeSink[
   } catch {
     return; // the command itself already failed on it, and said so
   }
+  const context: OutcomeContext = { options, config, output, notificationFailures: {} };
   for (const sink of sinks) {
     try {
-      await sink(outcome, { options, config, output });
+      await sink(outcome, context);
     } catch (sinkError) {
       output.warn(
         `warning: ${sinkError instanceof Error ? sinkError.message : String(sinkError)} (the ${outcome.operation} itself ${outcome.result === 'success' ? 'succeeded' : 'failed as reported'})`,

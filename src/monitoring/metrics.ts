@@ -175,6 +175,11 @@ export interface OperationRun {
   group: GroupLabels;
   /** By name, as CommandOutcome.figures: those with a gauge (figureMetric) are published. */
   figures: Readonly<Record<string, number>>;
+  /**
+   * Of the notifications sent about the run, by channel (webhook, slack, email), how many could
+   * not be delivered: 0 for a channel sent to without fault. Absent: none was sent.
+   */
+  notificationFailures?: Readonly<Record<string, number>>;
 }
 
 const RESULTS = ['success', 'failure'] as const;
@@ -202,7 +207,9 @@ export function operationSamples(run: OperationRun, previous: readonly Sample[])
   const series = new Map<string, Sample>();
   const ours = operationSeriesNames(run.operation);
   for (const sample of previous) {
-    if (ours.has(sample.name) && sameLabels(sample.labels, labels, sample.name === names.total)) {
+    const extra = sample.name === names.total ? 'result' : undefined;
+    if (ours.has(sample.name) && sameLabels(sample.labels, labels, extra)) {
+      if (extra && !RESULTS.includes(sample.labels.result as (typeof RESULTS)[number])) continue;
       series.set(seriesKey(sample), sample);
     }
   }
@@ -222,11 +229,39 @@ export function operationSamples(run: OperationRun, previous: readonly Sample[])
   return sortedSamples([...series.values()]);
 }
 
-/** `labels` are `group` exactly, or (`withResult`) `group` and a result. */
-function sameLabels(labels: Labels, group: Labels, withResult: boolean): boolean {
-  const extra = Object.keys(labels).filter((label) => !(label in group));
-  if (withResult ? extra.length !== 1 || extra[0] !== 'result' : extra.length !== 0) return false;
-  if (withResult && !RESULTS.includes(labels.result as (typeof RESULTS)[number])) return false;
+/**
+ * The notification failure counters of `group` after a run whose notifications `failures` counts
+ * by channel: each channel's previous value (read back from where it went) plus this run's. Every
+ * channel `previous` holds for the group is kept, as a Pushgateway replaces all of a metric's
+ * series in a group at once; a channel sent to without fault is written too, so that increase()
+ * sees its counter start from 0.
+ */
+export function notificationFailureSamples(
+  group: GroupLabels,
+  failures: Readonly<Record<string, number>>,
+  previous: readonly Sample[],
+): Sample[] {
+  const labels = groupLabels(group);
+  const counts = new Map<string, number>();
+  for (const sample of previous) {
+    if (sample.name === NOTIFICATION_FAILURES.name && sameLabels(sample.labels, labels, 'channel'))
+      counts.set(sample.labels.channel!, sample.value);
+  }
+  for (const [channel, failed] of Object.entries(failures))
+    counts.set(channel, (counts.get(channel) ?? 0) + failed);
+  return sortedSamples(
+    [...counts].map(([channel, value]) => ({
+      name: NOTIFICATION_FAILURES.name,
+      labels: { ...labels, channel },
+      value,
+    })),
+  );
+}
+
+/** `labels` are `group` exactly, or `group` and one label more, `extra`. */
+function sameLabels(labels: Labels, group: Labels, extra?: string): boolean {
+  const others = Object.keys(labels).filter((label) => !(label in group));
+  if (extra ? others.length !== 1 || others[0] !== extra : others.length !== 0) return false;
   return Object.entries(group).every(([label, value]) => labels[label] === value);
 }
 

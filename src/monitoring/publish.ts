@@ -7,10 +7,12 @@ import { printable } from '../util/printable.ts';
 import {
   groupLabels,
   MalformedExpositionError,
+  notificationFailureSamples,
   operationSamples,
   parseExposition,
   renderExposition,
   type CompatNames,
+  type GroupLabels,
   type Labels,
   type OperationRun,
   type Sample,
@@ -47,32 +49,69 @@ const MAX_TEXTFILE_BYTES = 1024 * 1024;
  * their names share.
  */
 export function textfileName(run: Pick<OperationRun, 'operation' | 'group'>): string {
-  const labels = groupLabels(run.group);
-  const readable = [run.operation, labels.host, labels.kind, labels.name, labels.env]
+  return groupTextfileName(run.operation, run.group);
+}
+
+/**
+ * The file of `group`'s notification failure counters: one per group, whichever operation's
+ * notifications failed, as two files may not hold the same series.
+ */
+export function notificationsTextfileName(group: GroupLabels): string {
+  return groupTextfileName('notifications', group);
+}
+
+function groupTextfileName(what: string, group: GroupLabels): string {
+  const labels = groupLabels(group);
+  const readable = [what, labels.host, labels.kind, labels.name, labels.env]
     .filter((part): part is string => Boolean(part))
     .map((part) => part.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40))
     .join('-');
   const hash = createHash('sha256')
-    .update(JSON.stringify([run.operation, labels]))
+    .update(JSON.stringify([what, labels]))
     .digest('hex');
   return `strongbox-${readable}-${hash.slice(0, 12)}.prom`;
 }
 
 /**
- * Writes `run`'s series to node_exporter's textfile directory `dir`: the previous file's values
+ * Writes `run`'s series to node_exporter's textfile directory `dir`, and its notification
+ * failures, if any were sent, to the group's notifications file. Each file's previous values are
  * read back and updated (counters go on, the last success survives a failure), written to a
  * temporary file in the same directory, flushed, then renamed over the old one, so that the
- * collector reads either the old file or the new one, never half of one. Returns the file's path.
+ * collector reads either the old file or the new one, never half of one. Returns the files' paths.
  */
 export async function publishToTextfile(
   dir: string,
   run: OperationRun,
   options: PublishOptions = {},
+): Promise<string[]> {
+  const files = [
+    await updateTextfile(
+      path.join(dir, textfileName(run)),
+      (previous) => operationSamples(run, previous),
+      options,
+    ),
+  ];
+  const failures = run.notificationFailures;
+  if (failures) {
+    files.push(
+      await updateTextfile(
+        path.join(dir, notificationsTextfileName(run.group)),
+        (previous) => notificationFailureSamples(run.group, failures, previous),
+        options,
+      ),
+    );
+  }
+  return files;
+}
+
+async function updateTextfile(
+  file: string,
+  update: (previous: Sample[]) => Sample[],
+  options: PublishOptions,
 ): Promise<string> {
-  const file = path.join(dir, textfileName(run));
   const previous = await readPreviousTextfile(file, options);
   try {
-    await writeFileAtomically(file, renderExposition(operationSamples(run, previous), options.compat));
+    await writeFileAtomically(file, renderExposition(update(previous), options.compat));
   } catch (error) {
     if (!(error instanceof FileWriteError)) throw error;
     throw new MetricsPublishError(file, `could not write the metrics file ${file}: ${error.reason}`, {
@@ -226,12 +265,14 @@ export async function pushToGateway(
     if (!(error instanceof MalformedExpositionError)) throw error;
     throw session.failure(`it served metrics strongbox cannot read (${error.message})`);
   }
-  // operationSamples keeps those of this operation and group.
+  // operationSamples keeps the series of this operation and group, notificationFailureSamples those of the group.
+  const ours = previous.flatMap((sample) => inJob(sample, target.job));
+  const failures = run.notificationFailures;
   const body = renderExposition(
-    operationSamples(
-      run,
-      previous.flatMap((sample) => inJob(sample, target.job)),
-    ),
+    [
+      ...operationSamples(run, ours),
+      ...(failures ? notificationFailureSamples(run.group, failures, ours) : []),
+    ],
     options.compat,
   );
   const pushed = await session.request('POST', `/metrics/${groupingPath(target.job, labels)}`, body);

@@ -14,6 +14,7 @@ import {
   resolveKey,
   type RepositoryRole,
 } from '../context.ts';
+import { publicLocation } from '../outcome.ts';
 import { formatBytes, type Output } from '../output.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
 import { count } from '../../util/plural.ts';
@@ -207,9 +208,14 @@ export async function prepareCopyTo(options: CopyToOptions): Promise<CopyTo | un
           await releaseRepository(target);
         }
       } catch (error) {
+        // --copy-to is as typed, credentials and all; the message is for terminals and logs.
+        const from = publicLocation(source.backend.location);
+        const to = publicLocation(location);
+        const withheld =
+          to === location ? '' : ' (give --to the whole --copy-to location: part of it is not shown here)';
         output.warn(
-          `backup: snapshot ${snapshot.slice(0, 8)} is saved in ${source.backend.location}, but copying it to ${location} failed; ` +
-            `retry with: strongbox copy --from ${source.backend.location} --to ${location} ${snapshot.slice(0, 8)}`,
+          `backup: snapshot ${snapshot.slice(0, 8)} is saved in ${from}, but copying it to ${to} failed; ` +
+            `retry with: strongbox copy --from ${from} --to ${to} ${snapshot.slice(0, 8)}${withheld}`,
         );
         throw error;
       }
