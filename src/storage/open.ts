@@ -18,17 +18,28 @@ export async function openBackend(
     case undefined:
       return new LocalBackend(path.resolve(location));
     case 'file':
-      return new LocalBackend(new URL(location).pathname);
+      return new LocalBackend(locationUrl(location).pathname);
     case 's3':
-      return (await import('./s3.ts')).openS3Backend(new URL(location), env);
+      return (await import('./s3.ts')).openS3Backend(locationUrl(location), env);
     case 'azure':
-      return (await import('./azure.ts')).openAzureBackend(new URL(location), env);
+      return (await import('./azure.ts')).openAzureBackend(locationUrl(location), env);
     case 'sftp':
-      return (await import('./sftp.ts')).openSftpBackend(new URL(location), env);
+      return (await import('./sftp.ts')).openSftpBackend(locationUrl(location), env);
     default:
       throw new ConfigError(`repository scheme ${scheme}:// is not supported`, {
         hint: 'Use a local path, or a file://, s3://, azure:// or sftp:// URL.',
       });
+  }
+}
+
+/** The location as a URL; one that does not parse is a usage error that does not echo it (it may hold a secret). */
+function locationUrl(location: string): URL {
+  try {
+    return new URL(location);
+  } catch {
+    throw new ConfigError(`the repository location ${location.split('://')[0]}://… is not a valid URL`, {
+      hint: 'Check its spelling; characters such as / in a secret must be URL-encoded (%2F).',
+    });
   }
 }
 

@@ -183,12 +183,15 @@ function parseEndpoint(value: string | undefined): string | undefined {
   try {
     endpoint = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `https://${value}`);
   } catch {
-    throw new ConfigError(`the S3 endpoint ${value} is not a URL`, {
+    // Not echoed: a malformed endpoint may still hold a credential.
+    throw new ConfigError('the S3 endpoint is not a URL', {
       hint: 'Give it as https://host[:port] (URL-encoded inside the location: endpoint=https%3A%2F%2Fhost).',
     });
   }
   if (endpoint.protocol !== 'http:' && endpoint.protocol !== 'https:') {
-    throw new ConfigError(`the S3 endpoint ${value} must be an http:// or https:// URL`);
+    throw new ConfigError(
+      `the S3 endpoint must be an http:// or https:// URL, not ${endpoint.protocol}// (${endpoint.host})`,
+    );
   }
   if (endpoint.username || endpoint.password) {
     throw new ConfigError('the S3 endpoint must not contain credentials', {

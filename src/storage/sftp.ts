@@ -90,14 +90,14 @@ async function sftpSettings(url: URL, env: NodeJS.ProcessEnv): Promise<SftpSetti
     });
   }
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-  if (!host) throw new ConfigError(`the sftp:// URL ${url.href} names no host`);
+  if (!host) throw new ConfigError(`the sftp:// URL ${shownUrl(url)} names no host`);
   const user = decodeUrlPart(url, url.username) || env.USER || os.userInfo().username;
   const port = url.port ? Number(url.port) : DEFAULT_PORT;
   const pathname = url.pathname.replace(/\/+$/, '');
   const decoded = decodeUrlPart(url, pathname);
   const root = decoded.startsWith('/~/') ? decoded.slice(3) : decoded;
   if (!root || root === '~') {
-    throw new ConfigError(`the sftp:// URL ${url.href} names no directory`, {
+    throw new ConfigError(`the sftp:// URL ${shownUrl(url)} names no directory`, {
       hint: 'Add the repository directory: sftp://user@host/srv/backups/strongbox, or /~/dir for one in the login directory.',
     });
   }
@@ -143,11 +143,16 @@ async function sftpSettings(url: URL, env: NodeJS.ProcessEnv): Promise<SftpSetti
   };
 }
 
+/** The URL as messages show it: no query string, which may carry a token, and no password. */
+function shownUrl(url: URL): string {
+  return `${url.protocol}//${url.username ? `${url.username}@` : ''}${url.host}${url.pathname}`;
+}
+
 function decodeUrlPart(url: URL, part: string): string {
   try {
     return decodeURIComponent(part);
   } catch (error) {
-    throw new ConfigError(`the sftp:// URL ${url.href} has a malformed %-escape`, { cause: error });
+    throw new ConfigError(`the sftp:// URL ${shownUrl(url)} has a malformed %-escape`, { cause: error });
   }
 }
 
