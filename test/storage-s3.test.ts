@@ -505,9 +505,20 @@ describe('the CLI on s3rver', () => {
       const second = seededBytes('s3/faults/2', 3_000_000);
       proxy.setFaults({ stall: 0.1, resetOnConnect: 0.2, httpError: 0.3, httpErrorStatus: 429 });
       expectExit(await cli(repo, ['backup', 'stdin', '--name', 'second.bin'], { input: second }), 0);
-      // The proxy's random draws are seeded, so the same faults strike every run.
+      // The draws are seeded, but which connections they strike moves with every request the
+      // commands make: each kind of fault also strikes the first connections of a backup of its own.
+      const third = seededBytes('s3/faults/3', 1_500_000);
+      for (const faults of [
+        { resetOnConnect: 1 },
+        { cutMidTransfer: 1, cutAfterMaxBytes: 4096 },
+        { httpError: 1, httpErrorStatus: 503 },
+      ]) {
+        proxy.setFaults({ ...faults, firstConnections: 2 });
+        expectExit(await cli(repo, ['backup', 'stdin', '--name', 'third.bin'], { input: third }), 0);
+      }
       expect(proxy.stats.faultsInjected).toBeGreaterThan(0);
-      expect(proxy.stats.byKind.reset + proxy.stats.byKind.cut).toBeGreaterThan(0);
+      expect(proxy.stats.byKind.reset).toBeGreaterThan(0);
+      expect(proxy.stats.byKind.cut).toBeGreaterThan(0);
       expect(proxy.stats.byKind.httpError).toBeGreaterThan(0);
 
       repo.env.STRONGBOX_REPO = clean;
@@ -517,9 +528,11 @@ describe('the CLI on s3rver', () => {
       const ids = JSON.parse((await cli(repo, ['snapshots', '--json'])).stdout.toString()) as {
         id: string;
       }[];
-      expect(ids).toHaveLength(2);
+      expect(ids).toHaveLength(5);
       expect((await cli(repo, ['cat', ids[0]!.id])).stdout.equals(first)).toBe(true);
       expect((await cli(repo, ['cat', ids[1]!.id])).stdout.equals(second)).toBe(true);
+      for (const { id } of ids.slice(2))
+        expect((await cli(repo, ['cat', id])).stdout.equals(third)).toBe(true);
     } finally {
       await proxy.close();
     }
