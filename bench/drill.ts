@@ -11,7 +11,7 @@ import {
   type PostgresBench,
 } from './postgres.ts';
 import type { Measurement } from './process.ts';
-import type { DrillPhase } from '../src/ops/drill.ts';
+import type { DrillPhase } from '../src/postgres/drill.ts';
 
 /** `strongbox drill` of a snapshot of the before state, beside the verified restore it is built on. */
 export interface DrillResults {

@@ -17,8 +17,8 @@ import { warmTree } from './files.ts';
 import { measure, run, type Measurement } from './process.ts';
 import type { Outcome } from './rows.ts';
 import { missingBaselines } from './tools.ts';
-import { copyViewRows, type ViewName } from '../src/sources/postgres/schema-fingerprint.ts';
-import { POPULATED_MATERIALIZED_VIEWS, SCHEMA_FINGERPRINT } from '../src/sources/postgres/schema-queries.ts';
+import { copyViewRows, type ViewName } from '../src/postgres/logical/schema-fingerprint.ts';
+import { POPULATED_MATERIALIZED_VIEWS, SCHEMA_FINGERPRINT } from '../src/postgres/logical/schema-queries.ts';
 
 /** `strongbox backup postgres` and `restore` against a live database, beside PostgreSQL's own tools. */
 export interface PostgresResults {

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 # Each source with the pages of 64 KiB its memory has: its input area, its other data and a small
 # stack. The memory never grows.
-sources=(src/sources/postgres/copy-fingerprint.c:6 src/chunking/gear.c:18)
+sources=(src/postgres/logical/copy-fingerprint.c:6 src/chunking/gear.c:18)
 check=0
 [ "${1:-}" = "--check" ] && check=1
 

@@ -63,28 +63,28 @@ export {
   restorePostgres,
   type PostgresRestoreOptions,
   type PostgresRestoreResult,
-} from './ops/restore-postgres.ts';
+} from './postgres/restore/restore-database.ts';
 export {
   cleanupRestores,
   type RestoreCleanupOptions,
   type RestoreCleanupResult,
-} from './ops/restore-cleanup.ts';
-export type { RestoreLeftover } from './sources/postgres/restore-leftovers.ts';
+} from './postgres/restore/cleanup.ts';
+export type { RestoreLeftover } from './postgres/restore/leftovers.ts';
 export {
   restorePostgresCluster,
   type ClusterRestoreOptions,
   type ClusterRestoreResult,
-} from './ops/restore-postgres-cluster.ts';
+} from './postgres/restore/restore-cluster.ts';
 export {
   verifyPostgres,
   type PostgresVerifyOptions,
   type PostgresVerifyResult,
-} from './ops/verify-postgres.ts';
+} from './postgres/verify/verify-snapshot.ts';
 export {
   DatabaseMismatchError,
   type DatabaseVerification,
   type TableComparison,
-} from './sources/postgres/verify.ts';
+} from './postgres/verify/verify.ts';
 export {
   drill,
   drillError,
@@ -93,10 +93,10 @@ export {
   type DrillOptions,
   type DrillRecord,
   type DrillResult,
-} from './ops/drill.ts';
-export { drillReportMarkdown } from './ops/drill-report.ts';
+} from './postgres/drill.ts';
+export { drillReportMarkdown } from './postgres/drill-report.ts';
 export { catFile } from './ops/read-content.ts';
-export { findDatabaseSnapshot, type DatabaseSnapshot } from './ops/database-snapshot.ts';
+export { findDatabaseSnapshot, type DatabaseSnapshot } from './postgres/database-snapshot.ts';
 export {
   check,
   type CheckOptions,
@@ -123,7 +123,7 @@ export {
 } from './ops/copy.ts';
 export { filesSource } from './sources/files.ts';
 export { stdinSource, commandSource, streamSource } from './sources/stdin.ts';
-export { postgresSource, type PostgresBackupOptions } from './sources/postgres/index.ts';
+export { postgresSource, type PostgresBackupOptions } from './postgres/index.ts';
 export {
   CHUNK_BOUNDARY,
   type BackupSource,

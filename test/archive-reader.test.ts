@@ -10,8 +10,8 @@ import {
   UnsupportedArchiveError,
   type ArchiveHeader,
   type TocEntry,
-} from '../src/sources/postgres/archive-reader.ts';
-import { fingerprintRows } from '../src/sources/postgres/fingerprint.ts';
+} from '../src/postgres/logical/archive-reader.ts';
+import { fingerprintRows } from '../src/postgres/logical/fingerprint.ts';
 import { seededBytes } from './helpers/data.ts';
 import { startCluster, type TestCluster } from './helpers/postgres.ts';
 

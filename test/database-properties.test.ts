@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SourceError } from '../src/errors.ts';
-import { resolveConnection } from '../src/sources/postgres/connection.ts';
+import { resolveConnection } from '../src/postgres/connection.ts';
 import {
   alterConfigCommand,
   compareDatabaseProperties,
@@ -8,9 +8,9 @@ import {
   reusedAsIs,
   splitGucList,
   type DatabaseProperties,
-} from '../src/sources/postgres/database-properties.ts';
-import { RestoreTarget } from '../src/sources/postgres/target.ts';
-import { findTools } from '../src/sources/postgres/tools.ts';
+} from '../src/postgres/database-properties.ts';
+import { RestoreTarget } from '../src/postgres/restore/target.ts';
+import { findTools } from '../src/postgres/tools.ts';
 import { runCli, tempRepo, type TempRepo, expectExit } from './helpers/cli.ts';
 import { startCluster, type TestCluster } from './helpers/postgres.ts';
 

@@ -2,7 +2,7 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfigFile } from '../src/config-file/config-file.ts';
-import { firstCsvField } from '../src/sources/postgres/drill-checks.ts';
+import { firstCsvField } from '../src/postgres/verify/drill-checks.ts';
 import { formatElapsed, parseDuration } from '../src/util/duration.ts';
 import { expectExit, runCli, tempRepo, type TempRepo } from './helpers/cli.ts';
 import { socketUrl, startCluster, type TestCluster } from './helpers/postgres.ts';

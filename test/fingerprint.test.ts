@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { fingerprintRows, TableFingerprint } from '../src/sources/postgres/fingerprint.ts';
+import { fingerprintRows, TableFingerprint } from '../src/postgres/logical/fingerprint.ts';
 import { seededBytes } from './helpers/data.ts';
 import { referenceDigest, referenceRowHash } from './helpers/murmur-reference.ts';
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { TocEntry, TocSection } from '../src/sources/postgres/archive-reader.ts';
-import type { ArchiveBlocks } from '../src/sources/postgres/dump-follower.ts';
+import type { TocEntry, TocSection } from '../src/postgres/logical/archive-reader.ts';
+import type { ArchiveBlocks } from '../src/postgres/logical/dump-follower.ts';
 import { ContentRanges } from '../src/ops/read-content.ts';
-import { listFile, planParallelRestore } from '../src/sources/postgres/parallel-restore.ts';
+import { listFile, planParallelRestore } from '../src/postgres/restore/parallel-plan.ts';
 
 /** A table of contents in pg_dump's order: schema, data, then post-data. */
 function entry(

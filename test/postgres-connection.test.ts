@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, PasswordInUrlError } from '../src/errors.ts';
-import { checkDatabaseUrl, resolveConnection } from '../src/sources/postgres/connection.ts';
+import { checkDatabaseUrl, resolveConnection } from '../src/postgres/connection.ts';
 
 describe('PostgreSQL connection settings', () => {
   it('reads a URL into libpq variables and a display', () => {

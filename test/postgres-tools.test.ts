@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { firstError } from '../src/sources/postgres/tools.ts';
+import { firstError } from '../src/postgres/tools.ts';
 
 describe('the error a PostgreSQL program printed', () => {
   it('is its first error line, without the program prefix', () => {

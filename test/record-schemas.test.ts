@@ -34,7 +34,7 @@ import {
 } from '../src/repository/schemas.ts';
 import { MAX_SEALED_JSON, openJson } from '../src/repository/sealed-file.ts';
 import { decodeTree, encodeTree } from '../src/repository/tree.ts';
-import { parseClusterSource, parsePostgresSource } from '../src/sources/postgres/record-schema.ts';
+import { parseClusterSource, parsePostgresSource } from '../src/postgres/record-schema.ts';
 import { recordOf, text } from '../src/util/schema.ts';
 import { expectExit, runCli, tempRepo, type TempRepo } from './helpers/cli.ts';
 import { startCluster, socketUrl, type TestCluster } from './helpers/postgres.ts';

@@ -9,7 +9,7 @@ import {
   restoreStamp,
   SCRATCH_PREFIX,
   scratchName,
-} from '../src/sources/postgres/restore-names.ts';
+} from '../src/postgres/restore/restore-names.ts';
 
 const bytes = (text: string) => Buffer.byteLength(text);
 /** Database names up to 63 bytes, of any characters PostgreSQL takes in a quoted identifier. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compareSchemas } from '../src/sources/postgres/schema-fingerprint.ts';
+import { compareSchemas } from '../src/postgres/logical/schema-fingerprint.ts';
 
 const both = { owners: true, viewRows: true };
 

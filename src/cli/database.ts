@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { checkDatabaseUrl } from '../sources/postgres/connection.ts';
+import { checkDatabaseUrl } from '../postgres/connection.ts';
 import type { Output } from './output.ts';
 import { readDatabasePasswordFile } from './secrets.ts';
 

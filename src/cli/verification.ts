@@ -2,7 +2,7 @@ import {
   DatabaseMismatchError,
   verificationRows,
   type DatabaseVerification,
-} from '../sources/postgres/verify.ts';
+} from '../postgres/verify/verify.ts';
 import type { Output } from './output.ts';
 
 /**

@@ -82,7 +82,7 @@ export type HealthFinding =
   | { check: 'locks'; status: HealthStatus; stale: { name: string; info?: LockInfo }[] }
   | {
       /**
-       * Databases killed restores and drills left on a database server (restore-cleanup.ts),
+       * Databases killed restores and drills left on a database server (postgres/restore/cleanup.ts),
        * not those a running restore holds: warning. Unknown when the server could not be asked.
        */
       check: 'leftovers';

@@ -1,6 +1,5 @@
 import { SnapshotKindError } from '../errors.ts';
 import type { Repository, SnapshotFilter } from '../repository/repository.ts';
-import { CLUSTER_KIND } from '../sources/postgres/cluster.ts';
 import { restoreFiles } from './restore-files.ts';
 
 export interface RestoreFilesOptions {
@@ -9,9 +8,6 @@ export interface RestoreFilesOptions {
   filter?: SnapshotFilter;
   onProgress?: (bytes: number) => void;
 }
-
-/** Snapshots that hold a database's archive: restored into a database, not as files. */
-const DATABASE_KINDS = new Set(['postgres', CLUSTER_KIND]);
 
 /** Restores the files of a snapshot (`latest`, an id or an id prefix) under `target`. */
 export async function restoreSnapshotFiles(
@@ -22,8 +18,10 @@ export async function restoreSnapshotFiles(
 ) {
   return repository.withReadLock('restore', async () => {
     const { id, header } = await repository.findSnapshot(reference, options.filter);
-    if (DATABASE_KINDS.has(header.kind)) throw new SnapshotKindError(id, header.kind, header.name, 'files');
     const { body } = await repository.loadSnapshot(id);
+    // A snapshot whose engine recorded its source (a database's archive) is restored by that
+    // engine, into a database, not as files.
+    if (body.source !== undefined) throw new SnapshotKindError(id, header.kind, header.name, 'files');
     await repository.loadIndex();
     const stats = await restoreFiles(repository, body.tree, target, {
       ...(options.include ? { include: options.include } : {}),

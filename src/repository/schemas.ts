@@ -250,7 +250,7 @@ const snapshotBody: z.ZodType<SnapshotBody> = z.strictObject({
   tree: hexId,
   paths: list(text(LIMITS.path), LIMITS.snapshotPaths),
   summary: recordOf(text(LIMITS.label), count, LIMITS.summaryEntries),
-  // Each source's engine parses its own record (src/sources/postgres/record-schema.ts).
+  // Each source's engine parses its own record (src/postgres/record-schema.ts).
   source: recordOf(text(LIMITS.label), z.unknown(), LIMITS.summaryEntries).optional(),
 });
 

@@ -2,7 +2,7 @@ import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openRepository } from '../../src/index.ts';
-import { copyOutStatement, parseCopyFrom } from '../../src/sources/postgres/queries.ts';
+import { copyOutStatement, parseCopyFrom } from '../../src/postgres/queries.ts';
 import { runCli, tempRepo, type TempRepo, expectExit } from '../helpers/cli.ts';
 import { startCluster, type TestCluster, socketUrl } from '../helpers/postgres.ts';
 

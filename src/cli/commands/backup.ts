@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { backup, type BackupResult } from '../../ops/backup.ts';
 import { filesSource } from '../../sources/files.ts';
-import { postgresSource } from '../../sources/postgres/index.ts';
+import { postgresSource } from '../../postgres/index.ts';
 import { commandSource, stdinSource } from '../../sources/stdin.ts';
 import type { BackupSource } from '../../sources/source.ts';
 import { ConfigError } from '../../errors.ts';

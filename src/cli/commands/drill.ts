@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { DRILL_PHASES, drill, drillError, type DrillRecord, type DrillResult } from '../../ops/drill.ts';
-import { drillReportMarkdown, RESULT_WORDS } from '../../ops/drill-report.ts';
+import { DRILL_PHASES, drill, drillError, type DrillRecord, type DrillResult } from '../../postgres/drill.ts';
+import { drillReportMarkdown, RESULT_WORDS } from '../../postgres/drill-report.ts';
 import { writeFileAtomically } from '../../util/atomic-file.ts';
 import { formatElapsed, parseDuration } from '../../util/duration.ts';
 import { positiveInteger } from '../arguments.ts';
@@ -112,10 +112,8 @@ function drillFigures(record: DrillRecord): Record<string, number> {
   if (record.rtoSeconds !== null) figures.rto_seconds = record.rtoSeconds;
   if (record.objectives.rtoSeconds !== null) figures.rto_objective_seconds = record.objectives.rtoSeconds;
   if (record.objectives.rpoSeconds !== null) figures.rpo_objective_seconds = record.objectives.rpoSeconds;
-  for (const phase of DRILL_PHASES) {
-    const seconds = record.phases[phase];
+  for (const [phase, seconds] of Object.entries(record.phases))
     if (seconds !== null) figures[`${phase}_seconds`] = seconds;
-  }
   return figures;
 }
 

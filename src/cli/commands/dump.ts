@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { ConfigError } from '../../errors.ts';
-import { findDatabaseSnapshot } from '../../ops/database-snapshot.ts';
+import { findDatabaseSnapshot } from '../../postgres/database-snapshot.ts';
 import { catFile } from '../../ops/read-content.ts';
 import { globalOptions, withRepository } from '../context.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';

@@ -12,7 +12,7 @@ import {
 import { recallHealth, rememberHealth, type RememberedHealth } from '../../monitoring/health-state.ts';
 import { RECORDED_RESULT_READERS } from '../../monitoring/recorded-results.ts';
 import { sendNotification } from '../../notify/send.ts';
-import { cleanupRestores } from '../../ops/restore-cleanup.ts';
+import { cleanupRestores } from '../../postgres/restore/cleanup.ts';
 import { count } from '../../util/plural.ts';
 import { printable } from '../../util/printable.ts';
 import { formatElapsed } from '../../util/duration.ts';

@@ -1,10 +1,10 @@
 import { positiveInteger } from '../arguments.ts';
 import type { Command } from 'commander';
 import { restoreSnapshotFiles } from '../../ops/restore.ts';
-import { restorePostgres } from '../../ops/restore-postgres.ts';
-import { restorePostgresCluster } from '../../ops/restore-postgres-cluster.ts';
-import { cleanupRestores, describeLeftover } from '../../ops/restore-cleanup.ts';
-import { removable } from '../../sources/postgres/restore-leftovers.ts';
+import { restorePostgres } from '../../postgres/restore/restore-database.ts';
+import { restorePostgresCluster } from '../../postgres/restore/restore-cluster.ts';
+import { cleanupRestores, describeLeftover } from '../../postgres/restore/cleanup.ts';
+import { removable } from '../../postgres/restore/leftovers.ts';
 import type { SnapshotFilter } from '../../repository/repository.ts';
 import type { Output } from '../output.ts';
 import { ConfigError } from '../../errors.ts';

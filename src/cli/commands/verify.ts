@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { verifyPostgres } from '../../ops/verify-postgres.ts';
+import { verifyPostgres } from '../../postgres/verify/verify-snapshot.ts';
 import { databaseCredentials, databasePasswordOption, type DatabasePasswordOptions } from '../database.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
 import { showingMismatch, verificationTable } from '../verification.ts';

@@ -1,7 +1,7 @@
-import type { BackupSource } from '../source.ts';
+import type { BackupSource } from '../sources/source.ts';
 import { resolveConnection } from './connection.ts';
-import { clusterSource } from './cluster.ts';
-import { logicalSource } from './logical.ts';
+import { clusterSource } from './logical/cluster.ts';
+import { logicalSource } from './logical/logical.ts';
 import { findTools } from './tools.ts';
 
 export interface PostgresBackupOptions {

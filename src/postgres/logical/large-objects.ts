@@ -1,9 +1,9 @@
 import { SourceError } from '../../errors.ts';
-import { comparableAclItem } from './acl.ts';
+import { comparableAclItem } from '../acl.ts';
 import { count } from '../../util/plural.ts';
 import { LARGE_OBJECT_METADATA, type LargeObjectMetadata } from './large-object-queries.ts';
 import { readLargeObjects, type FoundLargeObject } from './large-object-stream.ts';
-import { displayIdentifier, type Checker } from './verify.ts';
+import { displayIdentifier, type Checker } from '../verify/verify.ts';
 
 /**
  * What a backup records of the large objects its archive carries, which a restore of it brings

@@ -3,8 +3,8 @@ import path from 'node:path';
 import { SourceError, VerificationError } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
 import { count } from '../../util/plural.ts';
-import type { PostgresConnection } from './connection.ts';
-import { TableFingerprint, type CopyTextProblem } from './fingerprint.ts';
+import type { PostgresConnection } from '../connection.ts';
+import { TableFingerprint, type CopyTextProblem } from '../logical/fingerprint.ts';
 import {
   CATALOG_FINGERPRINT,
   copyOutStatement,
@@ -12,10 +12,10 @@ import {
   displayIdentifier,
   displayTable,
   sessionLikePgDump,
-} from './queries.ts';
+} from '../queries.ts';
 
 export { displayIdentifier, displayTable };
-import { firstError, psql, toolEnvironment, withLargeStdioBuffers, type PostgresTools } from './tools.ts';
+import { firstError, psql, toolEnvironment, withLargeStdioBuffers, type PostgresTools } from '../tools.ts';
 
 /** What a backup recorded of one table, to compare a restore against. */
 export interface RecordedTable {

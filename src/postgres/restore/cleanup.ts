@@ -1,12 +1,12 @@
-import { resolveConnection } from '../sources/postgres/connection.ts';
+import { resolveConnection } from '../connection.ts';
 import {
   findRestoreLeftovers,
   removable,
   removeRestoreLeftovers,
   type RestoreLeftover,
-} from '../sources/postgres/restore-leftovers.ts';
-import { RestoreTarget } from '../sources/postgres/target.ts';
-import { findTools } from '../sources/postgres/tools.ts';
+} from './leftovers.ts';
+import { RestoreTarget } from './target.ts';
+import { findTools } from '../tools.ts';
 
 export interface RestoreCleanupOptions {
   /** A postgres:// URL of the server; its database part is not used. Else the PG* and DB_* variables. */
@@ -28,7 +28,7 @@ export interface RestoreCleanupResult {
 }
 
 /**
- * Finds what restores left on a server (restore-leftovers.ts) and removes what no running
+ * Finds what restores left on a server (leftovers.ts) and removes what no running
  * restore holds: `strongbox restore --cleanup`, and what a health check reports.
  */
 export async function cleanupRestores(options: RestoreCleanupOptions = {}): Promise<RestoreCleanupResult> {

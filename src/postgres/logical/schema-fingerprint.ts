@@ -1,12 +1,17 @@
 import { createHash } from 'node:crypto';
 import { SourceError } from '../../errors.ts';
 import { count } from '../../util/plural.ts';
-import type { PostgresConnection } from './connection.ts';
-import { aclItemParts, comparableAclItem, splitAcl } from './acl.ts';
-import { displayTable, quoteIdentifier, quoteLiteral } from './queries.ts';
+import type { PostgresConnection } from '../connection.ts';
+import { aclItemParts, comparableAclItem, splitAcl } from '../acl.ts';
+import { displayTable, quoteIdentifier, quoteLiteral } from '../queries.ts';
 import { POPULATED_MATERIALIZED_VIEWS, SCHEMA_FINGERPRINT, viewDefinition } from './schema-queries.ts';
-import { psql, type PostgresTools } from './tools.ts';
-import { copySessionEnvironment, fingerprintCopy, type Checker, type VerificationCheck } from './verify.ts';
+import { psql, type PostgresTools } from '../tools.ts';
+import {
+  copySessionEnvironment,
+  fingerprintCopy,
+  type Checker,
+  type VerificationCheck,
+} from '../verify/verify.ts';
 
 /**
  * What a backup records of a database's schema (FORMAT.md, "schema fingerprint"): every object's

@@ -1,12 +1,12 @@
-import { SourceError } from '../../errors.ts';
-import { count } from '../../util/plural.ts';
+import { SourceError } from '../errors.ts';
+import { count } from '../util/plural.ts';
 import { withDatabase } from './connection.ts';
 import { commentOnDatabase, createDatabase, quoteIdentifier, quoteLiteral } from './queries.ts';
 import { parseServerProperties } from './record-schema.ts';
-import { readMark } from './restore-names.ts';
-import type { RestoreTarget } from './target.ts';
+import { readMark } from './restore/restore-names.ts';
+import type { RestoreTarget } from './restore/target.ts';
 import { psql, QueryError } from './tools.ts';
-import { displayIdentifier, type Checker, type VerificationCheck } from './verify.ts';
+import { displayIdentifier, type Checker, type VerificationCheck } from './verify/verify.ts';
 
 /**
  * A database's own properties, which pg_dump writes only with --create and pg_restore of an

@@ -1,9 +1,9 @@
-import type { Repository, SnapshotFilter } from '../repository/repository.ts';
-import { resolveConnection } from '../sources/postgres/connection.ts';
-import { checksFor } from '../sources/postgres/checks.ts';
-import { findTools } from '../sources/postgres/tools.ts';
-import { verifyDatabase, type DatabaseVerification } from '../sources/postgres/verify.ts';
-import { findDatabaseSnapshot } from './database-snapshot.ts';
+import type { Repository, SnapshotFilter } from '../../repository/repository.ts';
+import { resolveConnection } from '../connection.ts';
+import { checksFor } from './checks.ts';
+import { findTools } from '../tools.ts';
+import { verifyDatabase, type DatabaseVerification } from './verify.ts';
+import { findDatabaseSnapshot } from '../database-snapshot.ts';
 
 export interface PostgresVerifyOptions {
   /** The database to check: postgres://…/database; else the PG* and DB_* environment variables. */

@@ -1,7 +1,7 @@
-import { largeObjectsCheck } from './large-objects.ts';
-import { databaseChecker } from './database-properties.ts';
-import type { PostgresSnapshotDetails } from './logical.ts';
-import { schemaCheck } from './schema-fingerprint.ts';
+import { largeObjectsCheck } from '../logical/large-objects.ts';
+import { databaseChecker } from '../database-properties.ts';
+import type { PostgresSnapshotDetails } from '../logical/logical.ts';
+import { schemaCheck } from '../logical/schema-fingerprint.ts';
 import type { Checker } from './verify.ts';
 
 /** Which of a backup's records a restore with its options is expected to reproduce, beyond rows. */

@@ -1,4 +1,4 @@
-import { ConfigError, PasswordInUrlError } from '../../errors.ts';
+import { ConfigError, PasswordInUrlError } from '../errors.ts';
 
 /**
  * Where and how to connect, as libpq environment variables for the PostgreSQL tools. Settings

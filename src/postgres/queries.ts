@@ -1,4 +1,4 @@
-import { UntrustedRecordError } from '../../errors.ts';
+import { UntrustedRecordError } from '../errors.ts';
 
 /**
  * The SQL strongbox runs on PostgreSQL servers, in one place. Identifiers are quoted with

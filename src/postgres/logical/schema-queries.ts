@@ -12,7 +12,7 @@
  * for a column a version lacks. Values are text or null (null: not set); an ACL is its items sorted, so that the order GRANTs
  * ran in does not matter, and a NULL ACL reads as the default it stands for.
  */
-import { quoteIdentifier, quoteLiteral } from './queries.ts';
+import { quoteIdentifier, quoteLiteral } from '../queries.ts';
 
 /** An aclitem[] expression as its items' text, sorted and joined by spaces (acl.ts splits it back). */
 function sortedAcl(acl: string): string {

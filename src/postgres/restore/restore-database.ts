@@ -4,35 +4,25 @@ import {
   ReplaceNotConfirmedError,
   SourceError,
   TargetExistsError,
-} from '../errors.ts';
-import type { Repository, SnapshotFilter } from '../repository/repository.ts';
-import { resolveConnection } from '../sources/postgres/connection.ts';
-import { RestoreTarget } from '../sources/postgres/target.ts';
-import { checksFor } from '../sources/postgres/checks.ts';
-import {
-  applyDatabaseProperties,
-  creationFor,
-  type DatabaseCreation,
-} from '../sources/postgres/database-properties.ts';
-import { findTools } from '../sources/postgres/tools.ts';
-import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
+} from '../../errors.ts';
+import type { Repository, SnapshotFilter } from '../../repository/repository.ts';
+import { resolveConnection } from '../connection.ts';
+import { RestoreTarget } from './target.ts';
+import { checksFor } from '../verify/checks.ts';
+import { applyDatabaseProperties, creationFor, type DatabaseCreation } from '../database-properties.ts';
+import { findTools } from '../tools.ts';
+import type { PostgresSnapshotDetails } from '../logical/logical.ts';
 import {
   verifyDatabase,
   type TableComparison,
   type CatalogExpectations,
   type DatabaseVerification,
-} from '../sources/postgres/verify.ts';
-import {
-  keptName,
-  markText,
-  MAX_NAME_BYTES,
-  restoreStamp,
-  scratchName,
-} from '../sources/postgres/restore-names.ts';
-import { onInterrupt } from '../util/interrupt.ts';
-import { archiveSize, findDatabaseSnapshot } from './database-snapshot.ts';
-import { clearLeftoversOf } from './restore-cleanup.ts';
-import { restoreArchive } from './restore-postgres-parallel.ts';
+} from '../verify/verify.ts';
+import { keptName, markText, MAX_NAME_BYTES, restoreStamp, scratchName } from './restore-names.ts';
+import { onInterrupt } from '../../util/interrupt.ts';
+import { archiveSize, findDatabaseSnapshot } from '../database-snapshot.ts';
+import { clearLeftoversOf } from './cleanup.ts';
+import { restoreArchive } from './restore-parallel.ts';
 
 export interface PostgresRestoreOptions {
   /** postgres://…/database to restore into; else the PG* and DB_* environment variables. */
@@ -47,7 +37,7 @@ export interface PostgresRestoreOptions {
   /** Asked before replacing a database; the restore goes ahead only on true. */
   confirm?: (database: string) => Promise<boolean>;
   singleTransaction?: boolean;
-  /** pg_restore runs at once (restore-postgres-parallel.ts); 1 restores in one run. */
+  /** pg_restore runs at once (restore-parallel.ts); 1 restores in one run. */
   jobs?: number;
   tables?: string[];
   schemaOnly?: boolean;
@@ -174,7 +164,7 @@ export async function restorePostgres(
       creation.creation,
     );
     // On SIGINT/SIGTERM the half-loaded database goes; after a SIGKILL the next restore of the
-    // same target, or `restore --cleanup`, finds and removes it (restore-leftovers.ts).
+    // same target, or `restore --cleanup`, finds and removes it (leftovers.ts).
     const forget = onInterrupt(async () => {
       await release();
       await target.drop(scratch, true);

@@ -1,8 +1,8 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { SourceError } from '../../errors.ts';
-import { stopOnInterrupt } from '../../util/interrupt.ts';
+import { SourceError } from '../errors.ts';
+import { stopOnInterrupt } from '../util/interrupt.ts';
 import type { PostgresConnection } from './connection.ts';
 import { firstError, toolEnvironment } from './tools.ts';
 

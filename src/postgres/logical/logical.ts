@@ -2,12 +2,12 @@ import path from 'node:path';
 import { SourceError } from '../../errors.ts';
 import { isFileName } from '../../repository/schemas.ts';
 import { awaitedLater } from '../../util/awaited-later.ts';
-import type { BackupSource } from '../source.ts';
-import { processProducer } from '../process-producer.ts';
-import { streamSource, type StreamProducer } from '../stdin.ts';
-import type { PostgresConnection } from './connection.ts';
-import { DATABASE_PROPERTIES, type DatabaseProperties } from './database-properties.ts';
-import { parseServerProperties, requireReadableDetails } from './record-schema.ts';
+import type { BackupSource } from '../../sources/source.ts';
+import { processProducer } from '../../sources/process-producer.ts';
+import { streamSource, type StreamProducer } from '../../sources/stdin.ts';
+import type { PostgresConnection } from '../connection.ts';
+import { DATABASE_PROPERTIES, type DatabaseProperties } from '../database-properties.ts';
+import { parseServerProperties, requireReadableDetails } from '../record-schema.ts';
 import { DumpFollower, type ArchiveBlocks } from './dump-follower.ts';
 import {
   readLargeObjectMetadata,
@@ -15,16 +15,16 @@ import {
   type CatalogLargeObjects,
   type RecordedLargeObjects,
 } from './large-objects.ts';
-import { CATALOG_FINGERPRINT, EXPORT_SNAPSHOT } from './queries.ts';
-import { PsqlSession } from './session.ts';
+import { CATALOG_FINGERPRINT, EXPORT_SNAPSHOT } from '../queries.ts';
+import { PsqlSession } from '../session.ts';
 import {
   firstError,
   toolEnvironment,
   withLargeStdioBuffers,
   type PostgresTools,
   type ServerVersion,
-} from './tools.ts';
-import type { CatalogFingerprint, RecordedTable } from './verify.ts';
+} from '../tools.ts';
+import type { CatalogFingerprint, RecordedTable } from '../verify/verify.ts';
 import { fingerprintViews, readSchema, type SchemaFingerprint } from './schema-fingerprint.ts';
 
 /** What a logical backup records of one database (the snapshot body's `source`). */

@@ -1,10 +1,15 @@
 import type { TreeNode } from '../../repository/tree.ts';
-import { previousContent, type BackupSource, type ContentSink, type SourceResult } from '../source.ts';
-import { storeProduced } from '../stdin.ts';
-import { withDatabase, type PostgresConnection } from './connection.ts';
+import {
+  previousContent,
+  type BackupSource,
+  type ContentSink,
+  type SourceResult,
+} from '../../sources/source.ts';
+import { storeProduced } from '../../sources/stdin.ts';
+import { withDatabase, type PostgresConnection } from '../connection.ts';
 import { openDump, spawnTool, type DumpOptions, type PostgresSnapshotDetails } from './logical.ts';
-import { LIST_DATABASES } from './queries.ts';
-import { psql, type PostgresTools, type ServerVersion } from './tools.ts';
+import { LIST_DATABASES } from '../queries.ts';
+import { psql, type PostgresTools, type ServerVersion } from '../tools.ts';
 
 export const CLUSTER_KIND = 'postgres-cluster';
 export const GLOBALS_FILE = 'globals.sql';

@@ -1,4 +1,4 @@
-import { verificationRows } from '../sources/postgres/verify.ts';
+import { verificationRows } from './verify/verify.ts';
 import { formatElapsed } from '../util/duration.ts';
 import { printable } from '../util/printable.ts';
 import type { DrillPhase, DrillRecord, DrillResult } from './drill.ts';

@@ -6,10 +6,10 @@ import {
 } from '../errors.ts';
 import { shortName, type Repository, type SnapshotFilter } from '../repository/repository.ts';
 import type { SnapshotInfo } from '../repository/snapshot.ts';
-import { CLUSTER_KIND, type PostgresClusterDetails } from '../sources/postgres/cluster.ts';
-import type { PostgresSnapshotDetails } from '../sources/postgres/logical.ts';
-import { parseClusterSource, parsePostgresSource } from '../sources/postgres/record-schema.ts';
-import { findFile } from './read-content.ts';
+import { CLUSTER_KIND, type PostgresClusterDetails } from './logical/cluster.ts';
+import type { PostgresSnapshotDetails } from './logical/logical.ts';
+import { parseClusterSource, parsePostgresSource } from './record-schema.ts';
+import { findFile } from '../ops/read-content.ts';
 
 /** The kind of a snapshot of one database (backup postgres without --all). */
 export const DATABASE_KIND = 'postgres';

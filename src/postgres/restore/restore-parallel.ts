@@ -1,19 +1,19 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Repository } from '../repository/repository.ts';
-import type { ArchiveBlocks } from '../sources/postgres/dump-follower.ts';
+import type { Repository } from '../../repository/repository.ts';
+import type { ArchiveBlocks } from '../logical/dump-follower.ts';
 import {
   listFile,
   planParallelRestore,
   readTableOfContents,
   type ParallelPlanOptions,
   type RestoreUnit,
-} from '../sources/postgres/parallel-restore.ts';
-import type { RestoreTarget } from '../sources/postgres/target.ts';
-import { count } from '../util/plural.ts';
-import { tableComparer, type RecordedTable, type TableComparison } from '../sources/postgres/verify.ts';
-import { ContentRanges, findFile, readBlobs } from './read-content.ts';
+} from './parallel-plan.ts';
+import type { RestoreTarget } from './target.ts';
+import { count } from '../../util/plural.ts';
+import { tableComparer, type RecordedTable, type TableComparison } from '../verify/verify.ts';
+import { ContentRanges, findFile, readBlobs } from '../../ops/read-content.ts';
 
 export interface ArchiveRestore {
   repository: Repository;
@@ -106,7 +106,7 @@ export interface ParallelRestoreInput {
 }
 
 /**
- * Restores an archive with `jobs` pg_restore runs at a time (parallel-restore.ts has the plan),
+ * Restores an archive with `jobs` pg_restore runs at a time (parallel-plan.ts has the plan),
  * each fed from the repository only the bytes it needs. Tables are compared with their
  * fingerprints while other tables still load. The first failure stops every run.
  */

@@ -1,7 +1,7 @@
-import { CHUNK_BOUNDARY, type ContentPiece } from '../source.ts';
+import { CHUNK_BOUNDARY, type ContentPiece } from '../../sources/source.ts';
 import { ArchiveReader, type ArchiveHeader } from './archive-reader.ts';
 import type { ArchivedLargeObjects } from './large-objects.ts';
-import type { RecordedTable } from './verify.ts';
+import type { RecordedTable } from '../verify/verify.ts';
 
 /**
  * Where each data block lies in the archive, as [dump id, offset, length], in archive order.

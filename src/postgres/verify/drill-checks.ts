@@ -6,9 +6,9 @@ import { MissingDependencyError } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
 import { count } from '../../util/plural.ts';
 import { printable } from '../../util/printable.ts';
-import { withDatabase, type PostgresConnection } from './connection.ts';
-import { CATALOG_FINGERPRINT, displayIdentifier, displayTable, quoteIdentifier } from './queries.ts';
-import { firstError, psql, toolEnvironment, type PostgresTools } from './tools.ts';
+import { withDatabase, type PostgresConnection } from '../connection.ts';
+import { CATALOG_FINGERPRINT, displayIdentifier, displayTable, quoteIdentifier } from '../queries.ts';
+import { firstError, psql, toolEnvironment, type PostgresTools } from '../tools.ts';
 import type { CatalogFingerprint } from './verify.ts';
 
 /**

@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import { SourceError, type MalformedRecordError } from '../../errors.ts';
-import { nodeName } from '../../repository/schemas.ts';
-import { count, hexId, integer, list, parseRecord, passOn, recordOf, text } from '../../util/schema.ts';
-import type { PostgresClusterDetails } from './cluster.ts';
+import { SourceError, type MalformedRecordError } from '../errors.ts';
+import { nodeName } from '../repository/schemas.ts';
+import { count, hexId, integer, list, parseRecord, passOn, recordOf, text } from '../util/schema.ts';
+import type { PostgresClusterDetails } from './logical/cluster.ts';
 import type { DatabaseProperties } from './database-properties.ts';
-import type { PostgresSnapshotDetails } from './logical.ts';
+import type { PostgresSnapshotDetails } from './logical/logical.ts';
 
 /**
  * The schemas of what a PostgreSQL backup records in its snapshot's `source` (docs/FORMAT.md,

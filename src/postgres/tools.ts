@@ -2,8 +2,8 @@ import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { MissingDependencyError, MissingToolError, SourceError, type ErrorDetails } from '../../errors.ts';
-import { stopOnInterrupt } from '../../util/interrupt.ts';
+import { MissingDependencyError, MissingToolError, SourceError, type ErrorDetails } from '../errors.ts';
+import { stopOnInterrupt } from '../util/interrupt.ts';
 import type { PostgresConnection } from './connection.ts';
 import { SERVER_VERSION } from './queries.ts';
 

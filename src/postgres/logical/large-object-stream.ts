@@ -4,8 +4,8 @@ import path from 'node:path';
 import { SourceError } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
 import { readBackLargeObjects, type LargeObjectMetadata } from './large-object-queries.ts';
-import { firstError, toolEnvironment, withLargeStdioBuffers } from './tools.ts';
-import type { CheckTarget } from './verify.ts';
+import { firstError, toolEnvironment, withLargeStdioBuffers } from '../tools.ts';
+import type { CheckTarget } from '../verify/verify.ts';
 
 /** What the database verified holds of one large object. */
 export interface FoundLargeObject extends LargeObjectMetadata {

@@ -4,9 +4,9 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { SourceError, StrongboxError } from '../../errors.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
-import { withDatabase, type PostgresConnection } from './connection.ts';
-import { createDatabaseAs, creationRefused, type DatabaseCreation } from './database-properties.ts';
-import * as queries from './queries.ts';
+import { withDatabase, type PostgresConnection } from '../connection.ts';
+import { createDatabaseAs, creationRefused, type DatabaseCreation } from '../database-properties.ts';
+import * as queries from '../queries.ts';
 import { RESTORE_LOCK_CLASS, SCRATCH_PREFIX } from './restore-names.ts';
 import {
   firstError,
@@ -16,7 +16,7 @@ import {
   withLargeStdioBuffers,
   type PostgresTools,
   type ServerVersion,
-} from './tools.ts';
+} from '../tools.ts';
 
 /** Kept of pg_restore's standard error, for the message when it fails. */
 const STDERR_KEPT = 8192;

@@ -1,15 +1,15 @@
-import { TargetExistsError } from '../errors.ts';
-import type { Repository, SnapshotFilter } from '../repository/repository.ts';
-import { CLUSTER_KIND, GLOBALS_FILE } from '../sources/postgres/cluster.ts';
-import { resolveConnection, withDatabase } from '../sources/postgres/connection.ts';
-import { RestoreTarget } from '../sources/postgres/target.ts';
-import { checksFor } from '../sources/postgres/checks.ts';
-import { applyDatabaseProperties, creationFor, reusedAsIs } from '../sources/postgres/database-properties.ts';
-import { parseClusterSource } from '../sources/postgres/record-schema.ts';
-import { findTools } from '../sources/postgres/tools.ts';
-import { verifyDatabase, type DatabaseVerification } from '../sources/postgres/verify.ts';
-import { catFile } from './read-content.ts';
-import { restoreArchive } from './restore-postgres-parallel.ts';
+import { TargetExistsError } from '../../errors.ts';
+import type { Repository, SnapshotFilter } from '../../repository/repository.ts';
+import { CLUSTER_KIND, GLOBALS_FILE } from '../logical/cluster.ts';
+import { resolveConnection, withDatabase } from '../connection.ts';
+import { RestoreTarget } from './target.ts';
+import { checksFor } from '../verify/checks.ts';
+import { applyDatabaseProperties, creationFor, reusedAsIs } from '../database-properties.ts';
+import { parseClusterSource } from '../record-schema.ts';
+import { findTools } from '../tools.ts';
+import { verifyDatabase, type DatabaseVerification } from '../verify/verify.ts';
+import { catFile } from '../../ops/read-content.ts';
+import { restoreArchive } from './restore-parallel.ts';
 
 export interface ClusterRestoreOptions {
   /** postgres://user@host:port/ of the server to restore into; else the PG* and DB_* variables. */

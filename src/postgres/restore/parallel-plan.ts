@@ -1,5 +1,5 @@
-import { ArchiveReader, type TocEntry } from './archive-reader.ts';
-import type { ArchiveBlocks } from './dump-follower.ts';
+import { ArchiveReader, type TocEntry } from '../logical/archive-reader.ts';
+import type { ArchiveBlocks } from '../logical/dump-follower.ts';
 
 /**
  * A parallel restore from an archive that can only be read front to back.

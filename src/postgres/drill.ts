@@ -1,70 +1,29 @@
-import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { DrillSqlCheck } from '../config-file/config-file.ts';
-import {
-  ConfigError,
-  ExitCode,
-  MissingDependencyError,
-  StrongboxError,
-  TargetExistsError,
-  ThresholdError,
-  VerificationError,
-} from '../errors.ts';
+import { ConfigError, MissingDependencyError, TargetExistsError } from '../errors.ts';
 import type { Repository, SnapshotFilter } from '../repository/repository.ts';
-import { resolveConnection } from '../sources/postgres/connection.ts';
-import { runDrillChecks, type DrillCheckResult, type ObjectCount } from '../sources/postgres/drill-checks.ts';
-import { RestoreTarget } from '../sources/postgres/target.ts';
-import { findTools } from '../sources/postgres/tools.ts';
+import { resolveConnection } from './connection.ts';
+import { runDrillChecks, type DrillCheckResult, type ObjectCount } from './verify/drill-checks.ts';
+import { RestoreTarget } from './restore/target.ts';
+import { findTools } from './tools.ts';
 import {
   DatabaseMismatchError,
   differenceOf,
   displayTable,
   type DatabaseVerification,
-} from '../sources/postgres/verify.ts';
-import { formatElapsed } from '../util/duration.ts';
+} from './verify/verify.ts';
+import { judgeDrill, recordDrill, type DrillRecord } from '../ops/drill-outcome.ts';
 import { onInterrupt } from '../util/interrupt.ts';
 import { findDatabaseSnapshot } from './database-snapshot.ts';
-import { clearLeftoversOf } from './restore-cleanup.ts';
-import { restorePostgres } from './restore-postgres.ts';
+import { clearLeftoversOf } from './restore/cleanup.ts';
+import { restorePostgres } from './restore/restore-database.ts';
 
 export type { DrillCheckResult, ObjectCount };
+export { DrillFailedError, DrillObjectiveError, drillError, type DrillRecord } from '../ops/drill-outcome.ts';
 
 /** The timed phases of a drill, in order. fetch, restore and verify make its recovery time. */
 export const DRILL_PHASES = ['fetch', 'restore', 'verify', 'checks'] as const;
 export type DrillPhase = (typeof DRILL_PHASES)[number];
-
-/**
- * What a drill proved, as plain data: the record kept of it (in the repository, and by metrics
- * and health checks) and the figures a report prints. Times are ISO 8601, durations seconds.
- */
-export interface DrillRecord {
-  /** The database as it was backed up. */
-  database: string;
-  /** The snapshot's host, kind and env tag: the group it belongs to. */
-  host: string;
-  kind: string;
-  env: string | null;
-  snapshot: string;
-  snapshotTime: string;
-  /** The newest snapshot of the database when the drill began, whose age is the RPO. */
-  newestSnapshot: string;
-  newestSnapshotTime: string;
-  started: string;
-  finished: string;
-  /** Seconds each phase took; null for a phase the drill did not reach. */
-  phases: Record<DrillPhase, number | null>;
-  /** fetch + restore + verify: the time to a verified copy; null when the restore failed. */
-  rtoSeconds: number | null;
-  /** The age of the newest snapshot at the drill's start: the data a loss then would have lost. */
-  rpoSeconds: number;
-  objectives: { rtoSeconds: number | null; rpoSeconds: number | null };
-  /** failed: any difference from the backup, failed check or error; else over-objective when RTO or RPO exceeds its objective. */
-  result: 'passed' | 'failed' | 'over-objective';
-  /** The objectives exceeded. */
-  exceeded: ('rto' | 'rpo')[];
-  /** Every difference from the backup and every failed check, one sentence each; and the error that ended the drill. */
-  failures: string[];
-}
 
 export interface DrillOptions {
   /** postgres://…/database: a database that must not exist, restored into and dropped afterwards. */
@@ -93,7 +52,7 @@ export interface DrillOptions {
 }
 
 export interface DrillResult {
-  record: DrillRecord;
+  record: DrillRecord<DrillPhase>;
   /** The database restored into, as messages show it: user@host:port/database. */
   target: string;
   /** The comparison with the backup's fingerprints, when the restore got that far. */
@@ -261,12 +220,8 @@ export async function drill(
     rtoSeconds: options.objectives?.rtoSeconds ?? null,
     rpoSeconds: options.objectives?.rpoSeconds ?? null,
   };
-  const exceeded: DrillRecord['exceeded'] = [];
-  if (objectives.rtoSeconds !== null && rtoSeconds !== null && rtoSeconds > objectives.rtoSeconds)
-    exceeded.push('rto');
-  if (objectives.rpoSeconds !== null && rpoSeconds > objectives.rpoSeconds) exceeded.push('rpo');
   const { header } = found.snapshot;
-  const record: DrillRecord = {
+  const record: DrillRecord<DrillPhase> = {
     database: found.database,
     host: header.host,
     kind: header.kind,
@@ -281,63 +236,12 @@ export async function drill(
     rtoSeconds,
     rpoSeconds,
     objectives,
-    result: failures.length > 0 ? 'failed' : exceeded.length > 0 ? 'over-objective' : 'passed',
-    exceeded,
+    ...judgeDrill({ failures, rtoSeconds, rpoSeconds, objectives }),
     failures,
   };
   const done: DrillResult = { record, ...result };
   if (options.record !== false) await recordDrill(repository, done, started);
   return done;
-}
-
-/**
- * Keeps the drill's result in the repository (result-records.ts), where `health` and
- * `strongbox metrics` find when each database was last proven restorable. A result that cannot be
- * written is a warning: the drill itself, and its report, stand.
- */
-async function recordDrill(repository: Repository, result: DrillResult, started: Date): Promise<void> {
-  if (repository.readLocking.skip) return;
-  const { record } = result;
-  const failure = drillError(result);
-  const exitCode = failure === undefined ? ExitCode.ok : exitCodeOf(failure);
-  try {
-    await repository.recordResult('drill', {
-      started,
-      finished: new Date(record.finished),
-      host: hostname(),
-      subject: {
-        kind: record.kind,
-        name: record.database,
-        host: record.host,
-        ...(record.env !== null ? { env: record.env } : {}),
-      },
-      snapshot: record.snapshot,
-      snapshotTime: record.snapshotTime,
-      phases: Object.fromEntries(
-        Object.entries(record.phases).filter((entry): entry is [string, number] => entry[1] !== null),
-      ),
-      ...(record.rtoSeconds !== null ? { rtoSeconds: record.rtoSeconds } : {}),
-      rpoSeconds: record.rpoSeconds,
-      objectives: {
-        ...(record.objectives.rtoSeconds !== null ? { rtoSeconds: record.objectives.rtoSeconds } : {}),
-        ...(record.objectives.rpoSeconds !== null ? { rpoSeconds: record.objectives.rpoSeconds } : {}),
-      },
-      result: failure === undefined ? 'success' : 'failure',
-      exitCode,
-      ...(failure !== undefined ? { message: messageOf(failure) } : {}),
-      mismatches: record.failures.slice(0, 1000),
-    });
-  } catch (error) {
-    repository.onWarning(`the drill's result was not recorded in the repository: ${messageOf(error)}`);
-  }
-}
-
-function exitCodeOf(error: unknown): number {
-  return error instanceof StrongboxError ? error.exitCode : ExitCode.general;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 function envTag(tags: readonly string[]): string | null {
@@ -353,42 +257,4 @@ function verificationFailures(verification: DatabaseVerification): string[] {
       check.differences.map((difference) => `${check.name}: ${difference}`),
     ),
   ];
-}
-
-/** A drill that found the restored database different from its backup, or a check failing (exit 7). */
-export class DrillFailedError extends VerificationError {
-  constructor(readonly record: DrillRecord) {
-    super(
-      `the drill of ${record.database} (snapshot ${record.snapshot.slice(0, 8)}) failed: ${record.failures.length === 1 ? record.failures[0] : `${record.failures.length} problems, the first: ${record.failures[0]}`}`,
-      { hint: 'The report lists every problem.' },
-    );
-  }
-}
-
-/** A drill that passed every check, but took longer than its RTO or found data older than its RPO (exit 8). */
-export class DrillObjectiveError extends ThresholdError {
-  constructor(readonly record: DrillRecord) {
-    const over = (what: string, seconds: number | null, objective: number | null) =>
-      `${what} ${formatElapsed(seconds ?? 0)} is over its objective of ${formatElapsed(objective ?? 0)}`;
-    super(
-      `the drill of ${record.database} (snapshot ${record.snapshot.slice(0, 8)}) passed, but ${record.exceeded
-        .map((which) =>
-          which === 'rto'
-            ? over('the recovery time', record.rtoSeconds, record.objectives.rtoSeconds)
-            : over('the age of the newest snapshot', record.rpoSeconds, record.objectives.rpoSeconds),
-        )
-        .join(', and ')}`,
-    );
-  }
-}
-
-/**
- * What to throw for a drill that did not pass: the error that ended it early (with its own exit
- * code: 4 for a failed pg_restore…), else DrillFailedError (7), else DrillObjectiveError (8).
- */
-export function drillError(result: DrillResult): unknown {
-  if (result.error !== undefined) return result.error;
-  if (result.record.result === 'failed') return new DrillFailedError(result.record);
-  if (result.record.result === 'over-objective') return new DrillObjectiveError(result.record);
-  return undefined;
 }
