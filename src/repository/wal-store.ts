@@ -2,7 +2,8 @@ import os from 'node:os';
 import type { Identity } from '../crypto/key-wrap.ts';
 import type { SigningKey } from '../crypto/signing.ts';
 import { DamagedWalError, InvalidWalNameError, WalConflictError, WalTooLargeError } from '../errors.ts';
-import { ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
+import { ObjectNotFoundError, type ObjectInfo, type StorageBackend } from '../storage/backend.ts';
+import { forEachLimited } from '../util/each-limited.ts';
 import { PROGRAM } from '../version.ts';
 import { isWalTimeline, objectName, walFileKind, walFileOf, walFolder } from './layout.ts';
 import { LIMITS } from './schemas.ts';
@@ -19,6 +20,9 @@ import {
 } from './wal-file.ts';
 
 export type { WalHeader } from './wal-file.ts';
+
+/** Trailer reads in flight at once during key retirement: small requests, mostly waiting on latency. */
+const TRAILER_READS = 16;
 
 /** What the store needs from the session that opened the repository. */
 export interface WalKeys {
@@ -147,22 +151,25 @@ export class WalStore {
    * checks it before the endorsement counts.
    */
   async signatures(): Promise<WalSignature[]> {
+    const objects: ObjectInfo[] = [];
+    for await (const object of this.backend.list(walFolder()))
+      if (walFileOf(object.name) !== undefined && object.size >= SIGNATURE_TRAILER_LENGTH)
+        objects.push(object);
     const found: WalSignature[] = [];
-    for await (const object of this.backend.list(walFolder())) {
-      if (walFileOf(object.name) === undefined || object.size < SIGNATURE_TRAILER_LENGTH) continue;
+    await forEachLimited(objects, TRAILER_READS, async ({ name, size }) => {
       let trailer: Buffer;
       try {
         trailer = await this.backend.getRange(
-          object.name,
-          object.size - SIGNATURE_TRAILER_LENGTH,
+          name,
+          size - SIGNATURE_TRAILER_LENGTH,
           SIGNATURE_TRAILER_LENGTH,
         );
       } catch (error) {
-        if (error instanceof ObjectNotFoundError) continue;
+        if (error instanceof ObjectNotFoundError) return;
         throw error;
       }
       found.push({ signer: trailer.subarray(0, 32).toString('base64'), digest: trailerDigest(trailer) });
-    }
+    });
     return found;
   }
 
