@@ -58,7 +58,7 @@ function splice(headerFrom: Buffer, bodyFrom: Buffer, key: SigningKey): Buffer {
 }
 
 describe('attack: bytes of a WAL object altered in storage, with no key', () => {
-  it('is refused whichever byte is flipped, of a small file and of a file of several frames', async () => {
+  it('is refused whichever byte is flipped or wherever it is cut, of a small file and of a file of several frames', async () => {
     const history = Buffer.from('1\t0/3000000\tno recovery target specified\n');
     await host.wal.push(HISTORY, history);
     const segment = seededBytes('segment', 2 * 1024 * 1024 + 5000);
@@ -73,6 +73,15 @@ describe('attack: bytes of a WAL object altered in storage, with no key', () => 
       const altered = Buffer.from(genuine[HISTORY]);
       altered[at] = altered[at]! ^ 0x80;
       await writeFile(objectPath(HISTORY), altered);
+      await expectDamaged(HISTORY);
+    }
+    // Cut short at every length, and with its trailer kept on what is left.
+    const trailer = genuine[HISTORY].subarray(genuine[HISTORY].length - 100);
+    for (let length = 0; length < genuine[HISTORY].length; length++) {
+      await writeFile(objectPath(HISTORY), genuine[HISTORY].subarray(0, length));
+      await expectDamaged(HISTORY);
+      if (length === genuine[HISTORY].length - 100) continue; // that is the genuine object
+      await writeFile(objectPath(HISTORY), Buffer.concat([genuine[HISTORY].subarray(0, length), trailer]));
       await expectDamaged(HISTORY);
     }
     // Bytes picked at random from the large one, with its first and last.
