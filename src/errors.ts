@@ -427,6 +427,81 @@ export class SourceSnapshotNotFoundError extends ConfigError {
   }
 }
 
+/** A name that is not one of the WAL files PostgreSQL archives (docs/FORMAT.md, "WAL files"). */
+export class InvalidWalNameError extends ConfigError {
+  constructor(
+    /** The name given, as given. */
+    readonly fileName: string,
+    readonly what: 'file' | 'timeline' = 'file',
+  ) {
+    super(
+      `${JSON.stringify(fileName.slice(0, 100))} is not ${what === 'file' ? 'the name of a WAL file' : 'a WAL timeline'} as PostgreSQL writes it`,
+      {
+        hint:
+          what === 'file'
+            ? 'Give the file name PostgreSQL passes (%f): a segment, .partial, .backup or .history file, in uppercase hex.'
+            : 'A timeline is 8 uppercase hex digits, as the first 8 of a segment name.',
+      },
+    );
+  }
+}
+
+/** A WAL file larger than strongbox archives (a wal_segment_size above the limit). */
+export class WalTooLargeError extends ConfigError {
+  constructor(
+    readonly fileName: string,
+    readonly size: number,
+    readonly limit: number,
+  ) {
+    super(`WAL file ${fileName} is ${size} bytes, more than the ${limit} strongbox archives`, {
+      hint: 'strongbox archives WAL segments of up to 64 MiB (wal_segment_size): use a smaller segment size.',
+    });
+  }
+}
+
+/**
+ * A stored WAL file that cannot be believed: damaged, moved or copied from another name, or not
+ * signed by a writer of the repository (nor endorsed).
+ */
+export class DamagedWalError extends VerificationError {
+  constructor(
+    readonly fileName: string,
+    /** What is wrong, e.g. "frame 3 fails authentication". */
+    readonly problem: string,
+    cause?: unknown,
+  ) {
+    super(`WAL file ${fileName} in the repository is damaged or not trusted: ${problem}`, {
+      cause,
+      hint: 'Do not recover with it: inspect the stored object, and find out who wrote it.',
+    });
+  }
+}
+
+/**
+ * A WAL file is already stored under the name pushed, and it is not this content: `differs`,
+ * trusted but with other content; `untrusted`, damaged or not trusted (`problem` says why), and so
+ * not overwritten, since a planted object is evidence to inspect.
+ */
+export class WalConflictError extends VerificationError {
+  constructor(
+    readonly fileName: string,
+    readonly reason: 'differs' | 'untrusted',
+    readonly problem?: string,
+  ) {
+    super(
+      reason === 'differs'
+        ? `WAL file ${fileName} is already archived with different content`
+        : `WAL file ${fileName} is already in the repository, damaged or not trusted (${problem ?? 'unknown problem'}): it was not overwritten`,
+      {
+        hint:
+          reason === 'differs'
+            ? 'Two clusters may be archiving into one repository, or the stored file is from an earlier cluster: inspect both before going on.'
+            : 'Inspect the stored object (planted, or damaged?) and remove it only once you know why it is there.',
+      },
+    );
+  }
+}
+
 /** A Node.js system error code (ENOENT, EACCES…), or undefined for anything else. */
 export function errnoCode(error: unknown): string | undefined {
   if (error instanceof Error && 'code' in error && typeof error.code === 'string') return error.code;

@@ -6,7 +6,14 @@ import { decodeDelta, encodeDelta } from '../src/compression/delta.ts';
 import { deriveSubkey } from '../src/crypto/kdf.ts';
 import { recipientTag } from '../src/crypto/key-wrap.ts';
 import { SigningKey } from '../src/crypto/signing.ts';
-import { signatureValid, signObject, splitSigned, writerId } from '../src/repository/signed-object.ts';
+import {
+  signatureValid,
+  signObject,
+  splitSigned,
+  trailerDigest,
+  writerId,
+} from '../src/repository/signed-object.ts';
+import { walFrameAad } from '../src/repository/wal-file.ts';
 
 /** The test vectors printed in docs/FORMAT.md, so that the document stays true. */
 describe('docs/FORMAT.md test vectors', () => {
@@ -49,6 +56,19 @@ describe('docs/FORMAT.md test vectors', () => {
     expect(signatureValid('index', repositoryId, parts)).toBe(true);
     expect(signatureValid('snapshot', repositoryId, parts)).toBe(false);
     expect(signatureValid('index', '11'.repeat(32), parts)).toBe(false);
+  });
+
+  it('signs the documented WAL object, named in endorsements by the hash of its trailer', () => {
+    const key = new SigningKey(Buffer.alloc(32, 3));
+    const signed = signObject('wal', '00'.repeat(32), Buffer.from('strongbox'), key);
+    expect(signed.subarray(41, 105).toString('hex')).toBe(
+      '0917c7ba9290bac40faddebef1f962c10311442677ca3b34a33cd09254a31815' +
+        'a300abbfba3588856f051705d1c06b7f7ef031fb48dcccfc9acea47c8848e70c',
+    );
+    expect(trailerDigest(signed.subarray(signed.length - 100))).toBe(
+      '35534108560d6fa63329ee1fdaee6414727e6bd60636ac4f68789dcd421da244',
+    );
+    expect(walFrameAad(2, true).toString('hex')).toBe('7374726f6e67626f782077616c206672616d650200000001');
   });
 
   it('encodes the documented delta', () => {

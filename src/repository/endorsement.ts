@@ -6,7 +6,7 @@ import { objectName } from './layout.ts';
 import type { KeyKind } from './keys.ts';
 
 /**
- * An endorsement (`endorsements/<sha256>`): snapshots and index files that no current writer
+ * An endorsement (`endorsements/<sha256>`): snapshots, index files and WAL objects that no current writer
  * signed but that the administrator vouches for, by content hash. Written when keys are retired
  * (their earlier work stays trusted, anything they sign later does not) and by `migrate` for
  * format-1 objects, which carry no signature. The signed config lists each endorsement by its
@@ -20,6 +20,12 @@ export interface Endorsement {
   writers: { id: string; kind: KeyKind; publicKey: string }[];
   snapshots: string[];
   indexes: string[];
+  /**
+   * WAL objects, by the SHA-256 of their signature trailer (signed-object.ts trailerDigest).
+   * Absent when there are none, so that endorsements of repositories without WAL stay readable by
+   * strongbox versions that know no WAL.
+   */
+  wal?: string[];
 }
 
 const HEX_64 = z.string().regex(/^[0-9a-f]{64}$/);
@@ -41,6 +47,7 @@ const ENDORSEMENT_SCHEMA = z.strictObject({
     .max(100_000),
   snapshots: z.array(HEX_64).max(MAX_OBJECTS),
   indexes: z.array(HEX_64).max(MAX_OBJECTS),
+  wal: z.array(HEX_64).max(MAX_OBJECTS).optional(),
 });
 
 export function encodeEndorsement(endorsement: Endorsement): { id: string; name: string; bytes: Buffer } {

@@ -18,6 +18,7 @@ import { KEYS_FOLDER, readKeySlots, skippedKeySlotWarning } from './key-slots.ts
 import { objectId, objectName } from './layout.ts';
 import type { LocalState } from './local-state.ts';
 import { writerId } from './signed-object.ts';
+import type { WalSignature } from './wal-store.ts';
 
 /** What an open repository knows of itself that key management reads and replaces. */
 export interface RepositorySession {
@@ -49,6 +50,8 @@ export interface KeyRingDependencies {
   /** Runs `action` holding an exclusive lock on the repository. */
   withExclusiveLock<T>(operation: string, action: () => Promise<T>): Promise<T>;
   judgeAll(): Promise<JudgedObject[]>;
+  /** Who signed each WAL object (WalStore.signatures). */
+  walSignatures(): Promise<WalSignature[]>;
   warn(message: string): void;
 }
 
@@ -81,7 +84,8 @@ export interface RetirementResult {
 /**
  * Keys: adding, listing, removing and rotating them. Every change goes through the signed config
  * (its writers and, on rotation, its administrator key and data identity); a retired key's earlier
- * snapshots and index files stay trusted through an endorsement, and nothing it signs later is.
+ * snapshots, index files and WAL objects stay trusted through an endorsement, and nothing it signs
+ * later is.
  */
 export class KeyRing {
   constructor(
@@ -276,6 +280,10 @@ export class KeyRing {
       const judged = (await this.deps.judgeAll()).filter(
         (object) => object.current && object.writer !== undefined && retiring.has(object.writer),
       );
+      const leavingKeys = new Set(leaving.map((writer) => writer.publicKey));
+      const wal = (await this.deps.walSignatures())
+        .filter((object) => leavingKeys.has(object.signer))
+        .map((object) => object.digest);
       const endorsement = encodeEndorsement({
         version: 1,
         created: new Date().toISOString(),
@@ -283,6 +291,7 @@ export class KeyRing {
         writers: leaving.map(({ id, kind, publicKey }) => ({ id, kind, publicKey })),
         snapshots: judged.filter((object) => object.kind === 'snapshot').map((object) => object.id),
         indexes: judged.filter((object) => object.kind === 'index').map((object) => object.id),
+        ...(wal.length > 0 ? { wal } : {}),
       });
       // Written even for writers that left nothing to vouch for: their audit records still name them.
       const endorse = leaving.length > 0;

@@ -76,6 +76,7 @@ import { SnapshotStore, type SnapshotFilter, type SnapshotListing } from './snap
 import { parseIndexFile } from './schemas.ts';
 import { decodeTree, type Tree } from './tree.ts';
 import { WriterTrust } from './trust.ts';
+import { WalStore } from './wal-store.ts';
 
 export type { KeyListing } from './key-ring.ts';
 export {
@@ -155,6 +156,8 @@ export class Repository {
   private readonly packTables: PackTables | undefined;
   /** Removal and prune-plan records, signed by full keys. */
   readonly records: SignedRecords;
+  /** The WAL files PostgreSQL archives into the repository (wal-store.ts). */
+  readonly wal: WalStore;
   private readonly auditLog: AuditLog;
   private readonly results: ResultRecords;
   private removedSnapshots: Promise<ReadonlySet<string>> | undefined;
@@ -221,9 +224,23 @@ export class Repository {
       warn,
       (fresh) => this.removedSnapshotIds(fresh),
     );
+    this.wal = new WalStore(
+      backend,
+      {
+        repositoryId: () => session.config.id,
+        metadataKey: this.writerKeys.metadataKey,
+        blobId: (data) => this.blobId(data),
+        recipients: () => this.recipients,
+        signingKey: () => session.signing,
+        identities: (action) => this.requireReader(action).identities,
+      },
+      this.trust,
+      warn,
+    );
     this.keyRing = new KeyRing(session, {
       withExclusiveLock: (operation, action) => this.withLock(operation, { exclusive: true }, action),
       judgeAll: () => this.judgeAllObjects(),
+      walSignatures: () => this.wal.signatures(),
       warn,
     });
     this.packTables = bundle ? new PackTables(backend, () => session.bundle?.identities ?? []) : undefined;

@@ -16,6 +16,8 @@ import type { LockInfo } from './locks.ts';
 import type { IndexFileContent } from './master-index.ts';
 import type { SnapshotBody, SnapshotHeader } from './snapshot.ts';
 import type { Tree } from './tree.ts';
+import { walFileKind } from './layout.ts';
+import type { WalHeader } from './wal-file.ts';
 
 /**
  * The schemas of the repository's JSON objects (docs/FORMAT.md): what strongbox writes, with
@@ -50,7 +52,18 @@ export const LIMITS = {
   snapshotPaths: 1_000_000,
   /** Entries of a body's summary, and fields of its source record. */
   summaryEntries: 64,
+  /** A WAL file's content: PostgreSQL's largest wal_segment_size is 1 GiB, its default 16 MiB. */
+  walContent: 64 * 1024 * 1024,
+  /** The plaintext of one frame of a WAL object. */
+  walFrame: 1024 * 1024,
+  /** A WAL object's sealed header, in bytes. */
+  walHeader: 64 * 1024,
 } as const;
+
+/** The frames a WAL file of `size` bytes is stored in: one at least, an empty file's. */
+export function walFrameCount(size: number): number {
+  return Math.max(1, Math.ceil(size / LIMITS.walFrame));
+}
 
 const blobType = z.union([z.literal(0), z.literal(1)], { error: 'expected 0 (data) or 1 (tree)' });
 const compression = z.union([z.literal(0), z.literal(1)], { error: 'expected 0 (none) or 1 (zstd)' });
@@ -262,4 +275,27 @@ export function parseSnapshotHeader(value: unknown, id: string): SnapshotHeader 
 /** A snapshot's body; its `source` is left to the engine that wrote it. */
 export function parseSnapshotBody(value: unknown, id: string): SnapshotBody {
   return parseRecord(snapshotBody, value, { kind: 'snapshot body', id });
+}
+
+const walHeader: z.ZodType<WalHeader> = z
+  .strictObject({
+    version: z.literal(1),
+    name: z.string().refine((name) => walFileKind(name) !== undefined, {
+      error: 'expected the name of a WAL file, as PostgreSQL writes it',
+    }),
+    size: integer(0, LIMITS.walContent),
+    mac: hexId,
+    time: isoTime,
+    host: text(LIMITS.label),
+    program: text(LIMITS.label),
+    frames: integer(1, walFrameCount(LIMITS.walContent)),
+  })
+  .refine((header) => header.frames === walFrameCount(header.size), {
+    error: `expected as many frames as the size takes, ${LIMITS.walFrame} bytes each`,
+    path: ['frames'],
+  });
+
+/** A WAL object's header, read with the metadata key; `id` is the object's file name. */
+export function parseWalHeader(value: unknown, id: string): WalHeader {
+  return parseRecord(walHeader, value, { kind: 'WAL header', id });
 }

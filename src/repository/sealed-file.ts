@@ -5,7 +5,8 @@ import { zstdCompress, zstdDecompress } from '../compression/zstd.ts';
  * Index files, locks, snapshot headers and the repository's records: magic || AES-256-GCM(zstd(JSON)). The magic is also
  * the associated data, so a file of one kind cannot be passed off as another.
  */
-export type SealedFileMagic = 'SBIX' | 'SBI2' | 'SBLK' | 'SBSH' | 'SBSB' | 'SBRM' | 'SBPP' | 'SBAU' | 'SBRS';
+export type SealedFileMagic =
+  'SBIX' | 'SBI2' | 'SBLK' | 'SBSH' | 'SBSB' | 'SBRM' | 'SBPP' | 'SBAU' | 'SBRS' | 'SBWH';
 
 export class MalformedFile extends Error {}
 
@@ -23,6 +24,7 @@ export const MAX_SEALED_JSON: Record<SealedFileMagic, number> = {
   SBPP: 256 * 1024 * 1024,
   SBAU: 1024 * 1024,
   SBRS: 4 * 1024 * 1024,
+  SBWH: 64 * 1024,
 };
 
 export function sealJson(magic: SealedFileMagic, key: Uint8Array, value: unknown): Buffer {

@@ -9,7 +9,7 @@ import { verifySignature, type SigningKey } from '../crypto/signing.ts';
  * signed index cannot pass for a snapshot, nor an object of one repository for another's.
  */
 export type SignedKind =
-  'snapshot' | 'index' | 'removal' | 'prune-plan' | 'audit' | 'drill-result' | 'check-result';
+  'snapshot' | 'index' | 'removal' | 'prune-plan' | 'audit' | 'drill-result' | 'check-result' | 'wal';
 
 const TRAILER_MAGIC = Buffer.from('SBSG', 'ascii');
 const PUBLIC_LENGTH = 32;
@@ -60,6 +60,16 @@ export function signatureValid(kind: SignedKind, repositoryId: string, parts: Si
     // A "public key" that is not a valid curve point cannot have signed anything.
     return false;
   }
+}
+
+/**
+ * The SHA-256 of a signed object's trailer (its last SIGNATURE_TRAILER_LENGTH bytes), in hex: what
+ * an endorsement names a WAL object by. Once the signature verifies, the trailer stands for the
+ * whole object (an Ed25519 signature verifies for one message only), and it is read with one
+ * small range read, where hashing the object would read every WAL file whole at each retirement.
+ */
+export function trailerDigest(trailer: Uint8Array): string {
+  return createHash('sha256').update(trailer).digest('hex');
 }
 
 /** A writer's short id: what `key list` and `snapshots` show for the key that wrote something. */

@@ -3,7 +3,14 @@ import type { StorageBackend } from '../storage/backend.ts';
 import type { RepositoryConfig } from './config.ts';
 import { readEndorsement, EndorsementUnavailable } from './endorsement.ts';
 import type { KeyKind } from './keys.ts';
-import { signatureValid, writerId, type SignedKind, type SignedParts } from './signed-object.ts';
+import {
+  signatureValid,
+  SIGNATURE_TRAILER_LENGTH,
+  trailerDigest,
+  writerId,
+  type SignedKind,
+  type SignedParts,
+} from './signed-object.ts';
 
 /** The key that wrote an object, as far as the repository can tell. */
 export interface WriterInfo {
@@ -99,6 +106,25 @@ export class WriterTrust {
     return notAWriter(signer.id);
   }
 
+  /**
+   * WAL objects (wal-store.ts): signed by a current writer, write-only keys included (database
+   * hosts archive their WAL), or by a retired one whose endorsement names this very signature.
+   * Unlike snapshots, an endorsed WAL object must still carry a signature that verifies.
+   */
+  async judgeWal(bytes: Uint8Array, signed: SignedParts | undefined): Promise<Verdict> {
+    const signer = this.signerOf('wal', signed);
+    if ('problem' in signer) return { trusted: false, problem: signer.problem };
+    const { writer } = signer;
+    if (writer) return { trusted: true, writer: { id: writer.id, kind: writer.kind, current: true } };
+    const endorsed = await this.endorsedObjects();
+    if (endorsed.wal.has(trailerDigest(bytes.subarray(bytes.length - SIGNATURE_TRAILER_LENGTH))))
+      return {
+        trusted: true,
+        writer: { id: signer.id, kind: endorsed.writers.get(signer.id), current: false },
+      };
+    return notAWriter(signer.id);
+  }
+
   /** Who signed an object whose signature verifies, and their entry if they are a current writer. */
   private signerOf(
     kind: SignedKind,
@@ -125,6 +151,7 @@ export class WriterTrust {
     const objects: EndorsedObjects = {
       snapshots: new Set(),
       indexes: new Set(),
+      wal: new Set(),
       writers: new Map(),
       writerKeys: new Map(),
     };
@@ -133,6 +160,7 @@ export class WriterTrust {
         const endorsement = await readEndorsement(this.backend, id);
         for (const snapshot of endorsement.snapshots) objects.snapshots.add(snapshot);
         for (const index of endorsement.indexes) objects.indexes.add(index);
+        for (const wal of endorsement.wal ?? []) objects.wal.add(wal);
         for (const writer of endorsement.writers) {
           objects.writers.set(writer.id, writer.kind);
           objects.writerKeys.set(writer.publicKey, writer.kind);
@@ -157,6 +185,8 @@ function notAWriter(id: string): Verdict {
 interface EndorsedObjects {
   snapshots: Set<string>;
   indexes: Set<string>;
+  /** WAL objects by the digest of their signature trailer. */
+  wal: Set<string>;
   writers: Map<string, KeyKind>;
   /** Retired writers by their public key (base64). */
   writerKeys: Map<string, KeyKind>;
