@@ -507,3 +507,13 @@ export function errnoCode(error: unknown): string | undefined {
   if (error instanceof Error && 'code' in error && typeof error.code === 'string') return error.code;
   return undefined;
 }
+
+/**
+ * `wal fetch` of a file the archive does not hold: exit 1, which PostgreSQL takes for the end of
+ * the archive (every other failure of `wal fetch` exits above 125, which stops recovery).
+ */
+export class WalFileMissingError extends StrongboxError {
+  constructor(readonly file: string) {
+    super(`${file} is not in the archive`);
+  }
+}

@@ -28,6 +28,10 @@ const NOT_AUDITED = new Set([
   'health',
   'generate alerts',
   'generate grafana',
+  // PostgreSQL runs these once per WAL file, hundreds a minute; the daemon's run is recorded.
+  'wal push',
+  'wal fetch',
+  'wal status',
 ]);
 
 export function isAudited(operation: string): boolean {

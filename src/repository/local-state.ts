@@ -50,12 +50,7 @@ const STATE_SCHEMA = z.strictObject({
   ),
 });
 
-/** `STRONGBOX_STATE_DIR`, else `$XDG_STATE_HOME/strongbox`, else `~/.local/state/strongbox`. */
-export function defaultStateDirectory(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.STRONGBOX_STATE_DIR) return env.STRONGBOX_STATE_DIR;
-  const base = env.XDG_STATE_HOME || path.join(env.HOME || os.homedir(), '.local', 'state');
-  return path.join(base, 'strongbox');
-}
+export { defaultStateDirectory } from '../util/state-directory.ts';
 
 export class LocalState {
   private removed = new Set<string>();

@@ -1,0 +1,50 @@
+import { WalArchiver, type WalArchive } from './archiver.ts';
+import { WalFetcher } from './fetcher.ts';
+import { startWalServer, type WalServer } from './server.ts';
+
+export interface WalDaemonOptions {
+  /** Where `wal push` and `wal fetch` reach it (protocol.ts walSocketPath). */
+  socket: string;
+  /** The data directory whose waiting files are pushed ahead; none pushes only what is asked. */
+  pgdata?: string;
+  /** Files pushed at once. */
+  parallel?: number;
+  /** Segments fetched ahead of the one asked for. */
+  prefetch?: number;
+  /** Serve pushes (a database host's write-only key) and fetches (a full key, for recoveries). */
+  archive?: boolean;
+  restore?: boolean;
+  onPushed?: (event: { name: string; stored: boolean; bytes: number; seconds: number; ahead: boolean }) => void;
+  onFetched?: (event: { name: string; bytes: number; prefetched: boolean }) => void;
+  onError?: (message: string) => void;
+  onWarning?: (message: string) => void;
+}
+
+/**
+ * The WAL daemon: one process that has opened the repository (keys derived once) and answers
+ * every `wal push` and `wal fetch` PostgreSQL runs, through a Unix socket, pushing waiting
+ * segments ahead and fetching the next ones before they are asked for.
+ */
+export async function startWalDaemon(store: WalArchive, options: WalDaemonOptions): Promise<WalServer> {
+  const archiver =
+    options.archive === false
+      ? undefined
+      : new WalArchiver(store, {
+          ...(options.pgdata ? { pgdata: options.pgdata } : {}),
+          ...(options.parallel ? { parallel: options.parallel } : {}),
+          ...(options.onPushed ? { onPushed: options.onPushed } : {}),
+          ...(options.onWarning ? { onWarning: options.onWarning } : {}),
+        });
+  const fetcher =
+    options.restore === false
+      ? undefined
+      : new WalFetcher(store, {
+          ...(options.prefetch !== undefined ? { ahead: options.prefetch } : {}),
+          ...(options.onFetched ? { onFetched: options.onFetched } : {}),
+        });
+  return startWalServer(options.socket, {
+    ...(archiver ? { archiver } : {}),
+    ...(fetcher ? { fetcher } : {}),
+    ...(options.onError ? { onError: options.onError } : {}),
+  });
+}
