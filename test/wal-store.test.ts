@@ -4,14 +4,17 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openRepository, type Repository } from '../src/index.ts';
 import {
+  DamagedWalError,
   ExitCode,
   InvalidWalNameError,
   KeyError,
   WalConflictError,
   WalTooLargeError,
 } from '../src/errors.ts';
-import { decodeIdentityFile } from '../src/repository/keys.ts';
+import { decodeIdentityFile, type KeyMaterial } from '../src/repository/keys.ts';
 import { LIMITS } from '../src/repository/schemas.ts';
+import { SigningKey } from '../src/crypto/signing.ts';
+import { encodeWal, type WalHeader } from '../src/repository/wal-file.ts';
 import { seededBytes } from './helpers/data.ts';
 import { createTestRepo, type TestRepo } from './helpers/repo.ts';
 import { rounds, seed } from './helpers/soak.ts';
@@ -157,6 +160,49 @@ describe('WAL store', () => {
     expect(refused).toBeInstanceOf(KeyError);
     expect((refused as Error).message).toMatch(/write-only key cannot fetch WAL files/);
     expect((await repo.repository.wal.fetch(name))?.equals(content)).toBe(true);
+  });
+
+  it('refuses a header strongbox would not write, even signed by a current writer', async () => {
+    repo = await createTestRepo();
+    const name = segment(1, 0xab);
+    const content = Buffer.from('four');
+    const writer = decodeIdentityFile(await repo.repository.exportIdentity('write-only')) as KeyMaterial;
+    const write = async (header: Record<string, unknown>) => {
+      const bytes = encodeWal(
+        {
+          version: 1,
+          name,
+          size: content.length,
+          mac: repo!.repository.blobId(content),
+          time: new Date().toISOString(),
+          host: 'db1',
+          program: 'strongbox',
+          ...header,
+        } as WalHeader,
+        content,
+        repo!.repository.metadataKey,
+        repo!.repository.recipients,
+        // A writer's key: only the header is wrong.
+        { repositoryId: repo!.repository.config.id, key: new SigningKey(writer.signingKey) },
+      );
+      await mkdir(path.dirname(walObjectPath(name)), { recursive: true });
+      await writeFile(walObjectPath(name), bytes);
+    };
+    await write({});
+    expect((await repo.repository.wal.fetch(name))?.equals(content)).toBe(true);
+    for (const [header, problem] of [
+      [{ extra: 1 }, /WAL header .*unexpected field "extra"/],
+      [{ size: 5 * 1024 * 1024 }, /frames: expected as many frames as the size takes/],
+      [{ size: 3 }, /its content is 4 bytes, not the 3/],
+      [{ mac: repo.repository.blobId(Buffer.from('five')) }, /the mac differs/],
+      [{ name: name.toLowerCase() }, /name: expected the name of a WAL file/],
+      [{ version: 2 }, /version/],
+    ] as const) {
+      await write(header);
+      const error = await repo.repository.wal.fetch(name).catch((caught: unknown) => caught);
+      expect(error, JSON.stringify(header)).toBeInstanceOf(DamagedWalError);
+      expect((error as DamagedWalError).problem).toMatch(problem);
+    }
   });
 
   it('answers undefined for a file it does not hold', async () => {
