@@ -1,5 +1,11 @@
 import path from 'node:path';
-import { ask, fetchExitCode, walSocketPath, type WalReply, type WalRequest } from '../postgres/wal/protocol.ts';
+import {
+  ask,
+  fetchExitCode,
+  walSocketPath,
+  type WalReply,
+  type WalRequest,
+} from '../postgres/wal/protocol.ts';
 
 // Only node: modules here: PostgreSQL runs `wal push` for every WAL segment, and this is all that
 // loads when a WAL daemon answers (a few tens of milliseconds, instead of the whole program).
@@ -13,7 +19,10 @@ const STORAGE_FAILURE = 6;
  * code when the daemon answered, or undefined when this is not such a command or no daemon listens,
  * and the whole program must run it itself.
  */
-export async function runWalClient(argv: readonly string[], cwd = process.cwd()): Promise<number | undefined> {
+export async function runWalClient(
+  argv: readonly string[],
+  cwd = process.cwd(),
+): Promise<number | undefined> {
   const request = walRequest(argv, cwd);
   if (!request) return undefined;
   let reply: WalReply;

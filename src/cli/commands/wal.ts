@@ -68,7 +68,10 @@ export function registerWal(program: Command): void {
     .option('--parallel <n>', 'files pushed at once', positiveInteger('--parallel'), 4)
     .option('--prefetch <n>', 'segments fetched ahead of replay', positiveInteger('--prefetch'), 4)
     .action(
-      async (options: { pgdata?: string; socket?: string; parallel: number; prefetch: number }, command: Command) => {
+      async (
+        options: { pgdata?: string; socket?: string; parallel: number; prefetch: number },
+        command: Command,
+      ) => {
         const global = globalOptions(command);
         const output = outputFor(global);
         const pgdata = options.pgdata ?? process.env.PGDATA;
@@ -107,7 +110,7 @@ export function registerWal(program: Command): void {
       .description(
         'the WAL archive: newest segment and its age, the recovery window per timeline, gaps, and PostgreSQL failing to archive',
       )
-      .option('--url <url>', "also ask the server what it says of archiving (pg_stat_archiver)"),
+      .option('--url <url>', 'also ask the server what it says of archiving (pg_stat_archiver)'),
   ).action(async (options: { url?: string } & DatabasePasswordOptions, command: Command) => {
     const global = globalOptions(command);
     const output = outputFor(global);

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { SourceError } from '../../errors.ts';
 import { parseWalFileName } from './segments.ts';
 
 /** What archiving needs of the repository: WAL files in, and, to restore, out. */
@@ -16,7 +17,13 @@ export interface WalArchiverOptions {
   pgdata?: string;
   /** Files pushed at once, the one asked for and those pushed ahead of PostgreSQL. */
   parallel?: number;
-  onPushed?: (event: { name: string; stored: boolean; bytes: number; seconds: number; ahead: boolean }) => void;
+  onPushed?: (event: {
+    name: string;
+    stored: boolean;
+    bytes: number;
+    seconds: number;
+    ahead: boolean;
+  }) => void;
   onWarning?: (message: string) => void;
 }
 
@@ -68,20 +75,22 @@ export class WalArchiver {
     const forget = () => {
       if (this.inFlight.get(name) === pushing) this.inFlight.delete(name);
     };
-    pushing.then(
-      () => {
-        this.remember(name);
-        forget();
-        this.pushAhead();
-      },
-      forget,
-    );
+    pushing.then(() => {
+      this.remember(name);
+      forget();
+      this.pushAhead();
+    }, forget);
     return pushing;
   }
 
   private async pushOne(name: string, file: string, ahead: boolean): Promise<boolean> {
     const began = performance.now();
-    const content = await fs.readFile(file);
+    const content = await fs.readFile(file).catch((cause: unknown) => {
+      throw new SourceError(`cannot read the WAL file ${file}: ${(cause as Error).message}`, {
+        hint: 'archive_command must pass %p, the file as PostgreSQL names it from its data directory.',
+        cause,
+      });
+    });
     const { stored } = await this.store.push(name, content);
     this.options.onPushed?.({
       name,

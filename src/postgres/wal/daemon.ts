@@ -14,7 +14,13 @@ export interface WalDaemonOptions {
   /** Serve pushes (a database host's write-only key) and fetches (a full key, for recoveries). */
   archive?: boolean;
   restore?: boolean;
-  onPushed?: (event: { name: string; stored: boolean; bytes: number; seconds: number; ahead: boolean }) => void;
+  onPushed?: (event: {
+    name: string;
+    stored: boolean;
+    bytes: number;
+    seconds: number;
+    ahead: boolean;
+  }) => void;
   onFetched?: (event: { name: string; bytes: number; prefetched: boolean }) => void;
   onError?: (message: string) => void;
   onWarning?: (message: string) => void;

@@ -43,7 +43,8 @@ export class WalFetcher {
 
   private prefetchAfter(name: string, segmentSize: number): void {
     // Segments before this one will not be asked for again.
-    for (const cached of this.cache.keys()) if (isSegmentName(cached) && cached < name) this.cache.delete(cached);
+    for (const cached of this.cache.keys())
+      if (isSegmentName(cached) && cached < name) this.cache.delete(cached);
     let next = name;
     for (let i = 0; i < this.ahead; i++) {
       next = nextSegment(next, segmentSize);

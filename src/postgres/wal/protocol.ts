@@ -9,9 +9,7 @@ import { defaultStateDirectory } from '../../util/state-directory.ts';
 
 /** What `wal push` and `wal fetch` ask the daemon: one request, one reply, per connection. */
 export type WalRequest =
-  | { op: 'push'; name: string; path: string }
-  | { op: 'fetch'; name: string; path: string }
-  | { op: 'ping' };
+  { op: 'push'; name: string; path: string } | { op: 'fetch'; name: string; path: string } | { op: 'ping' };
 
 export type WalReply =
   | { ok: true; stored?: boolean }

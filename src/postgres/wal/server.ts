@@ -95,8 +95,11 @@ async function handle(
       const stored = await handlers.archiver.push(request.name, request.path);
       return { ok: true, stored };
     }
-    if (!handlers.fetcher) return { ok: false, error: 'this WAL daemon does not restore', exitCode: ExitCode.usage };
-    return (await handlers.fetcher.fetch(request.name, request.path)) ? { ok: true } : { ok: false, missing: true };
+    if (!handlers.fetcher)
+      return { ok: false, error: 'this WAL daemon does not restore', exitCode: ExitCode.usage };
+    return (await handlers.fetcher.fetch(request.name, request.path))
+      ? { ok: true }
+      : { ok: false, missing: true };
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     handlers.onError?.(`${request.op} ${request.name}: ${message}`);
