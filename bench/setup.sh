@@ -3,7 +3,7 @@
 # pg_dump, GNU time for peak memory, and the baseline tools (restic, age, zstd). Debian 12; as root.
 set -euo pipefail
 
-packages=(postgresql-15 time restic age zstd)
+packages=(postgresql-15 time restic age zstd pgbackrest)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
