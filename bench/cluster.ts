@@ -29,7 +29,7 @@ function asServerUser(program: string, args: string[]): CommandSpec {
 }
 
 /** A directory the server user may write to. */
-async function serverOwnedDir(dir: string): Promise<void> {
+export async function serverOwnedDir(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   if (!runningAsRoot) return;
   const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());

@@ -1,4 +1,4 @@
-export type Unit = 'MB/s' | 'MB' | 'MiB' | '%' | 's';
+export type Unit = 'MB/s' | 'MB' | 'MiB' | '%' | 's' | 'ms' | 'segments/s';
 
 export interface Goal {
   op: '>=' | '<' | '<=';
@@ -17,7 +17,8 @@ export interface Baseline {
 export interface Row {
   measure: string;
   unit: Unit;
-  strongbox: number;
+  /** Absent while strongbox cannot do what the baseline does yet: the row shows the baseline alone. */
+  strongbox?: number;
   baseline: Baseline;
   goal?: Goal;
 }
@@ -38,7 +39,8 @@ function meets(value: number, goal: Goal): boolean {
 
 export function judge(row: Row): JudgedRow {
   const { value } = row.baseline;
-  const ratio = value !== undefined && value > 0 ? row.strongbox / value : undefined;
+  const ratio =
+    row.strongbox !== undefined && value !== undefined && value > 0 ? row.strongbox / value : undefined;
   const judged = row.goal?.relative ? ratio : row.strongbox;
   return {
     ...row,
@@ -62,7 +64,7 @@ function cells(row: JudgedRow): string[] {
   const { baseline } = row;
   return [
     row.measure,
-    formatValue(row.strongbox, row.unit),
+    row.strongbox === undefined ? '—' : formatValue(row.strongbox, row.unit),
     baseline.value === undefined
       ? `${baseline.missing ?? 'not measured'} (${baseline.what})`
       : `${formatValue(baseline.value, row.unit)} (${baseline.what})`,

@@ -8,6 +8,9 @@ import { measureDrill, type DrillResults } from './drill.ts';
 import { ageRecipient, pgDump, restic, strongbox, twoBackups, zstdAge } from './contenders.ts';
 import { ensureDataset, type Dataset } from './dataset.ts';
 import { fileSize, warmFile } from './files.ts';
+import { measurePhysical, type PhysicalResults } from './physical.ts';
+import { physicalContenders } from './physical-contenders.ts';
+import { physicalRows } from './physical-rows.ts';
 import { measurePostgres } from './postgres.ts';
 import { formatTable, judge } from './report.ts';
 import { measureRetention, type RetentionResults } from './retention.ts';
@@ -29,9 +32,9 @@ function scaleFromEnv(): string {
 
 /**
  * The parts of the table: backups and restores of the two dumps and the database, retention,
- * and the restore drill beside the restore it is built on.
+ * the restore drill beside the restore it is built on, and physical backups and WAL archiving.
  */
-const SECTIONS = ['backup', 'retention', 'drill'] as const;
+const SECTIONS = ['backup', 'retention', 'drill', 'physical'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** `BENCH_ONLY=retention` (or a comma-separated list of sections) runs those alone. */
@@ -99,6 +102,7 @@ async function main(): Promise<void> {
   let results: Results | undefined;
   let retention: RetentionResults | undefined;
   let drill: DrillResults | undefined;
+  let physical: PhysicalResults | undefined;
   try {
     if (sections.has('backup')) results = await measureAll(dataset, workDir);
     if (sections.has('retention')) {
@@ -111,6 +115,12 @@ async function main(): Promise<void> {
       await mkdir(drillDir);
       drill = await measureDrill({ cli, dataset, sqlDir, workDir: drillDir, log });
     }
+    if (sections.has('physical')) {
+      const physicalDir = path.join(workDir, 'physical');
+      await mkdir(physicalDir);
+      const { contenders, missing } = physicalContenders(physicalDir);
+      physical = await measurePhysical({ dataset, sqlDir, workDir: physicalDir, log }, contenders, missing);
+    }
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
@@ -118,9 +128,19 @@ async function main(): Promise<void> {
     ...(results ? rows(results) : []),
     ...(retention ? retentionRows(retention) : []),
     ...(drill ? drillRows(drill) : []),
+    ...(physical ? physicalRows(physical) : []),
   ].map(judge);
   const machine = { cpus: os.cpus().length, node: process.version };
-  const report = { date: new Date().toISOString(), scale, machine, rows: judged, results, retention, drill };
+  const report = {
+    date: new Date().toISOString(),
+    scale,
+    machine,
+    rows: judged,
+    results,
+    retention,
+    drill,
+    physical,
+  };
   await writeFile(path.join(cacheDir, 'results.json'), JSON.stringify(report, null, 2) + '\n');
   process.stdout.write(`strongbox benchmark, scale ${scale}, ${report.date}\n\n${formatTable(judged)}\n`);
   log(`written to ${path.relative(process.cwd(), path.join(cacheDir, 'results.json'))}`);
