@@ -5,11 +5,12 @@ export const PAGE_SIZE = 8192;
 
 /**
  * Pages per chunk of a relation file. A checkpoint rewrites pages where they are, so fixed cuts
- * keep every unchanged stretch a chunk of its own, whatever changed beside it. 8 pages (64 KiB)
- * is the repository chunker's smallest chunk by default, so no content-defined cut falls inside;
- * measured on the benchmark's day of writes it stored less than 16 pages did (docs/FORMAT.md).
+ * keep every unchanged stretch a chunk of its own, whatever changed beside it, and a changed
+ * chunk is a small delta against its predecessor. Measured on the benchmark's day of writes
+ * (scale 1), the second backup stored 1.12 % of the first with 16 pages (128 KiB), 1.37 % with 8:
+ * fewer, larger chunks cost less per chunk, and deltas keep what changed in them small.
  */
-export const PAGES_PER_CHUNK = 8;
+export const PAGES_PER_CHUNK = 16;
 
 /**
  * A relation's fork or segment: <relfilenode>[_fsm|_vm|_init][.<segment>]. Under base/<database oid>/,
