@@ -1,8 +1,10 @@
 import type { BackupSource } from '../sources/source.ts';
+import { ConflictingOptionsError } from '../errors.ts';
 import { resolveConnection } from './connection.ts';
 import { clusterSource } from './logical/cluster.ts';
 import { logicalSource } from './logical/logical.ts';
-import { findTools } from './tools.ts';
+import { physicalSource } from './physical/physical.ts';
+import { findBasebackup, findTools } from './tools.ts';
 
 export interface PostgresBackupOptions {
   /** postgres://user@host:port/database; else libpq's and the DB_* environment variables. */
@@ -21,17 +23,34 @@ export interface PostgresBackupOptions {
    * runs (one database only). Call the source's abandon() if it is not run after all.
    */
   startNow?: boolean;
+  /** The whole cluster's files with pg_basebackup (physical/), instead of pg_dump. */
+  physical?: boolean;
+  /** With `physical`: the WAL the backup needs, fetched into it, so that it restores without an archive. */
+  includeWal?: boolean;
 }
 
-/** A logical backup source for one database, its connection resolved and its pg_dump checked against the server. */
+/**
+ * A logical backup source for one database (or the cluster, `all`), its connection resolved and
+ * its pg_dump checked against the server; or, `physical`, the cluster's files through pg_basebackup.
+ */
 export async function postgresSource(options: PostgresBackupOptions = {}): Promise<BackupSource> {
   // For a whole cluster the URL names the server; any database (by default `postgres`) reaches it.
   const connection = resolveConnection(
     options.url,
-    options.all ? { PGDATABASE: 'postgres', ...process.env } : process.env,
+    options.all || options.physical ? { PGDATABASE: 'postgres', ...process.env } : process.env,
     options.password,
   );
+  refuseConflicts(options);
   const tools = await findTools(connection, options.pgBin);
+  if (options.physical) {
+    return physicalSource({
+      connection,
+      binDir: tools.binDir,
+      pgBasebackup: await findBasebackup(tools.server, tools, options.pgBin),
+      server: tools.server,
+      ...(options.includeWal ? { includeWal: true } : {}),
+    });
+  }
   if (options.all) {
     return clusterSource(connection, tools, {
       ...(options.schemaOnly ? { schemaOnly: true } : {}),
@@ -46,4 +65,26 @@ export async function postgresSource(options: PostgresBackupOptions = {}): Promi
     ...(options.excludeTables ? { excludeTables: options.excludeTables } : {}),
     ...(options.startNow ? { startNow: true } : {}),
   });
+}
+
+/** A physical backup copies the whole cluster: options that choose what pg_dump dumps do not apply. */
+function refuseConflicts(options: PostgresBackupOptions): void {
+  if (options.includeWal && !options.physical)
+    throw new ConflictingOptionsError('including WAL applies to a physical backup only', ['includeWal']);
+  if (!options.physical) return;
+  const logical = (
+    [
+      ['all', options.all],
+      ['schemaOnly', options.schemaOnly],
+      ['table', options.tables?.length],
+      ['excludeTable', options.excludeTables?.length],
+    ] as const
+  )
+    .filter(([, given]) => given)
+    .map(([option]) => option);
+  if (logical.length > 0)
+    throw new ConflictingOptionsError(
+      'a physical backup copies the whole cluster: it takes no choice of what to dump',
+      ['physical', ...logical],
+    );
 }

@@ -1,10 +1,11 @@
 import { z } from 'zod';
 import { SourceError, type MalformedRecordError } from '../errors.ts';
-import { nodeName } from '../repository/schemas.ts';
+import { LIMITS, nodeName } from '../repository/schemas.ts';
 import { count, hexId, integer, list, parseRecord, passOn, recordOf, text } from '../util/schema.ts';
 import type { PostgresClusterDetails } from './logical/cluster.ts';
 import type { DatabaseProperties } from './database-properties.ts';
 import type { PostgresSnapshotDetails } from './logical/logical.ts';
+import type { ClusterFacts, PhysicalSnapshotDetails } from './physical/physical.ts';
 
 /**
  * The schemas of what a PostgreSQL backup records in its snapshot's `source` (docs/FORMAT.md,
@@ -206,6 +207,72 @@ export function requireReadableDetails(details: PostgresSnapshotDetails, databas
 export function parseServerProperties(answer: unknown, database: string): DatabaseProperties {
   try {
     return parseRecord(databaseProperties, answer, { kind: 'properties of database', id: database });
+  } catch (cause) {
+    throw new SourceError(`the server's answer is not understood: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** An LSN as PostgreSQL prints it: two hex numbers of at most 8 digits. */
+const lsn = z
+  .string()
+  .regex(/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/, { error: 'expected an LSN such as 0/3000028' });
+/** A 64-bit system identifier, in decimal. */
+const systemIdentifier = z.string().regex(/^\d{1,20}$/, { error: 'expected a system identifier in decimal' });
+const oid = z.string().regex(/^\d{1,10}$/, { error: 'expected an oid in decimal' });
+const isoTime = z.iso.datetime();
+
+const physicalDetails: z.ZodType<PhysicalSnapshotDetails> = z.strictObject({
+  cluster: freeText,
+  systemIdentifier,
+  serverVersion,
+  pgBasebackupMajor: integer(0, 9999),
+  timeline: integer(1, 2 ** 32 - 1),
+  startLsn: lsn,
+  stopLsn: lsn,
+  checkpointLsn: lsn,
+  // backup_label is a few hundred bytes; the backup refuses one over 64 KiB.
+  backupLabel: text(65_536),
+  tablespaces: recordOf(oid, z.strictObject({ name, location: text(LIMITS.path) }), POSTGRES_LIMITS.settings),
+  dataChecksums: z.boolean(),
+  walSegmentSize: integer(1024 * 1024, 1024 * 1024 * 1024),
+  walIncluded: z.boolean(),
+  startTime: isoTime,
+  stopTime: isoTime,
+});
+
+/** The `source` of a physical snapshot (kind postgres-physical). */
+export function parsePhysicalSource(value: unknown, snapshot: string): PhysicalSnapshotDetails {
+  return parseRecord(physicalDetails, value, { kind: 'snapshot', id: snapshot, at: ['source'] });
+}
+
+/** What a physical backup is about to record, checked as a reader will (requireReadableDetails). */
+export function requireReadablePhysicalDetails(details: PhysicalSnapshotDetails, cluster: string): void {
+  try {
+    parseRecord(physicalDetails, details, { kind: 'record of cluster', id: cluster });
+  } catch (error) {
+    const { message } = error as MalformedRecordError;
+    throw new SourceError(`${message}; no snapshot was written`, {
+      hint: 'docs/FORMAT.md ("Limits") says what a snapshot can record.',
+      cause: error,
+    });
+  }
+}
+
+const clusterFacts: z.ZodType<ClusterFacts> = z.strictObject({
+  systemIdentifier,
+  serverVersion,
+  dataChecksums: z.boolean(),
+  walSegmentSize: integer(1024 * 1024, 1024 * 1024 * 1024),
+  archiveMode: name.nullable(),
+  archiveCommand: freeText.nullable(),
+  archiveLibrary: freeText.nullable(),
+  tablespaces: list(z.strictObject({ oid, name, location: text(LIMITS.path) }), POSTGRES_LIMITS.settings),
+});
+
+/** What the server answered CLUSTER_FACTS with, checked before any of it is used. */
+export function parseClusterFacts(answer: unknown, cluster: string): ClusterFacts {
+  try {
+    return parseRecord(clusterFacts, answer, { kind: 'facts of cluster', id: cluster });
   } catch (cause) {
     throw new SourceError(`the server's answer is not understood: ${(cause as Error).message}`, { cause });
   }

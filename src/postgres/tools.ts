@@ -82,8 +82,34 @@ async function candidateDirs(): Promise<string[]> {
   return [...new Set(dirs)];
 }
 
-async function pgDumpMajor(dir: string): Promise<number | undefined> {
-  const program = path.join(dir, 'pg_dump');
+/**
+ * pg_basebackup of the server's own major version: an older one refuses a newer server, and a
+ * newer one writes archives of its own version's layout. Looks beside psql first (`tools`), then
+ * where findTools looks, or only in `binDir` when given.
+ */
+export async function findBasebackup(
+  server: ServerVersion,
+  tools: PostgresTools,
+  binDir?: string,
+): Promise<{ program: string; major: number }> {
+  const dirs = binDir ? [binDir] : [tools.binDir, ...(await candidateDirs())];
+  for (const dir of [...new Set(dirs)].sort((a, b) => isVersionedDir(b) - isVersionedDir(a))) {
+    if ((await programMajor(dir, 'pg_basebackup')) === server.major)
+      return { program: path.join(dir, 'pg_basebackup'), major: server.major };
+  }
+  throw new MissingToolError(
+    `pg_basebackup ${server.major} is needed for this PostgreSQL ${server.major} server, and was not found${binDir ? ` in ${binDir}` : ''}`,
+    'pg_basebackup',
+    server.major,
+  );
+}
+
+function pgDumpMajor(dir: string): Promise<number | undefined> {
+  return programMajor(dir, 'pg_dump');
+}
+
+async function programMajor(dir: string, name: string): Promise<number | undefined> {
+  const program = path.join(dir, name);
   try {
     await fs.access(program, fs.constants.X_OK);
     const { stdout } = await run(program, ['--version'], { env: toolEnvironment({}) });

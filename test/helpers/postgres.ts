@@ -27,6 +27,17 @@ export interface TestCluster {
   loadDataset(database: string, scale: number): Promise<void>;
   /** Stops the server (fast shutdown) and removes the temp directory. Safe to call twice. */
   stop(): Promise<void>;
+  /** The data directory (owned by the postgres OS user when running as root). */
+  dataDir: string;
+  /** Stops the server, runs `between` (on its files, say), and starts it again on the same port. */
+  restart(between?: () => Promise<void>): Promise<void>;
+}
+
+export interface ClusterOptions {
+  /** Server settings added to postgresql.conf (values as they are written there, quoted when text). */
+  settings?: Record<string, string>;
+  /** initdb --data-checksums. */
+  dataChecksums?: boolean;
 }
 
 const BIN_DIR = '/usr/lib/postgresql/15/bin';
@@ -64,7 +75,7 @@ process.on('exit', () => {
   }
 });
 
-export async function startCluster(): Promise<TestCluster> {
+export async function startCluster(options: ClusterOptions = {}): Promise<TestCluster> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'strongbox-pg-'));
   const dataDir = path.join(dir, 'data');
   const logFile = path.join(dir, 'server.log');
@@ -72,7 +83,7 @@ export async function startCluster(): Promise<TestCluster> {
   const password = randomBytes(24).toString('base64url');
   try {
     await giveToServerUser(dir);
-    await initdb(dir, dataDir, password);
+    await initdb(dir, dataDir, password, options);
     running.add(entry);
     const port = await startServer(dir, dataDir, logFile);
     return makeCluster(dir, dataDir, port, password, () => running.delete(entry));
@@ -94,6 +105,27 @@ export async function withCluster<T>(fn: (cluster: TestCluster) => Promise<T>): 
   }
 }
 
+/**
+ * A server on a data directory made elsewhere (a restored backup), under `dir`, which it owns
+ * from then on: stop() removes it. Its socket goes into `dir`.
+ */
+export async function startClusterOn(dir: string, dataDir: string): Promise<TestCluster> {
+  const entry = { dataDir, dir };
+  await appendFile(
+    path.join(dataDir, 'postgresql.conf'),
+    `\n# strongbox test cluster, restored\nunix_socket_directories = ${quoteLiteral(dir)}\n`,
+  );
+  if (asRoot) execFileSync('chown', ['-R', `${SUPERUSER}:${SUPERUSER}`, dir]);
+  running.add(entry);
+  try {
+    const port = await startServer(dir, dataDir, path.join(dir, 'server.log'));
+    return makeCluster(dir, dataDir, port, '', () => running.delete(entry));
+  } catch (error) {
+    running.delete(entry);
+    throw error;
+  }
+}
+
 function makeCluster(
   dir: string,
   dataDir: string,
@@ -101,8 +133,9 @@ function makeCluster(
   password: string,
   forget: () => void,
 ): TestCluster {
+  let currentPort = port;
   let stopping: Promise<void> | undefined;
-  const env = () => ({ PGHOST: dir, PGPORT: String(port), PGUSER: SUPERUSER });
+  const env = () => ({ PGHOST: dir, PGPORT: String(currentPort), PGUSER: SUPERUSER });
   const psql = async (sql: string, database = 'postgres', variables: Record<string, string> = {}) => {
     const args = ['-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-d', database];
     for (const [name, value] of Object.entries(variables)) args.push('-v', `${name}=${value}`);
@@ -117,14 +150,22 @@ function makeCluster(
   };
   return {
     host: dir,
-    port,
+    get port() {
+      return currentPort;
+    },
+    dataDir,
+    async restart(between) {
+      await stopServer(dir, dataDir);
+      await between?.();
+      currentPort = await startServer(dir, dataDir, path.join(dir, 'server.log'), currentPort);
+    },
     user: SUPERUSER,
     password,
     binDir: BIN_DIR,
     env,
     url(database, options = {}) {
       const host = options.tcp ? '127.0.0.1' : encodeURIComponent(dir);
-      return `postgres://${SUPERUSER}@${host}:${port}/${encodeURIComponent(database)}`;
+      return `postgres://${SUPERUSER}@${host}:${currentPort}/${encodeURIComponent(database)}`;
     },
     psql: (sql, database) => psql(sql, database),
     createDatabase,
@@ -151,7 +192,12 @@ function makeCluster(
   };
 }
 
-async function initdb(dir: string, dataDir: string, password: string): Promise<void> {
+async function initdb(
+  dir: string,
+  dataDir: string,
+  password: string,
+  options: ClusterOptions,
+): Promise<void> {
   const pwfile = path.join(dir, 'pwfile');
   await writeFile(pwfile, `${password}\n`, { mode: 0o600 });
   try {
@@ -168,6 +214,7 @@ async function initdb(dir: string, dataDir: string, password: string): Promise<v
       '--locale=C',
       '--no-sync',
       '--no-instructions',
+      ...(options.dataChecksums ? ['--data-checksums'] : []),
     ]);
   } finally {
     await rm(pwfile, { force: true });
@@ -178,22 +225,29 @@ async function initdb(dir: string, dataDir: string, password: string): Promise<v
     ...FAST_SETTINGS,
     unix_socket_directories: quoteLiteral(dir),
     listen_addresses: `'127.0.0.1'`,
+    ...options.settings,
   };
   const lines = Object.entries(settings).map(([name, value]) => `${name} = ${value}\n`);
   await appendFile(path.join(dataDir, 'postgresql.conf'), `\n# strongbox test cluster\n${lines.join('')}`);
 }
 
 /** Starts the server on a free port, trying again with another port when one was taken meanwhile. */
-async function startServer(dir: string, dataDir: string, logFile: string): Promise<number> {
+async function startServer(
+  dir: string,
+  dataDir: string,
+  logFile: string,
+  samePort?: number,
+): Promise<number> {
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const port = samePort ?? (await freePort());
     const logStart = await fileSize(logFile);
     try {
       await runServerTool(dir, 'pg_ctl', ['start', '-w', '-D', dataDir, '-l', logFile, '-o', `-p ${port}`]);
       return port;
     } catch (error) {
       const log = await logTail(logFile, logStart);
-      if (log.includes('Address already in use') && attempt < START_ATTEMPTS) continue;
+      if (log.includes('Address already in use') && attempt < START_ATTEMPTS && samePort === undefined)
+        continue;
       throw new Error(`PostgreSQL did not start on port ${port}; server log ends with:\n${log}`, {
         cause: error,
       });

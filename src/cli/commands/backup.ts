@@ -100,7 +100,9 @@ export function registerBackup(program: Command): void {
       },
     );
   databasePasswordOption(withCommonOptions(group.command('postgres')))
-    .description('back up one PostgreSQL database with pg_dump (custom format), streamed')
+    .description(
+      'back up one PostgreSQL database with pg_dump (custom format), or the whole cluster with pg_basebackup (--physical), streamed',
+    )
     .argument(
       '[url]',
       'postgres://user@host:port/database, without a password (default: PG* or DB_* environment variables)',
@@ -110,6 +112,14 @@ export function registerBackup(program: Command): void {
       'directory of pg_dump and psql (default: the newest on PATH or in /usr/lib/postgresql)',
     )
     .option('--all', 'every database of the cluster, and its roles and tablespaces, as one snapshot')
+    .option(
+      '--physical',
+      "the whole cluster's files with pg_basebackup (a replication connection), streamed, instead of pg_dump",
+    )
+    .option(
+      '--include-wal',
+      'with --physical: include the WAL the backup needs, so that it restores without a WAL archive',
+    )
     .option('--schema-only', 'dump the schema, no data')
     .option('--table <name>', 'dump only this table (repeatable; pg_dump patterns)', collect, [])
     .option('--exclude-table <name>', 'leave this table out (repeatable; pg_dump patterns)', collect, [])
@@ -119,6 +129,8 @@ export function registerBackup(program: Command): void {
         options: CommonBackupOptions &
           DatabasePasswordOptions & {
             all?: boolean;
+            physical?: boolean;
+            includeWal?: boolean;
             pgBin?: string;
             schemaOnly?: boolean;
             table: string[];
@@ -137,10 +149,12 @@ export function registerBackup(program: Command): void {
           ...credentials,
           ...(options.pgBin ? { pgBin: options.pgBin } : {}),
           ...(options.all ? { all: true } : {}),
+          ...(options.physical ? { physical: true } : {}),
+          ...(options.includeWal ? { includeWal: true } : {}),
           ...(options.schemaOnly ? { schemaOnly: true } : {}),
           ...(options.table.length ? { tables: options.table } : {}),
           ...(options.excludeTable.length ? { excludeTables: options.excludeTable } : {}),
-          startNow: true,
+          ...(options.physical ? {} : { startNow: true }),
         });
         await runBackup(global, output, source, options);
       },
