@@ -29,6 +29,10 @@ const ALERTS = [
   'StrongboxCheckFailed',
   'StrongboxCheckTooOld',
   'StrongboxCheckNever',
+  'StrongboxWalArchiveStale',
+  'StrongboxWalGaps',
+  'StrongboxWalArchiveFailing',
+  'StrongboxWalMetricsVanished',
 ] as const;
 type Alert = (typeof ALERTS)[number];
 
@@ -628,6 +632,172 @@ describe('the alert rules, under promtool test rules', () => {
   });
 });
 
+describe('the WAL alert rules, under promtool test rules', () => {
+  /** The WAL series of a repository's timeline, as wal status and strongbox metrics label them. */
+  const WAL = { repository: GROUP.repository, kind: 'wal', timeline: '1', ...SCRAPE };
+  const IN = 'in repository /srv/backups';
+
+  it('WAL archive stale: no segment archived for 15 minutes on any timeline of a repository', async () => {
+    await runRuleTests([
+      {
+        name: 'the newest segment follows the clock',
+        input: [series('strongbox_wal_last_archived_timestamp_seconds', WAL, '0+60x40')],
+        at: '30m',
+      },
+      {
+        name: 'the newest segment 14 minutes old',
+        input: [series('strongbox_wal_last_archived_timestamp_seconds', WAL, '0x40')],
+        at: '14m',
+      },
+      {
+        name: 'the newest segment 20 minutes old',
+        input: [series('strongbox_wal_last_archived_timestamp_seconds', WAL, '0x40')],
+        at: '20m',
+        fires: {
+          StrongboxWalArchiveStale: [
+            {
+              labels: { repository: GROUP.repository, severity: 'critical' },
+              annotations: {
+                summary: 'No WAL archived for 15m',
+                description: `The newest WAL segment ${IN} was archived 20m 0s ago: what the cluster wrote since is lost with it. Check \`strongbox wal status --url\`, the WAL daemon and pg_stat_archiver.`,
+              },
+            },
+          ],
+        },
+      },
+      {
+        name: 'timeline 1 stopped at a promotion, timeline 2 follows the clock',
+        input: [
+          series('strongbox_wal_last_archived_timestamp_seconds', WAL, '0x40'),
+          series('strongbox_wal_last_archived_timestamp_seconds', { ...WAL, timeline: '2' }, '0+60x40'),
+        ],
+        at: '30m',
+      },
+    ]);
+  });
+
+  it('WAL gaps: one or more on a timeline', async () => {
+    const fresh = (labels: Record<string, string>) =>
+      series('strongbox_wal_last_archived_timestamp_seconds', labels, '0+60x40');
+    await runRuleTests([
+      {
+        name: 'no gap',
+        input: [fresh(WAL), series('strongbox_wal_gaps', WAL, '0x40')],
+        at: '25m',
+      },
+      {
+        name: 'two gaps on timeline 2, published from two places',
+        input: [
+          fresh(WAL),
+          series('strongbox_wal_gaps', WAL, '0x40'),
+          series('strongbox_wal_gaps', { ...WAL, timeline: '2' }, '2x40'),
+          series('strongbox_wal_gaps', { ...WAL, timeline: '2', job: 'pushgateway', instance: '' }, '2x40'),
+        ],
+        at: '25m',
+        fires: {
+          StrongboxWalGaps: [
+            {
+              labels: { repository: GROUP.repository, timeline: '2', severity: 'critical' },
+              annotations: {
+                summary: 'WAL segments missing from the archive',
+                description: `2 gap(s) in the WAL of timeline 2 ${IN} since its newest base backup began: a recovery replaying past one stops there. Take a new base backup.`,
+              },
+            },
+          ],
+        },
+      },
+    ]);
+  });
+
+  it("PostgreSQL's archive failures increasing, a counter that resets when the server restarts", async () => {
+    const failures = (values: string) => [
+      series('strongbox_wal_last_archived_timestamp_seconds', WAL, '0+60x40'),
+      series(
+        'strongbox_wal_archive_failures_total',
+        { repository: GROUP.repository, kind: 'wal', ...SCRAPE },
+        values,
+      ),
+    ];
+    await runRuleTests([
+      {
+        name: 'no failure',
+        input: failures('0x40'),
+        at: '25m',
+      },
+      {
+        name: 'failures long ago',
+        input: failures('0x5 4x35'),
+        at: '25m',
+      },
+      {
+        name: 'reset to 0 by a restart',
+        input: failures('7x10 0x30'),
+        at: '20m',
+      },
+      {
+        name: 'two failures in the last minutes',
+        input: failures('3x20 4 5x19'),
+        at: '25m',
+        fires: {
+          StrongboxWalArchiveFailing: [
+            {
+              labels: { repository: GROUP.repository, severity: 'warning' },
+              annotations: {
+                summary: 'PostgreSQL fails to archive WAL',
+                description: `PostgreSQL counted 2 failed archive_command runs into repository /srv/backups in the last 15m (pg_stat_archiver): it keeps the segments in pg_wal and tries again.`,
+              },
+            },
+          ],
+        },
+      },
+    ]);
+  });
+
+  it("a repository's WAL metrics vanished", async () => {
+    await runRuleTests(
+      [
+        {
+          name: 'WAL metrics gone for 25 minutes',
+          input: [series('strongbox_wal_last_archived_timestamp_seconds', WAL, '0+60x60')],
+          at: '90m',
+          ignore: ['StrongboxBackupMetricsAbsent'],
+          fires: {
+            StrongboxWalMetricsVanished: [
+              {
+                labels: { repository: GROUP.repository, severity: 'warning' },
+                annotations: {
+                  summary: 'WAL metrics of a repository have vanished',
+                  description: `The WAL archived ${IN.replace('in ', 'into ')} was reported within the last 1w and is no longer: \`strongbox wal status\` or \`strongbox metrics\` no longer publishes, or is no longer scraped.`,
+                },
+              },
+            ],
+          },
+        },
+        {
+          name: 'WAL metrics there all along',
+          input: [series('strongbox_wal_last_archived_timestamp_seconds', WAL, '0+60x100')],
+          at: '90m',
+          ignore: ['StrongboxBackupMetricsAbsent'],
+        },
+      ],
+      '5m',
+    );
+  });
+
+  it('takes --max-wal-age, and max-wal-age from the configuration file', async () => {
+    const config = path.join(dir.dir, 'wal-alerts.yaml');
+    await writeFile(config, 'alerts:\n  max-wal-age: 1h\n');
+    const fromConfig = await runCli(['--config', config, 'generate', 'alerts']);
+    expectExit(fromConfig, 0);
+    expect(fromConfig.stdout.toString()).toContain(
+      'time() - max by (repository) (strongbox_wal_last_archived_timestamp_seconds) > 3600\n',
+    );
+    const overridden = await runCli(['--config', config, 'generate', 'alerts', '--max-wal-age', '5m']);
+    expectExit(overridden, 0);
+    expect(overridden.stdout.toString()).toContain('(strongbox_wal_last_archived_timestamp_seconds) > 300\n');
+  });
+});
+
 describe('strongbox generate grafana', () => {
   /** PromQL's functions and keywords: every other name in an expression is a metric's. */
   const FUNCTIONS = new Set([
@@ -637,6 +807,7 @@ describe('strongbox generate grafana', () => {
     'increase',
     'max',
     'max_over_time',
+    'min',
     'sum',
     'time',
     'vector',
@@ -706,13 +877,17 @@ describe('strongbox generate grafana', () => {
         named.add(name);
       }
     }
-    // The dashboard shows backups, drills, checks, the repository and notifications.
+    // The dashboard shows backups, drills, checks, the repository, notifications and the WAL.
     for (const name of [
       'strongbox_backup_size_bytes',
       'strongbox_drill_rto_seconds',
       'strongbox_check_last_success_timestamp_seconds',
       'strongbox_repository_size_bytes',
       'strongbox_notification_failures_total',
+      'strongbox_wal_last_archived_timestamp_seconds',
+      'strongbox_wal_gaps',
+      'strongbox_wal_recovery_window_seconds',
+      'strongbox_wal_archive_failures_total',
     ]) {
       expect(named).toContain(name);
     }

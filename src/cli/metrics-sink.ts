@@ -1,14 +1,22 @@
+import type { StrongboxConfig } from '../config-file/config-file.ts';
 import { ConfigError } from '../errors.ts';
-import { OPERATIONS, type Operation, type OperationRun } from '../monitoring/metrics.ts';
+import { OPERATIONS, type CompatNames, type Operation, type OperationRun } from '../monitoring/metrics.ts';
 import {
   DEFAULT_PUSHGATEWAY_JOB,
   DEFAULT_PUSHGATEWAY_TIMEOUT_MS,
   hasPassword,
   parsePushgatewayUrl,
+  publishStateToTextfile,
   publishToTextfile,
+  pushStateToGateway,
   pushToGateway,
+  type PublishOptions,
+  type PushgatewayTarget,
+  type StateMetrics,
 } from '../monitoring/publish.ts';
+import { loadedConfig, type GlobalOptions } from './context.ts';
 import type { CommandOutcome, OutcomeSink } from './outcome.ts';
+import type { Output } from './output.ts';
 
 /** The environment forms of --metrics-textfile and --pushgateway (the latter as the seeds name it). */
 export const METRICS_TEXTFILE_VARIABLE = 'STRONGBOX_METRICS_TEXTFILE';
@@ -31,6 +39,61 @@ function operationOf(outcome: CommandOutcome): Operation | undefined {
   return OPERATIONS.find((operation) => operation === first);
 }
 
+/** Where metrics go: the flags, else the environment, else the configuration file. */
+interface MetricsDestinations {
+  textfileDir?: string;
+  gateway?: PushgatewayTarget;
+  compat: CompatNames;
+}
+
+function metricsDestinations(options: GlobalOptions, config: StrongboxConfig): MetricsDestinations {
+  const settings = config.metrics ?? {};
+  const textfileDir =
+    options.metricsTextfile || process.env[METRICS_TEXTFILE_VARIABLE] || settings['textfile-dir'];
+  const url = options.pushgateway || process.env[PUSHGATEWAY_VARIABLE] || settings.pushgateway?.url;
+  return {
+    ...(textfileDir ? { textfileDir } : {}),
+    ...(url
+      ? {
+          gateway: {
+            url,
+            job: settings.pushgateway?.job ?? DEFAULT_PUSHGATEWAY_JOB,
+            timeoutMs:
+              settings.pushgateway?.timeout !== undefined
+                ? settings.pushgateway.timeout * 1000
+                : DEFAULT_PUSHGATEWAY_TIMEOUT_MS,
+          },
+        }
+      : {}),
+    compat: settings.compat ?? 'none',
+  };
+}
+
+/** Tries every destination; throws once, naming each that failed. */
+async function publishEverywhere(
+  destinations: MetricsDestinations,
+  output: Output,
+  toTextfile: (dir: string, options: PublishOptions) => Promise<unknown>,
+  toGateway: (gateway: PushgatewayTarget, options: PublishOptions) => Promise<unknown>,
+): Promise<void> {
+  const publishOptions: PublishOptions = {
+    compat: destinations.compat,
+    onWarning: (message: string) => output.warn(`warning: ${message}`),
+  };
+  const problems: string[] = [];
+  const attempt = async (publish: () => Promise<unknown>) => {
+    try {
+      await publish();
+    } catch (error) {
+      problems.push(error instanceof Error ? error.message : String(error));
+    }
+  };
+  const { textfileDir, gateway } = destinations;
+  if (textfileDir) await attempt(() => toTextfile(textfileDir, publishOptions));
+  if (gateway) await attempt(() => toGateway(gateway, publishOptions));
+  if (problems.length > 0) throw new Error(problems.join('; '));
+}
+
 /**
  * Every operation's outcome as metrics (docs/METRICS.md), to node_exporter's textfile directory
  * and to a Pushgateway, wherever the flags, the environment or the configuration file say. Both
@@ -42,11 +105,8 @@ export const metricsSink: OutcomeSink = async (
 ) => {
   const operation = operationOf(outcome);
   if (!operation) return;
-  const settings = config.metrics ?? {};
-  const textfileDir =
-    options.metricsTextfile || process.env[METRICS_TEXTFILE_VARIABLE] || settings['textfile-dir'];
-  const pushgateway = options.pushgateway || process.env[PUSHGATEWAY_VARIABLE] || settings.pushgateway?.url;
-  if (!textfileDir && !pushgateway) return;
+  const destinations = metricsDestinations(options, config);
+  if (!destinations.textfileDir && !destinations.gateway) return;
   const { duration_seconds: duration, ...figures } = outcome.figures;
   const run: OperationRun = {
     operation,
@@ -57,34 +117,34 @@ export const metricsSink: OutcomeSink = async (
     figures,
     ...(Object.keys(notificationFailures).length > 0 ? { notificationFailures } : {}),
   };
-  const publishOptions = {
-    compat: settings.compat ?? 'none',
-    onWarning: (message: string) => output.warn(`warning: ${message}`),
-  };
-  const problems: string[] = [];
-  const attempt = async (publish: () => Promise<unknown>) => {
-    try {
-      await publish();
-    } catch (error) {
-      problems.push(error instanceof Error ? error.message : String(error));
-    }
-  };
-  if (textfileDir) await attempt(() => publishToTextfile(textfileDir, run, publishOptions));
-  if (pushgateway) {
-    await attempt(() =>
-      pushToGateway(
-        {
-          url: pushgateway,
-          job: settings.pushgateway?.job ?? DEFAULT_PUSHGATEWAY_JOB,
-          timeoutMs:
-            settings.pushgateway?.timeout !== undefined
-              ? settings.pushgateway.timeout * 1000
-              : DEFAULT_PUSHGATEWAY_TIMEOUT_MS,
-        },
-        run,
-        publishOptions,
-      ),
-    );
-  }
-  if (problems.length > 0) throw new Error(problems.join('; '));
+  await publishEverywhere(
+    destinations,
+    output,
+    (dir, publishOptions) => publishToTextfile(dir, run, publishOptions),
+    (gateway, publishOptions) => pushToGateway(gateway, run, publishOptions),
+  );
 };
+
+/**
+ * Publishes the gauges of a state a command read (`wal status`: the WAL archive) to the same
+ * destinations as outcomes. They are no run of an operation, which an outcome's figures describe
+ * (counters, durations, one set of figures per group), so the command hands them over itself. A
+ * failure is a warning: the command did what it was asked.
+ */
+export async function publishState(
+  state: StateMetrics,
+  options: GlobalOptions,
+  output: Output,
+): Promise<void> {
+  const destinations = metricsDestinations(options, await loadedConfig(options));
+  try {
+    await publishEverywhere(
+      destinations,
+      output,
+      (dir, publishOptions) => publishStateToTextfile(dir, state, publishOptions),
+      (gateway, publishOptions) => pushStateToGateway(gateway, state, publishOptions),
+    );
+  } catch (error) {
+    output.warn(`warning: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}

@@ -10,6 +10,7 @@ export interface ThresholdOptions {
   sizeWindow?: number;
   maxDrillAge?: number;
   maxCheckAge?: number;
+  maxWalAge?: number;
   rto?: number;
   rpo?: number;
 }
@@ -43,6 +44,11 @@ export function thresholdOptions(command: Command): Command {
       'the longest a repository may go without a successful check (default 7d)',
       duration('--max-check-age'),
     )
+    .option(
+      '--max-wal-age <duration>',
+      'the longest a repository may go without a WAL segment archived (default 15m; health warns at half)',
+      duration('--max-wal-age'),
+    )
     .option('--rto <duration>', 'the recovery time objective of drills run without --rto', duration('--rto'))
     .option(
       '--rpo <duration>',
@@ -59,6 +65,7 @@ export async function thresholdsOf(options: ThresholdOptions, command: Command):
     sizeWindowSeconds: options.sizeWindow,
     maxDrillAgeSeconds: options.maxDrillAge,
     maxCheckAgeSeconds: options.maxCheckAge,
+    maxWalAgeSeconds: options.maxWalAge,
     rtoSeconds: options.rto,
     rpoSeconds: options.rpo,
   });

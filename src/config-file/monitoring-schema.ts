@@ -63,6 +63,8 @@ export const alertsSchema = z.strictObject({
   'max-drill-age': duration.optional(),
   /** No successful check for this long. */
   'max-check-age': duration.optional(),
+  /** No WAL segment archived for this long. */
+  'max-wal-age': duration.optional(),
   /** The objectives drills are held to when they were run without --rto or --rpo. */
   rto: duration.optional(),
   rpo: duration.optional(),

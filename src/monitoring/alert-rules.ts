@@ -1,7 +1,7 @@
 import { Document } from 'yaml';
 import type { AlertsSection } from '../config-file/monitoring-schema.ts';
 import { formatDuration } from '../util/duration.ts';
-import { operationMetricNames, REPOSITORY_METRICS, type Operation } from './metrics.ts';
+import { operationMetricNames, REPOSITORY_METRICS, WAL_METRICS, type Operation } from './metrics.ts';
 
 /** The thresholds of the generated alert rules, in seconds and percent. */
 export interface AlertThresholds {
@@ -14,6 +14,8 @@ export interface AlertThresholds {
   maxDrillAgeSeconds: number;
   /** No successful check of a repository for this long. */
   maxCheckAgeSeconds: number;
+  /** No WAL segment archived into a repository for this long (health warns at half of it). */
+  maxWalAgeSeconds: number;
   /** Objectives for drills run without --rto or --rpo; without one, only a drill's own objective counts. */
   rtoSeconds?: number;
   rpoSeconds?: number;
@@ -25,6 +27,7 @@ export const DEFAULT_ALERT_THRESHOLDS: Readonly<AlertThresholds> = Object.freeze
   sizeWindowSeconds: 7 * 86_400,
   maxDrillAgeSeconds: 7 * 86_400,
   maxCheckAgeSeconds: 7 * 86_400,
+  maxWalAgeSeconds: 15 * 60,
 });
 
 /** The thresholds: `overrides` (the flags), over the configuration file's `alerts` section, over the defaults. */
@@ -38,6 +41,7 @@ export function alertThresholds(
     sizeWindowSeconds: section['size-window'],
     maxDrillAgeSeconds: section['max-drill-age'],
     maxCheckAgeSeconds: section['max-check-age'],
+    maxWalAgeSeconds: section['max-wal-age'],
     rtoSeconds: section.rto,
     rpoSeconds: section.rpo,
   };
@@ -130,6 +134,61 @@ function objectiveRule(
       summary: `Drill ${what} above its objective`,
       description: `The last drill of ${where} measured a ${what} of {{ $value | humanizeDuration }}, above its objective.`,
     },
+  };
+}
+
+/** The window of increase() over PostgreSQL's archive failures: a few publications of `wal status`. */
+const ARCHIVE_FAILURE_WINDOW = '15m';
+
+/** The rules about the WAL archived into a repository (metrics.ts, WAL_METRICS). */
+function walRules(thresholds: AlertThresholds, window: string): RuleGroup {
+  const maxWalAge = thresholds.maxWalAgeSeconds;
+  const lastArchived = WAL_METRICS.lastArchived.name;
+  const inRepository = 'repository {{ $labels.repository }}';
+  return {
+    name: 'strongbox-wal',
+    rules: [
+      {
+        alert: 'StrongboxWalArchiveStale',
+        // The newest of every timeline: the timelines before a promotion stop growing, rightly.
+        expr: `time() - max by (repository) (${lastArchived}) > ${maxWalAge}`,
+        labels: { severity: 'critical' },
+        annotations: {
+          summary: `No WAL archived for ${formatDuration(maxWalAge)}`,
+          description: `The newest WAL segment in ${inRepository} was archived {{ $value | humanizeDuration }} ago: what the cluster wrote since is lost with it. Check \`strongbox wal status --url\`, the WAL daemon and pg_stat_archiver.`,
+        },
+      },
+      {
+        alert: 'StrongboxWalGaps',
+        expr: `max by (repository, timeline) (${WAL_METRICS.gaps.name}) > 0`,
+        labels: { severity: 'critical' },
+        annotations: {
+          summary: 'WAL segments missing from the archive',
+          description: `{{ $value }} gap(s) in the WAL of timeline {{ $labels.timeline }} in ${inRepository} since its newest base backup began: a recovery replaying past one stops there. Take a new base backup.`,
+        },
+      },
+      {
+        alert: 'StrongboxWalArchiveFailing',
+        expr: `max by (repository) (increase(${WAL_METRICS.archiveFailures.name}[${ARCHIVE_FAILURE_WINDOW}])) > 0`,
+        labels: { severity: 'warning' },
+        annotations: {
+          summary: 'PostgreSQL fails to archive WAL',
+          description: `PostgreSQL counted {{ $value | humanize }} failed archive_command runs into ${inRepository} in the last ${ARCHIVE_FAILURE_WINDOW} (pg_stat_archiver): it keeps the segments in pg_wal and tries again.`,
+        },
+      },
+      {
+        alert: 'StrongboxWalMetricsVanished',
+        expr:
+          `max by (repository) (max_over_time(${lastArchived}[${window}]))\n` +
+          `  unless max by (repository) (${lastArchived})`,
+        for: '15m',
+        labels: { severity: 'warning' },
+        annotations: {
+          summary: 'WAL metrics of a repository have vanished',
+          description: `The WAL archived into ${inRepository} was reported within the last ${window} and is no longer: \`strongbox wal status\` or \`strongbox metrics\` no longer publishes, or is no longer scraped.`,
+        },
+      },
+    ],
   };
 }
 
@@ -256,6 +315,7 @@ export function alertRules(thresholds: AlertThresholds = DEFAULT_ALERT_THRESHOLD
         },
       ],
     },
+    walRules(thresholds, window),
   ];
 }
 
@@ -265,6 +325,7 @@ export function renderAlertRules(thresholds: AlertThresholds = DEFAULT_ALERT_THR
   document.commentBefore =
     ' Prometheus alert rules for strongbox (`strongbox generate alerts`; docs/METRICS.md).\n' +
     ` Thresholds: backups within ${formatDuration(thresholds.maxAgeSeconds)}, size within ${thresholds.sizeChangePercent}% of its ${formatDuration(thresholds.sizeWindowSeconds)} average,` +
-    ` drills within ${formatDuration(thresholds.maxDrillAgeSeconds)}, checks within ${formatDuration(thresholds.maxCheckAgeSeconds)}.`;
+    ` drills within ${formatDuration(thresholds.maxDrillAgeSeconds)}, checks within ${formatDuration(thresholds.maxCheckAgeSeconds)},` +
+    ` WAL archived within ${formatDuration(thresholds.maxWalAgeSeconds)}.`;
   return document.toString({ lineWidth: 0 });
 }

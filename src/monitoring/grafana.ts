@@ -1,9 +1,9 @@
 import { DEFAULT_ALERT_THRESHOLDS, type AlertThresholds } from './alert-rules.ts';
-import { NOTIFICATION_FAILURES, operationMetricNames, REPOSITORY_METRICS } from './metrics.ts';
+import { NOTIFICATION_FAILURES, operationMetricNames, REPOSITORY_METRICS, WAL_METRICS } from './metrics.ts';
 
 /**
- * The Grafana dashboard of `strongbox generate grafana`: one row each for backups, drills and the
- * repository, filtered by repository, environment, host and name. Its queries name only metrics
+ * The Grafana dashboard of `strongbox generate grafana`: one row each for backups, drills, the
+ * repository and its WAL archive, filtered by repository, environment, host and name. Its queries name only metrics
  * of metrics.ts (a test holds it to that).
  */
 
@@ -166,6 +166,7 @@ export function grafanaDashboard(
 ): Record<string, unknown> {
   const at = { y: 0, x: 0 };
   const maxAge = thresholds.maxAgeSeconds;
+  const maxWalAge = thresholds.maxWalAgeSeconds;
   const panels = [
     row('Backups', at),
     stat(
@@ -401,12 +402,99 @@ export function grafanaDashboard(
       },
       at,
     ),
+    row('WAL archive', at),
+    stat(
+      {
+        title: 'Since the last archived WAL',
+        description: `Age of the newest WAL segment in the repositories shown; red beyond ${maxWalAge} s (the StrongboxWalArchiveStale alert).`,
+        targets: [
+          {
+            expr: `max(time() - max by (repository) (${WAL_METRICS.lastArchived.name}{${REPOSITORY_FILTER}}))`,
+          },
+        ],
+        unit: 's',
+        thresholds: [maxWalAge / 2, maxWalAge],
+      },
+      at,
+    ),
+    stat(
+      {
+        title: 'WAL gaps',
+        description:
+          'Runs of missing segments since the newest base backup began, every timeline (the StrongboxWalGaps alert).',
+        targets: [
+          {
+            expr: `sum(max by (repository, timeline) (${WAL_METRICS.gaps.name}{${REPOSITORY_FILTER}})) or vector(0)`,
+          },
+        ],
+        unit: 'none',
+        thresholds: [1, 1],
+      },
+      at,
+    ),
+    stat(
+      {
+        title: 'Archive failures in range',
+        description:
+          'Failed archive_command runs PostgreSQL counted in the dashboard\u2019s time range (pg_stat_archiver, from `wal status --url`).',
+        targets: [
+          {
+            expr: `sum(increase(${WAL_METRICS.archiveFailures.name}{${REPOSITORY_FILTER}}[$__range])) or vector(0)`,
+          },
+        ],
+        unit: 'none',
+        thresholds: [1, 1],
+      },
+      at,
+    ),
+    stat(
+      {
+        title: 'Recovery window',
+        description:
+          'The span a point-in-time recovery can reach, in the repository shown whose span is shortest (its widest timeline); 0 without a base backup.',
+        targets: [
+          {
+            expr: `min(max by (repository) (${WAL_METRICS.recoveryWindow.name}{${REPOSITORY_FILTER}}))`,
+          },
+        ],
+        unit: 's',
+      },
+      at,
+    ),
+    table(
+      {
+        title: 'WAL per timeline',
+        description: 'Segments archived, gaps and the recovery window of each timeline.',
+        targets: [
+          { expr: `${WAL_METRICS.segments.name}{${REPOSITORY_FILTER}}` },
+          { expr: `${WAL_METRICS.gaps.name}{${REPOSITORY_FILTER}}` },
+          { expr: `${WAL_METRICS.recoveryWindow.name}{${REPOSITORY_FILTER}}` },
+        ],
+        unit: 'none',
+      },
+      at,
+    ),
+    timeseries(
+      {
+        title: 'Time since the last archived WAL',
+        description: `Per repository; the StrongboxWalArchiveStale alert fires beyond ${maxWalAge} s.`,
+        targets: [
+          {
+            expr: `time() - max by (repository) (${WAL_METRICS.lastArchived.name}{${REPOSITORY_FILTER}})`,
+            legendFormat: '{{repository}}',
+          },
+        ],
+        unit: 's',
+        thresholds: [maxWalAge / 2, maxWalAge],
+      },
+      at,
+    ),
   ];
   const groupSelector = `{__name__=~"${backup.lastSuccess}|${REPOSITORY_METRICS.newestTime.name}"}`;
   return {
     title: 'strongbox backups',
     uid: 'strongbox-backups',
-    description: 'Backups, restore drills and repositories of strongbox (docs/METRICS.md).',
+    description: 'Backups, restore drills, repositories and WAL archives of strongbox (docs/METRICS.md).',
     tags: ['strongbox', 'backup'],
     editable: true,
     schemaVersion: 39,

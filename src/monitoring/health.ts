@@ -1,12 +1,14 @@
+import { StrongboxError } from '../errors.ts';
 import { listLocks, type LockInfo } from '../repository/locks.ts';
 import type { Repository } from '../repository/repository.ts';
 import type { AlertThresholds } from './alert-rules.ts';
 import type { RecordedResult, RecordedResultsReader, RecordedRun } from './recorded-results.ts';
 import { groupKey, groupSnapshots, type SnapshotGroup } from './repository-metrics.ts';
+import { archivedWal, type ArchivedWal } from './wal-metrics.ts';
 
 /**
  * `strongbox health`: what the alert rules watch (alert-rules.ts), checked at once against the
- * repository itself, for those without Prometheus (Nagios, Icinga, a cron job that mails) and for
+ * repository itself (its snapshots, records, locks and WAL), for those without Prometheus (Nagios, Icinga, a cron job that mails) and for
  * the on-call engineer who wants one answer. Findings are data; cli/commands/health.ts words them.
  */
 
@@ -92,6 +94,27 @@ export type HealthFinding =
       error?: string;
     }
   | {
+      /**
+       * The newest WAL segment archived into the repository, when any is: warning beyond half of
+       * maxWalAgeSeconds, critical beyond it, and critical with `error` when the archive could
+       * not be read.
+       */
+      check: 'wal-age';
+      status: HealthStatus;
+      segment?: string;
+      archived?: string;
+      ageSeconds?: number;
+      warningSeconds: number;
+      limitSeconds: number;
+      error?: string;
+    }
+  | {
+      /** The WAL gaps a recovery from each timeline's newest base backup would stop at (wal-metrics.ts): critical. */
+      check: 'wal-gaps';
+      status: HealthStatus;
+      gaps: { timeline: number; from: string; to: string; segments: number }[];
+    }
+  | {
       /** Snapshot files that are damaged or not trusted: critical. */
       check: 'snapshots';
       status: HealthStatus;
@@ -146,6 +169,7 @@ export async function checkHealth(repository: Repository, options: HealthOptions
       thresholds,
     ),
   );
+  findings.push(...(await walFindings(repository, new Date(now), thresholds)));
   const stale = (await listLocks(repository.backend, repository.metadataKey)).filter((lock) => lock.stale);
   findings.push({
     check: 'locks',
@@ -153,6 +177,47 @@ export async function checkHealth(repository: Repository, options: HealthOptions
     stale: stale.map(({ name, info }) => ({ name, ...(info ? { info } : {}) })),
   });
   return findings;
+}
+
+/** The WAL's age and gaps, when the repository holds any WAL. */
+async function walFindings(
+  repository: Repository,
+  now: Date,
+  thresholds: AlertThresholds,
+): Promise<HealthFinding[]> {
+  const limits = {
+    warningSeconds: thresholds.maxWalAgeSeconds / 2,
+    limitSeconds: thresholds.maxWalAgeSeconds,
+  };
+  let wal: ArchivedWal;
+  try {
+    wal = await archivedWal(repository, { now });
+  } catch (error) {
+    // A WAL object that is damaged or not trusted: the archive cannot be vouched for.
+    if (!(error instanceof StrongboxError)) throw error;
+    return [{ check: 'wal-age', status: 'critical', ...limits, error: error.message }];
+  }
+  const newest = wal.status.newest;
+  if (!newest) return [];
+  const gaps = wal.timelines.flatMap(({ timeline, gaps: found }) =>
+    found.map((gap) => ({ timeline, ...gap })),
+  );
+  return [
+    {
+      check: 'wal-age',
+      status:
+        newest.ageSeconds > limits.limitSeconds
+          ? 'critical'
+          : newest.ageSeconds > limits.warningSeconds
+            ? 'warning'
+            : 'ok',
+      segment: newest.name,
+      archived: newest.archived,
+      ageSeconds: newest.ageSeconds,
+      ...limits,
+    },
+    { check: 'wal-gaps', status: gaps.length > 0 ? 'critical' : 'ok', gaps },
+  ];
 }
 
 function ageFinding(

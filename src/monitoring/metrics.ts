@@ -128,6 +128,40 @@ export const REPOSITORY_METRICS = {
   ),
 } as const;
 
+/** What a WAL series is about: the repository a cluster archives into, and the timeline. */
+export const WAL_LABELS = ['repository', 'kind', 'timeline'] as const;
+/** The kind label of every WAL series, as `wal push` names its subject. */
+export const WAL_KIND = 'wal';
+
+/**
+ * The WAL archive of the cluster archiving into a repository, per timeline: what `wal status`
+ * finds (postgres/wal/status.ts), published by `strongbox metrics` and `wal status`.
+ */
+export const WAL_METRICS = {
+  lastArchived: gauge(
+    'strongbox_wal_last_archived_timestamp_seconds',
+    "Unix time the timeline's newest segment was archived.",
+    WAL_LABELS,
+  ),
+  segments: gauge('strongbox_wal_segments', 'Segments of the timeline in the archive.', WAL_LABELS),
+  gaps: gauge(
+    'strongbox_wal_gaps',
+    'Runs of missing segments on the timeline since its newest base backup began (all of them without one): replay stops at each.',
+    WAL_LABELS,
+  ),
+  recoveryWindow: gauge(
+    'strongbox_wal_recovery_window_seconds',
+    'Seconds of the timeline a point-in-time recovery can reach: from the end of the oldest base backup replayable without a gap to the newest segment; 0 without one.',
+    WAL_LABELS,
+  ),
+  archiveFailures: {
+    name: 'strongbox_wal_archive_failures_total',
+    type: 'counter',
+    help: 'Failed attempts to archive a WAL file, as PostgreSQL counts them (pg_stat_archiver.failed_count, since its statistics were reset); from wal status --url.',
+    labels: ['repository', 'kind'],
+  },
+} as const satisfies Record<string, MetricDefinition>;
+
 export const NOTIFICATION_FAILURES = {
   name: 'strongbox_notification_failures_total',
   type: 'counter',
@@ -140,6 +174,7 @@ export const METRICS: readonly MetricDefinition[] = [
   ...OPERATIONS.flatMap(operationMetrics),
   ...FIGURE_METRICS,
   ...Object.values(REPOSITORY_METRICS),
+  ...Object.values(WAL_METRICS),
   NOTIFICATION_FAILURES,
 ];
 

@@ -104,6 +104,43 @@ export async function publishToTextfile(
   return files;
 }
 
+/**
+ * Gauges of a state (the WAL archive), published whole each time rather than updated by a run:
+ * each publication replaces the series of the metrics it holds and keeps the others, such as a
+ * failure count published only when PostgreSQL was asked.
+ */
+export interface StateMetrics {
+  /** What they are about, the first word of their file's name: `wal`. */
+  what: string;
+  /** The labels that tell one state from another: its file, and its Pushgateway group. */
+  group: GroupLabels;
+  samples: Sample[];
+}
+
+/** The textfile collector's file of `state`: one per state and group, as operations have. */
+export function stateTextfileName(state: Pick<StateMetrics, 'what' | 'group'>): string {
+  return groupTextfileName(state.what, state.group);
+}
+
+/** Writes `state` to the textfile directory `dir`, as publishToTextfile writes a run. Returns the file's path. */
+export async function publishStateToTextfile(
+  dir: string,
+  state: StateMetrics,
+  options: PublishOptions = {},
+): Promise<string> {
+  return updateTextfile(
+    path.join(dir, stateTextfileName(state)),
+    (previous) => replacingByName(previous, state.samples),
+    options,
+  );
+}
+
+/** `samples`, and those of `previous` whose metric `samples` does not hold. */
+function replacingByName(previous: readonly Sample[], samples: readonly Sample[]): Sample[] {
+  const replaced = new Set(samples.map((sample) => sample.name));
+  return [...previous.filter((sample) => !replaced.has(sample.name)), ...samples];
+}
+
 async function updateTextfile(
   file: string,
   update: (previous: Sample[]) => Sample[],
@@ -275,7 +312,25 @@ export async function pushToGateway(
     ],
     options.compat,
   );
-  const pushed = await session.request('POST', `/metrics/${groupingPath(target.job, labels)}`, body);
+  await post(session, target.job, labels, body);
+}
+
+/**
+ * Pushes `state` to the Pushgateway, into the group of job and `state.group`, by POST: the
+ * gateway replaces the metrics of the same names in the group and keeps the others. Nothing is
+ * read back, as a state has no counter of strongbox's own to go on from.
+ */
+export async function pushStateToGateway(
+  target: PushgatewayTarget,
+  state: StateMetrics,
+  options: PublishOptions = {},
+): Promise<void> {
+  const session = new GatewaySession(parsePushgatewayUrl(target.url), target.timeoutMs);
+  await post(session, target.job, groupLabels(state.group), renderExposition(state.samples, options.compat));
+}
+
+async function post(session: GatewaySession, job: string, labels: Labels, body: string): Promise<void> {
+  const pushed = await session.request('POST', `/metrics/${groupingPath(job, labels)}`, body);
   if (pushed.status !== 200 && pushed.status !== 202) {
     const detail = (await session.text(pushed, 1024).catch(() => '')).trim().split('\n')[0];
     throw session.failure(`HTTP ${pushed.status}${detail ? ` (${printable(detail)})` : ''}`, pushed.status);

@@ -9,6 +9,7 @@ import {
   type Sample,
 } from './metrics.ts';
 import type { RecordedResult, RecordedResultsReader } from './recorded-results.ts';
+import { archivedWal, walSamples, type WalTimelineMetrics } from './wal-metrics.ts';
 
 /** The snapshots of one group (host, kind, name, env) and its newest one. */
 export interface SnapshotGroupMetrics {
@@ -34,11 +35,14 @@ export interface RepositoryMetrics {
   groups: SnapshotGroupMetrics[];
   /** Drill and check results the repository records (RECORDED_RESULT_READERS). */
   recorded: RecordedResult[];
+  /** The WAL archived into the repository, per timeline (wal-metrics.ts); none when nothing is. */
+  wal: WalTimelineMetrics[];
 }
 
 /**
  * The repository-wide gauges: its size (listing the storage), and per group of snapshots how many
- * there are and the newest one's time and size, plus what `readers` find recorded.
+ * there are and the newest one's time and size, plus what `readers` find recorded and the WAL
+ * archived per timeline.
  */
 export async function repositoryMetrics(
   repository: Repository,
@@ -61,6 +65,7 @@ export async function repositoryMetrics(
   });
   const recorded: RecordedResult[] = [];
   for (const read of options.readers ?? []) recorded.push(...(await read(repository)));
+  const { timelines } = await archivedWal(repository);
   return {
     repository: options.location,
     sizeBytes,
@@ -69,6 +74,7 @@ export async function repositoryMetrics(
     damagedSnapshots: damaged.length,
     groups,
     recorded,
+    wal: timelines,
   };
 }
 
@@ -140,5 +146,6 @@ export function repositoryMetricSamples(metrics: RepositoryMetrics): Sample[] {
       if (name && Number.isFinite(value)) samples.push({ name, labels, value });
     }
   }
+  samples.push(...walSamples(metrics.repository, metrics.wal));
   return samples;
 }

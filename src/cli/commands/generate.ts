@@ -34,7 +34,7 @@ export function registerGenerate(program: Command): void {
 
   outputOption(thresholdOptions(group.command('alerts')))
     .description(
-      'write a Prometheus rules file: backups failed, missing or off in size; drills failed, too old or over objective; checks failed or too old',
+      'write a Prometheus rules file: backups failed, missing or off in size; drills failed, too old or over objective; checks failed or too old; WAL not archived, gaps, archive failures',
     )
     .action(async (options: GenerateOptions, command: Command) => {
       await emit(renderAlertRules(await thresholdsOf(options, command)), options, command, 'the alert rules');
@@ -42,7 +42,7 @@ export function registerGenerate(program: Command): void {
 
   outputOption(thresholdOptions(group.command('grafana')))
     .description(
-      'write a Grafana dashboard (JSON, for Dashboards → Import) of backups, drills and repositories',
+      'write a Grafana dashboard (JSON, for Dashboards → Import) of backups, drills, repositories and WAL archives',
     )
     .action(async (options: GenerateOptions, command: Command) => {
       await emit(

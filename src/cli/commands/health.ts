@@ -46,7 +46,7 @@ export class UnhealthyError extends ThresholdError {
 export function registerHealth(program: Command): void {
   databasePasswordOption(thresholdOptions(program.command('health')))
     .description(
-      'check the backups as the alert rules do: snapshot ages and sizes, drills, checks, stale locks, restore leftovers (exit 8 on a problem; --nagios: 0/1/2/3)',
+      "check the backups as the alert rules do: snapshot ages and sizes, drills, checks, stale locks, the archived WAL's age and gaps, restore leftovers (exit 8 on a problem; --nagios: 0/1/2/3)",
     )
     .option(
       '--server <url>',
@@ -256,6 +256,19 @@ export function describeFinding(finding: HealthFinding): string {
       return finding.stale.length === 0
         ? 'locks: none stale'
         : `locks: ${count(finding.stale.length, 'stale lock')} (${finding.stale.map((lock) => (lock.info ? `${lock.info.operation} on ${lock.info.host}, pid ${lock.info.pid}` : lock.name)).join('; ')}): strongbox unlock removes them`;
+    case 'wal-age':
+      if (finding.error !== undefined) return `WAL: the archive could not be read: ${finding.error}`;
+      return `WAL: newest segment ${finding.segment} archived ${ago(finding.ageSeconds)}${
+        finding.status === 'critical'
+          ? `, over the limit of ${formatElapsed(finding.limitSeconds)}: see strongbox wal status --url, the WAL daemon and pg_stat_archiver`
+          : finding.status === 'warning'
+            ? `, over half the limit of ${formatElapsed(finding.limitSeconds)}`
+            : ''
+      }`;
+    case 'wal-gaps':
+      return finding.gaps.length === 0
+        ? 'WAL: no gap a recovery would stop at'
+        : `WAL: ${count(finding.gaps.length, 'gap')} a recovery would stop at (${finding.gaps.map((gap) => `timeline ${gap.timeline}: ${gap.from} to ${gap.to}, ${count(gap.segments, 'segment')}`).join('; ')}): take a new base backup`;
     case 'leftovers':
       if (finding.error !== undefined)
         return `leftovers on ${finding.server}: could not be listed: ${finding.error}`;
@@ -340,6 +353,15 @@ function nagiosText(
         break;
       case 'snapshots':
         perf.push(`'damaged snapshots'=${finding.damaged.length};;1;0`);
+        break;
+      case 'wal-age':
+        if (finding.ageSeconds !== undefined)
+          perf.push(
+            `'wal age'=${Math.round(finding.ageSeconds)}s;${finding.warningSeconds};${finding.limitSeconds};0`,
+          );
+        break;
+      case 'wal-gaps':
+        perf.push(`'wal gaps'=${finding.gaps.length};;1;0`);
         break;
       case 'leftovers':
         perf.push(`${perfLabel(`leftovers ${finding.server}`)}=${finding.leftovers.length};1;;0`);

@@ -8,14 +8,17 @@ import { startWalDaemon } from '../../postgres/wal/daemon.ts';
 import { WalFetcher } from '../../postgres/wal/fetcher.ts';
 import { walSocketPath } from '../../postgres/wal/protocol.ts';
 import { parseWalFileName } from '../../postgres/wal/segments.ts';
-import { ARCHIVER_STATS, parseArchiverStats, walStatus, type WalStatus } from '../../postgres/wal/status.ts';
+import { ARCHIVER_STATS, parseArchiverStats, type WalStatus } from '../../postgres/wal/status.ts';
+import { WAL_KIND } from '../../monitoring/metrics.ts';
+import { archivedWal, walSamples } from '../../monitoring/wal-metrics.ts';
 import { onInterrupt } from '../../util/interrupt.ts';
 import { count } from '../../util/plural.ts';
 import { formatElapsed } from '../../util/duration.ts';
 import { databaseCredentials, databasePasswordOption, type DatabasePasswordOptions } from '../database.ts';
 import { globalOptions, outputFor, withRepository } from '../context.ts';
 import { formatBytes, table } from '../output.ts';
-import { describeOutcome } from '../outcome.ts';
+import { publishState } from '../metrics-sink.ts';
+import { describeOutcome, publicLocation } from '../outcome.ts';
 
 const positiveInteger = (what: string) => (value: string) => {
   const number = Number(value);
@@ -108,7 +111,7 @@ export function registerWal(program: Command): void {
     wal
       .command('status')
       .description(
-        'the WAL archive: newest segment and its age, the recovery window per timeline, gaps, and PostgreSQL failing to archive',
+        'the WAL archive: newest segment and its age, the recovery window per timeline, gaps, and PostgreSQL failing to archive; with --metrics-textfile or --pushgateway, published as metrics',
       )
       .option('--url <url>', 'also ask the server what it says of archiving (pg_stat_archiver)'),
   ).action(async (options: { url?: string } & DatabasePasswordOptions, command: Command) => {
@@ -118,11 +121,21 @@ export function registerWal(program: Command): void {
     const archiver = options.url
       ? parseArchiverStats(await serverArchiverStats(options.url, credentials.password))
       : undefined;
-    const status = await withRepository(global, (repository) =>
-      walStatus(repository.wal, archiver ? { archiver } : {}),
+    const { status, timelines } = await withRepository(global, (repository) =>
+      archivedWal(repository, archiver ? { archiver } : {}),
     );
     if (global.json) output.data(status);
     else output.line(describeStatus(status));
+    const location = publicLocation(global.repo ?? process.env.STRONGBOX_REPO) ?? '';
+    await publishState(
+      {
+        what: 'archive',
+        group: { repository: location, kind: WAL_KIND },
+        samples: walSamples(location, timelines, archiver),
+      },
+      global,
+      output,
+    );
   });
 }
 
