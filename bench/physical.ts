@@ -31,6 +31,8 @@ export interface PhysicalContender {
    * replay the archived WAL to its end once the server starts.
    */
   restore(dataDir: string): Promise<Measurement>;
+  /** Stops what the restore left running for the replay (a daemon serving restore_command). */
+  afterRestore?(): Promise<void>;
   /** Its ways of archiving WAL segments, each timed on the same captured segments. */
   walPushModes: WalPushMode[];
 }
@@ -372,6 +374,7 @@ async function restoreAndReplay(
     return { restore, secondsToWrites };
   } finally {
     await restored.stop();
+    await contender.afterRestore?.();
     await rm(dataDir, { recursive: true, force: true });
   }
 }

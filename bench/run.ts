@@ -118,7 +118,7 @@ async function main(): Promise<void> {
     if (sections.has('physical')) {
       const physicalDir = path.join(workDir, 'physical');
       await mkdir(physicalDir);
-      const { contenders, missing } = physicalContenders(physicalDir);
+      const { contenders, missing } = physicalContenders(physicalDir, cli);
       physical = await measurePhysical({ dataset, sqlDir, workDir: physicalDir, log }, contenders, missing);
     }
   } finally {

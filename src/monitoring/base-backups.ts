@@ -1,3 +1,4 @@
+import { physicalBaseBackups } from '../postgres/physical/base-backup-reader.ts';
 import type { BaseBackupStart } from '../postgres/wal/status.ts';
 import type { Repository } from '../repository/repository.ts';
 import type { SnapshotInfo } from '../repository/snapshot.ts';
@@ -17,11 +18,10 @@ export interface BaseBackupReader {
 }
 
 /**
- * Where `strongbox metrics`, `health` and `wal status` read base backups, one line per kind
- * (PHYSICAL_SNAPSHOT_KIND's reader, once the physical backup writes such snapshots), so that
- * none of them changes when one is added. Without a reader, no window is known.
+ * Where `strongbox metrics`, `health` and `wal status` read base backups, one line per kind, so
+ * that none of them changes when one is added. Without a reader, no window is known.
  */
-export const BASE_BACKUP_READERS: readonly BaseBackupReader[] = [];
+export const BASE_BACKUP_READERS: readonly BaseBackupReader[] = [physicalBaseBackups];
 
 /**
  * The base backups the repository holds, as walStatus's `baseBackups` takes them: none when no

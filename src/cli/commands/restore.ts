@@ -17,6 +17,12 @@ import {
 } from '../database.ts';
 import { globalOptions, outputFor, withRepository, type GlobalOptions } from '../context.ts';
 import { formatBytes } from '../output.ts';
+import {
+  isPhysicalRestore,
+  physicalRestoreOptions,
+  runPhysicalRestore,
+  type PhysicalRestoreCliOptions,
+} from '../physical-restore.ts';
 import { showingMismatch, verificationTable } from '../verification.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
 import { count } from '../../util/plural.ts';
@@ -25,7 +31,7 @@ const collect = (value: string, previous: string[]) => [...previous, value];
 
 export function registerRestore(program: Command): void {
   const group = program.command('restore').description('restore a snapshot');
-  databasePasswordOption(filterOptions(group))
+  physicalRestoreOptions(databasePasswordOption(filterOptions(group)))
     .argument('[snapshot]', 'PostgreSQL snapshot: id, id prefix, or latest (default)', 'latest')
     .option(
       '--to <url>',
@@ -62,6 +68,14 @@ export function registerRestore(program: Command): void {
       const global = globalOptions(command);
       const output = outputFor(global);
       const credentials = await databaseCredentials(options.to, options, output);
+      if (isPhysicalRestore(options))
+        return runPhysicalRestore(
+          global,
+          output,
+          reference === 'latest' ? undefined : reference,
+          { ...options, ...credentials },
+          snapshotFilter(options),
+        );
       if (options.cleanup) {
         if (options.replace || options.all)
           throw new ConfigError('--cleanup restores nothing', { hint: 'Leave out --replace and --all.' });
@@ -151,7 +165,8 @@ export function registerRestore(program: Command): void {
     );
 }
 
-interface PostgresRestoreCliOptions extends FilterOptions, DatabasePasswordOptions {
+interface PostgresRestoreCliOptions
+  extends FilterOptions, DatabasePasswordOptions, Omit<PhysicalRestoreCliOptions, 'pgBin'> {
   all?: boolean;
   cleanup?: boolean;
   jobs?: number;

@@ -62,6 +62,11 @@ async function writeAtomically(target: string, content: Uint8Array): Promise<voi
   const temporary = path.join(path.dirname(target), `.strongbox-${randomBytes(6).toString('hex')}.tmp`);
   try {
     await fs.writeFile(temporary, content, { mode: 0o600 });
+    // Served by a process running as root (a restore's), for a server that runs as its own user.
+    if (process.getuid?.() === 0) {
+      const directory = await fs.stat(path.dirname(target));
+      await fs.chown(temporary, directory.uid, directory.gid);
+    }
     await fs.rename(temporary, target);
   } catch (error) {
     await fs.rm(temporary, { force: true });

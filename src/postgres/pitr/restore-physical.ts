@@ -1,0 +1,254 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { ConfigError, VerificationError } from '../../errors.ts';
+import { restoreFiles } from '../../ops/restore-files.ts';
+import type { Repository, SnapshotFilter } from '../../repository/repository.ts';
+import { PHYSICAL_LAYOUT } from '../physical/physical.ts';
+import type { WalArchive } from '../wal/archiver.ts';
+import { segmentNumber, segmentOfLsn } from '../wal/segments.ts';
+import { walStatus } from '../wal/status.ts';
+import { chooseBaseBackup, type ChosenBackup } from './choose-backup.ts';
+import {
+  confLiteral,
+  describeTarget,
+  recoveryConf,
+  type RecoverySettings,
+  type RecoveryTarget,
+  type TargetAction,
+} from './recovery-target.ts';
+
+export interface PhysicalRestoreOptions {
+  /** The data directory to lay out: absent or empty, unless `force`. */
+  pgdata: string;
+  target: RecoveryTarget;
+  timeline?: RecoverySettings['timeline'];
+  action?: TargetAction;
+  /** The restore_command written for the server (wal fetch, reaching the repository). */
+  restoreCommand: string;
+  /** Empty a data directory that is not empty. */
+  force?: boolean;
+  /** Settings appended after the recovery's, which they override (a scratch cluster's port…). */
+  settings?: Record<string, string>;
+  /** Where each tablespace goes, by oid; else where it was. */
+  tablespaces?: Record<string, string>;
+  filter?: SnapshotFilter;
+  onStep?: (message: string) => void;
+  onProgress?: (bytes: number) => void;
+}
+
+export interface PhysicalRestoreLayout {
+  backup: ChosenBackup;
+  pgdata: string;
+  tablespaces: { oid: string; name: string; location: string }[];
+  bytes: number;
+  files: number;
+}
+
+/** The target cannot be reached with what the archive holds: WAL the recovery needs is missing. */
+export class WalMissingForRecoveryError extends VerificationError {
+  constructor(
+    readonly missing: { from: string; to: string },
+    readonly why: string,
+  ) {
+    super(
+      `the archive lacks WAL ${missing.from}${missing.to !== missing.from ? ` to ${missing.to}` : ''}, ${why}`,
+      {
+        hint: '`strongbox wal status` shows the gaps; a base backup taken after the gap restores past it.',
+      },
+    );
+  }
+}
+
+/**
+ * Lays out a data directory from a physical backup for a point-in-time recovery: the backup's
+ * files, its tablespaces (where they were, or where asked), the recovery settings and
+ * recovery.signal. The server is not started here (start-recovery.ts does). Before anything is
+ * written, the archive is checked for the WAL the backup needs to be consistent, and, to replay to
+ * the end, for a gap after it: recovery would stop there and open a database older than asked.
+ */
+export async function layOutPhysicalRestore(
+  repository: Repository,
+  reference: string | undefined,
+  options: PhysicalRestoreOptions,
+): Promise<PhysicalRestoreLayout> {
+  const step = options.onStep ?? (() => undefined);
+  return repository.withReadLock('restore', async () => {
+    const backup = await chooseBaseBackup(repository, reference, options.target, options.filter);
+    step(
+      `base backup ${backup.id.slice(0, 8)} of ${backup.details.cluster} (${backup.details.stopTime}), recovering to ${describeTarget(options.target)}`,
+    );
+    if (!backup.details.walIncluded || options.target.kind === 'end')
+      await requireArchivedWal(repository.wal, backup, options.target);
+
+    const pgdata = path.resolve(options.pgdata);
+    await prepareDataDirectory(pgdata, Boolean(options.force));
+    await repository.loadIndex();
+    const root = await repository.readTree(backup.tree);
+    const subtree = (name: string) => {
+      const node = root.nodes.find((candidate) => candidate.name === name);
+      return node?.type === 'dir' ? node.subtree : undefined;
+    };
+    const dataTree = subtree(PHYSICAL_LAYOUT.data);
+    if (!dataTree)
+      throw new VerificationError(`base backup ${backup.id.slice(0, 8)} holds no data directory`);
+    let bytes = 0;
+    let files = 0;
+    const progress = (written: number) => options.onProgress?.(bytes + written);
+    step(`restore the data directory into ${pgdata}`);
+    const data = await restoreFiles(repository, dataTree, pgdata, {
+      overwrite: true,
+      onProgress: progress,
+      onWarning: (message) => repository.onWarning(message),
+    });
+    bytes += data.bytes;
+    files += data.files;
+    // A data directory this process made belongs to the server's user, who owns what it holds.
+    if (process.getuid?.() === 0) {
+      const server = await fs.stat(path.join(pgdata, 'PG_VERSION'));
+      await fs.chown(pgdata, server.uid, server.gid);
+    }
+
+    const tablespaces: PhysicalRestoreLayout['tablespaces'] = [];
+    const tablespacesTree = subtree(PHYSICAL_LAYOUT.tablespaces);
+    const tablespaceNodes = tablespacesTree ? (await repository.readTree(tablespacesTree)).nodes : [];
+    for (const [oid, recorded] of Object.entries(backup.details.tablespaces)) {
+      const location = path.resolve(options.tablespaces?.[oid] ?? recorded.location);
+      const node = tablespaceNodes.find((candidate) => candidate.name === oid);
+      step(`restore tablespace ${recorded.name || oid} into ${location}`);
+      await prepareDataDirectory(location, Boolean(options.force));
+      if (node?.type === 'dir') {
+        const restored = await restoreFiles(repository, node.subtree!, location, {
+          overwrite: true,
+          onProgress: progress,
+          onWarning: (message) => repository.onWarning(message),
+        });
+        bytes += restored.bytes;
+        files += restored.files;
+      }
+      await matchOwner(location, pgdata);
+      // The backup holds pg_tblspc/<oid> as a link to where the tablespace was: to where it is now.
+      const link = path.join(pgdata, 'pg_tblspc', oid);
+      await fs.rm(link, { force: true });
+      await fs.mkdir(path.dirname(link), { recursive: true });
+      await fs.symlink(location, link);
+      await matchOwner(link, pgdata);
+      tablespaces.push({ oid, name: recorded.name, location });
+    }
+    for (const oid of Object.keys(options.tablespaces ?? {}))
+      if (!(oid in backup.details.tablespaces))
+        throw new ConfigError(`base backup ${backup.id.slice(0, 8)} has no tablespace ${oid}`);
+    await fs.appendFile(
+      path.join(pgdata, 'postgresql.auto.conf'),
+      recoveryConf({
+        target: options.target,
+        timeline: options.timeline ?? 'latest',
+        action: options.action ?? 'promote',
+        restoreCommand: options.restoreCommand,
+      }) +
+        Object.entries(options.settings ?? {})
+          .map(([name, value]) => `${name} = ${confLiteral(value)}\n`)
+          .join(''),
+    );
+    await fs.writeFile(path.join(pgdata, 'recovery.signal'), '');
+    // pg_wal must exist even where the backup left it out; PostgreSQL refuses a data directory
+    // anyone else may read.
+    await fs.mkdir(path.join(pgdata, 'pg_wal', 'archive_status'), { recursive: true });
+    await fs.chmod(pgdata, 0o700);
+    for (const file of [
+      'postgresql.auto.conf',
+      'recovery.signal',
+      'tablespace_map',
+      'pg_wal',
+      'pg_wal/archive_status',
+    ])
+      await matchOwner(path.join(pgdata, file), pgdata).catch(() => undefined);
+    return { backup, pgdata, tablespaces, bytes, files };
+  });
+}
+
+/** Refuses a data directory that is not empty, unless told to empty it. */
+async function prepareDataDirectory(directory: string, force: boolean): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await fs.readdir(directory);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      await fs.mkdir(directory, { recursive: true, mode: 0o700 });
+      return;
+    }
+    throw new ConfigError(`cannot use ${directory}: ${(error as Error).message}`);
+  }
+  if (entries.length === 0) return;
+  if (!force)
+    throw new ConfigError(`${directory} is not empty`, {
+      hint: 'Restore into an empty directory, or empty it first (force).',
+    });
+  if (await isRunningCluster(directory))
+    throw new ConfigError(`${directory} holds a running PostgreSQL server (postmaster.pid)`, {
+      hint: 'Stop the server before restoring over its data directory.',
+    });
+  for (const entry of entries) await fs.rm(path.join(directory, entry), { recursive: true, force: true });
+}
+
+async function isRunningCluster(directory: string): Promise<boolean> {
+  try {
+    const pid = Number((await fs.readFile(path.join(directory, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+    if (!Number.isInteger(pid) || pid <= 0) return false;
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Gives `file` the owner of the data directory, as the server must own everything it reads. */
+async function matchOwner(file: string, pgdata: string): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const owner = await fs.stat(pgdata);
+  await fs.lchown(file, owner.uid, owner.gid);
+}
+
+/**
+ * The WAL a recovery needs, checked in the archive before anything is written: every segment from
+ * the backup's start to its end (without them it is not consistent), and, to replay to the end of
+ * the archive, no gap after it on its timeline.
+ */
+async function requireArchivedWal(
+  store: WalArchive & Parameters<typeof walStatus>[0],
+  backup: ChosenBackup,
+  target: RecoveryTarget,
+): Promise<void> {
+  const { details } = backup;
+  const size = details.walSegmentSize;
+  const first = segmentOfLsn(details.timeline, details.startLsn, size);
+  const last = segmentOfLsn(details.timeline, details.stopLsn, size);
+  const status = await walStatus(store);
+  const timeline = status.timelines.find((entry) => entry.timeline === details.timeline);
+  const holds = (name: string) =>
+    timeline !== undefined &&
+    timeline.first <= name &&
+    name <= timeline.last &&
+    !timeline.gaps.some((gap) => gap.from <= name && name <= gap.to);
+  if (!details.walIncluded) {
+    for (const name of [first, last])
+      if (!holds(name))
+        throw new WalMissingForRecoveryError(
+          { from: first, to: last },
+          `which base backup ${backup.id.slice(0, 8)} needs to be consistent`,
+        );
+    const gap = timeline!.gaps.find((entry) => entry.to >= first && entry.from <= last);
+    if (gap)
+      throw new WalMissingForRecoveryError(
+        gap,
+        `which base backup ${backup.id.slice(0, 8)} needs to be consistent`,
+      );
+  }
+  if (target.kind === 'end' && timeline) {
+    const gap = timeline.gaps.find((entry) => segmentNumber(entry.to, size) >= segmentNumber(first, size));
+    if (gap)
+      throw new WalMissingForRecoveryError(
+        gap,
+        'and replay to the end of the archive would stop there: give a target before it, or restore from a base backup taken after it',
+      );
+  }
+}
