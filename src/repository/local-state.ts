@@ -1,6 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError, ConfigRollbackError } from '../errors.ts';
