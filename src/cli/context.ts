@@ -218,7 +218,7 @@ const configs = new Map<string, Promise<StrongboxConfig>>();
 
 /**
  * The configuration file --config or STRONGBOX_CONFIG names, read and validated once a process
- * (main.ts reads it before any command runs); the built-in settings when none is named.
+ * (program.ts reads it before any command runs); the built-in settings when none is named.
  */
 export function loadedConfig(options: GlobalOptions): Promise<StrongboxConfig> {
   const file = configFileFrom(options);

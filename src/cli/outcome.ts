@@ -8,8 +8,8 @@ import { publicArguments, WITHHELD } from './public-arguments.ts';
 
 /**
  * What a command did, for whoever watches the backups: metrics, notifications, the audit log.
- * main.ts starts one per run before the command's action, the action adds what it knows (the
- * subject before it begins, so that a failure is labelled too; figures once done), and main.ts
+ * program.ts starts one per run before the command's action, the action adds what it knows (the
+ * subject before it begins, so that a failure is labelled too; figures once done), and program.ts
  * hands the finished outcome to every sink (outcome-sinks.ts) whether the command succeeded or not.
  */
 export interface CommandOutcome {
@@ -75,7 +75,7 @@ function operationOf(command: Command): string {
   return names.join(' ');
 }
 
-/** main.ts, before a command's action runs. */
+/** program.ts, before a command's action runs. */
 export function beginOutcome(command: Command): void {
   running = { command, operation: operationOf(command), started: new Date(), subject: {}, figures: {} };
 }
@@ -127,7 +127,7 @@ export function publicLocation(location: string | undefined): string | undefined
 }
 
 /**
- * main.ts, once the command ended: builds the outcome and gives it to every sink in turn. Returns
+ * program.ts, once the command ended: builds the outcome and gives it to every sink in turn. Returns
  * nothing and throws nothing; a command that never began (bad usage, --help) has no outcome.
  */
 export async function finishOutcome(error: unknown, sinks: readonly OutcomeSink[]): Promise<void> {
