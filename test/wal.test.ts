@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -166,10 +166,22 @@ describe('wal push, fetch and status', () => {
         stdio: 'ignore',
         ...postgresIds(),
       });
-      // Until the push is past loading the program and deriving its key, then a random moment on.
-      await new Promise((resolve) => setTimeout(resolve, Math.floor(random() * 1500)));
+      if (round % 2 === 0) {
+        // Killed while it writes the object: once its temporary file is in the repository.
+        const folder = path.join(setup.repo.repo, 'wal', '0000007F');
+        while (
+          child.exitCode === null &&
+          !(await readdir(folder).catch(() => [])).some((entry) => entry.startsWith('.tmp-'))
+        )
+          await new Promise((resolve) => setTimeout(resolve, 2));
+      } else await new Promise((resolve) => setTimeout(resolve, Math.floor(random() * 1500)));
+      const exited = new Promise((resolve) =>
+        child.exitCode !== null || child.signalCode !== null
+          ? resolve(undefined)
+          : child.once('exit', resolve),
+      );
       child.kill('SIGKILL');
-      await new Promise((resolve) => child.once('exit', resolve));
+      await exited;
       expectExit(await asPostgres(['wal', 'push', file], work), 0);
       expect((await fetched(path.basename(file))).equals(source)).toBe(true);
     }
