@@ -267,6 +267,24 @@ describe('restore --pgdata', () => {
     ).toBe('');
   }, 600_000);
 
+  it('drill --physical recovers into a scratch cluster, times restore, replay and verify, and judges RTO and RPO', async () => {
+    const passed = await asRoot(['--json', 'drill', '--physical', '--rto', '1h']);
+    expectExit(passed, 0);
+    const record = JSON.parse(passed.stdout.toString());
+    expect(record).toMatchObject({ kind: 'postgres-physical', result: 'passed', exceeded: [] });
+    for (const phase of ['restore', 'replay', 'verify']) expect(record.phases[phase]).toBeGreaterThan(0);
+    expect(record.rtoSeconds).toBeGreaterThanOrEqual(record.phases.replay);
+    expect(record.restore.amcheck.databases).toContain('shop');
+    // The newest archived segment is older than a millisecond: over the objective, exit 8.
+    const over = await asRoot(['--json', 'drill', '--physical', '--rpo', '1ms']);
+    expectExit(over, 8);
+    expect(JSON.parse(over.stdout.toString()).exceeded).toEqual(['rpo']);
+    // Neither left a scratch cluster running.
+    expect((await run('pgrep', ['-f', 'strongbox-drill-']).catch(() => ({ stdout: '' }))).stdout.trim()).toBe(
+      '',
+    );
+  }, 600_000);
+
   it('refuses a target before the base backup ended, and a timeline that does not exist (exit 7)', async () => {
     const early = await pitr('too-early', ['--time', '2000-01-01 00:00:00+00']);
     expectExit(early.result, 7);

@@ -176,7 +176,7 @@ async function runTableRecovery(
  * when it holds no credentials. The key is never written into the server's configuration: a WAL
  * daemon, or the server's environment, gives it.
  */
-function strongboxCommand(global: GlobalOptions): string[] {
+export function strongboxCommand(global: GlobalOptions): string[] {
   const program = [process.execPath, realpathSync(process.argv[1]!)];
   const location = global.repo ?? process.env.STRONGBOX_REPO;
   if (location && publicLocation(location) === location) program.push('--repo', location);

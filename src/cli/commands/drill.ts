@@ -1,10 +1,15 @@
 import type { Command } from 'commander';
+import { ConfigError } from '../../errors.ts';
+import { drillPhysical, PHYSICAL_DRILL_PHASES } from '../../postgres/pitr/drill-physical.ts';
+import { recoveryTarget } from '../../postgres/pitr/recovery-target.ts';
+import { strongboxCommand } from '../physical-restore.ts';
+import type { Output } from '../output.ts';
 import { DRILL_PHASES, drill, drillError, type DrillRecord, type DrillResult } from '../../postgres/drill.ts';
 import { drillReportMarkdown, RESULT_WORDS } from '../../postgres/drill-report.ts';
 import { writeFileAtomically } from '../../util/atomic-file.ts';
 import { formatElapsed, parseDuration } from '../../util/duration.ts';
 import { positiveInteger } from '../arguments.ts';
-import { globalOptions, loadedConfig, outputFor, withRepository } from '../context.ts';
+import { globalOptions, loadedConfig, outputFor, withRepository, type GlobalOptions } from '../context.ts';
 import { databaseCredentials, databasePasswordOption, type DatabasePasswordOptions } from '../database.ts';
 import { describeOutcome } from '../outcome.ts';
 import { formatBytes } from '../output.ts';
@@ -12,7 +17,9 @@ import { verificationTable } from '../verification.ts';
 import { filterOptions, snapshotFilter, type FilterOptions } from './filters.ts';
 
 interface DrillCliOptions extends FilterOptions, DatabasePasswordOptions {
-  to: string;
+  to?: string;
+  physical?: boolean;
+  time?: string;
   rto?: number;
   rpo?: number;
   report?: string;
@@ -30,10 +37,15 @@ export function registerDrill(program: Command): void {
       'restore a PostgreSQL snapshot into a scratch database, verify and check it, time it, drop it (exit 7 on a problem, 8 over an objective)',
     )
     .argument('[snapshot]', 'PostgreSQL snapshot: id, id prefix, or latest (default)', 'latest')
-    .requiredOption(
+    .option(
       '--to <url>',
       'the scratch database, which must not exist: postgres://user@host:port/database, without a password',
     )
+    .option(
+      '--physical',
+      'drill a physical backup: recover it into a scratch cluster on a free local port, replay the archived WAL, pg_amcheck every database',
+    )
+    .option('--time <time>', 'with --physical: recover to this moment rather than the end of the archive')
     .option(
       '--rto <duration>',
       'recovery time objective: fetch + restore + verify within it (30m, 1h)',
@@ -56,6 +68,11 @@ export function registerDrill(program: Command): void {
     .action(async (reference: string, options: DrillCliOptions, command: Command) => {
       const global = globalOptions(command);
       const output = outputFor(global);
+      if (options.physical) return physicalDrill(global, output, reference, options);
+      if (!options.to)
+        throw new ConfigError('a drill needs --to, the scratch database to restore into', {
+          hint: 'Or drill a physical backup with --physical, which makes a scratch cluster of its own.',
+        });
       const credentials = await databaseCredentials(options.to, options, output);
       const config = await loadedConfig(global);
       describeOutcome({
@@ -63,7 +80,7 @@ export function registerDrill(program: Command): void {
       });
       const result = await withRepository(global, (repository) =>
         drill(repository, reference, {
-          to: options.to,
+          to: options.to!,
           ...credentials,
           ...(options.pgBin ? { pgBin: options.pgBin } : {}),
           ...(options.jobs ? { jobs: options.jobs } : {}),
@@ -148,4 +165,62 @@ function drillSummary(result: DrillResult): string {
   if (record.failures.length > 0)
     lines.push('failures:', ...record.failures.map((failure) => `  - ${failure}`));
   return lines.join('\n');
+}
+
+/** `drill --physical`: a point-in-time recovery into a scratch cluster, judged and recorded as every drill. */
+async function physicalDrill(
+  global: GlobalOptions,
+  output: Output,
+  reference: string,
+  options: DrillCliOptions,
+): Promise<void> {
+  describeOutcome({
+    subject: { host: options.host, kind: 'postgres-physical', name: options.name, env: options.env },
+  });
+  const target = recoveryTarget(options.time !== undefined ? { time: options.time } : {});
+  const result = await withRepository(global, (repository) =>
+    drillPhysical(repository, reference === 'latest' ? undefined : reference, {
+      target,
+      strongbox: strongboxCommand(global),
+      objectives: {
+        ...(options.rto !== undefined ? { rtoSeconds: options.rto } : {}),
+        ...(options.rpo !== undefined ? { rpoSeconds: options.rpo } : {}),
+      },
+      ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+      filter: snapshotFilter(options),
+      ...(options.keep ? { keep: true } : {}),
+      onStep: (message) => output.info(message),
+      onPhase: (phase, seconds) => output.info(`drill: ${phase} took ${formatElapsed(seconds)}`),
+    }),
+  );
+  const { record } = result;
+  describeOutcome({
+    subject: { host: record.host, kind: record.kind, name: record.database, env: record.env ?? undefined },
+    ...(record.snapshot ? { snapshot: record.snapshot } : {}),
+    figures: drillFigures(record),
+  });
+  const lines = [
+    `physical drill of ${record.database}, base backup ${record.snapshot.slice(0, 8)} (${record.snapshotTime}): ${RESULT_WORDS[record.result]}`,
+    `  phases  ${PHYSICAL_DRILL_PHASES.map((phase) => `${phase} ${record.phases[phase] === null ? '—' : formatElapsed(record.phases[phase]!)}`).join(', ')}`,
+    `  RTO     ${record.rtoSeconds === null ? 'not reached' : formatElapsed(record.rtoSeconds)}${record.objectives.rtoSeconds === null ? '' : ` (objective ${formatElapsed(record.objectives.rtoSeconds)}: ${record.exceeded.includes('rto') ? 'EXCEEDED' : 'met'})`}`,
+    `  RPO     ${formatElapsed(record.rpoSeconds)} (the newest archived WAL)${record.objectives.rpoSeconds === null ? '' : ` (objective ${formatElapsed(record.objectives.rpoSeconds)}: ${record.exceeded.includes('rpo') ? 'EXCEEDED' : 'met'})`}`,
+  ];
+  if (result.restore?.recovery)
+    lines.push(
+      `  reached ${result.restore.recovery.lsn ?? '?'}${result.restore.recovery.lastTransaction ? `, last transaction ${result.restore.recovery.lastTransaction}` : ''}`,
+    );
+  if (result.restore?.amcheck)
+    lines.push(`  checked ${result.restore.amcheck.databases.length} databases with pg_amcheck`);
+  if (result.keptAs) lines.push(`  kept    ${result.keptAs} (stopped)`);
+  if (record.failures.length > 0)
+    lines.push('failures:', ...record.failures.map((failure) => `  - ${failure}`));
+  if (options.report)
+    await writeFileAtomically(
+      options.report,
+      `# Physical restore drill\n\n\`\`\`\n${lines.join('\n')}\n\`\`\`\n`,
+    );
+  if (global.json) output.data({ ...record, ...(result.restore ? { restore: result.restore } : {}) });
+  else output.line(lines.join('\n'));
+  const failure = drillError(result);
+  if (failure !== undefined) throw failure;
 }

@@ -38,6 +38,9 @@ export interface PointInTimeRestoreResult {
   restoreCommand: string;
   recovery?: RecoveryReached;
   amcheck?: AmcheckReport;
+  amcheckSeconds?: number;
+  /** The PostgreSQL programs the server was started with. */
+  binDir?: string;
   durationSeconds: number;
 }
 
@@ -85,6 +88,7 @@ export async function restorePointInTime(
         Math.floor(layout.backup.details.serverVersion / 10000),
         options.pgBin,
       );
+      result.binDir = binDir;
       const owner = await fs.stat(layout.pgdata);
       if (process.getuid?.() === 0) await fs.chown(socketDirectory, owner.uid, owner.gid);
       const socket = path.join(socketDirectory, 'fetch.sock');
@@ -107,7 +111,9 @@ export async function restorePointInTime(
       }
       if (result.recovery.state !== 'shut down' && options.checkDatabases !== false) {
         step('check every database with pg_amcheck (heapallindexed)');
+        const checking = performance.now();
         result.amcheck = await amcheckAll({ binDir, ...result.recovery });
+        result.amcheckSeconds = (performance.now() - checking) / 1000;
       }
     }
     result.durationSeconds = (performance.now() - began) / 1000;

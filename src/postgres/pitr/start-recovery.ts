@@ -225,3 +225,20 @@ async function controlField(binDir: string, pgdata: string, field: string): Prom
 function clusterState(binDir: string, pgdata: string): Promise<string | null> {
   return controlField(binDir, pgdata, 'Database cluster state');
 }
+
+/** Stops the server of a data directory (fast), as its owner; nothing when none runs. */
+export async function stopServer(binDir: string, pgdata: string): Promise<void> {
+  const owner = await fs.stat(pgdata).catch(() => undefined);
+  if (!owner) return;
+  const asOwner = process.getuid?.() === 0 ? { uid: owner.uid, gid: owner.gid } : {};
+  await new Promise<void>((resolve) => {
+    const child = spawn(path.join(binDir, 'pg_ctl'), ['stop', '-D', pgdata, '-m', 'fast', '-w'], {
+      ...asOwner,
+      stdio: 'ignore',
+      cwd: pgdata,
+      env: toolEnvironment({}),
+    });
+    child.on('error', () => resolve());
+    child.on('exit', () => resolve());
+  });
+}

@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -11,7 +10,9 @@ import { resolveConnection, type PostgresConnection } from '../connection.ts';
 import { findTools, firstError, psql, toolEnvironment, type PostgresTools } from '../tools.ts';
 import { copySessionEnvironment, fingerprintCopy } from '../verify/verify.ts';
 import { describeTarget, type RecoveryTarget } from './recovery-target.ts';
+import { freePort } from './free-port.ts';
 import { restorePointInTime } from './restore-pitr.ts';
+import { stopServer } from './start-recovery.ts';
 
 export interface TableRecoveryOptions {
   target: RecoveryTarget;
@@ -238,34 +239,6 @@ async function dumpInto(
       `pg_restore of the recovered tables into ${to.display} failed: ${firstError(restoreErrors, 'pg_restore') ?? `exit ${restored}`}`,
       { hint: 'Objects they depend on (roles, types, referenced tables) must exist in the live database.' },
     );
-}
-
-async function stopServer(binDir: string, pgdata: string): Promise<void> {
-  const owner = await fs.stat(pgdata).catch(() => undefined);
-  if (!owner) return;
-  const asOwner = process.getuid?.() === 0 ? { uid: owner.uid, gid: owner.gid } : {};
-  await new Promise<void>((resolve) => {
-    const child = spawn(path.join(binDir, 'pg_ctl'), ['stop', '-D', pgdata, '-m', 'fast', '-w'], {
-      ...asOwner,
-      stdio: 'ignore',
-      cwd: pgdata,
-      env: toolEnvironment({}),
-    });
-    child.on('error', () => resolve());
-    child.on('exit', () => resolve());
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 interface QualifiedName {
