@@ -1,7 +1,7 @@
 import { realpathSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ConfigError, VerificationError } from '../errors.ts';
-import { recoveryTarget, type TargetAction } from '../postgres/pitr/recovery-target.ts';
+import { recoveryTarget, type RecoveryTarget, type TargetAction } from '../postgres/pitr/recovery-target.ts';
 import { restorePointInTime, type PointInTimeRestoreResult } from '../postgres/pitr/restore-pitr.ts';
 import { recoverTables } from '../postgres/pitr/table-recovery.ts';
 import type { SnapshotFilter } from '../repository/repository.ts';
@@ -60,6 +60,16 @@ export function isPhysicalRestore(options: PhysicalRestoreCliOptions): boolean {
   return options.pgdata !== undefined || hasTarget(options);
 }
 
+function targetOf(options: PhysicalRestoreCliOptions): RecoveryTarget {
+  return recoveryTarget({
+    ...(options.time !== undefined ? { time: options.time } : {}),
+    ...(options.lsn !== undefined ? { lsn: options.lsn } : {}),
+    ...(options.xid !== undefined ? { xid: options.xid } : {}),
+    ...(options.targetName !== undefined ? { name: options.targetName } : {}),
+    ...(options.immediate ? { immediate: true } : {}),
+  });
+}
+
 function hasTarget(options: PhysicalRestoreCliOptions): boolean {
   return (
     [options.time, options.lsn, options.xid, options.targetName].some((value) => value !== undefined) ||
@@ -75,13 +85,7 @@ export async function runPhysicalRestore(
   filter: SnapshotFilter,
 ): Promise<void> {
   if (options.pgdata === undefined) return runTableRecovery(global, output, reference, options, filter);
-  const target = recoveryTarget({
-    ...(options.time !== undefined ? { time: options.time } : {}),
-    ...(options.lsn !== undefined ? { lsn: options.lsn } : {}),
-    ...(options.xid !== undefined ? { xid: options.xid } : {}),
-    ...(options.targetName !== undefined ? { name: options.targetName } : {}),
-    ...(options.immediate ? { immediate: true } : {}),
-  });
+  const target = targetOf(options);
   const action = (options.targetAction ?? 'promote') as TargetAction;
   if (!['promote', 'pause', 'shutdown'].includes(action))
     throw new ConfigError(`--target-action ${options.targetAction} is not promote, pause or shutdown`);
@@ -143,13 +147,7 @@ async function runTableRecovery(
     throw new ConfigError('a recovery target without --pgdata recovers tables into a live database', {
       hint: 'Name them with --table and the database with --to; or give --pgdata to restore the whole cluster.',
     });
-  const target = recoveryTarget({
-    ...(options.time !== undefined ? { time: options.time } : {}),
-    ...(options.lsn !== undefined ? { lsn: options.lsn } : {}),
-    ...(options.xid !== undefined ? { xid: options.xid } : {}),
-    ...(options.targetName !== undefined ? { name: options.targetName } : {}),
-    ...(options.immediate ? { immediate: true } : {}),
-  });
+  const target = targetOf(options);
   const result = await withRepository(global, (repository) =>
     recoverTables(repository, reference, {
       target,
