@@ -12,18 +12,21 @@ export interface WalArchive {
   fetch(name: string): Promise<Buffer | undefined>;
 }
 
+/** One file archived: whether it was stored now, its size, how long it took, whether pushed ahead. */
+export interface PushedEvent {
+  name: string;
+  stored: boolean;
+  bytes: number;
+  seconds: number;
+  ahead: boolean;
+}
+
 export interface WalArchiverOptions {
   /** The data directory whose pg_wal/archive_status lists the files waiting (*.ready). */
   pgdata?: string;
   /** Files pushed at once, the one asked for and those pushed ahead of PostgreSQL. */
   parallel?: number;
-  onPushed?: (event: {
-    name: string;
-    stored: boolean;
-    bytes: number;
-    seconds: number;
-    ahead: boolean;
-  }) => void;
+  onPushed?: (event: PushedEvent) => void;
   onWarning?: (message: string) => void;
 }
 

@@ -1,4 +1,4 @@
-import { WalArchiver, type WalArchive } from './archiver.ts';
+import { WalArchiver, type PushedEvent, type WalArchive } from './archiver.ts';
 import { WalFetcher } from './fetcher.ts';
 import { startWalServer, type WalServer } from './server.ts';
 
@@ -14,13 +14,7 @@ export interface WalDaemonOptions {
   /** Serve pushes (a database host's write-only key) and fetches (a full key, for recoveries). */
   archive?: boolean;
   restore?: boolean;
-  onPushed?: (event: {
-    name: string;
-    stored: boolean;
-    bytes: number;
-    seconds: number;
-    ahead: boolean;
-  }) => void;
+  onPushed?: (event: PushedEvent) => void;
   onFetched?: (event: { name: string; bytes: number; prefetched: boolean }) => void;
   onError?: (message: string) => void;
   onWarning?: (message: string) => void;
