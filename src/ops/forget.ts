@@ -7,11 +7,11 @@ import {
   groupSnapshots,
   isEmptyPolicy,
   type GroupKey,
+  type RetentionDuration,
   type RetentionPolicy,
 } from '../retention/policy.ts';
 import { ConfigError } from '../errors.ts';
 import type { BaseBackupReader } from '../monitoring/base-backups.ts';
-import type { RetentionDuration } from '../retention/policy.ts';
 import { listBaseBackups, planWalExpiry, walWindowBackup, type WalExpiry } from './wal-expiry.ts';
 
 /**
