@@ -68,13 +68,19 @@ export async function forget(repository: Repository, options: ForgetOptions): Pr
     const now = options.now ?? new Date();
     const groups =
       'ids' in options ? await named(repository, options.ids) : await byPolicy(repository, options, now);
-    const backups = await listBaseBackups(repository, options.baseBackupReaders);
+    const keepWalWithin = 'policy' in options ? options.keepWalWithin : undefined;
+    const walFiles = await repository.wal.list();
+    // Reading every physical backup's record is only worth it when there is WAL to judge.
+    const backups =
+      walFiles.length > 0 || keepWalWithin
+        ? await listBaseBackups(repository, options.baseBackupReaders)
+        : [];
     if ('policy' in options && options.keepWalWithin) {
       const window = walWindowBackup(backups, options.keepWalWithin, now, options.timeZone);
       if (window) keepForWal(groups, window.backup.id, window.reason);
     }
     const removed = groups.flatMap((group) => group.remove.map((snapshot) => snapshot.id));
-    const { names, ...wal } = await planWalExpiry(repository, backups, new Set(removed));
+    const { names, ...wal } = await planWalExpiry(repository, walFiles, backups, new Set(removed));
     const locked = options.dryRun ? [] : await repository.removeSnapshots(removed, 'forget', names);
     return {
       dryRun: Boolean(options.dryRun),

@@ -75,10 +75,11 @@ export function walWindowBackup(
  */
 export async function planWalExpiry(
   repository: Repository,
+  listing: readonly WalListing[],
   backups: readonly BaseBackup[],
   removed: ReadonlySet<string>,
 ): Promise<WalExpiry> {
-  const listing = await repository.wal.list();
+  if (listing.length === 0) return { expired: summary([]), kept: summary([]), names: [] };
   const kept = backups.filter((backup) => !removed.has(backup.id));
   const { damaged } = await repository.scanSnapshots();
   const note =
@@ -89,7 +90,7 @@ export async function planWalExpiry(
         : damaged.some((snapshot) => !removed.has(snapshot.id))
           ? 'damaged snapshot files may be physical backups: no WAL is expired'
           : undefined;
-  if (note !== undefined || listing.length === 0)
+  if (note !== undefined)
     return { expired: summary([]), kept: summary(listing), names: [], ...(note ? { note } : {}) };
   const oldest = kept.reduce((a, b) => (b.startSegment! < a.startSegment! ? b : a));
   const { needed, expired } = splitNeededWal(listing, [oldest.startSegment!]);
