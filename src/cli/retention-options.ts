@@ -74,7 +74,8 @@ function parseCount(text: string): number {
   return Number(text);
 }
 
-function parseDuration(text: string): RetentionDuration {
+/** A duration as the --keep-within options take it (30d, 1y6m, 2y5m7d3h), for commander. */
+export function parseDuration(text: string): RetentionDuration {
   try {
     return parseRetentionDuration(text);
   } catch (error) {

@@ -7,14 +7,18 @@ import {
   groupSnapshots,
   isEmptyPolicy,
   type GroupKey,
+  type RetentionDuration,
   type RetentionPolicy,
 } from '../retention/policy.ts';
 import { ConfigError } from '../errors.ts';
+import type { BaseBackupReader } from '../monitoring/base-backups.ts';
+import { listBaseBackups, planWalExpiry, walWindowBackup, type WalExpiry } from './wal-expiry.ts';
 
 /**
- * `forget`: removes snapshots, those a retention policy does not keep or those named. Removal is
- * `Repository.removeSnapshots` (full keys only): a signed removal record, then the files. Only
- * snapshot files go; the data they alone used stays until `prune`.
+ * `forget`: removes snapshots, those a retention policy does not keep or those named, and expires
+ * the WAL no kept physical backup can replay (ops/wal-expiry.ts). Removal is
+ * `Repository.removeSnapshots` (full keys only): one signed removal record naming both, then the
+ * snapshot files and the WAL objects. The data the snapshots alone used stays until `prune`.
  */
 export type ForgetOptions = (
   | {
@@ -24,9 +28,11 @@ export type ForgetOptions = (
       /** IANA zone of the policy's calendar; UTC when absent. */
       timeZone?: string;
       filter?: SnapshotFilter;
+      /** Also keep the newest physical backup that ended at least this long ago, and its WAL. */
+      keepWalWithin?: RetentionDuration;
     }
   | { ids: readonly string[] }
-) & { dryRun?: boolean };
+) & { dryRun?: boolean; now?: Date; baseBackupReaders?: readonly BaseBackupReader[] };
 
 export interface ForgetSnapshot {
   id: string;
@@ -46,8 +52,10 @@ export interface ForgetResult {
   groups: ForgetGroup[];
   /** Ids removed (or, in a dry run, that would be). */
   removed: string[];
-  /** Snapshot files the storage keeps locked for now: removed all the same, deleted by a later prune. */
+  /** Snapshot files and WAL objects the storage keeps locked for now: deleted by a later prune. */
   locked: { object: string; retainUntil?: string }[];
+  /** The WAL expired (or, in a dry run, that would be) and kept. */
+  wal: Omit<WalExpiry, 'names'>;
 }
 
 export async function forget(repository: Repository, options: ForgetOptions): Promise<ForgetResult> {
@@ -57,10 +65,23 @@ export async function forget(repository: Repository, options: ForgetOptions): Pr
       hint: 'Give at least one --keep-* option, or a --policy.',
     });
   return repository.withLock('forget', { exclusive: false }, async () => {
+    const now = options.now ?? new Date();
     const groups =
-      'ids' in options ? await named(repository, options.ids) : await byPolicy(repository, options);
+      'ids' in options ? await named(repository, options.ids) : await byPolicy(repository, options, now);
+    const keepWalWithin = 'policy' in options ? options.keepWalWithin : undefined;
+    const walFiles = await repository.wal.list();
+    // Reading every physical backup's record is only worth it when there is WAL to judge.
+    const backups =
+      walFiles.length > 0 || keepWalWithin
+        ? await listBaseBackups(repository, options.baseBackupReaders)
+        : [];
+    if ('policy' in options && options.keepWalWithin) {
+      const window = walWindowBackup(backups, options.keepWalWithin, now, options.timeZone);
+      if (window) keepForWal(groups, window.backup.id, window.reason);
+    }
     const removed = groups.flatMap((group) => group.remove.map((snapshot) => snapshot.id));
-    const locked = options.dryRun ? [] : await repository.removeSnapshots(removed, 'forget');
+    const { names, ...wal } = await planWalExpiry(repository, walFiles, backups, new Set(removed));
+    const locked = options.dryRun ? [] : await repository.removeSnapshots(removed, 'forget', names);
     return {
       dryRun: Boolean(options.dryRun),
       groups,
@@ -69,13 +90,26 @@ export async function forget(repository: Repository, options: ForgetOptions): Pr
         object: error.objectName,
         ...(error.retainUntil ? { retainUntil: error.retainUntil.toISOString() } : {}),
       })),
+      wal,
     };
   });
+}
+
+/** Moves a snapshot the policy would remove to the kept ones of its group, saying why. */
+function keepForWal(groups: ForgetGroup[], id: string, reason: string): void {
+  for (const group of groups) {
+    const index = group.remove.findIndex((snapshot) => snapshot.id === id);
+    if (index < 0) continue;
+    const [snapshot] = group.remove.splice(index, 1);
+    group.keep.push({ ...snapshot!, reasons: [reason] });
+    group.keep.sort((a, b) => b.time.localeCompare(a.time));
+  }
 }
 
 async function byPolicy(
   repository: Repository,
   options: Extract<ForgetOptions, { policy: RetentionPolicy }>,
+  now: Date,
 ): Promise<ForgetGroup[]> {
   const { snapshots } = await repository.scanSnapshots(options.filter ?? {});
   const entries = snapshots.map((snapshot) => ({
@@ -86,7 +120,6 @@ async function byPolicy(
     kind: snapshot.header.kind,
     name: snapshot.header.name,
   }));
-  const now = new Date();
   return groupSnapshots(entries, options.groupBy ?? DEFAULT_GROUP_BY).map(({ key, snapshots: members }) => {
     const decisions = applyPolicy(members, options.policy, {
       now,

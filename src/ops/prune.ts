@@ -2,7 +2,7 @@ import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { packName } from '../repository/blob.ts';
 import { PackCopier } from '../repository/pack-copier.ts';
-import { folderOf, objectId } from '../repository/layout.ts';
+import { folderOf, objectId, walFileOf } from '../repository/layout.ts';
 import { listLocks } from '../repository/locks.ts';
 import { awaitedLater } from '../util/awaited-later.ts';
 import { indexRecords, type IndexedBlob } from '../repository/master-index.ts';
@@ -313,7 +313,14 @@ class Pruner {
       if (removed.has(id)) present.push(id);
     }
     for (const error of await this.repository.deleteRemovedSnapshotFiles(present)) this.noteLocked(error);
-    await this.repository.compactRemovalRecords();
+    // WAL a forget expired but could not delete (locked, or killed after its record).
+    const removedWal = await this.repository.removedWalNames();
+    const walLeft = (await this.repository.wal.list()).filter(({ name }) => removedWal.has(name));
+    const walLocked = await this.repository.wal.remove(walLeft.map(({ name }) => name));
+    for (const error of walLocked) this.noteLocked(error);
+    await this.repository.compactRemovalRecords(
+      new Set(walLocked.map((error) => walFileOf(error.objectName)!)),
+    );
   }
 
   /** True once no lock of `names` is held any more (released, or stale: its holder is gone). */

@@ -418,17 +418,28 @@ export class Repository {
    * client takes them for deleted by someone else, then their files. Returns the files the
    * storage keeps locked for now; they stay hidden, and a later prune deletes them.
    */
-  async removeSnapshots(ids: readonly string[], reason: RemovalReason): Promise<ObjectLockedError[]> {
+  async removeSnapshots(
+    ids: readonly string[],
+    reason: RemovalReason,
+    wal: readonly string[] = [],
+  ): Promise<ObjectLockedError[]> {
     this.requireReader('remove snapshots');
-    if (ids.length === 0) return [];
+    if (ids.length === 0 && wal.length === 0) return [];
     await this.records.writeRemoval({
       version: 1,
       created: new Date().toISOString(),
       reason,
       snapshots: [...ids],
+      ...(wal.length > 0 ? { wal: [...wal] } : {}),
     });
     this.removedSnapshots = undefined;
-    return this.snapshots.deleteRemoved(ids);
+    return [...(await this.snapshots.deleteRemoved(ids)), ...(await this.wal.remove(wal))];
+  }
+
+  /** WAL files trusted removal records name, whether or not they are still stored. */
+  async removedWalNames(): Promise<ReadonlySet<string>> {
+    const { trusted } = await this.records.removals();
+    return new Set(trusted.flatMap((record) => record.value.wal ?? []));
   }
 
   /** Deletes the files of snapshots already recorded as removed (finishing a crashed removal). */
@@ -436,11 +447,14 @@ export class Repository {
     return this.snapshots.deleteRemoved(ids);
   }
 
-  /** Replaces removal records by one listing all they list, so that they do not pile up over years. */
-  async compactRemovalRecords(): Promise<number> {
+  /**
+   * Replaces removal records by one listing all they list, so that they do not pile up over years;
+   * of the WAL files they name, only those still stored (locked) are carried over.
+   */
+  async compactRemovalRecords(walStillStored: ReadonlySet<string> = new Set()): Promise<number> {
     const { trusted } = await this.records.removals();
     if (trusted.length < 2) return 0;
-    await this.resignRemovals(trusted);
+    await this.resignRemovals(trusted, (name) => walStillStored.has(name));
     return trusted.length;
   }
 
@@ -1002,14 +1016,19 @@ export class Repository {
    * deletions. Killed before, clients report those snapshots disappeared: a false alarm, never a
    * hidden deletion.
    */
-  private async resignRemovals(before: readonly TrustedRecord<RemovalRecord>[]): Promise<void> {
+  private async resignRemovals(
+    before: readonly TrustedRecord<RemovalRecord>[],
+    keepWal: (name: string) => boolean = () => true,
+  ): Promise<void> {
     if (before.length === 0) return;
     const snapshots = [...new Set(before.flatMap((record) => record.value.snapshots))].sort();
+    const wal = [...new Set(before.flatMap((record) => record.value.wal ?? []))].filter(keepWal).sort();
     await this.records.writeRemoval({
       version: 1,
       created: new Date().toISOString(),
       reason: 'compacted',
       snapshots,
+      ...(wal.length > 0 ? { wal } : {}),
     });
     for (const { name } of before) await this.records.delete(name);
     this.removedSnapshots = undefined;

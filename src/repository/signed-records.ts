@@ -4,7 +4,7 @@ import type { SigningKey } from '../crypto/signing.ts';
 import { MalformedRecordError, MissingDependencyError } from '../errors.ts';
 import { ObjectNotFoundError, type StorageBackend } from '../storage/backend.ts';
 import { hexId, list, parseRecord, text } from '../util/schema.ts';
-import { folderOf, objectId, objectName } from './layout.ts';
+import { folderOf, objectId, objectName, walFileKind } from './layout.ts';
 import { openJson, sealJson, type SealedFileMagic } from './sealed-file.ts';
 import { signObject, splitSigned, type SignedKind } from './signed-object.ts';
 import type { WriterTrust } from './trust.ts';
@@ -32,13 +32,24 @@ export interface RemovalRecord {
   reason: RemovalReason;
   /** Ids of the snapshots removed. */
   snapshots: string[];
+  /**
+   * WAL files (their names, as `wal/<timeline>/<name>` stores them) expired with the snapshots.
+   * Absent when none, so that records without WAL stay readable by versions that know none.
+   */
+  wal?: string[];
 }
+
+/** WAL names one removal record holds at most; a longer list is written as several records. */
+export const MAX_WAL_PER_RECORD = 100_000;
+
+const WAL_NAME = z.string().refine((name) => walFileKind(name) !== undefined, 'not a WAL file name');
 
 const REMOVAL_SCHEMA = z.strictObject({
   version: z.literal(1),
   created: isoTime,
   reason: z.enum(['forget', 'tag', 'compacted']),
   snapshots: list(hexId, MAX_IDS),
+  wal: list(WAL_NAME, MAX_WAL_PER_RECORD).optional(),
 });
 
 export interface PrunePlan {
@@ -93,12 +104,28 @@ export class SignedRecords {
     private readonly trust: WriterTrust,
   ) {}
 
-  /** Writes a removal record, durable once this resolves; returns its name. */
-  async writeRemoval(record: RemovalRecord): Promise<string> {
-    const bytes = this.encode('removal', record);
-    const name = objectName('removal', createHash('sha256').update(bytes).digest('hex'));
-    await this.backend.put(name, bytes);
-    return name;
+  /**
+   * Writes a removal record, durable once this resolves; returns its names: a record naming more
+   * than MAX_WAL_PER_RECORD WAL files is written as several, the snapshots in the first.
+   */
+  async writeRemoval(record: RemovalRecord): Promise<string[]> {
+    const { wal = [], ...rest } = record;
+    const chunks: RemovalRecord[] = [];
+    for (let start = 0; start < wal.length; start += MAX_WAL_PER_RECORD)
+      chunks.push({
+        ...rest,
+        snapshots: start === 0 ? rest.snapshots : [],
+        wal: wal.slice(start, start + MAX_WAL_PER_RECORD),
+      });
+    if (chunks.length === 0) chunks.push(rest);
+    const names: string[] = [];
+    for (const chunk of chunks) {
+      const bytes = this.encode('removal', chunk);
+      const name = objectName('removal', createHash('sha256').update(bytes).digest('hex'));
+      await this.backend.put(name, bytes);
+      names.push(name);
+    }
+    return names;
   }
 
   /** Writes (or, given its name, rewrites) a prune plan; returns its name. */

@@ -2,7 +2,12 @@ import os from 'node:os';
 import type { Identity } from '../crypto/key-wrap.ts';
 import type { SigningKey } from '../crypto/signing.ts';
 import { DamagedWalError, InvalidWalNameError, WalConflictError, WalTooLargeError } from '../errors.ts';
-import { ObjectNotFoundError, type ObjectInfo, type StorageBackend } from '../storage/backend.ts';
+import {
+  ObjectLockedError,
+  ObjectNotFoundError,
+  type ObjectInfo,
+  type StorageBackend,
+} from '../storage/backend.ts';
 import { forEachLimited } from '../util/each-limited.ts';
 import { PROGRAM } from '../version.ts';
 import { isWalTimeline, objectName, walFileKind, walFileOf, walFolder } from './layout.ts';
@@ -143,6 +148,24 @@ export class WalStore {
       else files.push({ name, size: object.size });
     }
     return files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * Deletes WAL files a removal record already names (full keys decide that: the caller wrote the
+   * record first). Returns those the storage keeps locked for now; files already gone are skipped.
+   */
+  async remove(names: readonly string[]): Promise<ObjectLockedError[]> {
+    const locked: ObjectLockedError[] = [];
+    for (const name of names) {
+      requireWalName(name);
+      try {
+        await this.backend.delete(objectName('wal', name));
+      } catch (error) {
+        if (error instanceof ObjectLockedError) locked.push(error);
+        else if (!(error instanceof ObjectNotFoundError)) throw error;
+      }
+    }
+    return locked;
   }
 
   /**

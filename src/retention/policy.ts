@@ -245,6 +245,11 @@ function cutoff(reference: Date, duration: RetentionDuration, calendar: Calendar
   return instantOfWallClock(shifted, calendar) - duration.hours * 3_600_000;
 }
 
+/** The instant `duration` before `reference`, counted as the `within` rules count (in `timeZone`, UTC when absent). */
+export function durationBefore(reference: Date, duration: RetentionDuration, timeZone?: string): Date {
+  return new Date(cutoff(reference, duration, timeZone ? zoneCalendar(timeZone) : utcCalendar));
+}
+
 /**
  * The instant whose wall clock reads `wallMs` (a wall clock written as if it were UTC). A wall
  * clock skipped by a DST change is read with the offset before the change; one that occurs twice

@@ -2,6 +2,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openRepository } from '../../src/index.ts';
+import { forget } from '../../src/ops/forget.ts';
 import { prune } from '../../src/ops/prune.ts';
 import { objectName } from '../../src/repository/layout.ts';
 import { seededBytes } from '../helpers/data.ts';
@@ -78,6 +79,40 @@ describe('a write-only key cannot delete backups through strongbox', () => {
     expect(after.stdout + after.stderr).toMatch(new RegExp(`${victim.slice(0, 8)}\\s+disappeared`));
     expect(after.stderr).toMatch(/ignored removal record .*write-only key/);
     expectExit(await runCli(['check'], { env: env(PASSWORD, owner) }), 7);
+  });
+
+  it('a removal record it signs naming WAL files makes neither prune nor forget delete them', async () => {
+    const names = ['000000010000000000000001', '000000010000000000000002'];
+    for (const name of names) await repo.repository.wal.push(name, Buffer.from(`WAL ${name}`));
+    const host = await openRepository({
+      repo: repo.location,
+      passphrase: WRITER_PASSWORD,
+      stateDirectory: path.join(repo.dir, 'host-state'),
+    });
+    try {
+      await host.records.writeRemoval({
+        version: 1,
+        created: new Date().toISOString(),
+        reason: 'forget',
+        snapshots: [],
+        wal: names,
+      });
+    } finally {
+      await host.close();
+    }
+    const owner = await repo.reopen();
+    try {
+      const warnings: string[] = [];
+      owner.onWarning = (message) => warnings.push(message);
+      await prune(owner);
+      expect(warnings.join('\n')).toMatch(/ignored removal record .*write-only key/);
+      const forgotten = await forget(owner, { policy: { last: 100 } });
+      expect(forgotten.wal.expired.count).toBe(0);
+      expect((await owner.wal.list()).map((file) => file.name)).toEqual(names);
+      expect(await owner.wal.fetch(names[0]!)).toEqual(Buffer.from(`WAL ${names[0]}`));
+    } finally {
+      await owner.close();
+    }
   });
 
   it('a prune plan it signs deletes nothing and is not honoured by writers', async () => {

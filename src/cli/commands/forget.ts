@@ -3,13 +3,21 @@ import { forget, type ForgetResult } from '../../ops/forget.ts';
 import { ConfigError } from '../../errors.ts';
 import { count } from '../../util/plural.ts';
 import { globalOptions, loadedConfig, outputFor, withRepository } from '../context.ts';
-import { table, type Output } from '../output.ts';
-import { addRetentionOptions, retentionFrom, type RetentionOptions } from '../retention-options.ts';
+import { formatBytes, table, type Output } from '../output.ts';
+import {
+  addRetentionOptions,
+  parseDuration,
+  retentionFrom,
+  type RetentionOptions,
+} from '../retention-options.ts';
+import type { RetentionDuration } from '../../retention/policy.ts';
 import { filterOptions, snapshotFilter, withEnvironment, type FilterOptions } from './filters.ts';
 import { printPrune, pruneFlags, pruneOptionsFrom, type PruneFlags } from './prune.ts';
 import { prune } from '../../ops/prune.ts';
 
-type ForgetFlags = RetentionOptions & FilterOptions & PruneFlags & { dryRun?: boolean; prune?: boolean };
+type ForgetFlags = RetentionOptions &
+  FilterOptions &
+  PruneFlags & { dryRun?: boolean; prune?: boolean; keepWalWithin?: RetentionDuration };
 
 export function registerForget(program: Command): void {
   const command = program
@@ -20,6 +28,11 @@ export function registerForget(program: Command): void {
       'remove exactly these snapshots (ids or unique prefixes) instead of applying a policy',
     );
   pruneFlags(addRetentionOptions(filterOptions(command)), 'with --prune: ')
+    .option(
+      '--keep-wal-within <duration>',
+      'also keep the newest physical backup that ended this long ago (7d), and the WAL from it: point-in-time recovery reaches that far back',
+      parseDuration,
+    )
     .option('--dry-run', 'show what would be kept and removed, and why; remove nothing')
     .option('--prune', 'then prune: delete the data only removed snapshots used')
     .action(async (ids: string[], flags: ForgetFlags, command: Command) => {
@@ -49,6 +62,7 @@ export function registerForget(program: Command): void {
           filter,
           dryRun,
           ...(choice.timeZone ? { timeZone: choice.timeZone } : {}),
+          ...(flags.keepWalWithin ? { keepWalWithin: flags.keepWalWithin } : {}),
         };
       }
       const outcome = await withRepository(global, async (repository) => {
@@ -100,10 +114,34 @@ function printForget(output: Output, result: ForgetResult, pruning: boolean): vo
     output.warn(
       `${object}: the storage locks it${retainUntil ? ` until ${retainUntil}` : ''}; it is removed all the same and a later prune deletes the file`,
     );
+  printWal(output, result);
   const kept = result.groups.reduce((sum, group) => sum + group.keep.length, 0);
   output.info(
     result.dryRun
       ? `dry run: would remove ${count(result.removed.length, 'snapshot')} and keep ${kept}; nothing was changed`
       : `removed ${count(result.removed.length, 'snapshot')}, kept ${kept}${result.removed.length && !pruning ? '; run `strongbox prune` to free their space' : ''}`,
   );
+}
+
+function printWal(output: Output, result: ForgetResult): void {
+  const { expired, kept, from, note } = result.wal;
+  if (expired.count + kept.count === 0 && !from) return;
+  const range = (files: typeof expired) => (files.first ? `${files.first} … ${files.last}` : '');
+  output.line(
+    table([
+      ['WAL', 'FILES', 'SIZE', 'RANGE'],
+      [
+        result.dryRun ? 'would expire' : 'expired',
+        String(expired.count),
+        formatBytes(expired.bytes),
+        range(expired),
+      ],
+      ['kept', String(kept.count), formatBytes(kept.bytes), range(kept)],
+    ]),
+  );
+  if (from)
+    output.info(
+      `WAL kept from ${from.startSegment}, where physical backup ${from.snapshot.slice(0, 8)} starts`,
+    );
+  if (note) output.info(note);
 }
