@@ -91,6 +91,7 @@ describe('backup postgres --physical', () => {
     const refused = await runCli(backupArgs(cluster), { env: { ...repo.env, ...cluster.env() } });
     expectExit(refused, 3);
     expect(refused.stderr.toString()).toMatch(/does not archive its WAL/);
+    expect(refused.stderr.toString()).toContain('or pass --include-wal');
     expect(await snapshots(repo)).toEqual([]);
   });
 

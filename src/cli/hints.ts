@@ -14,6 +14,7 @@ import {
   WrongPasswordError,
   type StrongboxError,
 } from '../errors.ts';
+import { ArchivingNotConfiguredError } from '../postgres/physical/physical.ts';
 import type { SnapshotFilter } from '../repository/repository.ts';
 
 /**
@@ -50,6 +51,8 @@ export function hintFor(error: StrongboxError): string | undefined {
   if (error instanceof TargetNotEmptyError)
     return orElse(error.hint, 'pass --overwrite to replace what is there');
   if (error instanceof MissingToolError) return orElse(error.hint, 'point --pg-bin at them');
+  if (error instanceof ArchivingNotConfiguredError)
+    return "Archive its WAL (archive_mode = on, archive_command = 'strongbox wal push %p'), or pass --include-wal.";
   if (error instanceof UnreadableFileError) return orElse(error.hint, 'leave it out with --exclude');
   if (error instanceof SourceSnapshotNotFoundError) {
     return error.reference === 'latest'
