@@ -55,6 +55,14 @@ export function physicalRestoreOptions(command: Command): Command {
     );
 }
 
+/** What `restore` hands on: these, and the options a table recovery shares with a logical restore. */
+type RestoreCommandOptions = PhysicalRestoreCliOptions & {
+  to?: string;
+  table: string[];
+  replace?: boolean;
+  password?: string;
+};
+
 /** Whether the command line asks for a physical restore: a data directory, or a recovery target. */
 export function isPhysicalRestore(options: PhysicalRestoreCliOptions): boolean {
   return options.pgdata !== undefined || hasTarget(options);
@@ -81,7 +89,7 @@ export async function runPhysicalRestore(
   global: GlobalOptions,
   output: Output,
   reference: string | undefined,
-  options: PhysicalRestoreCliOptions & { to?: string; table: string[]; replace?: boolean; password?: string },
+  options: RestoreCommandOptions,
   filter: SnapshotFilter,
 ): Promise<void> {
   if (options.pgdata === undefined) return runTableRecovery(global, output, reference, options, filter);
@@ -140,7 +148,7 @@ async function runTableRecovery(
   global: GlobalOptions,
   output: Output,
   reference: string | undefined,
-  options: PhysicalRestoreCliOptions & { to?: string; table: string[]; replace?: boolean; password?: string },
+  options: RestoreCommandOptions,
   filter: SnapshotFilter,
 ): Promise<void> {
   if (!options.to || options.table.length === 0)

@@ -5,7 +5,7 @@ import { judgeDrill, recordDrill, type DrillRecord } from '../../ops/drill-outco
 import type { Repository, SnapshotFilter } from '../../repository/repository.ts';
 import { walStatus } from '../wal/status.ts';
 import type { RecoveryTarget } from './recovery-target.ts';
-import { freePort } from './free-port.ts';
+import { freePort, SCRATCH_SETTINGS, scratchDirectory } from './scratch.ts';
 import { restorePointInTime, type PointInTimeRestoreResult } from './restore-pitr.ts';
 import { stopServer } from './start-recovery.ts';
 
@@ -49,8 +49,7 @@ export async function drillPhysical(
 ): Promise<PhysicalDrillResult> {
   const started = new Date();
   const status = await walStatus(repository.wal);
-  const scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'strongbox-drill-'));
-  await fs.chmod(scratch, 0o711);
+  const scratch = await scratchDirectory('strongbox-drill-');
   const pgdata = path.join(scratch, 'data');
   const failures: string[] = [];
   const result: Omit<PhysicalDrillResult, 'record'> = {};
@@ -64,7 +63,7 @@ export async function drillPhysical(
       strongbox: options.strongbox,
       start: true,
       port: await freePort(),
-      settings: { archive_mode: 'off', listen_addresses: '' },
+      settings: SCRATCH_SETTINGS,
       ...(options.pgBin ? { pgBin: options.pgBin } : {}),
       ...(options.filter ? { filter: options.filter } : {}),
       onStep: options.onStep ?? (() => undefined),

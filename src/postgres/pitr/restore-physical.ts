@@ -7,6 +7,7 @@ import { PHYSICAL_LAYOUT } from '../physical/physical.ts';
 import type { WalArchive } from '../wal/archiver.ts';
 import { segmentNumber, segmentOfLsn } from '../wal/segments.ts';
 import { walStatus } from '../wal/status.ts';
+import { serverRunning } from './start-recovery.ts';
 import { chooseBaseBackup, type ChosenBackup } from './choose-backup.ts';
 import {
   confLiteral,
@@ -183,22 +184,11 @@ async function prepareDataDirectory(directory: string, force: boolean): Promise<
     throw new ConfigError(`${directory} is not empty`, {
       hint: 'Restore into an empty directory, or empty it first (force).',
     });
-  if (await isRunningCluster(directory))
+  if (await serverRunning(directory))
     throw new ConfigError(`${directory} holds a running PostgreSQL server (postmaster.pid)`, {
       hint: 'Stop the server before restoring over its data directory.',
     });
   for (const entry of entries) await fs.rm(path.join(directory, entry), { recursive: true, force: true });
-}
-
-async function isRunningCluster(directory: string): Promise<boolean> {
-  try {
-    const pid = Number((await fs.readFile(path.join(directory, 'postmaster.pid'), 'utf8')).split('\n')[0]);
-    if (!Number.isInteger(pid) || pid <= 0) return false;
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Gives `file` the owner of the data directory, as the server must own everything it reads. */

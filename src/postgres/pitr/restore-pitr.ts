@@ -7,7 +7,7 @@ import type { Repository } from '../../repository/repository.ts';
 import { WalFetcher } from '../wal/fetcher.ts';
 import { startWalServer } from '../wal/server.ts';
 import { amcheckAll, type AmcheckReport } from './amcheck.ts';
-import { describeTarget } from './recovery-target.ts';
+import { confLiteral, describeTarget } from './recovery-target.ts';
 import { layOutPhysicalRestore, type PhysicalRestoreOptions } from './restore-physical.ts';
 import { startRecovery, type RecoveryReached } from './start-recovery.ts';
 
@@ -127,8 +127,7 @@ export async function restorePointInTime(
 async function replaceRestoreCommand(pgdata: string, served: string, lasting: string): Promise<void> {
   const file = path.join(pgdata, 'postgresql.auto.conf');
   const text = await fs.readFile(file, 'utf8');
-  const literal = (command: string) => `'${command.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`;
-  await fs.writeFile(file, text.replace(literal(served), literal(lasting)));
+  await fs.writeFile(file, text.replace(confLiteral(served), confLiteral(lasting)));
 }
 
 /** pg_ctl and its fellows of the backup's major version. */

@@ -133,7 +133,7 @@ export async function startRecovery(options: StartRecoveryOptions): Promise<Reco
   let seenRunning = false;
   try {
     for (;;) {
-      const running = await isRunning(options.pgdata);
+      const running = await serverRunning(options.pgdata);
       if (running) seenRunning = true;
       else if (!seenRunning && performance.now() < startDeadline && !(await stoppedInLog(log))) {
         await new Promise((resolve) => setTimeout(resolve, 100));
@@ -186,7 +186,7 @@ export async function startRecovery(options: StartRecoveryOptions): Promise<Reco
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
   } catch (error) {
-    if (await isRunning(options.pgdata))
+    if (await serverRunning(options.pgdata))
       await pgCtl(['stop', '-D', options.pgdata, '-m', 'fast']).catch(() => undefined);
     throw error;
   } finally {
@@ -200,7 +200,8 @@ async function stoppedInLog(log: string): Promise<boolean> {
   return /database system is shut down|startup process .* exited|FATAL:|PANIC:/.test(text);
 }
 
-async function isRunning(pgdata: string): Promise<boolean> {
+/** Whether the server of a data directory runs: its postmaster.pid names a live process. */
+export async function serverRunning(pgdata: string): Promise<boolean> {
   try {
     const pid = Number((await fs.readFile(path.join(pgdata, 'postmaster.pid'), 'utf8')).split('\n')[0]);
     process.kill(pid, 0);

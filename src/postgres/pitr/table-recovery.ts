@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ConfigError, SourceError, VerificationError } from '../../errors.ts';
@@ -10,7 +9,7 @@ import { resolveConnection, type PostgresConnection } from '../connection.ts';
 import { findTools, firstError, psql, toolEnvironment, type PostgresTools } from '../tools.ts';
 import { copySessionEnvironment, fingerprintCopy } from '../verify/verify.ts';
 import { describeTarget, type RecoveryTarget } from './recovery-target.ts';
-import { freePort } from './free-port.ts';
+import { freePort, SCRATCH_SETTINGS, scratchDirectory } from './scratch.ts';
 import { restorePointInTime } from './restore-pitr.ts';
 import { stopServer } from './start-recovery.ts';
 
@@ -80,9 +79,7 @@ export async function recoverTables(
       hint: 'Drop or rename it, or recover to another moment.',
     });
 
-  const scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'strongbox-scratch-'));
-  // The server's user must reach its data directory inside.
-  await fs.chmod(scratch, 0o711);
+  const scratch = await scratchDirectory('strongbox-scratch-');
   const pgdata = path.join(scratch, 'data');
   let stopScratch: (() => Promise<void>) | undefined;
   const forgetInterrupt = onInterrupt(async () => {
@@ -103,8 +100,7 @@ export async function recoverTables(
       checkDatabases: false,
       ...(options.pgBin ? { pgBin: options.pgBin } : {}),
       ...(options.filter ? { filter: options.filter } : {}),
-      // A scratch copy must never archive into the repository it came from, nor be reachable.
-      settings: { archive_mode: 'off', listen_addresses: '' },
+      settings: SCRATCH_SETTINGS,
       onStep: step,
     });
     const reached = recovered.recovery!;

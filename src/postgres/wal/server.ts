@@ -14,6 +14,13 @@ const requestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('ping') }),
 ]);
 
+/** What a server answers with: pushes, fetches, and where a failed request is told. */
+export interface WalHandlers {
+  archiver?: WalArchiver;
+  fetcher?: WalFetcher;
+  onError?: (message: string) => void;
+}
+
 export interface WalServer {
   socket: string;
   /** Stops accepting, waits for the pushes in flight, removes the socket. */
@@ -25,10 +32,7 @@ export interface WalServer {
  * ask) for `wal push` and `wal fetch`, which hand it what PostgreSQL asked of them. A socket left
  * by a daemon that died is replaced; one a live daemon answers on is not.
  */
-export async function startWalServer(
-  socket: string,
-  handlers: { archiver?: WalArchiver; fetcher?: WalFetcher; onError?: (message: string) => void },
-): Promise<WalServer> {
+export async function startWalServer(socket: string, handlers: WalHandlers): Promise<WalServer> {
   await fs.mkdir(path.dirname(socket), { recursive: true, mode: 0o700 });
   if (await answers(socket))
     throw new ConfigError(`a WAL daemon already listens on ${socket}`, {
@@ -75,10 +79,7 @@ export async function startWalServer(
   };
 }
 
-async function handle(
-  line: string,
-  handlers: { archiver?: WalArchiver; fetcher?: WalFetcher; onError?: (message: string) => void },
-): Promise<WalReply> {
+async function handle(line: string, handlers: WalHandlers): Promise<WalReply> {
   let request: z.infer<typeof requestSchema>;
   try {
     request = requestSchema.parse(JSON.parse(line));
