@@ -120,6 +120,7 @@ export {
   type CopyResult,
   type CopiedSnapshot,
   type CopyProgress,
+  type WalCopyProblem,
 } from './ops/copy.ts';
 export { filesSource } from './sources/files.ts';
 export { stdinSource, commandSource, streamSource } from './sources/stdin.ts';

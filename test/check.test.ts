@@ -193,6 +193,7 @@ describe('check of packs no index file lists', () => {
       'snapshot-files',
       'snapshot-contents',
       'pack-tables',
+      'wal-files',
     ]);
     expect(result.skipped).toBeUndefined();
   });
@@ -229,7 +230,7 @@ describe('check with a write-only key', () => {
     const result = await runCli(['check'], { env: writeOnly() });
     expectExit(result, 0);
     expect(result.stderr).toContain(
-      'checked: index files, packs present at their size, snapshot files; not checked with a write-only key: snapshot contents and trees, pack tables, blob data (2 snapshots) — use a full key',
+      'checked: index files, packs present at their size, snapshot files, WAL files (signature, header, name, size); not checked with a write-only key: snapshot contents and trees, pack tables, blob data, WAL file contents (2 snapshots) — use a full key',
     );
     expect(result.stderr).toContain('nothing wrong in what a write-only key can check');
     expect(result.stderr).not.toContain('no errors');
@@ -238,10 +239,10 @@ describe('check with a write-only key', () => {
     expectExit(json, 0);
     expect(JSON.parse(json.stdout.toString())).toMatchObject({
       snapshots: 2,
-      checks: ['index-files', 'pack-sizes', 'snapshot-files'],
+      checks: ['index-files', 'pack-sizes', 'snapshot-files', 'wal-files'],
       skipped: {
         snapshots: 2,
-        checks: ['snapshot-contents', 'pack-tables', 'blob-data'],
+        checks: ['snapshot-contents', 'pack-tables', 'blob-data', 'wal-data'],
         reason: 'write-only key',
       },
       problems: [],

@@ -185,6 +185,10 @@ describe('wal push, fetch and status', () => {
       expectExit(await asPostgres(['wal', 'push', file], work), 0);
       expect((await fetched(path.basename(file))).equals(source)).toBe(true);
     }
+    // Nothing a killed push left behind is mistaken for damage, and every object reads whole.
+    const check = await asRoot(['check', '--read-data', '--json']);
+    expectExit(check, 0);
+    expect(JSON.parse(check.stdout.toString()).walFilesRead).toBeGreaterThanOrEqual(4);
   }, 240_000);
 
   it('wal status reports a gap where a segment is missing from the archive', async () => {

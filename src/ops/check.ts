@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
-import { DamagedBlobError, ExitCode, StrongboxError, VerificationError } from '../errors.ts';
+import { DamagedBlobError, DamagedWalError, ExitCode, StrongboxError, VerificationError } from '../errors.ts';
 import { ObjectNotFoundError } from '../storage/backend.ts';
 import { packName } from '../repository/blob.ts';
 import { folderOf, objectName } from '../repository/layout.ts';
@@ -36,10 +36,17 @@ export type CheckName =
   /** Every pack's own table authenticates and agrees with the index entries that name the pack. */
   | 'pack-tables'
   /** Every blob (or those of a sample of packs) decrypts and matches its id. */
-  | 'blob-data';
+  | 'blob-data'
+  /** Every WAL object is signed by a trusted writer, and its header opens, names it and bounds its frames. */
+  | 'wal-files'
+  /** Every WAL file's content (or a sample's) decrypts and matches its header's mac. */
+  | 'wal-data';
 
 /** What a write-only key cannot check: everything sealed to the full keys' identities. */
-const NEEDS_FULL_KEY: readonly CheckName[] = ['snapshot-contents', 'pack-tables', 'blob-data'];
+const NEEDS_FULL_KEY: readonly CheckName[] = ['snapshot-contents', 'pack-tables', 'blob-data', 'wal-data'];
+
+/** WAL objects downloaded at once: up to ~16 MiB each, and a few times that while one decrypts. */
+const WAL_READS = 4;
 
 /** What is wrong with a pack an index file lists, beyond its being missing or of another size. */
 export type PackProblemCause =
@@ -70,6 +77,8 @@ export interface CheckProblem {
   snapshots: string[];
   /** For a problem with a pack's content: what is wrong with it. */
   cause?: PackProblemCause;
+  /** For a WAL object that is damaged, moved or not trusted: the WAL file's name. */
+  walFile?: string;
 }
 
 export interface UnindexedPack {
@@ -84,6 +93,9 @@ export interface CheckResult {
   packs: number;
   blobs: number;
   packsRead: number;
+  /** WAL objects checked (wal-files), and those whose content was decrypted too (wal-data). */
+  walFiles: number;
+  walFilesRead: number;
   /** The checks that ran. */
   checks: CheckName[];
   /** What was not checked, and why: a write-only key reads no snapshot contents, pack tables or data. */
@@ -316,12 +328,18 @@ class Checker {
       }));
     }
 
+    const wal = await this.checkWal(canRead ? fraction : 0);
+    checks.push('wal-files');
+    if (canRead && fraction > 0) checks.push('wal-data');
+
     return {
       snapshots: this.snapshotCount,
       indexFiles,
       packs: index.packCount,
       blobs: index.blobCount,
       packsRead,
+      walFiles: wal.files,
+      walFilesRead: wal.read,
       checks,
       ...(canRead
         ? {}
@@ -374,6 +392,47 @@ class Checker {
       }
       await this.walkTree(tree, id, seenTrees);
     }
+  }
+
+  /**
+   * Every WAL object, downloaded whole and judged as a fetch judges it (wal-store.ts); with
+   * `fraction` > 0, the content of that part of them decrypted and checked against its mac.
+   * An object gone since it was listed was removed by a forget or prune: no damage.
+   */
+  private async checkWal(fraction: number): Promise<{ files: number; read: number }> {
+    const progress = this.options.onProgress ?? (() => undefined);
+    const names = (await this.repository.wal.list()).map(({ name }) => name);
+    const withContent = new Set(
+      fraction <= 0
+        ? []
+        : fraction >= 1
+          ? names
+          : sample(names, Math.max(1, Math.ceil(names.length * fraction))),
+    );
+    const damaged: [string, string][] = [];
+    let files = 0;
+    let read = 0;
+    let done = 0;
+    await forEachLimited(names, WAL_READS, async (name) => {
+      progress(`reading WAL files ${++done}/${names.length}`);
+      const content = withContent.has(name);
+      try {
+        const verified = content
+          ? await this.repository.wal.verify(name, { content: true })
+          : await this.repository.wal.verify(name, { content: false });
+        if (!verified) return;
+      } catch (error) {
+        if (!(error instanceof DamagedWalError)) throw error;
+        damaged.push([name, error.problem]);
+      }
+      files++;
+      if (content) read++;
+    });
+    // In name order, whichever read finished first.
+    damaged.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const [walFile, message] of damaged)
+      this.problems.push({ object: objectName('wal', walFile), message, snapshots: [], walFile });
+    return { files, read };
   }
 
   /** Records every blob the snapshot uses and reports the ones the index lacks. */

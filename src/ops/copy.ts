@@ -1,9 +1,16 @@
-import { ConfigError, KeyError, SourceSnapshotNotFoundError } from '../errors.ts';
+import {
+  ConfigError,
+  DamagedWalError,
+  KeyError,
+  SourceSnapshotNotFoundError,
+  WalConflictError,
+} from '../errors.ts';
 import { BlobType } from '../repository/blob.ts';
 import { BlobWriter } from '../repository/blob-writer.ts';
 import { shortName, type Repository, type SnapshotFilter } from '../repository/repository.ts';
 import type { SnapshotHeader, SnapshotInfo } from '../repository/snapshot.ts';
 import { encodeTree, type TreeNode } from '../repository/tree.ts';
+import { forEachLimited } from '../util/each-limited.ts';
 import { readBlobs } from './read-content.ts';
 
 export interface CopyOptions {
@@ -15,6 +22,10 @@ export interface CopyOptions {
   onProgress?: (progress: CopyProgress) => void;
   /** Called as each snapshot is copied or found in the target already. */
   onSnapshot?: (snapshot: CopiedSnapshot) => void;
+  /** Copy the source's WAL files too (the default), so that the target can serve point-in-time recovery. */
+  wal?: boolean;
+  /** Called as each WAL file is copied, found in the target already, or refused. */
+  onWalProgress?: (done: number, total: number) => void;
 }
 
 export interface CopyProgress {
@@ -52,11 +63,32 @@ export interface CopyResult {
   bytesNew: number;
   /** Bytes of packs and index files added to the target. */
   stored: number;
+  /** WAL files written to the target, and those it held already with the same content. */
+  walFilesCopied: number;
+  walFilesSkipped: number;
+  /** Bytes of content of the WAL files copied, and bytes their objects take in the target. */
+  walBytesCopied: number;
+  walStored: number;
+  /**
+   * WAL files not copied: damaged or not trusted in the source (`source`), or held in the target
+   * with other content or damaged there (`target`). Any of them makes the copy a failure.
+   */
+  walProblems: WalCopyProblem[];
   durationMs: number;
 }
 
+export interface WalCopyProblem {
+  name: string;
+  repository: 'source' | 'target';
+  message: string;
+}
+
+/** WAL files in flight at once: each is up to ~16 MiB, held whole while it is read, checked and written. */
+const WAL_COPIES = 4;
+
 /**
- * Copies snapshots from `source` into `target`, with every blob they need that the target lacks.
+ * Copies snapshots from `source` into `target`, with every blob they need that the target lacks,
+ * and then (unless `wal` is false) every WAL file of the source (copyWal).
  * Blob ids are keyed by each repository's secret, so each blob's plaintext is read from the source
  * (deltas resolved), saved under the target's id by the target's writer, and trees are rewritten
  * with the target's ids; chunk boundaries stay the source's. Each copied snapshot is written after
@@ -158,6 +190,7 @@ export async function copySnapshots(
           options.onSnapshot?.(result);
         }
         const stored = copied.reduce((sum, snapshot) => sum + snapshot.stored, 0);
+        const wal = options.wal === false ? undefined : await copyWal(source, target, options);
         return {
           snapshots: copied,
           snapshotsCopied: copied.filter((snapshot) => !snapshot.skipped).length,
@@ -167,6 +200,11 @@ export async function copySnapshots(
           bytesRead: session?.copier.bytesRead ?? 0,
           bytesNew: session?.writer.stats.newRawBytes ?? 0,
           stored,
+          walFilesCopied: wal?.copied ?? 0,
+          walFilesSkipped: wal?.skipped ?? 0,
+          walBytesCopied: wal?.bytes ?? 0,
+          walStored: wal?.stored ?? 0,
+          walProblems: wal?.problems ?? [],
           durationMs: Date.now() - started,
         };
       } finally {
@@ -174,6 +212,53 @@ export async function copySnapshots(
       }
     }),
   );
+}
+
+/**
+ * Every WAL file of the source, read and verified there as a fetch does (trusted writer, content
+ * decrypted and checked against its mac), then pushed to the target through its own store: sealed
+ * and signed with the target's keys, keeping when and from where it was first archived. A file the
+ * target holds with the same content is skipped (the push finds it so); one that is damaged in
+ * the source, or held in the target with other content, is a problem and the rest go on.
+ */
+async function copyWal(
+  source: Repository,
+  target: Repository,
+  options: CopyOptions,
+): Promise<{ copied: number; skipped: number; bytes: number; stored: number; problems: WalCopyProblem[] }> {
+  const names = (await source.wal.list()).map(({ name }) => name);
+  const found = { copied: 0, skipped: 0, bytes: 0, stored: 0, problems: [] as WalCopyProblem[] };
+  let done = 0;
+  await forEachLimited(names, WAL_COPIES, async (name) => {
+    try {
+      let verified;
+      try {
+        verified = await source.wal.verify(name, { content: true });
+      } catch (error) {
+        if (!(error instanceof DamagedWalError)) throw error;
+        found.problems.push({ name, repository: 'source', message: error.message });
+        return;
+      }
+      // Removed from the source (a forget or prune) since it was listed.
+      if (!verified) return;
+      const { header, content } = verified;
+      try {
+        const pushed = await target.wal.push(name, content, { time: header.time, host: header.host });
+        if (pushed.stored) {
+          found.copied++;
+          found.bytes += content.length;
+          found.stored += pushed.storedSize;
+        } else found.skipped++;
+      } catch (error) {
+        if (!(error instanceof WalConflictError)) throw error;
+        found.problems.push({ name, repository: 'target', message: error.message });
+      }
+    } finally {
+      options.onWalProgress?.(++done, names.length);
+    }
+  });
+  found.problems.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return found;
 }
 
 /** The snapshot a backup first wrote, of which this one may be a copy. */

@@ -6,7 +6,7 @@ import { DecompressedTooLarge, zstdCompress, zstdDecompress } from '../compressi
 import { MalformedRecordError } from '../errors.ts';
 import { LIMITS, parseWalHeader, walFrameCount } from './schemas.ts';
 import { MalformedFile, openJson, sealJson } from './sealed-file.ts';
-import { signObject, splitSigned, type SignedParts } from './signed-object.ts';
+import { SIGNATURE_TRAILER_LENGTH, signObject, splitSigned, type SignedParts } from './signed-object.ts';
 
 /**
  * A WAL object (`wal/<timeline>/<file name>`, docs/FORMAT.md "WAL files"): one file PostgreSQL
@@ -141,6 +141,34 @@ export function decodeWalHeader(parts: WalParts, metadataKey: Uint8Array, fileNa
 }
 
 /**
+ * The sealed frames, checked against the header without a key: as many as it says, each within
+ * bounds, and nothing after the last. MalformedWal otherwise.
+ */
+export function walSealedFrames(parts: WalParts, header: WalHeader): Buffer[] {
+  const body = parts.frames;
+  const frames: Buffer[] = [];
+  let at = 0;
+  for (let index = 0; index < header.frames; index++) {
+    if (at + 4 > body.length) throw new MalformedWal(`it ends before frame ${index}`);
+    const length = body.readUInt32LE(at);
+    if (length > MAX_SEALED_FRAME || at + 4 + length > body.length)
+      throw new MalformedWal(`frame ${index} is truncated or too long`);
+    frames.push(body.subarray(at + 4, at + 4 + length));
+    at += 4 + length;
+  }
+  if (at !== body.length) throw new MalformedWal('it has bytes after its last frame');
+  return frames;
+}
+
+/** The most bytes an object of a WAL file within LIMITS.walContent can take, whatever its recipients. */
+export const MAX_WAL_OBJECT =
+  PREFIX_LENGTH +
+  LIMITS.walHeader +
+  255 * STANZA_LENGTH +
+  walFrameCount(LIMITS.walContent) * (4 + MAX_SEALED_FRAME) +
+  SIGNATURE_TRAILER_LENGTH;
+
+/**
  * The content: every frame opened in order, decompressed within bounds, and the whole checked
  * against the header's size and mac (`macOf` computes a blob id). MalformedWal otherwise.
  */
@@ -150,6 +178,7 @@ export function decodeWalContent(
   identities: readonly Identity[],
   macOf: (content: Uint8Array) => string,
 ): Buffer {
+  const sealed = walSealedFrames(parts, header);
   let dataKey: Buffer;
   try {
     dataKey = unwrapKey(parts.stanzas, identities);
@@ -158,29 +187,17 @@ export function decodeWalContent(
       throw new MalformedWal('its data key is not wrapped to any identity of this repository', { cause });
     throw cause;
   }
-  const body = parts.frames;
-  const plain: Buffer[] = [];
-  let at = 0;
-  for (let index = 0; index < header.frames; index++) {
-    const last = index === header.frames - 1;
-    if (at + 4 > body.length) throw new MalformedWal(`it ends before frame ${index}`);
-    const length = body.readUInt32LE(at);
-    if (length > MAX_SEALED_FRAME || at + 4 + length > body.length)
-      throw new MalformedWal(`frame ${index} is truncated or too long`);
-    let frame: Buffer;
+  const plain = sealed.map((frame, index) => {
+    const last = index === sealed.length - 1;
+    let opened: Buffer;
     try {
-      frame = zstdDecompress(
-        open(dataKey, body.subarray(at + 4, at + 4 + length), walFrameAad(index, last)),
-        LIMITS.walFrame,
-      );
+      opened = zstdDecompress(open(dataKey, frame, walFrameAad(index, last)), LIMITS.walFrame);
     } catch (cause) {
       throw new MalformedWal(`frame ${index} fails authentication or does not decompress`, { cause });
     }
-    if (!last && frame.length !== LIMITS.walFrame) throw new MalformedWal(`frame ${index} is short`);
-    plain.push(frame);
-    at += 4 + length;
-  }
-  if (at !== body.length) throw new MalformedWal('it has bytes after its last frame');
+    if (!last && opened.length !== LIMITS.walFrame) throw new MalformedWal(`frame ${index} is short`);
+    return opened;
+  });
   const content = Buffer.concat(plain);
   if (content.length !== header.size)
     throw new MalformedWal(`its content is ${content.length} bytes, not the ${header.size} its header says`);

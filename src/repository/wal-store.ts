@@ -19,9 +19,11 @@ import {
   decodeWalHeader,
   encodeWal,
   MalformedWal,
+  MAX_WAL_OBJECT,
   splitWal,
   type WalHeader,
   type WalParts,
+  walSealedFrames,
 } from './wal-file.ts';
 
 export type { WalHeader } from './wal-file.ts';
@@ -38,6 +40,14 @@ export interface WalKeys {
   signingKey(): SigningKey;
   /** The identities that unwrap WAL data keys; throws a KeyError for a write-only key. */
   identities(action: string): readonly Identity[];
+}
+
+/** What `verify` found of a WAL object that passed. */
+export interface VerifiedWal<Content> {
+  header: WalHeader;
+  /** Bytes stored. */
+  storedSize: number;
+  content: Content;
 }
 
 export interface WalListing {
@@ -71,9 +81,14 @@ export class WalStore {
   /**
    * Archives `content` as WAL file `name`, durable once this resolves. When a trusted object of
    * that name holds the same content, nothing is written (`stored: false`); any other object of
-   * that name is a WalConflictError.
+   * that name is a WalConflictError. `pushed` keeps when and from where the file was first
+   * archived, for a copy from another repository.
    */
-  async push(name: string, content: Uint8Array): Promise<{ stored: boolean; storedSize: number }> {
+  async push(
+    name: string,
+    content: Uint8Array,
+    pushed?: { time: string; host: string },
+  ): Promise<{ stored: boolean; storedSize: number }> {
     requireWalName(name);
     if (content.length > LIMITS.walContent)
       throw new WalTooLargeError(name, content.length, LIMITS.walContent);
@@ -96,8 +111,8 @@ export class WalStore {
         name,
         size: content.length,
         mac,
-        time: new Date().toISOString(),
-        host: os.hostname(),
+        time: pushed?.time ?? new Date().toISOString(),
+        host: pushed?.host ?? os.hostname(),
         program: PROGRAM,
       },
       content,
@@ -119,6 +134,38 @@ export class WalStore {
     const { parts, header } = await this.readHeader(name, bytes);
     try {
       return decodeWalContent(parts, header, identities, (content) => this.keys.blobId(content));
+    } catch (error) {
+      if (error instanceof MalformedWal) throw new DamagedWalError(name, error.message, error);
+      throw error;
+    }
+  }
+
+  /**
+   * Reads WAL object `name` whole and judges it as `fetch` does, for `check` and `copy`: a trusted
+   * writer, a header that opens and names this file, frames as many and as large as the header
+   * says, the object within the size any WAL file takes; with `content`, its content decrypted and
+   * checked against the header's mac too (a full key's work), and returned. Undefined when the
+   * object is gone; DamagedWalError for what is wrong.
+   */
+  async verify(name: string, options: { content: true }): Promise<VerifiedWal<Buffer> | undefined>;
+  async verify(name: string, options: { content: false }): Promise<VerifiedWal<undefined> | undefined>;
+  async verify(
+    name: string,
+    options: { content: boolean },
+  ): Promise<VerifiedWal<Buffer | undefined> | undefined> {
+    requireWalName(name);
+    const identities = options.content ? this.keys.identities('read WAL files') : undefined;
+    const bytes = await this.getOrUndefined(name);
+    if (!bytes) return undefined;
+    if (bytes.length > MAX_WAL_OBJECT)
+      throw new DamagedWalError(name, `it is ${bytes.length} bytes, more than any WAL file takes`);
+    const { parts, header } = await this.readHeader(name, bytes);
+    try {
+      walSealedFrames(parts, header);
+      const content = identities
+        ? decodeWalContent(parts, header, identities, (plain) => this.keys.blobId(plain))
+        : undefined;
+      return { header, storedSize: bytes.length, content };
     } catch (error) {
       if (error instanceof MalformedWal) throw new DamagedWalError(name, error.message, error);
       throw error;

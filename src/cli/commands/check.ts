@@ -19,6 +19,8 @@ const CHECK_NAMES: Record<CheckName, string> = {
   'snapshot-contents': 'snapshot contents and trees',
   'pack-tables': 'pack tables',
   'blob-data': 'blob data',
+  'wal-files': 'WAL files (signature, header, name, size)',
+  'wal-data': 'WAL file contents',
 };
 
 /** What to do about a problem with a pack, after what is wrong with it. */
@@ -66,10 +68,23 @@ export function registerCheck(program: Command): void {
       else printResult(output, result);
       if (result.problems.length > 0) {
         const repair = result.problems.some((problem) => problem.cause === 'index-disagrees');
+        const wal = result.problems.some((problem) => problem.walFile !== undefined);
+        const snapshots = result.problems.some((problem) => problem.walFile === undefined);
         throw new VerificationError(`check found ${count(result.problems.length, 'problem')}`, {
-          hint: repair
-            ? 'Run `strongbox repair index` to rebuild the index from the packs; restore affected snapshots from another copy, or make a new backup.'
-            : 'Restore affected snapshots from another copy, or make a new backup; then forget the affected snapshots and run `strongbox repair index`, so that the index stops listing what is gone.',
+          hint: [
+            ...(snapshots
+              ? [
+                  repair
+                    ? 'Run `strongbox repair index` to rebuild the index from the packs; restore affected snapshots from another copy, or make a new backup.'
+                    : 'Restore affected snapshots from another copy, or make a new backup; then forget the affected snapshots and run `strongbox repair index`, so that the index stops listing what is gone.',
+                ]
+              : []),
+            ...(wal
+              ? [
+                  'Do not recover through a damaged WAL file: find out who wrote it, remove it, and push it again from pg_wal (or a copy of the repository) if it is still there; otherwise take a new base backup.',
+                ]
+              : []),
+          ].join(' '),
         });
       }
       // A write-only key checks the structure alone (exit 0: nothing it could check is wrong), and says so.
@@ -83,6 +98,10 @@ function printResult(output: Output, result: CheckResult): void {
   output.info(
     `${count(result.snapshots, 'snapshot')}, ${count(result.indexFiles, 'index file')}, ${count(result.packs, 'pack')}, ${count(result.blobs, 'blob')} checked; ${count(result.packsRead, 'pack')} read`,
   );
+  if (result.walFiles > 0 || result.walFilesRead > 0)
+    output.info(
+      `${count(result.walFiles, 'WAL file')} checked; ${result.walFilesRead} of them decrypted and authenticated`,
+    );
   if (result.skipped) {
     const names = (checks: readonly CheckName[]) => checks.map((name) => CHECK_NAMES[name]).join(', ');
     output.info(

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { ConfigError, KeyError, RetiredKeyError } from '../../errors.ts';
+import { ConfigError, KeyError, RetiredKeyError, VerificationError } from '../../errors.ts';
 import { copySnapshots, type CopiedSnapshot, type CopyResult } from '../../ops/copy.ts';
 import { openRepositoryAt, type RepositoryKey } from '../../repository/open.ts';
 import type { Repository } from '../../repository/repository.ts';
@@ -66,6 +66,8 @@ interface CopyCommandOptions extends FilterOptions {
   from?: string;
   to?: string;
   threads?: number;
+  /** False with --no-wal. */
+  wal: boolean;
   fromPasswordFile?: string;
   fromPasswordCommand?: string;
   fromIdentityFile?: string;
@@ -91,6 +93,10 @@ export function registerCopy(program: Command): void {
       '--threads <n>',
       'worker threads that compress and encrypt (default: CPUs - 1)',
       positiveInteger('--threads'),
+    )
+    .option(
+      '--no-wal',
+      "leave the source's WAL files out (copied by default, whichever snapshots are copied)",
     )
     .action(async (references: string[], options: CopyCommandOptions, command: Command) => {
       const global = globalOptions(command);
@@ -121,10 +127,27 @@ export function registerCopy(program: Command): void {
                 `copy: snapshot ${progress.snapshot}/${progress.snapshots}: ${formatBytes(progress.bytesRead)} read, ${formatBytes(progress.bytesNew)} new`,
               ),
             onSnapshot: (snapshot) => output.info(describeCopied(snapshot)),
+            wal: options.wal,
+            onWalProgress: (done, total) => output.progress(`copy: WAL files ${done}/${total}`),
           });
           output.clearProgress();
           if (global.json) output.data(result);
-          else output.info(summarizeCopy(result));
+          else {
+            for (const problem of result.walProblems)
+              output.warn(`error: WAL file ${problem.name} not copied: ${problem.message}`);
+            output.info(summarizeCopy(result));
+          }
+          if (result.walProblems.length > 0) {
+            const fromSource = result.walProblems.some((problem) => problem.repository === 'source');
+            throw new VerificationError(
+              `copy: ${count(result.walProblems.length, 'WAL file')} not copied (damaged or not trusted in the source, or held in the target with other content)`,
+              {
+                hint: fromSource
+                  ? 'Run `strongbox check` on the source; a damaged WAL file is not copied, and recovery through it fails in the copy as in the source.'
+                  : 'Inspect the WAL files the target holds under those names: another cluster may archive into it, or they are damaged.',
+              },
+            );
+          }
         } finally {
           await releaseRepository(target);
         }
@@ -142,9 +165,15 @@ function describeCopied(snapshot: CopiedSnapshot): string {
 }
 
 export function summarizeCopy(result: CopyResult): string {
+  const wal = result.walFilesCopied + result.walFilesSkipped + result.walProblems.length;
   return [
     `copy: ${count(result.snapshotsCopied, 'snapshot')} copied, ${result.snapshotsSkipped} skipped (in the target already)`,
     `  blobs: ${result.blobsCopied} copied, ${result.blobsSkipped} skipped (in the target already)`,
+    ...(wal > 0
+      ? [
+          `  WAL files: ${result.walFilesCopied} copied (${formatBytes(result.walBytesCopied)}, ${formatBytes(result.walStored)} stored), ${result.walFilesSkipped} skipped (in the target already)${result.walProblems.length > 0 ? `, ${result.walProblems.length} not copied` : ''}`,
+        ]
+      : []),
     `  read ${formatBytes(result.bytesRead)}, new ${formatBytes(result.bytesNew)}, stored ${formatBytes(result.stored)} in ${(result.durationMs / 1000).toFixed(1)} s`,
   ].join('\n');
 }
@@ -199,6 +228,9 @@ export async function prepareCopyTo(options: CopyToOptions): Promise<CopyTo | un
         try {
           return await copySnapshots(source, target, {
             snapshots: [snapshot],
+            // The backup's snapshot only: the WAL archive is `strongbox copy`'s to carry, which
+            // reads every WAL file of both repositories, too much to do after every backup.
+            wal: false,
             onProgress: (progress) =>
               output.progress(
                 `copy to ${target.backend.location}: ${formatBytes(progress.bytesRead)} read, ${formatBytes(progress.bytesNew)} new`,
