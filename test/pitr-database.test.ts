@@ -192,6 +192,19 @@ describe('point-in-time restore of a cluster with a tablespace, and of one datab
     ]);
     expectExit(unconfirmed, 3);
     expect(unconfirmed.stderr.toString()).toMatch(/no terminal is attached/);
+    // A database the recovered cluster lacks: refused, the scratch cluster removed.
+    const missing = await cli([
+      'restore',
+      '--time',
+      markers[1]!.after,
+      '--database',
+      'nosuch',
+      '--to',
+      cluster.url('nosuch_copy'),
+    ]);
+    expectExit(missing, 3);
+    expect(missing.stderr.toString()).toMatch(/holds no database nosuch/);
+    await noScratchCluster();
 
     const recovered = await cli([
       '--json',

@@ -5,7 +5,6 @@ import { CHUNK_BOUNDARY, type ContentPiece } from '../../sources/source.ts';
 import { resolveConnection } from '../connection.ts';
 import { DATABASE_PROPERTIES } from '../database-properties.ts';
 import { openDump } from '../logical/logical.ts';
-import { databaseExists } from '../queries.ts';
 import { parseServerProperties } from '../record-schema.ts';
 import {
   expectedAfter,
@@ -73,7 +72,7 @@ export async function recoverDatabase(
   const target = new RestoreTarget(connection, await findTools(admin, options.pgBin));
   const sourceDatabase = options.database ?? connection.database;
   // Asked before the recovery, which takes a while: refused or confirmed now, not after it.
-  const exists = (await psql(admin, target.tools.binDir, databaseExists(connection.database))).trim() !== '0';
+  const exists = await target.exists(connection.database);
   if (exists && !options.replace)
     throw new TargetExistsError(connection.database, connection.display, 'replace');
   if (exists && !(await options.confirm?.(connection.database)))
@@ -93,12 +92,18 @@ export async function recoverDatabase(
     },
     async (recovered) => {
       const source = recovered.connection(sourceDatabase);
-      const sourceTools = await findTools(source, options.pgBin).catch((error: unknown) => {
-        throw new ConfigError(
-          `database ${sourceDatabase} cannot be read in the recovered cluster: ${(error as Error).message}`,
-          { hint: 'Name a database that existed at the target.' },
-        );
-      });
+      const sourceTools = await findTools(recovered.connection('postgres'), options.pgBin);
+      const present = JSON.parse(
+        await psql(
+          recovered.connection('postgres'),
+          sourceTools.binDir,
+          `select coalesce(json_agg(datname order by datname), '[]') from pg_database where datallowconn`,
+        ),
+      ) as string[];
+      if (!present.includes(sourceDatabase))
+        throw new ConfigError(`the recovered cluster holds no database ${sourceDatabase}`, {
+          hint: `It holds ${present.join(', ')}: name one of them, or recover to a moment when it existed.`,
+        });
       // The recovered cluster changes no more: its properties read now are those the dump sees.
       const properties = parseServerProperties(
         JSON.parse(await psql(source, sourceTools.binDir, DATABASE_PROPERTIES)),
