@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { ConfigError, VerificationError } from '../errors.ts';
 import { recoveryTarget, type RecoveryTarget, type TargetAction } from '../postgres/pitr/recovery-target.ts';
 import { restorePointInTime, type PointInTimeRestoreResult } from '../postgres/pitr/restore-pitr.ts';
+import { recoverDatabase } from '../postgres/pitr/database-recovery.ts';
 import { recoverTables } from '../postgres/pitr/table-recovery.ts';
 import type { SnapshotFilter } from '../repository/repository.ts';
 import { formatElapsed } from '../util/duration.ts';
@@ -10,6 +11,8 @@ import { count } from '../util/plural.ts';
 import { withRepository, type GlobalOptions } from './context.ts';
 import { publicLocation } from './outcome.ts';
 import { formatBytes, type Output } from './output.ts';
+import { confirmByName } from './prompt.ts';
+import { showingMismatch, verificationTable } from './verification.ts';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -30,6 +33,7 @@ export interface PhysicalRestoreCliOptions {
   archiveMode?: string;
   prefetch?: string;
   pgBin?: string;
+  database?: string;
 }
 
 export function physicalRestoreOptions(command: Command): Command {
@@ -50,6 +54,10 @@ export function physicalRestoreOptions(command: Command): Command {
     .option('--force', 'with --pgdata: empty a data directory that is not empty')
     .option('--tablespace <oid=dir>', 'restore a tablespace elsewhere (repeatable)', collect, [])
     .option(
+      '--database <name>',
+      'recover this whole database as of the target (the end of the archive without one) into --to',
+    )
+    .option(
       '--archive-mode <mode>',
       'preserve (default): the restored server archives as the backed-up one did; off: a copy that must not archive into the repository',
     );
@@ -60,12 +68,18 @@ type RestoreCommandOptions = PhysicalRestoreCliOptions & {
   to?: string;
   table: string[];
   replace?: boolean;
+  dropOld?: boolean;
+  yes?: boolean;
+  owner?: boolean;
   password?: string;
 };
 
-/** Whether the command line asks for a physical restore: a data directory, or a recovery target. */
+/**
+ * Whether the command line asks for a physical restore: a data directory, a recovery target, or a
+ * database to recover (to the end of the archive without a target).
+ */
 export function isPhysicalRestore(options: PhysicalRestoreCliOptions): boolean {
-  return options.pgdata !== undefined || hasTarget(options);
+  return options.pgdata !== undefined || options.database !== undefined || hasTarget(options);
 }
 
 function targetOf(options: PhysicalRestoreCliOptions): RecoveryTarget {
@@ -92,17 +106,19 @@ export async function runPhysicalRestore(
   options: RestoreCommandOptions,
   filter: SnapshotFilter,
 ): Promise<void> {
+  if (options.database !== undefined) {
+    if (options.pgdata !== undefined || options.table.length > 0)
+      throw new ConfigError('--database recovers one whole database into a live server', {
+        hint: 'Leave out --pgdata and --table; or leave out --database to restore the whole cluster or some tables.',
+      });
+    return runDatabaseRecovery(global, output, reference, options, filter);
+  }
   if (options.pgdata === undefined) return runTableRecovery(global, output, reference, options, filter);
   const target = targetOf(options);
   const action = (options.targetAction ?? 'promote') as TargetAction;
   if (!['promote', 'pause', 'shutdown'].includes(action))
     throw new ConfigError(`--target-action ${options.targetAction} is not promote, pause or shutdown`);
-  const timeline =
-    options.timeline === undefined || options.timeline === 'latest' || options.timeline === 'current'
-      ? (options.timeline ?? 'latest')
-      : Number(options.timeline);
-  if (typeof timeline === 'number' && !(Number.isInteger(timeline) && timeline > 0))
-    throw new ConfigError(`--timeline ${options.timeline} is not latest, current or a timeline number`);
+  const timeline = timelineOf(options);
   const port = options.port === undefined ? undefined : Number(options.port);
   if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536))
     throw new ConfigError(`--port ${options.port} is not a port number`);
@@ -141,6 +157,54 @@ export async function runPhysicalRestore(
     throw new VerificationError(
       `pg_amcheck found corruption in the restored databases: ${result.amcheck.problems[0]}${result.amcheck.problems.length > 1 ? ` (and ${result.amcheck.problems.length - 1} more lines)` : ''}`,
     );
+}
+
+function timelineOf(options: PhysicalRestoreCliOptions): 'latest' | 'current' | number {
+  const timeline =
+    options.timeline === undefined || options.timeline === 'latest' || options.timeline === 'current'
+      ? (options.timeline ?? 'latest')
+      : Number(options.timeline);
+  if (typeof timeline === 'number' && !(Number.isInteger(timeline) && timeline > 0))
+    throw new ConfigError(`--timeline ${options.timeline} is not latest, current or a timeline number`);
+  return timeline;
+}
+
+/** A whole database as it was at a moment (the end of the archive without one), into --to's database. */
+async function runDatabaseRecovery(
+  global: GlobalOptions,
+  output: Output,
+  reference: string | undefined,
+  options: RestoreCommandOptions,
+  filter: SnapshotFilter,
+): Promise<void> {
+  const target = targetOf(options);
+  const timeline = timelineOf(options);
+  const result = await withRepository(global, (repository) =>
+    showingMismatch(
+      output,
+      recoverDatabase(repository, reference, {
+        target,
+        timeline,
+        database: options.database!,
+        ...(options.to !== undefined ? { to: options.to } : {}),
+        ...(options.password !== undefined ? { password: options.password } : {}),
+        ...(options.replace ? { replace: true } : {}),
+        ...(options.dropOld ? { dropOld: true } : {}),
+        ...(options.owner === false ? { noOwner: true } : {}),
+        confirm: (database) => (options.yes ? Promise.resolve(true) : confirmByName(database)),
+        ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+        strongbox: strongboxCommand(global),
+        filter,
+        onStep: (message) => output.info(message),
+      }),
+    ),
+  );
+  if (global.json) return output.data(result);
+  if (result.verification) output.info(verificationTable(result.verification));
+  for (const note of result.notes) output.info(`note: ${note}`);
+  output.line(
+    `database ${result.sourceDatabase} as of ${result.recoveredTo}${result.lastTransaction ? ` (last transaction committed ${result.lastTransaction})` : ''} restored into ${result.target}, compared with its fingerprints after the load, in ${formatElapsed(result.durationSeconds)}${result.keptAs ? `; the old database is kept as ${result.keptAs}` : ''}`,
+  );
 }
 
 /** Tables as they were at a moment, into a live database (`--table … --to`, a target and no --pgdata). */

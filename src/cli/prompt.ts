@@ -1,3 +1,4 @@
+import { ConfigError } from '../errors.ts';
 import readline from 'node:readline';
 
 /** Reads a line from the terminal without echoing it. */
@@ -33,4 +34,16 @@ export function promptLine(question: string): Promise<string> {
       resolve(answer);
     });
   });
+}
+
+/** Asks for the database's name to be typed before replacing it; without a terminal there is no one to ask. */
+export async function confirmByName(database: string): Promise<boolean> {
+  if (!process.stdin.isTTY || !process.stderr.isTTY) {
+    throw new ConfigError(`replacing database ${database} needs confirmation, and no terminal is attached`, {
+      hint: 'Pass --yes to replace it without asking.',
+    });
+  }
+  return (
+    (await promptLine(`This replaces database ${database}. Type its name to go on: `)).trim() === database
+  );
 }

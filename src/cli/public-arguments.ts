@@ -21,6 +21,7 @@ const RECORDED = new Set([
   'exclude',
   'include',
   'table',
+  'database',
   'excludeTable',
   'add',
   'remove',

@@ -8,7 +8,7 @@ import { removable } from '../../postgres/restore/leftovers.ts';
 import type { SnapshotFilter } from '../../repository/repository.ts';
 import type { Output } from '../output.ts';
 import { ConfigError } from '../../errors.ts';
-import { promptLine } from '../prompt.ts';
+import { confirmByName } from '../prompt.ts';
 import {
   databaseCredentials,
   databasePasswordOption,
@@ -182,18 +182,6 @@ interface PostgresRestoreCliOptions
   dataOnly?: boolean;
   owner?: boolean;
   pgBin?: string;
-}
-
-/** Asks for the database's name to be typed; without a terminal there is no one to ask. */
-async function confirmByName(database: string): Promise<boolean> {
-  if (!process.stdin.isTTY || !process.stderr.isTTY) {
-    throw new ConfigError(`replacing database ${database} needs confirmation, and no terminal is attached`, {
-      hint: 'Pass --yes to replace it without asking.',
-    });
-  }
-  return (
-    (await promptLine(`This replaces database ${database}. Type its name to go on: `)).trim() === database
-  );
 }
 
 function showRestoreProgress(output: Output, bytes: number, total: number): void {

@@ -64,6 +64,8 @@ export async function drillPhysical(
       start: true,
       port: await freePort(),
       settings: SCRATCH_SETTINGS,
+      // Never where they were: those directories are the live cluster's.
+      tablespaceRoot: scratch,
       ...(options.pgBin ? { pgBin: options.pgBin } : {}),
       ...(options.filter ? { filter: options.filter } : {}),
       onStep: options.onStep ?? (() => undefined),

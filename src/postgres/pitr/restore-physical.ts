@@ -32,6 +32,8 @@ export interface PhysicalRestoreOptions {
   settings?: Record<string, string>;
   /** Where each tablespace goes, by oid; else where it was. */
   tablespaces?: Record<string, string>;
+  /** Every tablespace not in `tablespaces` goes into tablespace-<oid> under this directory (a scratch cluster's). */
+  tablespaceRoot?: string;
   filter?: SnapshotFilter;
   onStep?: (message: string) => void;
   onProgress?: (bytes: number) => void;
@@ -82,6 +84,7 @@ export async function layOutPhysicalRestore(
       await requireArchivedWal(repository.wal, backup, options.target);
 
     const pgdata = path.resolve(options.pgdata);
+    const locations = await tablespaceLocations(backup, options, pgdata);
     await prepareDataDirectory(pgdata, Boolean(options.force));
     await repository.loadIndex();
     const root = await repository.readTree(backup.tree);
@@ -113,7 +116,7 @@ export async function layOutPhysicalRestore(
     const tablespacesTree = subtree(PHYSICAL_LAYOUT.tablespaces);
     const tablespaceNodes = tablespacesTree ? (await repository.readTree(tablespacesTree)).nodes : [];
     for (const [oid, recorded] of Object.entries(backup.details.tablespaces)) {
-      const location = path.resolve(options.tablespaces?.[oid] ?? recorded.location);
+      const location = locations.get(oid)!;
       const node = tablespaceNodes.find((candidate) => candidate.name === oid);
       step(`restore tablespace ${recorded.name || oid} into ${location}`);
       await prepareDataDirectory(location, Boolean(options.force));
@@ -135,9 +138,6 @@ export async function layOutPhysicalRestore(
       await matchOwner(link, pgdata);
       tablespaces.push({ oid, name: recorded.name, location });
     }
-    for (const oid of Object.keys(options.tablespaces ?? {}))
-      if (!(oid in backup.details.tablespaces))
-        throw new ConfigError(`base backup ${backup.id.slice(0, 8)} has no tablespace ${oid}`);
     await fs.appendFile(
       path.join(pgdata, 'postgresql.auto.conf'),
       recoveryConf({
@@ -165,6 +165,75 @@ export async function layOutPhysicalRestore(
       await matchOwner(path.join(pgdata, file), pgdata).catch(() => undefined);
     return { backup, pgdata, tablespaces, bytes, files };
   });
+}
+
+/**
+ * Where each tablespace of the backup goes, checked before anything is written: a tablespace
+ * left where it was must find that directory absent or empty, as one that holds files is most
+ * likely the live cluster's own (refused even with `force`, which empties only what was named);
+ * one moved elsewhere must find an empty directory unless `force`; none may be the data directory
+ * or another's.
+ */
+async function tablespaceLocations(
+  backup: ChosenBackup,
+  options: PhysicalRestoreOptions,
+  pgdata: string,
+): Promise<Map<string, string>> {
+  const recordedSpaces = backup.details.tablespaces;
+  for (const oid of Object.keys(options.tablespaces ?? {}))
+    if (!Object.hasOwn(recordedSpaces, oid))
+      throw new ConfigError(`base backup ${backup.id.slice(0, 8)} has no tablespace ${oid}`, {
+        hint: `Its tablespaces: ${Object.keys(recordedSpaces).join(', ') || 'none'}.`,
+      });
+  const locations = new Map<string, string>();
+  for (const [oid, recorded] of Object.entries(recordedSpaces)) {
+    const mapped = options.tablespaces && Object.hasOwn(options.tablespaces, oid);
+    const moved = mapped || options.tablespaceRoot !== undefined;
+    const location = path.resolve(
+      mapped
+        ? options.tablespaces![oid]!
+        : options.tablespaceRoot !== undefined
+          ? path.join(options.tablespaceRoot, `tablespace-${oid}`)
+          : recorded.location,
+    );
+    const inside = (outer: string) => location === outer || location.startsWith(outer + path.sep);
+    const clash = [...locations.entries()].find(
+      ([, other]) => inside(other) || other.startsWith(location + path.sep),
+    );
+    if (inside(pgdata) || pgdata.startsWith(location + path.sep) || clash)
+      throw new ConfigError(
+        `tablespace ${recorded.name || oid} would be restored into ${location}, which overlaps ${clash ? `tablespace ${clash[0]}'s ${clash[1]}` : `the data directory ${pgdata}`}`,
+        { hint: 'Give each tablespace a directory of its own, outside the data directory.' },
+      );
+    const entries = await fs.readdir(location).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return [];
+      throw new ConfigError(`cannot use ${location}: ${error.message}`);
+    });
+    if (entries.length > 0 && !moved) throw new TablespaceInUseError(oid, recorded.name, location);
+    if (entries.length > 0 && !options.force)
+      throw new ConfigError(`${location}, where tablespace ${recorded.name || oid} would go, is not empty`, {
+        hint: 'Restore it into an empty directory, or empty that one first (force).',
+      });
+    locations.set(oid, location);
+  }
+  return locations;
+}
+
+/**
+ * A tablespace would be restored where it was, and that directory holds files: most likely the
+ * live cluster's tablespace, which a restore must never write into or empty.
+ */
+export class TablespaceInUseError extends ConfigError {
+  constructor(
+    readonly oid: string,
+    readonly tablespace: string,
+    readonly location: string,
+  ) {
+    super(
+      `tablespace ${tablespace || oid} (oid ${oid}) would be restored where it was, into ${location}, which is not empty: it may be the live cluster's`,
+      { hint: 'Restore the tablespace into another, empty directory.' },
+    );
+  }
 }
 
 /** Refuses a data directory that is not empty, unless told to empty it. */

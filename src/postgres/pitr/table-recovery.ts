@@ -1,17 +1,13 @@
 import { spawn } from 'node:child_process';
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ConfigError, SourceError, VerificationError } from '../../errors.ts';
 import type { Repository, SnapshotFilter } from '../../repository/repository.ts';
-import { onInterrupt } from '../../util/interrupt.ts';
 import { resolveConnection, type PostgresConnection } from '../connection.ts';
 import { findTools, firstError, psql, toolEnvironment, type PostgresTools } from '../tools.ts';
 import { copySessionEnvironment, fingerprintCopy } from '../verify/verify.ts';
-import { describeTarget, type RecoveryTarget } from './recovery-target.ts';
-import { freePort, SCRATCH_SETTINGS, scratchDirectory } from './scratch.ts';
-import { restorePointInTime } from './restore-pitr.ts';
-import { stopServer } from './start-recovery.ts';
+import type { RecoveryTarget } from './recovery-target.ts';
+import { targetStamp, withScratchCluster } from './scratch.ts';
 
 export interface TableRecoveryOptions {
   target: RecoveryTarget;
@@ -68,7 +64,7 @@ export async function recoverTables(
   const live = resolveConnection(options.to, process.env, options.password);
   const tools = await findTools(live, options.pgBin);
   const tables = options.tables.map(qualifiedName);
-  const stamp = timeStamp(options.target);
+  const stamp = targetStamp(options.target);
   const schema = `recovered_${stamp}`.slice(0, 63);
   if (
     (
@@ -79,124 +75,97 @@ export async function recoverTables(
       hint: 'Drop or rename it, or recover to another moment.',
     });
 
-  const scratch = await scratchDirectory('strongbox-scratch-');
-  const pgdata = path.join(scratch, 'data');
-  let stopScratch: (() => Promise<void>) | undefined;
-  const forgetInterrupt = onInterrupt(async () => {
-    await stopScratch?.();
-    await fs.rm(scratch, { recursive: true, force: true });
-  });
-  try {
-    const port = await freePort();
-    step(`recover a scratch cluster to ${describeTarget(options.target)} on port ${port}`);
-    const recovered = await restorePointInTime(repository, reference, {
-      pgdata,
+  return withScratchCluster(
+    repository,
+    reference,
+    {
       target: options.target,
-      timeline: options.timeline ?? 'latest',
-      action: 'promote',
-      start: true,
-      port,
-      strongbox: options.strongbox,
-      checkDatabases: false,
+      ...(options.timeline !== undefined ? { timeline: options.timeline } : {}),
       ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+      fallbackBinDir: tools.binDir,
+      strongbox: options.strongbox,
       ...(options.filter ? { filter: options.filter } : {}),
-      settings: SCRATCH_SETTINGS,
       onStep: step,
-    });
-    const reached = recovered.recovery!;
-    stopScratch = () => stopServer(tools.binDir, pgdata);
-    const scratchDb: PostgresConnection = {
-      env: {
-        PGHOST: reached.socketDirectory,
-        PGPORT: String(reached.port),
-        PGUSER: reached.user,
-        PGDATABASE: live.database,
-      },
-      database: live.database,
-      display: `the scratch cluster/${live.database}`,
-    };
-
-    step(`move ${tables.map(displayName).join(', ')} into schema ${schema} in the scratch cluster`);
-    const moves = tables.map(
-      (table) => `alter table ${ident(table.schema)}.${ident(table.name)} set schema ${ident(schema)}`,
-    );
-    await psql(
-      scratchDb,
-      tools.binDir,
-      `begin; create schema ${ident(schema)}; ${moves.join('; ')}; commit`,
-    ).catch((error: unknown) => {
-      throw new ConfigError(
-        `the tables cannot be taken out of the recovered ${live.database}: ${(error as Error).message}`,
-        {
-          hint: 'Name tables that existed at the target, as schema.table.',
-        },
+    },
+    async (recovered) => {
+      const scratchDb = recovered.connection(live.database);
+      step(`move ${tables.map(displayName).join(', ')} into schema ${schema} in the scratch cluster`);
+      const moves = tables.map(
+        (table) => `alter table ${ident(table.schema)}.${ident(table.name)} set schema ${ident(schema)}`,
       );
-    });
-    const fingerprints = new Map<string, { rows: number; hash: string }>();
-    const scratchEnv = await copySessionEnvironment(scratchDb, tools, live.database);
-    for (const table of tables) {
-      const fingerprint = await fingerprintCopy(
-        scratchEnv,
-        tools,
-        { statement: `copy ${ident(schema)}.${ident(table.name)} to stdout` },
-        displayName(table),
-      );
-      fingerprints.set(table.name, { rows: fingerprint.rows, hash: fingerprint.digest() });
-    }
-
-    step(`load ${tables.length === 1 ? 'it' : 'them'} into ${live.display}, schema ${schema}`);
-    await psql(live, tools.binDir, `create schema ${ident(schema)}`);
-    await dumpInto(tools, scratchDb, live, [...tables.map((table) => `${schema}.${table.name}`)]);
-
-    const liveEnv = await copySessionEnvironment(live, tools, live.database);
-    const result: RecoveredTable[] = [];
-    for (const table of tables) {
-      const expected = fingerprints.get(table.name)!;
-      const found = await fingerprintCopy(
-        liveEnv,
-        tools,
-        { statement: `copy ${ident(schema)}.${ident(table.name)} to stdout` },
-        `${schema}.${table.name}`,
-      );
-      if (found.rows !== expected.rows || found.digest() !== expected.hash)
-        throw new VerificationError(
-          `${schema}.${table.name} in ${live.display} holds ${found.rows} rows, not the ${expected.rows} recovered, or other rows: it is left there for inspection`,
-        );
-      result.push({ table: displayName(table), restoredAs: `${schema}.${table.name}`, ...expected });
-    }
-
-    if (options.replace) {
-      const previous = `replaced_${stamp}`.slice(0, 63);
-      step(`swap the recovered tables in; the live ones move to schema ${previous}`);
-      const swaps = tables.flatMap((table) => [
-        `alter table ${ident(table.schema)}.${ident(table.name)} set schema ${ident(previous)}`,
-        `alter table ${ident(schema)}.${ident(table.name)} set schema ${ident(table.schema)}`,
-      ]);
       await psql(
-        live,
+        scratchDb,
         tools.binDir,
-        `begin; create schema ${ident(previous)}; ${swaps.join('; ')}; drop schema ${ident(schema)}; commit`,
-      );
-      for (const [index, table] of tables.entries()) {
-        result[index]!.restoredAs = displayName(table);
-        result[index]!.previousAs = `${previous}.${table.name}`;
+        `begin; create schema ${ident(schema)}; ${moves.join('; ')}; commit`,
+      ).catch((error: unknown) => {
+        throw new ConfigError(
+          `the tables cannot be taken out of the recovered ${live.database}: ${(error as Error).message}`,
+          {
+            hint: 'Name tables that existed at the target, as schema.table.',
+          },
+        );
+      });
+      const fingerprints = new Map<string, { rows: number; hash: string }>();
+      const scratchEnv = await copySessionEnvironment(scratchDb, tools, live.database);
+      for (const table of tables) {
+        const fingerprint = await fingerprintCopy(
+          scratchEnv,
+          tools,
+          { statement: `copy ${ident(schema)}.${ident(table.name)} to stdout` },
+          displayName(table),
+        );
+        fingerprints.set(table.name, { rows: fingerprint.rows, hash: fingerprint.digest() });
       }
-    }
-    return {
-      snapshot: recovered.snapshot,
-      target: recovered.target,
-      database: live.database,
-      schema: options.replace ? (result[0]?.restoredAs.split('.')[0] ?? schema) : schema,
-      tables: result,
-      recoverySeconds: reached.recoverySeconds,
-      durationSeconds: (performance.now() - began) / 1000,
-    };
-  } finally {
-    step('remove the scratch cluster');
-    await (stopScratch ?? (() => stopServer(tools.binDir, pgdata)))().catch(() => undefined);
-    await fs.rm(scratch, { recursive: true, force: true });
-    forgetInterrupt();
-  }
+
+      step(`load ${tables.length === 1 ? 'it' : 'them'} into ${live.display}, schema ${schema}`);
+      await psql(live, tools.binDir, `create schema ${ident(schema)}`);
+      await dumpInto(tools, scratchDb, live, [...tables.map((table) => `${schema}.${table.name}`)]);
+
+      const liveEnv = await copySessionEnvironment(live, tools, live.database);
+      const result: RecoveredTable[] = [];
+      for (const table of tables) {
+        const expected = fingerprints.get(table.name)!;
+        const found = await fingerprintCopy(
+          liveEnv,
+          tools,
+          { statement: `copy ${ident(schema)}.${ident(table.name)} to stdout` },
+          `${schema}.${table.name}`,
+        );
+        if (found.rows !== expected.rows || found.digest() !== expected.hash)
+          throw new VerificationError(
+            `${schema}.${table.name} in ${live.display} holds ${found.rows} rows, not the ${expected.rows} recovered, or other rows: it is left there for inspection`,
+          );
+        result.push({ table: displayName(table), restoredAs: `${schema}.${table.name}`, ...expected });
+      }
+
+      if (options.replace) {
+        const previous = `replaced_${stamp}`.slice(0, 63);
+        step(`swap the recovered tables in; the live ones move to schema ${previous}`);
+        const swaps = tables.flatMap((table) => [
+          `alter table ${ident(table.schema)}.${ident(table.name)} set schema ${ident(previous)}`,
+          `alter table ${ident(schema)}.${ident(table.name)} set schema ${ident(table.schema)}`,
+        ]);
+        await psql(
+          live,
+          tools.binDir,
+          `begin; create schema ${ident(previous)}; ${swaps.join('; ')}; drop schema ${ident(schema)}; commit`,
+        );
+        for (const [index, table] of tables.entries()) {
+          result[index]!.restoredAs = displayName(table);
+          result[index]!.previousAs = `${previous}.${table.name}`;
+        }
+      }
+      return {
+        snapshot: recovered.snapshot,
+        target: recovered.target,
+        database: live.database,
+        schema: options.replace ? (result[0]?.restoredAs.split('.')[0] ?? schema) : schema,
+        tables: result,
+        recoverySeconds: recovered.reached.recoverySeconds,
+        durationSeconds: (performance.now() - began) / 1000,
+      };
+    },
+  );
 }
 
 /** pg_dump of the tables from the scratch cluster, straight into pg_restore on the live database. */
@@ -254,14 +223,3 @@ function qualifiedName(text: string): QualifiedName {
 const displayName = (table: QualifiedName) => `${table.schema}.${table.name}`;
 const ident = (name: string) => `"${name.replaceAll('"', '""')}"`;
 const literal = (text: string) => `'${text.replaceAll("'", "''")}'`;
-
-/** The moment recovered to, as a name part: 20261120_143000 for a time, else the kind and a short form. */
-function timeStamp(target: RecoveryTarget): string {
-  if (target.kind === 'time')
-    return target.time.toISOString().replace(/[-:]/g, '').replace('T', '_').slice(0, 15);
-  if (target.kind === 'lsn') return `lsn_${target.lsn.replace('/', '_').toLowerCase()}`;
-  if (target.kind === 'xid') return `xid_${target.xid}`;
-  if (target.kind === 'name')
-    return `point_${target.name.toLowerCase().replace(/[^a-z0-9]+/g, '_')}`.slice(0, 40);
-  return new Date().toISOString().replace(/[-:]/g, '').replace('T', '_').slice(0, 15);
-}

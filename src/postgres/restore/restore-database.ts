@@ -9,7 +9,12 @@ import type { Repository, SnapshotFilter } from '../../repository/repository.ts'
 import { resolveConnection } from '../connection.ts';
 import { RestoreTarget } from './target.ts';
 import { checksFor } from '../verify/checks.ts';
-import { applyDatabaseProperties, creationFor, type DatabaseCreation } from '../database-properties.ts';
+import {
+  applyDatabaseProperties,
+  creationFor,
+  type DatabaseCreation,
+  type DatabaseProperties,
+} from '../database-properties.ts';
 import { findTools } from '../tools.ts';
 import type { PostgresSnapshotDetails } from '../logical/logical.ts';
 import {
@@ -111,170 +116,236 @@ export async function restorePostgres(
       connection,
       await findTools({ ...connection, env: { ...connection.env, PGDATABASE: 'postgres' } }, options.pgBin),
     );
-    const database = connection.database;
-    if (Buffer.byteLength(database) > MAX_NAME_BYTES) {
-      throw new ConfigError(`database name ${database} is longer than PostgreSQL's ${MAX_NAME_BYTES} bytes`);
-    }
-    const exists = await target.exists(database);
-    if (exists && !options.replace) throw new TargetExistsError(database, connection.display, 'replace');
-    const replace = exists && Boolean(options.replace);
-    const stamp = restoreStamp(new Date());
-    // The first choices: a name already taken is skipped for the next (restore-names.ts). A new
-    // database is loaded under a scratch name too, and renamed only once verified.
-    let scratch = scratchName(database, stamp);
-    let keptAs = keptName(database, stamp);
     // A parallel restore needs to know where each table's data lies in the archive (backups
     // record it), and restores whole databases only: pg_restore --table selects too little for it.
     const parallel = jobs > 1 && recorded?.blocks !== undefined && !options.tables?.length;
-    // Created as the backed-up database was, from template0 with its encoding and locale.
-    const creation = await creationFor(target, recorded?.databaseProperties, database);
-    const plan: PostgresRestorePlan = {
+    const archiveBytes = await archiveSize(repository, found);
+    const expected = expectedAfter(recorded, options);
+    const outcome = await restoreThroughScratch({
+      target,
+      replace: Boolean(options.replace),
+      dropOld: Boolean(options.dropOld),
+      dryRun: Boolean(options.dryRun),
+      noOwner: Boolean(options.noOwner),
+      ...(options.confirm ? { confirm: options.confirm } : {}),
+      properties: recorded?.databaseProperties,
+      source: snapshot.id,
+      describeLoad: (scratch) =>
+        `restore snapshot ${snapshot.id.slice(0, 8)} (${found.database}, ${snapshot.header.time}) into ${scratch} with pg_restore${parallel ? `, ${jobs} at a time` : ''}${recorded?.databaseProperties ? ', then give it the owner, privileges and settings backed up' : ''}`,
+      prepare: () => repository.loadIndex(),
+      load: async (scratch) => ({
+        expected,
+        compared: await restoreArchive({
+          repository,
+          tree: found.tree,
+          path: found.path,
+          target,
+          database: scratch,
+          args: restoreArguments(options),
+          jobs: parallel ? jobs : 1,
+          blocks: recorded?.blocks,
+          schemaOnly: options.schemaOnly,
+          dataOnly: options.dataOnly,
+          tables: expected.tables,
+          onStep: step,
+          onProgress: options.onProgress,
+        }),
+      }),
+      onStep: step,
+      ...(options.onVerifying ? { onVerifying: options.onVerifying } : {}),
+    });
+    return {
       snapshot: snapshot.id,
       snapshotTime: snapshot.header.time,
       sourceDatabase: found.database,
       target: connection.display,
-      database,
-      replace,
-      archiveBytes: await archiveSize(repository, found),
-      steps: [],
-      notes: creation.notes,
+      database: connection.database,
+      archiveBytes,
+      ...outcome,
+      durationMs: Date.now() - started,
     };
-    const steps = () => [
-      `create database ${scratch}`,
-      `restore snapshot ${snapshot.id.slice(0, 8)} (${found.database}, ${snapshot.header.time}) into ${scratch} with pg_restore${parallel ? `, ${jobs} at a time` : ''}${recorded?.databaseProperties ? ', then give it the owner, privileges and settings backed up' : ''}`,
-      'compare the restored database with what the backup recorded',
-      ...(replace
-        ? [
-            `end sessions on ${database}, and in one transaction rename it to ${keptAs} and ${scratch} to ${database}`,
-            ...(options.dropOld ? [`drop ${keptAs}`] : []),
-          ]
-        : [`rename ${scratch} to ${database}`]),
-    ];
-    plan.steps = steps();
-    if (options.dryRun) return { ...plan, dryRun: true, durationMs: Date.now() - started };
-    if (replace && !(await options.confirm?.(database))) throw new ReplaceNotConfirmedError(database);
-    await repository.loadIndex();
-    const expected = expectedAfter(recorded, options);
-    await clearLeftoversOf(target, database, step);
-    const release = await createScratch(
-      target,
-      database,
-      stamp,
-      (name) => (scratch = name),
-      creation.creation,
+  });
+}
+
+/** What expectedAfter says a restored database must hold. */
+export type ExpectedDatabase = ReturnType<typeof expectedAfter>;
+
+export interface ScratchRestore {
+  /** The server, and (its connection's database) the database to restore into. */
+  target: RestoreTarget;
+  /** Swap the restored database in for an existing one, keeping the old one (or dropping it: dropOld). */
+  replace?: boolean;
+  dropOld?: boolean;
+  /** Asked before replacing a database; the restore goes ahead only on true. */
+  confirm?: (database: string) => Promise<boolean>;
+  /** Work out the plan, change nothing. */
+  dryRun?: boolean;
+  noOwner?: boolean;
+  /** The database's own properties, as recorded: created as they say, and given them after the load. */
+  properties: DatabaseProperties | undefined;
+  /** What the restored database is compared with, as a mismatch names it (a snapshot's id). */
+  source: string;
+  /** The step that loads the scratch database, as reported. */
+  describeLoad: (scratch: string) => string;
+  /** What the restored database is compared with, as the step reports it: else the backup's record. */
+  comparedWith?: string;
+  /** Run once the plan is made and confirmed, before anything is created. */
+  prepare?: () => Promise<unknown>;
+  /** Loads the scratch database: returns what it must then hold, and the tables compared already. */
+  load: (scratch: string) => Promise<{ expected: ExpectedDatabase; compared: TableComparison[] }>;
+  onStep?: (message: string) => void;
+  onVerifying?: () => void;
+}
+
+export interface ScratchRestoreOutcome {
+  replace: boolean;
+  steps: string[];
+  notes: string[];
+  dryRun: boolean;
+  verification?: DatabaseVerification;
+  keptAs?: string;
+}
+
+/**
+ * The one path every restore of a database takes, whatever fills it (an archive from the
+ * repository, or pg_dump of a recovered cluster): a scratch database created as the recorded one
+ * was, loaded, given the recorded properties, verified, then renamed to the target's name, or
+ * swapped in for an existing target in one transaction. Any failure, or a kill at any moment,
+ * leaves the target as it was (absent, or the original) and at most a scratch database that the
+ * next restore of the same target removes.
+ */
+export async function restoreThroughScratch(restore: ScratchRestore): Promise<ScratchRestoreOutcome> {
+  const { target } = restore;
+  const { connection } = target;
+  const step = restore.onStep ?? (() => undefined);
+  const database = connection.database;
+  if (Buffer.byteLength(database) > MAX_NAME_BYTES) {
+    throw new ConfigError(`database name ${database} is longer than PostgreSQL's ${MAX_NAME_BYTES} bytes`);
+  }
+  const exists = await target.exists(database);
+  if (exists && !restore.replace) throw new TargetExistsError(database, connection.display, 'replace');
+  const replace = exists && Boolean(restore.replace);
+  const stamp = restoreStamp(new Date());
+  // The first choices: a name already taken is skipped for the next (restore-names.ts). A new
+  // database is loaded under a scratch name too, and renamed only once verified.
+  let scratch = scratchName(database, stamp);
+  let keptAs = keptName(database, stamp);
+  // Created as the backed-up database was, from template0 with its encoding and locale.
+  const creation = await creationFor(target, restore.properties, database);
+  const notes = creation.notes;
+  const steps = () => [
+    `create database ${scratch}`,
+    restore.describeLoad(scratch),
+    `compare the restored database with ${restore.comparedWith ?? 'what the backup recorded'}`,
+    ...(replace
+      ? [
+          `end sessions on ${database}, and in one transaction rename it to ${keptAs} and ${scratch} to ${database}`,
+          ...(restore.dropOld ? [`drop ${keptAs}`] : []),
+        ]
+      : [`rename ${scratch} to ${database}`]),
+  ];
+  if (restore.dryRun) return { replace, steps: steps(), notes, dryRun: true };
+  if (replace && !(await restore.confirm?.(database))) throw new ReplaceNotConfirmedError(database);
+  await restore.prepare?.();
+  await clearLeftoversOf(target, database, step);
+  const release = await createScratch(target, database, stamp, (name) => (scratch = name), creation.creation);
+  // On SIGINT/SIGTERM the half-loaded database goes; after a SIGKILL the next restore of the
+  // same target, or `restore --cleanup`, finds and removes it (leftovers.ts).
+  const forget = onInterrupt(async () => {
+    await release();
+    await target.drop(scratch, true);
+  });
+  const abandon = async () => {
+    forget();
+    await release();
+    await target.drop(scratch, true).catch(() => undefined);
+  };
+  step(steps()[0]!);
+  let loaded: Awaited<ReturnType<ScratchRestore['load']>>;
+  try {
+    step(steps()[1]!);
+    loaded = await restore.load(scratch);
+    notes.push(
+      ...(await applyDatabaseProperties(target, scratch, restore.properties, {
+        owners: !restore.noOwner,
+        comment: false,
+        label: database,
+      })),
     );
-    // On SIGINT/SIGTERM the half-loaded database goes; after a SIGKILL the next restore of the
-    // same target, or `restore --cleanup`, finds and removes it (leftovers.ts).
-    const forget = onInterrupt(async () => {
-      await release();
-      await target.drop(scratch, true);
-    });
-    const abandon = async () => {
+  } catch (error) {
+    await abandon();
+    throw error;
+  }
+  step(steps()[2]!);
+  restore.onVerifying?.();
+  // The scratch database's mark gives way to the recorded comment as it takes its name.
+  const comment = restore.properties?.comment ?? null;
+  let verification: DatabaseVerification;
+  try {
+    verification = await verifyDatabase(
+      connection,
+      target.tools,
+      scratch,
+      loaded.expected,
+      {
+        snapshot: restore.source,
+        // Over an existing database nothing is swapped; a new one is left for inspection.
+        hint: replace
+          ? `${database} was left as it was.`
+          : `${database} was not created; the restored copy was left as ${scratch} for inspection, and the next restore into ${database} (or \`restore --cleanup\`) removes it.`,
+      },
+      loaded.compared,
+    );
+  } catch (error) {
+    if (replace) await abandon();
+    else {
       forget();
       await release();
-      await target.drop(scratch, true).catch(() => undefined);
-    };
-    step(steps()[0]!);
-    let compared: TableComparison[] = [];
-    try {
-      step(steps()[1]!);
-      compared = await restoreArchive({
-        repository,
-        tree: found.tree,
-        path: found.path,
-        target,
-        database: scratch,
-        args: restoreArguments(options),
-        jobs: parallel ? jobs : 1,
-        blocks: recorded?.blocks,
-        schemaOnly: options.schemaOnly,
-        dataOnly: options.dataOnly,
-        tables: expected.tables,
-        onStep: step,
-        onProgress: options.onProgress,
-      });
-      plan.notes.push(
-        ...(await applyDatabaseProperties(target, scratch, recorded?.databaseProperties, {
-          owners: !options.noOwner,
-          comment: false,
-          label: database,
-        })),
-      );
-    } catch (error) {
-      await abandon();
-      throw error;
     }
-    step(steps()[2]!);
-    options.onVerifying?.();
-    // The scratch database's mark gives way to the backed-up comment as it takes its name.
-    const comment = recorded?.databaseProperties?.comment ?? null;
-    let verification: DatabaseVerification;
+    throw error;
+  }
+  if (!replace) {
+    step(steps()[3]!);
     try {
-      verification = await verifyDatabase(
-        connection,
-        target.tools,
-        scratch,
-        expected,
-        {
-          snapshot: snapshot.id,
-          // Over an existing database nothing is swapped; a new one is left for inspection.
-          hint: replace
-            ? `${database} was left as it was.`
-            : `${database} was not created; the restored copy was left as ${scratch} for inspection, and the next restore into ${database} (or \`restore --cleanup\`) removes it.`,
-        },
-        compared,
-      );
-    } catch (error) {
-      if (replace) await abandon();
-      else {
-        forget();
-        await release();
-      }
-      throw error;
-    }
-    if (!replace) {
-      step(steps()[3]!);
-      try {
-        if (!(await target.moveIntoPlace({ scratch, target: database, comment })))
-          throw new TargetExistsError(database, connection.display, 'replace', {
-            createdDuringRestore: true,
-          });
-      } catch (error) {
-        await abandon();
-        throw error;
-      }
-      forget();
-      await release();
-      return { ...plan, dryRun: false, verification, durationMs: Date.now() - started };
-    }
-    try {
-      keptAs = await swapIn(
-        target,
-        { database, scratch, stamp, dropOld: Boolean(options.dropOld), comment },
-        (name) => {
-          keptAs = name;
-          step(steps()[3]!);
-        },
-      );
+      if (!(await target.moveIntoPlace({ scratch, target: database, comment })))
+        throw new TargetExistsError(database, connection.display, 'replace', {
+          createdDuringRestore: true,
+        });
     } catch (error) {
       await abandon();
       throw error;
     }
     forget();
     await release();
-    if (options.dropOld) {
-      step(steps()[4]!);
-      await target.drop(keptAs, true);
-    }
-    return {
-      ...plan,
-      steps: steps(),
-      dryRun: false,
-      verification,
-      ...(options.dropOld ? {} : { keptAs }),
-      durationMs: Date.now() - started,
-    };
-  });
+    return { replace, steps: steps(), notes, dryRun: false, verification };
+  }
+  try {
+    keptAs = await swapIn(
+      target,
+      { database, scratch, stamp, dropOld: Boolean(restore.dropOld), comment },
+      (name) => {
+        keptAs = name;
+        step(steps()[3]!);
+      },
+    );
+  } catch (error) {
+    await abandon();
+    throw error;
+  }
+  forget();
+  await release();
+  if (restore.dropOld) {
+    step(steps()[4]!);
+    await target.drop(keptAs, true);
+  }
+  return {
+    replace,
+    steps: steps(),
+    notes,
+    dryRun: false,
+    verification,
+    ...(restore.dropOld ? {} : { keptAs }),
+  };
 }
 
 /** Tries for a free name before giving up: each taken name is one more try. */
@@ -347,7 +418,10 @@ async function swapIn(
  * (or only the --table ones), sequences unless only the schema came back, object counts unless
  * only data or some tables did.
  */
-function expectedAfter(recorded: PostgresSnapshotDetails | undefined, options: PostgresRestoreOptions) {
+export function expectedAfter(
+  recorded: PostgresSnapshotDetails | undefined,
+  options: Pick<PostgresRestoreOptions, 'tables' | 'schemaOnly' | 'dataOnly' | 'noOwner'>,
+) {
   const subset = Boolean(options.tables?.length);
   const wanted = new Set(options.tables ?? []);
   const tables = options.schemaOnly
@@ -372,7 +446,12 @@ function expectedAfter(recorded: PostgresSnapshotDetails | undefined, options: P
   };
 }
 
-function restoreArguments(options: PostgresRestoreOptions): string[] {
+export function restoreArguments(
+  options: Pick<
+    PostgresRestoreOptions,
+    'singleTransaction' | 'schemaOnly' | 'dataOnly' | 'noOwner' | 'tables'
+  >,
+): string[] {
   const args: string[] = [];
   if (options.singleTransaction) args.push('--single-transaction');
   if (options.schemaOnly) args.push('--schema-only');
