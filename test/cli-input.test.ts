@@ -178,3 +178,34 @@ describe('sizes and counts in output', () => {
     }
   });
 });
+
+describe('restore options of the wrong kind', () => {
+  let repo: TempRepo;
+  beforeAll(async () => {
+    repo = await tempRepo();
+  });
+  afterAll(() => repo.cleanup());
+
+  it('a physical restore or a recovery to a moment refuses logical-only options (exit 3) before touching anything', async () => {
+    const pgdata = path.join(repo.dir, 'pgdata');
+    const dryRun = await cli(repo, ['restore', '--pgdata', pgdata, '--dry-run']);
+    expectExit(dryRun, 3);
+    expect(dryRun.stderr).toMatch(/^strongbox: --dry-run belongs to a logical restore/);
+    await expect(fs.stat(pgdata)).rejects.toThrow();
+
+    const database = await cli(repo, [
+      'restore',
+      '--database',
+      'shop',
+      '--time',
+      '2026-11-20 14:30:00+00',
+      '--jobs',
+      '2',
+      '--schema-only',
+      '--to',
+      'postgres://nobody@127.0.0.1:1/shop',
+    ]);
+    expectExit(database, 3);
+    expect(database.stderr).toMatch(/^strongbox: --jobs, --schema-only belong to a logical restore/);
+  });
+});

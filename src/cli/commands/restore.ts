@@ -68,7 +68,8 @@ export function registerRestore(program: Command): void {
       const global = globalOptions(command);
       const output = outputFor(global);
       const credentials = await databaseCredentials(options.to, options, output);
-      if (isPhysicalRestore(options))
+      if (isPhysicalRestore(options)) {
+        refuseLogicalOnlyOptions(options);
         return runPhysicalRestore(
           global,
           output,
@@ -76,6 +77,7 @@ export function registerRestore(program: Command): void {
           { ...options, ...credentials },
           snapshotFilter(options),
         );
+      }
       if (options.cleanup) {
         if (options.replace || options.all)
           throw new ConfigError('--cleanup restores nothing', { hint: 'Leave out --replace and --all.' });
@@ -220,6 +222,34 @@ async function cleanup(
       ? `nothing left by restores on ${result.server}`
       : `removed ${count(result.removed.length, 'database')} left by restores on ${result.server} (${formatBytes(freed)})`,
   );
+}
+
+/**
+ * Options of a logical restore that a physical one (--pgdata, a recovery target, --database)
+ * has no use for: refused rather than silently ignored.
+ */
+function refuseLogicalOnlyOptions(options: PostgresRestoreCliOptions): void {
+  const given = (
+    [
+      ['--all', options.all],
+      ['--at', options.at],
+      ['--cleanup', options.cleanup],
+      ['--dry-run', options.dryRun],
+      ['--single-transaction', options.singleTransaction],
+      ['--jobs', options.jobs],
+      ['--schema-only', options.schemaOnly],
+      ['--data-only', options.dataOnly],
+    ] as const
+  )
+    .filter(([, value]) => value !== undefined && value !== false)
+    .map(([flag]) => flag);
+  if (given.length > 0)
+    throw new ConfigError(
+      `${given.join(', ')} ${given.length === 1 ? 'belongs' : 'belong'} to a logical restore, not to a physical one or a recovery to a moment`,
+      {
+        hint: 'Leave them out; or leave out --pgdata, --database and the recovery target to restore a logical snapshot.',
+      },
+    );
 }
 
 const clusterDatabaseTitle = (database: string) => `${database}, compared with the backup`;
