@@ -16,7 +16,7 @@ function sample(length: number): Buffer {
 
 describe('zstd', () => {
   it('writes the frames zstd-napi writes with the same parameters, whatever the size, one call after another', () => {
-    for (const level of [1, 3, 19])
+    for (const level of [1, 3, 9])
       for (const length of [0, 100, 128 * 1024, 1024 * 1024 + 1, 3 * 1024 * 1024]) {
         const data = sample(length);
         const expected = zstdNapi.compress(
