@@ -34,6 +34,31 @@ describe('FastCDC', () => {
     expect(chunkAll(data, 1 << 20)).toHaveLength(109);
   });
 
+  it('reset makes a used chunker cut and sketch a new stream as a fresh one does', () => {
+    const reused = new Chunker(params, gear);
+    const first = seededBytes('first stream', 200_000);
+    const second = seededBytes('second stream', 300_000);
+    // A stream abandoned midway (a failed read) leaves a partial chunk behind, carried and hashed.
+    reused.push(first.subarray(0, 12_345));
+    reused.reset();
+    for (const data of [first, second]) {
+      const chunks: { data: Buffer; sketch: number[] }[] = [];
+      for (let at = 0; at < data.length; at += 5000)
+        for (const chunk of reused.push(data.subarray(at, at + 5000)))
+          chunks.push({ data: Buffer.from(chunk.data), sketch: chunk.sketch });
+      const last = reused.cut();
+      if (last) chunks.push({ data: Buffer.from(last.data), sketch: last.sketch });
+      const fresh = new Chunker(params, gear);
+      const expected = [...fresh.push(data), fresh.cut()!].map((chunk) => ({
+        data: Buffer.from(chunk.data),
+        sketch: chunk.sketch,
+      }));
+      expect(chunks.length).toBeGreaterThan(10);
+      expect(chunks).toEqual(expected);
+      reused.reset();
+    }
+  });
+
   it('cuts and sketches as the plain definition does, whatever the pieces', () => {
     // Low-entropy stretches (runs, repeated rows) as well as random bytes, so that cut points
     // come early, late and at max; and chunker sizes small enough for every path to be taken.

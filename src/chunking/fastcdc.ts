@@ -138,6 +138,16 @@ export class Chunker {
     return chunks;
   }
 
+  /**
+   * Forgets any partial chunk, ready for a new stream: one chunker serves stream after stream
+   * without allocating its buffers (2 × max bytes) again for each.
+   */
+  reset(): void {
+    this.pendingLength = 0;
+    this.hash = 0;
+    this.candidates = 0;
+  }
+
   /** Ends the current chunk here, if it has any bytes. */
   cut(): Chunk | undefined {
     if (this.pendingLength === 0) return undefined;

@@ -27,15 +27,22 @@ interface ZlibWithZstd {
   constants: { ZSTD_c_compressionLevel: number; ZSTD_c_hashLog?: number };
 }
 
-interface ZstdNapi {
-  compress(data: Uint8Array, params: { compressionLevel: number; hashLog?: number }): Buffer;
-}
-
 interface ZstdNapiBinding {
+  CCtx: new () => {
+    reset(directive: number): void;
+    setParameter(parameter: number, value: number): void;
+    /** Bytes written to `destination`. */
+    compress2(destination: Uint8Array, source: Uint8Array): number;
+  };
   DCtx: new () => {
     /** [bytes left to flush (0 at a frame's end), bytes written, bytes consumed] */
     decompressStream(destination: Uint8Array, source: Uint8Array): [number, number, number];
   };
+  CParameter: { compressionLevel: number; hashLog: number };
+  ResetDirective: { parameters: number };
+  compressBound(size: number): number;
+  /** The size a frame declares, null when it declares none. */
+  getFrameContentSize(frame: Uint8Array): number | null;
 }
 
 /**
@@ -72,11 +79,9 @@ function loadCodec(): ZstdCodec {
       },
     };
   }
-  let addon: ZstdNapi;
   let binding: ZstdNapiBinding;
   try {
     const load = createRequire(import.meta.url);
-    addon = load('zstd-napi') as ZstdNapi;
     binding = load('zstd-napi/binding') as ZstdNapiBinding;
   } catch (cause) {
     throw new MissingDependencyError(
@@ -88,15 +93,34 @@ function loadCodec(): ZstdCodec {
     );
   }
   return {
-    compress: (data, level) => {
-      const hashLog = hashLogFor(level);
-      return addon.compress(
-        data,
-        hashLog ? { compressionLevel: level, hashLog } : { compressionLevel: level },
-      );
-    },
+    compress: (data, level) => compressInto(binding, data, level),
     decompress: (data, maxLength) => boundedDecompress(binding, data, maxLength),
   };
+}
+
+/** Output room kept for compressing chunks (up to 1 MiB and a little): one per thread. */
+const SCRATCH_LIMIT = 1024 * 1024 + 64 * 1024;
+let compressContext: InstanceType<ZstdNapiBinding['CCtx']> | undefined;
+let scratch: Buffer | undefined;
+
+/**
+ * zstd-napi's own compress() (the same parameters, the same frames) allocates its output room for
+ * each call: for a backup, a chunk's size of garbage per chunk, which fragments the heap. Here the
+ * room is kept, and only the compressed bytes are copied out.
+ */
+function compressInto(binding: ZstdNapiBinding, data: Uint8Array, level: number): Buffer {
+  compressContext ??= new binding.CCtx();
+  compressContext.reset(binding.ResetDirective.parameters);
+  compressContext.setParameter(binding.CParameter.compressionLevel, level);
+  const hashLog = hashLogFor(level);
+  if (hashLog) compressContext.setParameter(binding.CParameter.hashLog, hashLog);
+  const bound = binding.compressBound(data.length);
+  if (bound > SCRATCH_LIMIT) {
+    const output = Buffer.allocUnsafe(bound);
+    return output.subarray(0, compressContext.compress2(output, data));
+  }
+  if (!scratch || scratch.length < bound) scratch = Buffer.allocUnsafeSlow(SCRATCH_LIMIT);
+  return Buffer.from(scratch.subarray(0, compressContext.compress2(scratch, data)));
 }
 
 /**
@@ -108,8 +132,19 @@ function boundedDecompress(binding: ZstdNapiBinding, data: Uint8Array, maxLength
   const pieces: Buffer[] = [];
   let produced = 0;
   let input = data;
+  // The size the frame declares, when it is small, is the first piece's: a chunk is then
+  // decompressed into a buffer of its size, rather than into a larger one and copied out.
+  let declared: number | null = null;
+  try {
+    declared = binding.getFrameContentSize(data);
+  } catch {
+    // Not a frame: decompressStream says so below.
+  }
+  let pieceSize =
+    declared !== null && declared > 0 && declared < DECOMPRESS_PIECE ? declared : DECOMPRESS_PIECE;
   for (;;) {
-    const piece = Buffer.allocUnsafe(Math.min(DECOMPRESS_PIECE, maxLength - produced + 1));
+    const piece = Buffer.allocUnsafe(Math.min(pieceSize, maxLength - produced + 1));
+    pieceSize = DECOMPRESS_PIECE;
     const [left, written, consumed] = context.decompressStream(piece, input);
     produced += written;
     if (produced > maxLength) throw new DecompressedTooLarge(maxLength);
@@ -117,7 +152,8 @@ function boundedDecompress(binding: ZstdNapiBinding, data: Uint8Array, maxLength
     input = input.subarray(consumed);
     if (input.length === 0) {
       // 0: the last frame is decoded and flushed; otherwise, with room left over, input is missing.
-      if (left === 0) return Buffer.concat(pieces, produced);
+      if (left === 0)
+        return pieces.length === 1 && written === piece.length ? piece : Buffer.concat(pieces, produced);
       if (written < piece.length) throw new Error('zstd data is truncated');
     }
   }

@@ -225,6 +225,11 @@ async function readParentTree(repository: Repository, id: string): Promise<Tree>
 
 class RepositorySink implements ContentSink {
   bytesRead = 0;
+  /**
+   * Chunkers not in use. A cluster's thousands of small files would otherwise each allocate a
+   * chunker's buffers, garbage that piles up between collections and fragments the heap.
+   */
+  private readonly idleChunkers: Chunker[] = [];
 
   constructor(
     private readonly repository: Repository,
@@ -237,7 +242,21 @@ class RepositorySink implements ContentSink {
     content: AsyncIterable<ContentPiece>,
     previous?: PreviousContent,
   ): Promise<StoredContent> {
-    const chunker = new Chunker(this.repository.config.chunker, this.repository.gear);
+    const chunker =
+      this.idleChunkers.pop() ?? new Chunker(this.repository.config.chunker, this.repository.gear);
+    chunker.reset();
+    try {
+      return await this.chunk(chunker, content, previous);
+    } finally {
+      this.idleChunkers.push(chunker);
+    }
+  }
+
+  private async chunk(
+    chunker: Chunker,
+    content: AsyncIterable<ContentPiece>,
+    previous: PreviousContent | undefined,
+  ): Promise<StoredContent> {
     const places = previous ? PlacesInPrevious.of(previous, this.repository) : undefined;
     const blobs: string[] = [];
     let size = 0;

@@ -6,12 +6,8 @@ import { SimilarityIndex } from '../chunking/similarity.ts';
 import { DamagedBlobError, StrongboxError } from '../errors.ts';
 import { BlobType, packName, type BlobTypeValue } from './blob.ts';
 import type { IndexedPackRecord } from './master-index.ts';
-import {
-  PackAssembler,
-  type FinishedPack,
-  type PackAssemblerOptions,
-  type StoreItem,
-} from './pack-assembler.ts';
+import type { FinishedPack, PackAssemblerOptions, StoreItem } from './pack-assembler.ts';
+import { encodeBlob, type EncodedBlob } from './pack-format.ts';
 import type { FromWorker, ToWorker } from './pack-worker.ts';
 import type { Repository } from './repository.ts';
 
@@ -89,7 +85,13 @@ export class BlobWriter {
   readonly indexFilesWritten: string[] = [];
   /** Bytes of blobs handed to workers and not yet packed. */
   private queuedBytes = 0;
+  /** Past this, blobs are compressed on this thread before they are queued (see save()). */
   private readonly queuedLimit: number;
+  /** Past this, save() waits for the workers: however slow they are, the queue stays bounded. */
+  readonly queuedHardLimit: number;
+  /** The most bytes queued for the workers at once, and the blobs compressed on this thread. */
+  readonly queueStats = { peakBytes: 0, encodedHere: 0 };
+  private readonly level: number;
   /** Finished packs not yet durable in storage. */
   private pendingUploads = 0;
   private readonly batchCapacity: number;
@@ -101,8 +103,6 @@ export class BlobWriter {
   private failure: Error | undefined;
   private closing = false;
   private next = 0;
-  /** Packs blobs on this thread when the workers fall behind, rather than waiting for them. */
-  private readonly inline: PackAssembler;
 
   constructor(
     private readonly repository: Repository,
@@ -115,6 +115,8 @@ export class BlobWriter {
     // Enough queued for every worker to have its next batch ready, and no more: memory stays
     // bounded whatever the input size, and a slow storage slows the reader instead of piling up packs.
     this.queuedLimit = threads * 3 * BATCH_BYTES;
+    this.queuedHardLimit = 2 * this.queuedLimit;
+    this.level = repository.config.compression.level;
     this.batchCapacity = BATCH_BYTES + 2 * repository.config.chunker.max + 64;
     const assemblerOptions: PackAssemblerOptions = {
       recipients: [...repository.recipients],
@@ -122,7 +124,6 @@ export class BlobWriter {
       level: repository.config.compression.level,
     };
     this.slots = Array.from({ length: threads }, () => this.startWorker(assemblerOptions));
-    this.inline = new PackAssembler(assemblerOptions);
     if (this.deltas)
       for (const [slot, sketch] of repository.index.sketches()) this.similarity.add(slot, sketch);
   }
@@ -145,6 +146,7 @@ export class BlobWriter {
         if (this.spareBuffers.length < SPARE_BUFFERS && message.buffer.byteLength === this.batchCapacity)
           this.spareBuffers.push(message.buffer);
         this.queuedBytes -= message.bytes;
+        this.wake();
         break;
       case 'pack': {
         // Structured cloning turns Buffers into plain Uint8Arrays.
@@ -200,22 +202,25 @@ export class BlobWriter {
       // tables) and served a delta copy: a delta of it would then need a chain to read.
       if (base && !this.repository.hasReadableCopy(base, true)) delta = undefined;
     }
-    // Storage is the bottleneck when uploads pile up: then the reader waits.
-    while (this.pendingUploads >= this.repository.backend.concurrency && !this.failure) {
+    // Storage is the bottleneck when uploads pile up, the workers when even blobs compressed here
+    // pile up for them: then the reader waits.
+    while (
+      (this.pendingUploads >= this.repository.backend.concurrency ||
+        this.queuedBytes > this.queuedHardLimit) &&
+      !this.failure
+    ) {
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
     this.throwIfFailed();
     this.stats.newBlobs++;
     this.stats.newRawBytes += data.length;
+    // The workers are behind: this thread compresses the blob rather than wait for them, and they
+    // only seal it into their pack. One pack at a time per worker, none here: packs are what
+    // costs memory (the pack size each), and compressing is what costs time.
     if (this.queuedBytes > this.queuedLimit) {
-      // The workers are behind: pack this blob here instead of waiting for them.
-      const item: StoreItem = { id: Buffer.from(id, 'hex'), type, data };
-      if (delta) item.delta = delta;
-      const pack = this.inline.add(item);
-      if (pack) this.startUpload(pack, (buffer) => this.inline.recycle(Buffer.from(buffer)));
-    } else {
-      this.queue(id, type, data, delta);
-    }
+      this.queue(id, type, data.length, { encoded: encodeBlob(data, this.level, delta) });
+      this.queueStats.encodedHere++;
+    } else this.queue(id, type, data.length, { data, delta });
     return delta ? { id, isNew: true, base: delta.id } : { id, isNew: true };
   }
 
@@ -254,14 +259,20 @@ export class BlobWriter {
     return base !== undefined && this.repository.hasReadableCopy(base, true) ? base : undefined;
   }
 
-  /** Copies a blob into the next worker's batch, sending the batch once it is full. */
+  /**
+   * Copies a blob, as plaintext (with its delta base) or encoded already, into the next worker's
+   * batch, sending the batch once it is full.
+   */
   private queue(
     id: string,
     type: BlobTypeValue,
-    data: Uint8Array,
-    delta: { id: string; data: Uint8Array } | undefined,
+    rawLength: number,
+    blob:
+      { data: Uint8Array; delta: { id: string; data: Uint8Array } | undefined } | { encoded: EncodedBlob },
   ): void {
     const slot = this.slots[this.next++ % this.slots.length]!;
+    const data = 'encoded' in blob ? blob.encoded.stored : blob.data;
+    const delta = 'encoded' in blob ? undefined : blob.delta;
     const bytes = data.length + (delta?.data.length ?? 0);
     this.reserve(slot, 32 + bytes);
     const item: StoreItem = {
@@ -270,9 +281,14 @@ export class BlobWriter {
       data: this.place(slot, data),
     };
     if (delta) item.delta = { id: delta.id, data: this.place(slot, delta.data) };
+    if ('encoded' in blob) {
+      const { stored: _stored, ...encoded } = blob.encoded;
+      item.encoded = { ...encoded, rawLength };
+    }
     slot.batch.push(item);
     slot.batchBytes += bytes;
     this.queuedBytes += bytes;
+    this.queueStats.peakBytes = Math.max(this.queueStats.peakBytes, this.queuedBytes);
     if (slot.batchBytes >= BATCH_BYTES) this.send(slot);
   }
 
@@ -303,8 +319,8 @@ export class BlobWriter {
     slot.buffer = undefined;
   }
 
-  private wakeIfRoom(): void {
-    if (this.pendingUploads >= this.repository.backend.concurrency) return;
+  /** Wakes save()s waiting for room: each checks again whether there is. */
+  private wake(): void {
     const waiters = this.waiters;
     this.waiters = [];
     for (const wake of waiters) wake();
@@ -333,7 +349,7 @@ export class BlobWriter {
       await this.repository.backend.put(packName(record.id), bytes, { deferSync: true, retain: true });
     } finally {
       this.pendingUploads--;
-      this.wakeIfRoom();
+      this.wake();
     }
     recycle(bytes.buffer as ArrayBuffer);
     this.stats.storedBytes += size;
@@ -381,8 +397,6 @@ export class BlobWriter {
           }),
       ),
     );
-    const last = this.inline.finish();
-    if (last) this.startUpload(last, (buffer) => this.inline.recycle(Buffer.from(buffer)));
     while (this.uploads.size > 0) await Promise.all([...this.uploads]);
     this.throwIfFailed();
     await this.writeIndex();

@@ -1,5 +1,5 @@
 import type { BlobTypeValue, PackRecord } from './blob.ts';
-import { PackBuilder, type DeltaBase } from './pack-format.ts';
+import { encodedEntry, PackBuilder, type DeltaBase, type EncodedBlob } from './pack-format.ts';
 
 export interface PackAssemblerOptions {
   recipients: Uint8Array[];
@@ -10,8 +10,11 @@ export interface PackAssemblerOptions {
 export interface StoreItem {
   id: Uint8Array;
   type: BlobTypeValue;
+  /** The plaintext; with `encoded`, the stored form instead (`encoded.stored` is not sent). */
   data: Uint8Array;
   delta?: DeltaBase;
+  /** Compressed (or delta-encoded) already, by the thread that queued it: only sealing is left. */
+  encoded?: Omit<EncodedBlob, 'stored'> & { rawLength: number };
 }
 
 export interface FinishedPack {
@@ -24,7 +27,7 @@ export interface FinishedPack {
 /**
  * Fills one pack at a time and hands it over once it reaches the target size. The buffer of an
  * uploaded pack comes back through `recycle()` to hold a later one, so packs cost no garbage.
- * Pack workers run one each; the main thread runs one too, for when the workers fall behind.
+ * Pack workers run one each.
  */
 export class PackAssembler {
   /** Room for the pack and the blob that takes it past the target size. */
@@ -42,7 +45,10 @@ export class PackAssembler {
       this.pack = new PackBuilder(this.options.recipients, this.options.level, this.capacity, this.spare);
       this.spare = undefined;
     }
-    this.pack.add(item.id, item.type, item.data, item.delta);
+    if (item.encoded) {
+      const { rawLength, ...encoded } = item.encoded;
+      this.pack.addStored(item.id, ...encodedEntry(item.type, rawLength, { ...encoded, stored: item.data }));
+    } else this.pack.add(item.id, item.type, item.data, item.delta);
     return this.pack.length >= this.options.packSize ? this.finish() : undefined;
   }
 

@@ -77,40 +77,7 @@ export class PackBuilder {
    * it comes out smaller than the blob compressed on its own.
    */
   add(id: Uint8Array, type: BlobTypeValue, data: Uint8Array, delta?: DeltaBase): PackBlobEntry {
-    let stored: Uint8Array = data;
-    let compression: PackBlobEntry['compression'] = Compression.none;
-    let base: string | undefined;
-    if (this.level > 0 && data.length > 64) {
-      const compressed = zstdCompress(data, this.level);
-      if (compressed.length < data.length) {
-        stored = compressed;
-        compression = Compression.zstd;
-      }
-    }
-    if (delta) {
-      const encoded = zstdCompress(encodeDelta(delta.data, data), Math.max(this.level, 1));
-      if (encoded.length < stored.length) {
-        stored = encoded;
-        compression = Compression.zstd;
-        base = delta.id;
-      }
-    }
-    const sealed = sealParts(this.dataKey, stored, blobAad(type, id));
-    const offset = this.size;
-    this.append(...sealed);
-    const entry: PackBlobEntry = {
-      id: Buffer.from(id).toString('hex'),
-      type,
-      offset,
-      length: this.size - offset,
-      rawLength: data.length,
-      compression,
-      level: compression === Compression.zstd ? Math.max(this.level, 1) : 0,
-    };
-    if (base) entry.base = base;
-    this.entries.push(entry);
-    this.rawBytes += data.length;
-    return entry;
+    return this.addStored(id, ...encodedEntry(type, data.length, encodeBlob(data, this.level, delta)));
   }
 
   /**
@@ -166,6 +133,64 @@ export class PackBuilder {
     const id = createHash('sha256').update(bytes).digest('hex');
     return { bytes, record: { id, size: bytes.length, keys: this.keys, blobs: this.entries } };
   }
+}
+
+/** A blob in the form a pack stores it, before it is sealed: see encodeBlob(). */
+export interface EncodedBlob {
+  stored: Uint8Array;
+  compression: PackBlobEntry['compression'];
+  level: number;
+  /** The delta base, when `stored` is a delta against it. */
+  base?: string;
+}
+
+/**
+ * A blob compressed at `level` (kept as it is when that does not shrink it) or, with `delta`, as
+ * a compressed delta against that base when that comes out smaller still. Any thread may encode a
+ * blob: the pack that takes it only seals it.
+ */
+export function encodeBlob(data: Uint8Array, level: number, delta?: DeltaBase): EncodedBlob {
+  let stored: Uint8Array = data;
+  let compression: PackBlobEntry['compression'] = Compression.none;
+  let base: string | undefined;
+  if (level > 0 && data.length > 64) {
+    const compressed = zstdCompress(data, level);
+    if (compressed.length < data.length) {
+      stored = compressed;
+      compression = Compression.zstd;
+    }
+  }
+  if (delta) {
+    const encoded = zstdCompress(encodeDelta(delta.data, data), Math.max(level, 1));
+    if (encoded.length < stored.length) {
+      stored = encoded;
+      compression = Compression.zstd;
+      base = delta.id;
+    }
+  }
+  const encoded: EncodedBlob = {
+    stored,
+    compression,
+    level: compression === Compression.zstd ? Math.max(level, 1) : 0,
+  };
+  if (base) encoded.base = base;
+  return encoded;
+}
+
+/** addStored()'s arguments for a blob of `rawLength` plaintext bytes encoded as `encoded`. */
+export function encodedEntry(
+  type: BlobTypeValue,
+  rawLength: number,
+  encoded: EncodedBlob,
+): [Uint8Array, Omit<PackBlobEntry, 'id' | 'offset' | 'length'>] {
+  const entry: Omit<PackBlobEntry, 'id' | 'offset' | 'length'> = {
+    type,
+    rawLength,
+    compression: encoded.compression,
+    level: encoded.level,
+  };
+  if (encoded.base) entry.base = encoded.base;
+  return [encoded.stored, entry];
 }
 
 export interface DeltaBase {
