@@ -243,7 +243,9 @@ async function copyWal(
       if (!verified) return;
       const { header, content } = verified;
       try {
-        const pushed = await target.wal.push(name, content, { time: header.time, host: header.host });
+        const pushed = await target.wal.push(name, content, {
+          pushed: { time: header.time, host: header.host },
+        });
         if (pushed.stored) {
           found.copied++;
           found.bytes += content.length;

@@ -229,6 +229,7 @@ export class Repository {
       {
         repositoryId: () => session.config.id,
         metadataKey: this.writerKeys.metadataKey,
+        blobIdKey: this.writerKeys.blobIdKey,
         blobId: (data) => this.blobId(data),
         recipients: () => this.recipients,
         signingKey: () => session.signing,

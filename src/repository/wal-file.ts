@@ -38,7 +38,10 @@ const PREFIX_LENGTH = 12;
 const FRAME_AAD = Buffer.from('strongbox wal frame', 'ascii');
 /** zstd's own framing and a stored block's headers, beyond a frame's plaintext, bounded generously. */
 const MAX_SEALED_FRAME = LIMITS.walFrame + 64 * 1024 + SEAL_OVERHEAD;
-/** zstd's default level: about 35 ms for a 16 MiB segment, small beside the put that follows. */
+/**
+ * zstd's default level. Level 1 was measured on real WAL (bench/README.md): 15 % less of zstd's
+ * time, 2 ms of the 90 to 110 ms of CPU a daemon spends on a segment, for 17 % more bytes stored.
+ */
 const ZSTD_LEVEL = 3;
 
 /** What is wrong with a WAL object, as a phrase (DamagedWalError's problem). */

@@ -14,6 +14,7 @@ import { isWalTimeline, objectName, walFileKind, walFileOf, walFolder } from './
 import { LIMITS } from './schemas.ts';
 import { SIGNATURE_TRAILER_LENGTH, trailerDigest } from './signed-object.ts';
 import type { WriterTrust } from './trust.ts';
+import type { WalEncoder } from './wal-encoder.ts';
 import {
   decodeWalContent,
   decodeWalHeader,
@@ -35,6 +36,8 @@ const TRAILER_READS = 16;
 export interface WalKeys {
   repositoryId(): string;
   readonly metadataKey: Buffer;
+  /** The key blob ids are made with, for an encoder working on another thread. */
+  readonly blobIdKey: Buffer;
   blobId(data: Uint8Array): string;
   recipients(): readonly Buffer[];
   signingKey(): SigningKey;
@@ -81,18 +84,19 @@ export class WalStore {
   /**
    * Archives `content` as WAL file `name`, durable once this resolves. When a trusted object of
    * that name holds the same content, nothing is written (`stored: false`); any other object of
-   * that name is a WalConflictError. `pushed` keeps when and from where the file was first
-   * archived, for a copy from another repository.
+   * that name is a WalConflictError. The name is looked up before anything is encoded, so a file
+   * pushed again costs one read. With `encoder`, the object is made on its threads and
+   * `content`'s memory moves there: the caller must not read it once this is called. `pushed`
+   * keeps when and from where the file was first archived, for a copy from another repository.
    */
   async push(
     name: string,
     content: Uint8Array,
-    pushed?: { time: string; host: string },
+    { pushed, encoder }: { pushed?: { time: string; host: string }; encoder?: WalEncoder } = {},
   ): Promise<{ stored: boolean; storedSize: number }> {
     requireWalName(name);
-    if (content.length > LIMITS.walContent)
-      throw new WalTooLargeError(name, content.length, LIMITS.walContent);
-    const mac = this.keys.blobId(content);
+    const size = content.length;
+    if (size > LIMITS.walContent) throw new WalTooLargeError(name, size, LIMITS.walContent);
     const existing = await this.getOrUndefined(name);
     if (existing) {
       let header: WalHeader;
@@ -102,24 +106,38 @@ export class WalStore {
         if (!(error instanceof DamagedWalError)) throw error;
         throw new WalConflictError(name, 'untrusted', error.problem);
       }
-      if (header.mac !== mac || header.size !== content.length) throw new WalConflictError(name, 'differs');
+      if (header.size !== size || header.mac !== this.keys.blobId(content))
+        throw new WalConflictError(name, 'differs');
       return { stored: false, storedSize: existing.length };
     }
-    const bytes = encodeWal(
-      {
-        version: 1,
-        name,
-        size: content.length,
-        mac,
-        time: pushed?.time ?? new Date().toISOString(),
-        host: pushed?.host ?? os.hostname(),
-        program: PROGRAM,
-      },
-      content,
-      this.keys.metadataKey,
-      this.keys.recipients(),
-      { repositoryId: this.keys.repositoryId(), key: this.keys.signingKey() },
-    );
+    const header = {
+      version: 1 as const,
+      name,
+      size,
+      time: pushed?.time ?? new Date().toISOString(),
+      host: pushed?.host ?? os.hostname(),
+      program: PROGRAM,
+    };
+    const signingKey = this.keys.signingKey();
+    const bytes = encoder
+      ? (
+          await encoder.encode({
+            header,
+            content,
+            blobIdKey: this.keys.blobIdKey,
+            metadataKey: this.keys.metadataKey,
+            recipients: this.keys.recipients(),
+            repositoryId: this.keys.repositoryId(),
+            signingKey: signingKey.privateRaw,
+          })
+        ).bytes
+      : encodeWal(
+          { ...header, mac: this.keys.blobId(content) },
+          content,
+          this.keys.metadataKey,
+          this.keys.recipients(),
+          { repositoryId: this.keys.repositoryId(), key: signingKey },
+        );
     // Not deferred: PostgreSQL may recycle the segment as soon as archive_command succeeds.
     await this.backend.put(objectName('wal', name), bytes, { retain: true });
     return { stored: true, storedSize: bytes.length };

@@ -2,12 +2,20 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { SourceError } from '../../errors.ts';
+import type { WalEncoder } from '../../repository/wal-encoder.ts';
 import { parseWalFileName } from './segments.ts';
 
 /** What archiving needs of the repository: WAL files in, and, to restore, out. */
 export interface WalArchive {
-  /** Resolves once the file is durable; `stored` false when the same content was there already. */
-  push(name: string, content: Uint8Array): Promise<{ stored: boolean; storedSize: number }>;
+  /**
+   * Resolves once the file is durable; `stored` false when the same content was there already.
+   * With `encoder`, `content` is encoded there and must not be read after.
+   */
+  push(
+    name: string,
+    content: Uint8Array,
+    options?: { encoder?: WalEncoder },
+  ): Promise<{ stored: boolean; storedSize: number }>;
   /** undefined when the repository holds no such file. */
   fetch(name: string): Promise<Buffer | undefined>;
 }
@@ -26,6 +34,8 @@ export interface WalArchiverOptions {
   pgdata?: string;
   /** Files pushed at once, the one asked for and those pushed ahead of PostgreSQL. */
   parallel?: number;
+  /** Where files are encoded (a daemon's threads); none encodes them on this thread. */
+  encoder?: WalEncoder;
   onPushed?: (event: PushedEvent) => void;
   onWarning?: (message: string) => void;
 }
@@ -94,11 +104,12 @@ export class WalArchiver {
         cause,
       });
     });
-    const { stored } = await this.store.push(name, content);
+    const bytes = content.length;
+    const { stored } = await this.store.push(name, content, { encoder: this.options.encoder });
     this.options.onPushed?.({
       name,
       stored,
-      bytes: content.length,
+      bytes,
       seconds: (performance.now() - began) / 1000,
       ahead,
     });

@@ -1,3 +1,4 @@
+import { WalEncoderPool } from '../../repository/wal-encoder.ts';
 import { WalArchiver, type PushedEvent, type WalArchive } from './archiver.ts';
 import { WalFetcher } from './fetcher.ts';
 import { startWalServer, type WalServer } from './server.ts';
@@ -7,7 +8,7 @@ export interface WalDaemonOptions {
   socket: string;
   /** The data directory whose waiting files are pushed ahead; none pushes only what is asked. */
   pgdata?: string;
-  /** Files pushed at once. */
+  /** Files pushed at once; also the most threads that encode them (never more than the cores). */
   parallel?: number;
   /** Segments fetched ahead of the one asked for. */
   prefetch?: number;
@@ -20,21 +21,26 @@ export interface WalDaemonOptions {
   onWarning?: (message: string) => void;
 }
 
+/** The daemon's default for `parallel`. */
+const PARALLEL = 4;
+
 /**
  * The WAL daemon: one process that has opened the repository (keys derived once) and answers
  * every `wal push` and `wal fetch` PostgreSQL runs, through a Unix socket, pushing waiting
- * segments ahead and fetching the next ones before they are asked for.
+ * segments ahead and fetching the next ones before they are asked for. Segments are encoded on
+ * worker threads, so that the main thread keeps reading files and answering requests.
  */
 export async function startWalDaemon(store: WalArchive, options: WalDaemonOptions): Promise<WalServer> {
+  const encoder = options.archive === false ? undefined : new WalEncoderPool(options.parallel ?? PARALLEL);
   const archiver =
-    options.archive === false
-      ? undefined
-      : new WalArchiver(store, {
-          ...(options.pgdata ? { pgdata: options.pgdata } : {}),
-          ...(options.parallel ? { parallel: options.parallel } : {}),
-          ...(options.onPushed ? { onPushed: options.onPushed } : {}),
-          ...(options.onWarning ? { onWarning: options.onWarning } : {}),
-        });
+    encoder &&
+    new WalArchiver(store, {
+      encoder,
+      ...(options.pgdata ? { pgdata: options.pgdata } : {}),
+      parallel: options.parallel ?? PARALLEL,
+      ...(options.onPushed ? { onPushed: options.onPushed } : {}),
+      ...(options.onWarning ? { onWarning: options.onWarning } : {}),
+    });
   const fetcher =
     options.restore === false
       ? undefined
@@ -42,9 +48,23 @@ export async function startWalDaemon(store: WalArchive, options: WalDaemonOption
           ...(options.prefetch !== undefined ? { ahead: options.prefetch } : {}),
           ...(options.onFetched ? { onFetched: options.onFetched } : {}),
         });
-  return startWalServer(options.socket, {
-    ...(archiver ? { archiver } : {}),
-    ...(fetcher ? { fetcher } : {}),
-    ...(options.onError ? { onError: options.onError } : {}),
-  });
+  let server: WalServer;
+  try {
+    server = await startWalServer(options.socket, {
+      ...(archiver ? { archiver } : {}),
+      ...(fetcher ? { fetcher } : {}),
+      ...(options.onError ? { onError: options.onError } : {}),
+    });
+  } catch (error) {
+    await encoder?.close();
+    throw error;
+  }
+  return {
+    socket: server.socket,
+    async close() {
+      // The server waits for the pushes in flight, whose encoding needs the threads.
+      await server.close();
+      await encoder?.close();
+    },
+  };
 }
