@@ -94,8 +94,20 @@ function pushModes(cli: string): WalPushMode[] {
       prepare: async (_cluster, dir, pgData) => {
         const { wal } = await createRepository(cli, dir);
         const env = { ...wal, STRONGBOX_WAL_SOCKET: path.join(dir, 'wal.sock') };
-        daemons.set(dir, await startDaemon(cli, env, ['--pgdata', pgData, '--parallel', '2']));
-        return walPush(cli, env);
+        const acknowledged = path.join(dir, 'acknowledged');
+        daemons.set(
+          dir,
+          await startDaemon(cli, env, [
+            '--pgdata',
+            pgData,
+            '--parallel',
+            '2',
+            '--acknowledge-dir',
+            acknowledged,
+          ]),
+        );
+        // As docs/CLI.md recommends: a file the daemon pushed ahead is answered from the shell.
+        return `rm ${quote(acknowledged)}/%f 2>/dev/null || ${walPush(cli, env)}`;
       },
       settle: (dir) => stopDaemon(dir),
     },

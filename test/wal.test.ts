@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -148,6 +148,42 @@ describe('wal push, fetch and status', () => {
     expectExit(check, 0);
   }, 240_000);
 
+  it('with --acknowledge-dir, archive_command answers from the shell for files the daemon pushed ahead unasked', async () => {
+    await setup.setArchiveCommand('false');
+    const names = await setup.switchSegments(4);
+    const marks = path.join(setup.repo.dir, 'acknowledged');
+    const daemon = await setup.startDaemon(['--parallel', '2', '--acknowledge-dir', marks]);
+    try {
+      // Nobody asks: the daemon finds the files ready on its own, and marks each once it is durable.
+      const marked = async () =>
+        (await readdir(marks).catch(() => [] as string[])).filter((n) => names.includes(n));
+      await waitForAsync(async () => (await marked()).length === names.length, 120_000);
+      expect(daemon.log()).toMatch(new RegExp(`archived ${names[0]} .*ahead\\)`));
+      // Only a mark can make this succeed: without one the call fails and PostgreSQL keeps the file.
+      await setup.setArchiveCommand(`rm ${marks}/%f 2>/dev/null || false`);
+      await setup.waitArchived(names.at(-1)!);
+      expect(await marked()).toEqual([]);
+      for (const name of names) expect((await fetched(name)).equals(await walFile(name)), name).toBe(true);
+    } finally {
+      await setup.setArchiveCommand(setup.strongboxCommand('push'));
+      daemon.child.kill('SIGTERM');
+      await new Promise((resolve) => daemon.child.once('exit', resolve));
+    }
+  }, 240_000);
+
+  it('refuses an acknowledgement directory other users may write (exit 3)', async () => {
+    const open = path.join(setup.repo.dir, 'open-marks');
+    await mkdir(open, { mode: 0o777 });
+    await chmod(open, 0o777);
+    await giveToPostgres(open);
+    const result = await runCli(['wal', 'daemon', '--pgdata', setup.pgdata, '--acknowledge-dir', open], {
+      env: { ...setup.env, STRONGBOX_WAL_SOCKET: path.join(setup.repo.dir, 'refused.sock') },
+      ...(process.getuid?.() === 0 ? { user: 'postgres' } : {}),
+    });
+    expectExit(result, 3);
+    expect(result.stderr).toMatch(/may be written by other users/);
+  }, 60_000);
+
   it('a wal push killed at any moment leaves nothing that stops the next one or a fetch', async () => {
     const random = seededRandom(seed('wal push killed'));
     const [name] = await setup.switchSegments(1);
@@ -206,6 +242,14 @@ describe('wal push, fetch and status', () => {
     expect(text.stdout.toString()).toContain(`gap on timeline 1: 1 segment missing, ${middle} to ${middle}`);
   }, 120_000);
 });
+
+async function waitForAsync(condition: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
 
 async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -70,9 +70,19 @@ export function registerWal(program: Command): void {
     .option('--socket <path>', 'listen here (env STRONGBOX_WAL_SOCKET; default: one per data directory)')
     .option('--parallel <n>', 'files pushed at once', positiveInteger('--parallel'), 4)
     .option('--prefetch <n>', 'segments fetched ahead of replay', positiveInteger('--prefetch'), 4)
+    .option(
+      '--acknowledge-dir <dir>',
+      "mark files pushed ahead here, for an archive_command that answers from the shell: 'rm DIR/%f 2>/dev/null || strongbox wal push %p'",
+    )
     .action(
       async (
-        options: { pgdata?: string; socket?: string; parallel: number; prefetch: number },
+        options: {
+          pgdata?: string;
+          socket?: string;
+          parallel: number;
+          prefetch: number;
+          acknowledgeDir?: string;
+        },
         command: Command,
       ) => {
         const global = globalOptions(command);
@@ -89,6 +99,7 @@ export function registerWal(program: Command): void {
             ...(pgdata ? { pgdata: path.resolve(pgdata) } : {}),
             parallel: Math.max(1, options.parallel),
             prefetch: options.prefetch,
+            ...(options.acknowledgeDir ? { acknowledgements: options.acknowledgeDir } : {}),
             onPushed: (event) =>
               output.info(
                 `${event.stored ? 'archived' : 'already archived'} ${event.name} (${formatBytes(event.bytes)}, ${formatElapsed(event.seconds)}${event.ahead ? ', ahead' : ''})`,

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { SourceError } from '../../errors.ts';
 import type { WalEncoder } from '../../repository/wal-encoder.ts';
+import type { WalAcknowledgements } from './acknowledgements.ts';
 import { parseWalFileName } from './segments.ts';
 
 /** What archiving needs of the repository: WAL files in, and, to restore, out. */
@@ -36,6 +37,8 @@ export interface WalArchiverOptions {
   parallel?: number;
   /** Where files are encoded (a daemon's threads); none encodes them on this thread. */
   encoder?: WalEncoder;
+  /** Where a file pushed ahead is marked durable, for archive_command to answer from the shell. */
+  acknowledgements?: WalAcknowledgements;
   onPushed?: (event: PushedEvent) => void;
   onWarning?: (message: string) => void;
 }
@@ -64,6 +67,26 @@ export class WalArchiver {
 
   /** Archives `file` as `name`; true when it was stored now, false when the repository had it. */
   async push(name: string, file: string): Promise<boolean> {
+    const stored = await this.pushAsked(name, file);
+    // PostgreSQL asked rather than finding the mark (the push ahead ended after it looked): the
+    // mark would only linger.
+    await this.options.acknowledgements?.forget(name).catch(() => undefined);
+    return stored;
+  }
+
+  /**
+   * Looks for files PostgreSQL marks ready every `intervalMs` and pushes them ahead without
+   * waiting to be asked: with acknowledgements, archive_command then finds them marked. Returns
+   * the function that stops looking.
+   */
+  watch(intervalMs: number): () => void {
+    const timer = setInterval(() => this.pushAhead(), intervalMs);
+    timer.unref();
+    this.pushAhead();
+    return () => clearInterval(timer);
+  }
+
+  private async pushAsked(name: string, file: string): Promise<boolean> {
     this.pushAhead();
     if (this.durable.has(name)) return false;
     const pending = this.inFlight.get(name);
@@ -106,6 +129,13 @@ export class WalArchiver {
     });
     const bytes = content.length;
     const { stored } = await this.store.push(name, content, { encoder: this.options.encoder });
+    // Only now that the repository holds it: the mark is all archive_command will look at.
+    if (ahead && this.options.acknowledgements)
+      await this.options.acknowledgements.record(name).catch((error: unknown) => {
+        this.options.onWarning?.(
+          `${name} is archived but could not be marked so: ${(error as Error).message}`,
+        );
+      });
     this.options.onPushed?.({
       name,
       stored,

@@ -1,4 +1,5 @@
 import { WalEncoderPool } from '../../repository/wal-encoder.ts';
+import { WalAcknowledgements } from './acknowledgements.ts';
 import { WalArchiver, type PushedEvent, type WalArchive } from './archiver.ts';
 import { WalFetcher } from './fetcher.ts';
 import { startWalServer, type WalServer } from './server.ts';
@@ -10,6 +11,8 @@ export interface WalDaemonOptions {
   pgdata?: string;
   /** Files pushed at once; also the most threads that encode them (never more than the cores). */
   parallel?: number;
+  /** Where files pushed ahead are marked durable for archive_command's shell (acknowledgements.ts). */
+  acknowledgements?: string;
   /** Segments fetched ahead of the one asked for. */
   prefetch?: number;
   /** Serve pushes (a database host's write-only key) and fetches (a full key, for recoveries). */
@@ -24,6 +27,9 @@ export interface WalDaemonOptions {
 /** The daemon's default for `parallel`. */
 const PARALLEL = 4;
 
+/** How often pg_wal/archive_status is looked at for files to push before PostgreSQL asks. */
+const WATCH_INTERVAL_MS = 250;
+
 /**
  * The WAL daemon: one process that has opened the repository (keys derived once) and answers
  * every `wal push` and `wal fetch` PostgreSQL runs, through a Unix socket, pushing waiting
@@ -31,11 +37,16 @@ const PARALLEL = 4;
  * worker threads, so that the main thread keeps reading files and answering requests.
  */
 export async function startWalDaemon(store: WalArchive, options: WalDaemonOptions): Promise<WalServer> {
+  const acknowledgements =
+    options.archive !== false && options.acknowledgements !== undefined
+      ? await WalAcknowledgements.open(options.acknowledgements)
+      : undefined;
   const encoder = options.archive === false ? undefined : new WalEncoderPool(options.parallel ?? PARALLEL);
   const archiver =
     encoder &&
     new WalArchiver(store, {
       encoder,
+      ...(acknowledgements ? { acknowledgements } : {}),
       ...(options.pgdata ? { pgdata: options.pgdata } : {}),
       parallel: options.parallel ?? PARALLEL,
       ...(options.onPushed ? { onPushed: options.onPushed } : {}),
@@ -59,9 +70,12 @@ export async function startWalDaemon(store: WalArchive, options: WalDaemonOption
     await encoder?.close();
     throw error;
   }
+  // Files ready are pushed without waiting for PostgreSQL to ask: the calls then find them done.
+  const stopWatching = options.pgdata && archiver ? archiver.watch(WATCH_INTERVAL_MS) : undefined;
   return {
     socket: server.socket,
     async close() {
+      stopWatching?.();
       // The server waits for the pushes in flight, whose encoding needs the threads.
       await server.close();
       await encoder?.close();
