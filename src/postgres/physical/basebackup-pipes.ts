@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { errnoCode, MissingDependencyError, SourceError } from '../../errors.ts';
 import { awaitedLater } from '../../util/awaited-later.ts';
 import { stopOnInterrupt } from '../../util/interrupt.ts';
+import { PipeReader, type PipeStream } from './pipe-reader.ts';
 
 const run = promisify(execFile);
 
@@ -17,6 +18,7 @@ const STDERR_KEPT = 8192;
 export interface Archive {
   /** base.tar, <tablespace oid>.tar or backup_manifest. */
   name: string;
+  /** Each piece valid until the next is asked for: its buffer is then filled again. */
   content: AsyncIterable<Uint8Array>;
 }
 
@@ -69,28 +71,36 @@ export interface BasebackupCommand {
  * pg_basebackup writes the tablespaces' archives first, then base.tar, then the manifest (as
  * backup_manifest.tmp, renamed at the end); each is read as pg_basebackup opens it, so no order
  * is assumed. --no-sync is required: its final fsync would open the pipes again and wait forever.
+ *
+ * The archives' pipes are read on a thread of their own (pipe-reader.ts) that keeps them drained
+ * up to 16 MiB ahead of the main thread: a pipe holds 64 KiB, and pg_basebackup would otherwise
+ * wait whenever the main thread is busy with what it read before.
  */
 export async function startBasebackup(command: BasebackupCommand): Promise<RunningBasebackup> {
   const work = await fs.mkdtemp(path.join(os.tmpdir(), 'strongbox-basebackup-'));
   const staging = path.join(work, 'pipes');
   const target = path.join(work, 'archives');
   const names = [...command.tars, ...(command.manifest ? [MANIFEST_PIPE] : [])];
-  const pipes = new Map<string, net.Socket>();
+  /** The manifest's pipe, read on this thread: a few MiB at most, drained as it comes. */
+  let manifestSocket: net.Socket | undefined;
+  /** The archives' pipes, read on a thread of their own (pipe-reader.ts). */
+  let reader: PipeReader | undefined;
   const removePipes = async () => {
-    for (const socket of pipes.values()) socket.destroy();
+    manifestSocket?.destroy();
+    await reader?.close();
     await fs.rm(work, { recursive: true, force: true });
   };
   try {
     await fs.mkdir(staging, { mode: 0o700 });
     await makePipes(names.map((name) => path.join(staging, name)));
-    for (const name of names) {
+    if (command.manifest) {
       // Non-blocking: opened now, before any writer, and read through the event loop.
       // A raw descriptor, which the socket owns and closes (a FileHandle would close it when collected).
-      const fd = openSync(path.join(staging, name), constants.O_RDONLY | constants.O_NONBLOCK);
-      const socket = new net.Socket({ fd, readable: true, writable: false });
-      socket.pause();
-      pipes.set(name, socket);
+      const fd = openSync(path.join(staging, MANIFEST_PIPE), constants.O_RDONLY | constants.O_NONBLOCK);
+      manifestSocket = new net.Socket({ fd, readable: true, writable: false });
+      manifestSocket.pause();
     }
+    reader = await PipeReader.open(command.tars.map((name) => ({ name, path: path.join(staging, name) })));
   } catch (error) {
     await removePipes();
     throw error;
@@ -155,32 +165,34 @@ export async function startBasebackup(command: BasebackupCommand): Promise<Runni
     })(),
   );
 
-  const tars = command.tars.filter((name) => pipes.has(name));
+  const streams = reader.streams;
   // pg_basebackup writes the manifest while base.tar is still open (its end comes last): read as
   // soon as it is opened, or both would wait for each other.
-  const manifest = command.manifest ? awaitedLater(drain(pipes.get(MANIFEST_PIPE)!)) : undefined;
+  const manifest = manifestSocket ? awaitedLater(drain(manifestSocket)) : undefined;
 
   async function* archives(): AsyncGenerator<Archive> {
-    const waiting = new Map(tars.map((name) => [name, whenReadable(pipes.get(name)!).then(() => name)]));
+    const waiting = new Set(streams);
     const ended = exited.then(
       () => undefined,
       () => undefined,
     );
     while (waiting.size > 0) {
-      const next = await Promise.race([...waiting.values(), ended]);
-      if (next === undefined) {
+      const opened = await Promise.race([...[...waiting].map((stream) => stream.opened), ended]);
+      if (opened === undefined) {
         // pg_basebackup exited (`finished` says whether that was a success), perhaps with a last
         // archive still whole in its pipe. Opening and closing each waiting pipe's writing end
         // ends it for certain: one pg_basebackup opened holds data, one it did not is empty.
-        for (const name of waiting.keys()) await endPipe(path.join(staging, name));
-        for (const [name, opened] of waiting) {
-          await opened;
-          if (pipes.get(name)!.readableLength > 0) yield { name, content: pipes.get(name)! };
+        for (const stream of waiting) await endPipe(path.join(staging, stream.name));
+        for (const stream of inOpeningOrder(waiting)) {
+          if (await stream.opened) yield { name: stream.name, content: stream };
         }
         break;
       }
+      // The pipes are drained ahead of the main thread: more than one may have opened meanwhile.
+      // pg_basebackup writes one archive after the other, so the first it opened comes first.
+      const next = inOpeningOrder(waiting)[0]!;
       waiting.delete(next);
-      yield { name: next, content: pipes.get(next)! };
+      yield { name: next.name, content: next };
     }
     if (!manifest) return;
     await ended;
@@ -256,18 +268,9 @@ async function drain(socket: net.Socket): Promise<Buffer> {
   return Buffer.concat(pieces);
 }
 
-/** Resolves once data (or the end) can be read: pg_basebackup opened the pipe. */
-function whenReadable(socket: net.Socket): Promise<void> {
-  if (socket.readableLength > 0 || socket.readableEnded || socket.destroyed) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      socket.off('readable', done);
-      socket.off('close', done);
-      resolve();
-    };
-    socket.on('readable', done);
-    socket.on('close', done);
-  });
+/** The pipes in the order pg_basebackup opened them; those it did not open last. */
+function inOpeningOrder(streams: Set<PipeStream>): PipeStream[] {
+  return [...streams].sort((a, b) => a.order - b.order);
 }
 
 /**

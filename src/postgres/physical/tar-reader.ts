@@ -43,7 +43,10 @@ export class MalformedArchiveError extends SourceError {
   }
 }
 
-/** Bytes from an async source, taken exactly as asked: the pieces it hands out are not copied. */
+/**
+ * Bytes from an async source, taken exactly as asked: the pieces it hands out are not copied, and
+ * are valid until the next is asked for.
+ */
 class ByteReader {
   private buffer: Uint8Array = new Uint8Array(0);
   private offset = 0;
@@ -58,8 +61,12 @@ class ByteReader {
   async piece(max: number): Promise<Uint8Array> {
     while (this.offset >= this.buffer.length && !this.done) {
       const next = await this.iterator.next();
-      if (next.done) this.done = true;
-      else {
+      if (next.done) {
+        // A piece is valid until the next is asked for: its buffer may be gone (pipe-reader.ts).
+        this.buffer = new Uint8Array(0);
+        this.offset = 0;
+        this.done = true;
+      } else {
         this.buffer = next.value;
         this.offset = 0;
       }
