@@ -1,7 +1,5 @@
-import { createRequire } from 'node:module';
 import os from 'node:os';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { SimilarityIndex } from '../chunking/similarity.ts';
 import { DamagedBlobError, StrongboxError } from '../errors.ts';
 import { BlobType, packName, type BlobTypeValue } from './blob.ts';
@@ -10,6 +8,7 @@ import type { FinishedPack, PackAssemblerOptions, StoreItem } from './pack-assem
 import { encodeBlob, type EncodedBlob } from './pack-format.ts';
 import type { FromWorker, ToWorker } from './pack-worker.ts';
 import type { Repository } from './repository.ts';
+import { startWorker } from '../util/start-worker.ts';
 
 export interface BlobWriterOptions {
   /** Worker threads compressing and encrypting; defaults to one less than the CPUs, at least one. */
@@ -425,25 +424,12 @@ export class BlobWriter {
   }
 }
 
-/**
- * Built, the worker is pack-worker.js. Run from TypeScript sources (tests, tsx), it is the .ts
- * file, loaded through tsx's loader: a worker does not inherit the parent's loader, and Node 20
- * ignores `--import` in a worker's execArgv.
- */
 function startPackWorker(workerData: PackAssemblerOptions): Worker {
   // A small young generation makes the worker collect often, and every collection frees the
   // compressed and encrypted copies it no longer needs: measured here, 30 MB less peak memory
   // per worker than the default, for no loss of speed.
-  const resourceLimits = { maxYoungGenerationSizeMb: 1 };
-  if (!import.meta.url.endsWith('.ts'))
-    return new Worker(new URL('./pack-worker.js', import.meta.url), { workerData, resourceLimits });
-  // require.resolve finds the CommonJS build; its ESM twin beside it is the one that registers cleanly.
-  const tsx = pathToFileURL(
-    createRequire(import.meta.url)
-      .resolve('tsx/esm/api')
-      .replace(/\.cjs$/, '.mjs'),
-  ).href;
-  const source = new URL('./pack-worker.ts', import.meta.url).href;
-  const bootstrap = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(source)}); });`;
-  return new Worker(bootstrap, { eval: true, workerData, resourceLimits });
+  return startWorker(import.meta.url, 'pack-worker', {
+    workerData,
+    resourceLimits: { maxYoungGenerationSizeMb: 1 },
+  });
 }

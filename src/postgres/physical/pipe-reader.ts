@@ -1,7 +1,6 @@
-import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { SourceError } from '../../errors.ts';
+import { startWorker } from '../../util/start-worker.ts';
 import type { FromPipeReader, PipeReaderOptions, ToPipeReader } from './pipe-reader-worker.ts';
 
 /** Each buffer a pipe is read into. */
@@ -111,7 +110,7 @@ export class PipeReader {
       maxInFlight: PIPES_IN_FLIGHT,
     },
   ): Promise<PipeReader> {
-    const worker = startWorker({ paths: pipes.map((pipe) => pipe.path), ...limits });
+    const worker = startReader({ paths: pipes.map((pipe) => pipe.path), ...limits });
     const recycle = (buffer: ArrayBuffer) => {
       if (!reader.closed) worker.postMessage({ kind: 'recycle', buffer } satisfies ToPipeReader, [buffer]);
     };
@@ -171,23 +170,10 @@ export class PipeReader {
   }
 }
 
-/**
- * Built, the worker is pipe-reader-worker.js. Run from TypeScript sources (tests, tsx), it is the
- * .ts file, loaded through tsx's loader: a worker does not inherit the parent's loader, and Node 20
- * ignores `--import` in a worker's execArgv (as for the pack workers, blob-writer.ts).
- */
-function startWorker(workerData: PipeReaderOptions): Worker {
+function startReader(workerData: PipeReaderOptions): Worker {
   // It allocates next to nothing of its own: the buffers are outside its heap.
-  const resourceLimits = { maxYoungGenerationSizeMb: 1 };
-  if (!import.meta.url.endsWith('.ts'))
-    return new Worker(new URL('./pipe-reader-worker.js', import.meta.url), { workerData, resourceLimits });
-  // require.resolve finds the CommonJS build; its ESM twin beside it is the one that registers cleanly.
-  const tsx = pathToFileURL(
-    createRequire(import.meta.url)
-      .resolve('tsx/esm/api')
-      .replace(/\.cjs$/, '.mjs'),
-  ).href;
-  const source = new URL('./pipe-reader-worker.ts', import.meta.url).href;
-  const bootstrap = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(source)}); });`;
-  return new Worker(bootstrap, { eval: true, workerData, resourceLimits });
+  return startWorker(import.meta.url, 'pipe-reader-worker', {
+    workerData,
+    resourceLimits: { maxYoungGenerationSizeMb: 1 },
+  });
 }
