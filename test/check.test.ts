@@ -87,7 +87,8 @@ describe('check', () => {
         );
       }
     }
-  });
+    // Dozens of whole checks: on two shared cores this can pass the default minute.
+  }, 240_000);
 
   it('names the snapshot a damaged blob belongs to', async () => {
     const packs = await filesUnder(path.join(repo.location, 'data'));
