@@ -259,7 +259,8 @@ describe('database properties: recorded at backup, restored, verified', () => {
     expect(await properties(source, 'shop_mine')).toMatch(
       /^postgres\|\{=T\/postgres,auditor=c\/postgres,delegate=c\*\/postgres,postgres=CTc\/postgres,reader=c\/postgres\}\|/,
     );
-  });
+    // A backup, three restores and seven verifications: past a minute on two loaded cores.
+  }, 180_000);
 
   it('says what it could not reproduce: a missing tablespace, a missing role', async () => {
     await source.psql(
