@@ -288,13 +288,7 @@ class Checker {
       const packs = [...index.packIdList()].filter(
         (pack) => !this.unreadablePacks.has(pack) && !leaving.has(pack),
       );
-      const chosen = new Set(
-        fraction <= 0
-          ? []
-          : fraction >= 1
-            ? packs
-            : sample(packs, Math.max(1, Math.ceil(packs.length * fraction))),
-      );
+      const chosen = share(packs, fraction);
       const blobsByPack = new Map<string, PackBlobs>();
       for (const [blob, entry] of index.everyLocation()) {
         let blobs = blobsByPack.get(entry.pack);
@@ -402,13 +396,7 @@ class Checker {
   private async checkWal(fraction: number): Promise<{ files: number; read: number }> {
     const progress = this.options.onProgress ?? (() => undefined);
     const names = (await this.repository.wal.list()).map(({ name }) => name);
-    const withContent = new Set(
-      fraction <= 0
-        ? []
-        : fraction >= 1
-          ? names
-          : sample(names, Math.max(1, Math.ceil(names.length * fraction))),
-    );
+    const withContent = share(names, fraction);
     const damaged: [string, string][] = [];
     let files = 0;
     let read = 0;
@@ -700,6 +688,13 @@ function messageOf(error: unknown): string {
 }
 
 /** A uniform random sample of `count` items. */
+/** `--read-data`'s share of `items`: none, all, or a random part of them (at least one). */
+function share<T>(items: readonly T[], fraction: number): Set<T> {
+  if (fraction <= 0) return new Set();
+  if (fraction >= 1) return new Set(items);
+  return new Set(sample(items, Math.max(1, Math.ceil(items.length * fraction))));
+}
+
 function sample<T>(items: readonly T[], count: number): T[] {
   const copy = [...items];
   for (let i = copy.length - 1; i > 0; i--) {
