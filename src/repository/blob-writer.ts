@@ -1,4 +1,5 @@
 import os from 'node:os';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Worker } from 'node:worker_threads';
 import { SimilarityIndex } from '../chunking/similarity.ts';
 import { DamagedBlobError, StrongboxError } from '../errors.ts';
@@ -102,6 +103,8 @@ export class BlobWriter {
   private failure: Error | undefined;
   private closing = false;
   private next = 0;
+  /** Bytes of new blobs saved since this thread last let its event loop run. */
+  private sinceTurn = 0;
 
   constructor(
     private readonly repository: Repository,
@@ -121,6 +124,7 @@ export class BlobWriter {
       recipients: [...repository.recipients],
       packSize: repository.config.packSize,
       level: repository.config.compression.level,
+      spares: repository.backend.concurrency,
     };
     this.slots = Array.from({ length: threads }, () => this.startWorker(assemblerOptions));
     if (this.deltas)
@@ -200,6 +204,14 @@ export class BlobWriter {
       // Reading it may have shown its whole copies bad (forged, or contradicted by their packs'
       // tables) and served a delta copy: a delta of it would then need a chain to read.
       if (base && !this.repository.hasReadableCopy(base, true)) delta = undefined;
+    }
+    // The workers' messages (batches consumed, packs finished) are handled only between tasks. A
+    // source with data queued already would keep this thread busy for megabytes: the queue would
+    // look full while the workers sat idle, and this thread compressed what they could have.
+    this.sinceTurn += data.length;
+    if (this.sinceTurn >= BATCH_BYTES) {
+      this.sinceTurn = 0;
+      await nextTurn();
     }
     // Storage is the bottleneck when uploads pile up, the workers when even blobs compressed here
     // pile up for them: then the reader waits.

@@ -5,6 +5,11 @@ export interface PackAssemblerOptions {
   recipients: Uint8Array[];
   packSize: number;
   level: number;
+  /**
+   * Buffers of uploaded packs kept for later ones (default 1): as many as packs upload at once,
+   * so that none is dropped. A dropped one is 17 MiB that stays allocated until a collection.
+   */
+  spares?: number;
 }
 
 export interface StoreItem {
@@ -33,7 +38,7 @@ export class PackAssembler {
   /** Room for the pack and the blob that takes it past the target size. */
   readonly capacity: number;
   private pack: PackBuilder | undefined;
-  private spare: Buffer | undefined;
+  private readonly spares: Buffer[] = [];
 
   constructor(private readonly options: PackAssemblerOptions) {
     this.capacity = options.packSize + 1024 * 1024;
@@ -42,8 +47,12 @@ export class PackAssembler {
   /** Adds a blob; returns the pack if this blob filled it. */
   add(item: StoreItem): FinishedPack | undefined {
     if (!this.pack) {
-      this.pack = new PackBuilder(this.options.recipients, this.options.level, this.capacity, this.spare);
-      this.spare = undefined;
+      this.pack = new PackBuilder(
+        this.options.recipients,
+        this.options.level,
+        this.capacity,
+        this.spares.pop(),
+      );
     }
     if (item.encoded) {
       const { rawLength, ...encoded } = item.encoded;
@@ -62,6 +71,7 @@ export class PackAssembler {
   }
 
   recycle(buffer: Buffer): void {
-    if (!this.spare && buffer.byteLength >= this.capacity) this.spare = buffer;
+    if (this.spares.length < (this.options.spares ?? 1) && buffer.byteLength >= this.capacity)
+      this.spares.push(buffer);
   }
 }
