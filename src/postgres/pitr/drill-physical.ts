@@ -1,13 +1,10 @@
-import { promises as fs } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { judgeDrill, recordDrill, type DrillRecord } from '../../ops/drill-outcome.ts';
 import type { Repository, SnapshotFilter } from '../../repository/repository.ts';
 import { walStatus } from '../wal/status.ts';
 import type { RecoveryTarget } from './recovery-target.ts';
-import { freePort, SCRATCH_SETTINGS, scratchDirectory } from './scratch.ts';
-import { restorePointInTime, type PointInTimeRestoreResult } from './restore-pitr.ts';
-import { stopServer } from './start-recovery.ts';
+import type { PointInTimeRestoreResult } from './restore-pitr.ts';
+import { withScratchCluster } from './scratch.ts';
 
 /** A physical drill's phases: the files laid out, the WAL replayed to the target, every database checked. */
 export const PHYSICAL_DRILL_PHASES = ['restore', 'replay', 'verify'] as const;
@@ -49,44 +46,40 @@ export async function drillPhysical(
 ): Promise<PhysicalDrillResult> {
   const started = new Date();
   const status = await walStatus(repository.wal);
-  const scratch = await scratchDirectory('strongbox-drill-');
-  const pgdata = path.join(scratch, 'data');
   const failures: string[] = [];
   const result: Omit<PhysicalDrillResult, 'record'> = {};
   const phases: Record<PhysicalDrillPhase, number | null> = { restore: null, replay: null, verify: null };
   const clock = Date.now();
-  let binDir: string | undefined;
   try {
-    const restored = await restorePointInTime(repository, reference, {
-      pgdata,
-      target: options.target,
-      strongbox: options.strongbox,
-      start: true,
-      port: await freePort(),
-      settings: SCRATCH_SETTINGS,
-      // Never where they were: those directories are the live cluster's.
-      tablespaceRoot: scratch,
-      ...(options.pgBin ? { pgBin: options.pgBin } : {}),
-      ...(options.filter ? { filter: options.filter } : {}),
-      onStep: options.onStep ?? (() => undefined),
-    });
-    result.restore = restored;
-    binDir = restored.binDir;
-    const replay = restored.recovery?.recoverySeconds ?? 0;
-    const verify = restored.amcheckSeconds ?? 0;
-    phases.restore = Math.max(0, restored.durationSeconds - replay - verify);
-    phases.replay = replay;
-    phases.verify = verify;
-    for (const phase of PHYSICAL_DRILL_PHASES) options.onPhase?.(phase, phases[phase]!);
-    if (restored.amcheck?.error) failures.push(`pg_amcheck could not run: ${restored.amcheck.error}`);
-    failures.push(...(restored.amcheck?.problems ?? []).map((line) => `pg_amcheck: ${line}`));
+    await withScratchCluster(
+      repository,
+      reference,
+      {
+        target: options.target,
+        strongbox: options.strongbox,
+        checkDatabases: true,
+        prefix: 'strongbox-drill-',
+        ...(options.keep ? { keep: true } : {}),
+        ...(options.pgBin ? { pgBin: options.pgBin, fallbackBinDir: options.pgBin } : {}),
+        ...(options.filter ? { filter: options.filter } : {}),
+        ...(options.onStep ? { onStep: options.onStep } : {}),
+      },
+      async ({ restored, pgdata }) => {
+        result.restore = restored;
+        if (options.keep) result.keptAs = pgdata;
+        const replay = restored.recovery?.recoverySeconds ?? 0;
+        const verify = restored.amcheckSeconds ?? 0;
+        phases.restore = Math.max(0, restored.durationSeconds - replay - verify);
+        phases.replay = replay;
+        phases.verify = verify;
+        for (const phase of PHYSICAL_DRILL_PHASES) options.onPhase?.(phase, phases[phase]!);
+        if (restored.amcheck?.error) failures.push(`pg_amcheck could not run: ${restored.amcheck.error}`);
+        failures.push(...(restored.amcheck?.problems ?? []).map((line) => `pg_amcheck: ${line}`));
+      },
+    );
   } catch (error) {
     result.error = error;
     failures.push(error instanceof Error ? error.message : String(error));
-  } finally {
-    if (binDir) await stopServer(binDir, pgdata).catch(() => undefined);
-    if (options.keep && result.restore) result.keptAs = pgdata;
-    else await fs.rm(scratch, { recursive: true, force: true });
   }
 
   const { snapshots } = await repository.scanSnapshots({

@@ -6,27 +6,27 @@ import type { Repository, SnapshotFilter } from '../../repository/repository.ts'
 import { onInterrupt } from '../../util/interrupt.ts';
 import type { PostgresConnection } from '../connection.ts';
 import { describeTarget, type RecoveryTarget } from './recovery-target.ts';
-import { restorePointInTime } from './restore-pitr.ts';
+import { restorePointInTime, type PointInTimeRestoreResult } from './restore-pitr.ts';
 import { stopServer, type RecoveryReached } from './start-recovery.ts';
 
 /**
  * What a scratch cluster (a drill's, a table recovery's) runs with beside its recovery settings:
  * no archiving, as it must never archive into the repository it came from, and no TCP listener.
  */
-export const SCRATCH_SETTINGS: Readonly<Record<string, string>> = {
+const SCRATCH_SETTINGS: Readonly<Record<string, string>> = {
   archive_mode: 'off',
   listen_addresses: '',
 };
 
 /** A temporary directory for a scratch cluster's data directory, which the server's user can enter. */
-export async function scratchDirectory(prefix: string): Promise<string> {
+async function scratchDirectory(prefix: string): Promise<string> {
   const directory = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
   await fs.chmod(directory, 0o711);
   return directory;
 }
 
 /** A TCP port nothing listens on now, for a scratch server of our own. */
-export function freePort(): Promise<number> {
+function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.unref();
@@ -43,10 +43,19 @@ export interface ScratchRecoveryOptions {
   timeline?: 'latest' | 'current' | number;
   /** Directory of pg_ctl; else the backup's PostgreSQL version's. */
   pgBin?: string;
-  /** pg_ctl to stop the server with should the recovery fail before saying which one it ran. */
-  fallbackBinDir: string;
+  /**
+   * pg_ctl's directory, to stop the server with should an interrupt come before the recovery said
+   * which one it ran; without it, a server interrupted then stops itself once its directory is gone.
+   */
+  fallbackBinDir?: string;
   strongbox: readonly string[];
   filter?: SnapshotFilter;
+  /** pg_amcheck every database once recovered (a drill's check); off by default. */
+  checkDatabases?: boolean;
+  /** Leave the data directory in place, stopped, once the work is done (not when recovery failed). */
+  keep?: boolean;
+  /** The temporary directory's name prefix; strongbox-scratch- by default. */
+  prefix?: string;
   onStep?: (message: string) => void;
 }
 
@@ -57,15 +66,20 @@ export interface ScratchCluster {
   /** The target, as described to the user. */
   target: string;
   reached: RecoveryReached;
+  /** The restore as it went: files laid out, timings, pg_amcheck's report when asked for. */
+  restored: PointInTimeRestoreResult;
+  /** The data directory. */
+  pgdata: string;
   /** One of its databases, through its own socket directory, as the server's user. */
   connection(database: string): PostgresConnection;
 }
 
 /**
  * Runs `work` against a scratch cluster: the physical backup recovered into a temporary directory
- * (prefix strongbox-scratch-, its tablespaces beside the data directory) on a free local port,
- * archiving off and no TCP listener, promoted at the target. The cluster is stopped and its directory removed afterwards, whether `work`
- * succeeded or not, and on SIGINT/SIGTERM.
+ * (its tablespaces beside the data directory) on a free local port, archiving off and no TCP
+ * listener, promoted at the target. The cluster is stopped and its directory removed afterwards,
+ * whether `work` succeeded or not (unless `keep` asks to leave a recovered one), and on SIGINT and
+ * SIGTERM.
  */
 export async function withScratchCluster<T>(
   repository: Repository,
@@ -74,11 +88,15 @@ export async function withScratchCluster<T>(
   work: (cluster: ScratchCluster) => Promise<T>,
 ): Promise<T> {
   const step = options.onStep ?? (() => undefined);
-  const scratch = await scratchDirectory('strongbox-scratch-');
+  const scratch = await scratchDirectory(options.prefix ?? 'strongbox-scratch-');
   const pgdata = path.join(scratch, 'data');
   let binDir = options.fallbackBinDir;
+  let recoveredOnce = false;
+  const stop = async () => {
+    if (binDir) await stopServer(binDir, pgdata).catch(() => undefined);
+  };
   const remove = async () => {
-    await stopServer(binDir, pgdata).catch(() => undefined);
+    await stop();
     await fs.rm(scratch, { recursive: true, force: true });
   };
   const forgetInterrupt = onInterrupt(remove);
@@ -93,7 +111,7 @@ export async function withScratchCluster<T>(
       start: true,
       port,
       strongbox: options.strongbox,
-      checkDatabases: false,
+      checkDatabases: options.checkDatabases ?? false,
       ...(options.pgBin ? { pgBin: options.pgBin } : {}),
       ...(options.filter ? { filter: options.filter } : {}),
       settings: SCRATCH_SETTINGS,
@@ -102,11 +120,14 @@ export async function withScratchCluster<T>(
       onStep: step,
     });
     if (recovered.binDir) binDir = recovered.binDir;
+    recoveredOnce = true;
     const reached = recovered.recovery!;
     return await work({
       snapshot: recovered.snapshot,
       target: recovered.target,
       reached,
+      restored: recovered,
+      pgdata,
       connection: (database) => ({
         env: {
           PGHOST: reached.socketDirectory,
@@ -119,8 +140,13 @@ export async function withScratchCluster<T>(
       }),
     });
   } finally {
-    step('remove the scratch cluster');
-    await remove();
+    if (options.keep && recoveredOnce) {
+      step(`stop the scratch cluster, kept in ${pgdata}`);
+      await stop();
+    } else {
+      step('remove the scratch cluster');
+      await remove();
+    }
     forgetInterrupt();
   }
 }
