@@ -39,10 +39,12 @@ const FRAME_AAD = Buffer.from('strongbox wal frame', 'ascii');
 /** zstd's own framing and a stored block's headers, beyond a frame's plaintext, bounded generously. */
 const MAX_SEALED_FRAME = LIMITS.walFrame + 64 * 1024 + SEAL_OVERHEAD;
 /**
- * zstd's default level. Level 1 was measured on real WAL (bench/README.md): 15 % less of zstd's
- * time, 2 ms of the 90 to 110 ms of CPU a daemon spends on a segment, for 17 % more bytes stored.
+ * Level 2: on WAL of updates (bench/README.md, "WAL compression level"), zstd is most of a
+ * segment's CPU, and level 2 stores what level 3 does (0.429 of the segment against 0.429; 0.330
+ * against 0.341 for the day of bench/day.sql) in 35 to 40 % less time. Level 1 is faster still but
+ * stores 4 % more of that WAL, and 17 % more of a bulk load's.
  */
-const ZSTD_LEVEL = 3;
+const ZSTD_LEVEL = 2;
 
 /** What is wrong with a WAL object, as a phrase (DamagedWalError's problem). */
 export class MalformedWal extends Error {}
