@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import {
@@ -14,6 +13,7 @@ import type { NotificationTarget } from '../notify/schema.ts';
 import { printable } from '../util/printable.ts';
 import type { AlertsSection, MetricsSection } from './monitoring-schema.ts';
 import { auditSchema, configFileSchema, syslogServer, type PolicyEntry } from './schema.ts';
+import { yaml } from '../util/yaml.ts';
 
 /** The environment variable naming the configuration file when --config is not given. */
 export const CONFIG_FILE_VARIABLE = 'STRONGBOX_CONFIG';
@@ -120,7 +120,7 @@ export async function loadConfigFile(path: string): Promise<StrongboxConfig> {
 
 /** The configuration in `text`, read from `path` (which messages name). */
 export function parseConfigFile(text: string, path: string): StrongboxConfig {
-  const document = parseDocument(text);
+  const document = yaml().parseDocument(text);
   const yamlError = document.errors[0];
   if (yamlError) {
     // The first line says what and where ("… at line 4, column 5:"); the next ones quote the file.

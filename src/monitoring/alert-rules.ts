@@ -1,7 +1,7 @@
-import { Document } from 'yaml';
 import type { AlertsSection } from '../config-file/monitoring-schema.ts';
 import { formatDuration } from '../util/duration.ts';
 import { operationMetricNames, REPOSITORY_METRICS, WAL_METRICS, type Operation } from './metrics.ts';
+import { yaml } from '../util/yaml.ts';
 
 /** The thresholds of the generated alert rules, in seconds and percent. */
 export interface AlertThresholds {
@@ -321,7 +321,7 @@ export function alertRules(thresholds: AlertThresholds = DEFAULT_ALERT_THRESHOLD
 
 /** The rules file, as `promtool check rules` and Prometheus's rule_files read it. */
 export function renderAlertRules(thresholds: AlertThresholds = DEFAULT_ALERT_THRESHOLDS): string {
-  const document = new Document({ groups: alertRules(thresholds) });
+  const document = new (yaml().Document)({ groups: alertRules(thresholds) });
   document.commentBefore =
     ' Prometheus alert rules for strongbox (`strongbox generate alerts`; docs/METRICS.md).\n' +
     ` Thresholds: backups within ${formatDuration(thresholds.maxAgeSeconds)}, size within ${thresholds.sizeChangePercent}% of its ${formatDuration(thresholds.sizeWindowSeconds)} average,` +

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { withRetries, type RetryPolicy } from '../storage/retry.ts';
 import { DeliveryError } from './delivery-error.ts';
-import { sendEmail } from './email.ts';
 import type { NotificationEvent } from './event.ts';
 import { postJson, SIGNATURE_HEADER, TIMESTAMP_HEADER, webhookSignature } from './http.ts';
 import { slackPayloadOf, textOf, titleOf, webhookBodyOf } from './message.ts';
@@ -128,7 +127,8 @@ async function prepare(
       const pass = target.password ? await secret('SMTP password', target.password) : undefined;
       const message = { subject: titleOf(event), text: textOf(event) };
       const credentials = user !== undefined && pass !== undefined ? { user, pass } : undefined;
-      return () => sendEmail(target, message, credentials, timeoutMs);
+      // nodemailer loads only when an email goes out: it cost every command ~60 ms of its start.
+      return async () => (await import('./email.ts')).sendEmail(target, message, credentials, timeoutMs);
     }
   }
 }
