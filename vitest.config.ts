@@ -6,8 +6,9 @@ export default defineConfig({
     setupFiles: ['test/helpers/setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    // Tests start real processes and servers; two cores are shared between them.
+    // Tests start real processes and servers, and wait on them much of the time: three test files
+    // at a time keep two cores busy where two left them idle a third of the run.
     pool: 'forks',
-    poolOptions: { forks: { maxForks: 2, minForks: 1 } },
+    poolOptions: { forks: { maxForks: 3, minForks: 1 } },
   },
 });

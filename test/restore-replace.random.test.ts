@@ -48,7 +48,7 @@ describe('restore --replace killed at random moments', () => {
           return stderr.includes('end sessions on shop');
       }
     };
-    for (let round = 0, total = rounds(4); round < total; round++) {
+    for (let round = 0, total = rounds(2); round < total; round++) {
       const moment = MOMENTS[Math.floor(random() * MOMENTS.length)]!;
       const signal = random() < 0.25 ? 'SIGTERM' : 'SIGKILL';
       const extraMs = Math.floor(random() * 200);

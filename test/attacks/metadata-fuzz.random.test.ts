@@ -91,7 +91,7 @@ describe('attack: random changes to stored metadata', () => {
           await writeFile(file, original);
         }
       }),
-      { numRuns: rounds(40), seed: seed('metadata fuzz') },
+      { numRuns: rounds(20), seed: seed('metadata fuzz') },
     );
     // And the repository, put back, reads whole.
     await probe();

@@ -1,6 +1,6 @@
 /**
  * How many rounds a randomized test runs. The suite runs few enough to stay within its time;
- * `npm run soak` runs every `*.random.test.ts` with STRONGBOX_SOAK set to a multiplier (20 by default) for the long runs.
+ * `npm run soak` runs every `*.random.test.ts` with STRONGBOX_SOAK set to a multiplier (40 by default) for the long runs.
  */
 export function rounds(inSuite: number): number {
   const factor = Number(process.env.STRONGBOX_SOAK ?? 1);
