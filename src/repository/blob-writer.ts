@@ -41,7 +41,7 @@ const PACKS_PER_INDEX_FILE = 16;
 const BATCH_BYTES = 1024 * 1024;
 
 /** Batch buffers kept for reuse: enough for every slot's batch in flight, with some spare. */
-const SPARE_BUFFERS = 4;
+const SPARE_BUFFERS = 2;
 
 interface WorkerSlot {
   worker: Worker;

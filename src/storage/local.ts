@@ -18,7 +18,12 @@ const TEMP_PREFIX = '.tmp-';
 /** A repository in a local (or mounted) directory. */
 export class LocalBackend implements StorageBackend {
   readonly location: string;
-  readonly concurrency = 2;
+  /**
+   * One put at a time: a pack's write and fsync take tens of milliseconds on a local disk, where a
+   * backup makes one every few hundred, so a second in flight only held another pack (17 MiB) in
+   * memory.
+   */
+  readonly concurrency = 1;
   /** Files written with deferSync, and their directories, not yet synced. */
   private unsyncedFiles = new Set<string>();
   private unsyncedDirs = new Set<string>();

@@ -6,7 +6,7 @@ import type { FromPipeReader, PipeReaderOptions, ToPipeReader } from './pipe-rea
 /** Each buffer a pipe is read into. */
 export const PIPE_BUFFER_SIZE = 1024 * 1024;
 /** Buffers read and not yet consumed, at most: what strongbox may fall behind its writer. */
-export const PIPES_IN_FLIGHT = 16;
+export const PIPES_IN_FLIGHT = 6;
 
 /** A pipe failed, or the thread reading it did: what was read of it is not the whole. */
 export class PipeReadError extends SourceError {
