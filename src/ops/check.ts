@@ -687,7 +687,6 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** A uniform random sample of `count` items. */
 /** `--read-data`'s share of `items`: none, all, or a random part of them (at least one). */
 function share<T>(items: readonly T[], fraction: number): Set<T> {
   if (fraction <= 0) return new Set();
@@ -695,6 +694,7 @@ function share<T>(items: readonly T[], fraction: number): Set<T> {
   return new Set(sample(items, Math.max(1, Math.ceil(items.length * fraction))));
 }
 
+/** A uniform random sample of `count` items. */
 function sample<T>(items: readonly T[], count: number): T[] {
   const copy = [...items];
   for (let i = copy.length - 1; i > 0; i--) {
