@@ -20,7 +20,7 @@ import { missingBaselines, missingRequirements, SETUP_HINT } from './tools.ts';
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const cacheDir = path.join(repoRoot, '.bench-cache');
 const sqlDir = path.resolve(repoRoot, '../shared/bench');
-const cli = path.join(repoRoot, 'dist/cli/main.js');
+const cli = path.join(repoRoot, 'dist/bin/strongbox.js');
 
 const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 

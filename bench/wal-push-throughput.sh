@@ -5,7 +5,7 @@
 # does, through `strongbox wal daemon` (each CLI given: e.g. this build and an older one), and
 # through `pgbackrest archive-push` with archive-async=y.
 #
-#   bash bench/wal-push-throughput.sh [CLI...]     (default: dist/cli/main.js; npm run build first)
+#   bash bench/wal-push-throughput.sh [CLI...]     (default: dist/bin/strongbox.js; npm run build first)
 #
 # Environment: SEGMENTS (200), PARALLEL (the daemon's --parallel, 2), PGBACKREST (1: also time
 # pgBackRest async, 0: not), WORK (a directory to work in, removed at the end; default a new one
@@ -26,7 +26,7 @@ PGBACKREST=${PGBACKREST:-1}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 here=$(cd "$(dirname "$0")/.." && pwd)
 clis=()
-for cli in "${@:-$here/dist/cli/main.js}"; do
+for cli in "${@:-$here/dist/bin/strongbox.js}"; do
   [ -f "$cli" ] || { echo "$cli is missing: run npm run build" >&2; exit 1; }
   clis+=("$(realpath "$cli")")
 done

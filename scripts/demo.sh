@@ -6,7 +6,7 @@
 # without PostgreSQL the rest still runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-strongbox() { node dist/cli/main.js "$@"; }
+strongbox() { node dist/bin/strongbox.js "$@"; }
 
 work=$(mktemp -d -t strongbox-demo-XXXXXX)
 pgdir=''

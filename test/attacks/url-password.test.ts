@@ -143,7 +143,7 @@ describe('attack: a database password on the command line', () => {
     // pg_dump, pg_restore and psql ran, under strongbox, and the password reached them…
     expect(seen).toMatch(/\bpg_dump .*--format=custom/);
     expect(seen).toMatch(/\bpg_restore /);
-    expect(seen).toMatch(/main\.js backup postgres postgres:\/\//);
+    expect(seen).toMatch(/strongbox\.js backup postgres postgres:\/\//);
     expect(await readFile(environments, 'utf8')).toContain(`PGPASSWORD=${cluster.password}\n`);
     // …through their environment alone: neither their arguments nor strongbox's hold it.
     expect(seen).not.toContain(cluster.password);

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 
 /** The built command-line entry point; `npm test` builds before running the tests. */
-export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../dist/bin/strongbox.js', import.meta.url));
 
 export interface RunResult {
   code: number | null;
