@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { isDeepStrictEqual } from 'node:util';
 import { Chunker, type Chunk } from '../chunking/fastcdc.ts';
+import { FixedCutter } from '../chunking/fixed.ts';
 import { BlobType } from '../repository/blob.ts';
 import { BlobWriter } from '../repository/blob-writer.ts';
 import { MasterIndex } from '../repository/master-index.ts';
@@ -14,6 +15,7 @@ import {
   type ContentSink,
   type ParentTrees,
   type PreviousContent,
+  type StoreContentOptions,
   type StoredContent,
 } from '../sources/source.ts';
 import { currentUsername } from '../util/host.ts';
@@ -230,6 +232,7 @@ class RepositorySink implements ContentSink {
    * chunker's buffers, garbage that piles up between collections and fragments the heap.
    */
   private readonly idleChunkers: Chunker[] = [];
+  private readonly idleFixedCutters: FixedCutter[] = [];
 
   constructor(
     private readonly repository: Repository,
@@ -241,7 +244,20 @@ class RepositorySink implements ContentSink {
   async storeContent(
     content: AsyncIterable<ContentPiece>,
     previous?: PreviousContent,
+    options: StoreContentOptions = {},
   ): Promise<StoredContent> {
+    if (options.fixedChunkSize !== undefined) {
+      const { min, max } = this.repository.config.chunker;
+      const size = Math.min(max, Math.max(min, options.fixedChunkSize));
+      const index = this.idleFixedCutters.findIndex((cutter) => cutter.size === size);
+      const cutter = index >= 0 ? this.idleFixedCutters.splice(index, 1)[0]! : new FixedCutter(size);
+      cutter.reset();
+      try {
+        return await this.chunk(cutter, content, previous);
+      } finally {
+        this.idleFixedCutters.push(cutter);
+      }
+    }
     const chunker =
       this.idleChunkers.pop() ?? new Chunker(this.repository.config.chunker, this.repository.gear);
     chunker.reset();
@@ -253,7 +269,7 @@ class RepositorySink implements ContentSink {
   }
 
   private async chunk(
-    chunker: Chunker,
+    chunker: Pick<Chunker, 'push' | 'cut'>,
     content: AsyncIterable<ContentPiece>,
     previous: PreviousContent | undefined,
   ): Promise<StoredContent> {

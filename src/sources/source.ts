@@ -14,12 +14,25 @@ export interface StoredContent {
   size: number;
 }
 
+export interface StoreContentOptions {
+  /**
+   * Cut every this many bytes (and at CHUNK_BOUNDARY) instead of where the content says: for
+   * content laid out in fixed places, such as a relation file's pages, whose changed stretches
+   * stay where they were. Within the repository's chunk size limits.
+   */
+  fixedChunkSize?: number;
+}
+
 export interface ContentSink {
   /**
    * Stores a stream of content. Each piece is consumed before the next is requested and no
    * reference to it is kept, so a source may hand out the same read buffer every time.
    */
-  storeContent(content: AsyncIterable<ContentPiece>, previous?: PreviousContent): Promise<StoredContent>;
+  storeContent(
+    content: AsyncIterable<ContentPiece>,
+    previous?: PreviousContent,
+    options?: StoreContentOptions,
+  ): Promise<StoredContent>;
   storeTree(tree: Tree): Promise<string>;
   /**
    * Asks to reuse a file's content from the parent snapshot without reading it: false when a

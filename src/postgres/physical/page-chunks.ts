@@ -1,5 +1,3 @@
-import { CHUNK_BOUNDARY, type ContentPiece } from '../../sources/source.ts';
-
 /** PostgreSQL's page size (BLCKSZ), as every packaged build has it. */
 export const PAGE_SIZE = 8192;
 
@@ -11,6 +9,9 @@ export const PAGE_SIZE = 8192;
  * fewer, larger chunks cost less per chunk, and deltas keep what changed in them small.
  */
 export const PAGES_PER_CHUNK = 16;
+
+/** A relation file's chunk: it is cut every this many bytes, and nowhere else (chunking/fixed.ts). */
+export const CHUNK_PAGES_BYTES = PAGES_PER_CHUNK * PAGE_SIZE;
 
 /**
  * A relation's fork or segment: <relfilenode>[_fsm|_vm|_init][.<segment>]. Under base/<database oid>/,
@@ -36,27 +37,4 @@ export function isTablespaceRelation(path: string): boolean {
     /^\d+$/.test(parts[1]!) &&
     RELATION_FILE.test(parts[2]!)
   );
-}
-
-/** The content with a chunk boundary after every `pagesPerChunk` pages. */
-export async function* pageAligned(
-  content: AsyncIterable<Uint8Array>,
-  pagesPerChunk = PAGES_PER_CHUNK,
-): AsyncGenerator<ContentPiece> {
-  const stride = pagesPerChunk * PAGE_SIZE;
-  /** Bytes until the next boundary. */
-  let left = stride;
-  for await (const piece of content) {
-    let at = 0;
-    while (piece.length - at >= left) {
-      yield piece.subarray(at, at + left);
-      yield CHUNK_BOUNDARY;
-      at += left;
-      left = stride;
-    }
-    if (at < piece.length) {
-      yield piece.subarray(at);
-      left -= piece.length - at;
-    }
-  }
 }

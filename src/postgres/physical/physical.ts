@@ -12,7 +12,7 @@ import type { PostgresConnection } from '../connection.ts';
 import { parseClusterFacts, requireReadablePhysicalDetails } from '../record-schema.ts';
 import { psql, toolEnvironment, type ServerVersion } from '../tools.ts';
 import { PipeRaceLostError, startBasebackup, type Archive } from './basebackup-pipes.ts';
-import { isDataDirectoryRelation, isTablespaceRelation, pageAligned } from './page-chunks.ts';
+import { CHUNK_PAGES_BYTES, isDataDirectoryRelation, isTablespaceRelation } from './page-chunks.ts';
 import { CLUSTER_FACTS } from './physical-queries.ts';
 import { MalformedArchiveError, readTar, type TarEntry } from './tar-reader.ts';
 
@@ -293,8 +293,7 @@ class PhysicalBackup {
         this.summary.symlinks++;
       } else {
         const relation = tree.isRelation(entry.path);
-        const pieces: AsyncIterable<ContentPiece> = relation ? pageAligned(content) : content;
-        const node = await this.storeFile(parts.at(-1)!, [...root, ...parts], pieces, entry);
+        const node = await this.storeFile(parts.at(-1)!, [...root, ...parts], content, entry, relation);
         await tree.add(parts, node, this.sink);
         this.summary.files++;
         if (relation) this.summary.relationFiles++;
@@ -324,9 +323,14 @@ class PhysicalBackup {
     snapshotPath: string[],
     content: AsyncIterable<ContentPiece>,
     entry: Pick<TarEntry, 'mode' | 'mtime' | 'uid' | 'gid'>,
+    relation = false,
   ): Promise<TreeNode> {
     const previous = await this.previous?.content(snapshotPath);
-    const stored = await this.sink.storeContent(content, previous);
+    const stored = await this.sink.storeContent(
+      content,
+      previous,
+      relation ? { fixedChunkSize: CHUNK_PAGES_BYTES } : {},
+    );
     this.size += stored.size;
     return { ...metadata(name, 'file', entry), size: stored.size, content: stored.blobs };
   }
