@@ -79,6 +79,13 @@ describe('WAL encoder pool', () => {
     ];
     expect(poolHeader).toMatchObject({ size: inline.length, mac: inlineHeader!.mac, frames: 16 });
 
+    // A segment in shared memory (a daemon's read buffers) is read where it is, and stays the caller's.
+    const sharedSegment = new Uint8Array(new SharedArrayBuffer(inline.length));
+    sharedSegment.set(inline);
+    expect((await wal.push('000000010000000000000003', sharedSegment, { encoder: pool })).stored).toBe(true);
+    expect(Buffer.from(sharedSegment).equals(inline)).toBe(true);
+    expect((await wal.fetch('000000010000000000000003'))?.equals(inline)).toBe(true);
+
     // A small file read into Node's shared pool, and a view into a larger buffer: both copied.
     const history = Buffer.from('1\t0/3000000\tno recovery target specified\n');
     const shared = Buffer.concat([Buffer.alloc(7), history]).subarray(7);

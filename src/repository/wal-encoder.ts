@@ -151,12 +151,14 @@ export class WalEncoderPool implements WalEncoder {
 }
 
 /**
- * The job as it is posted: the content's memory moves when the content owns all of it, and is
- * copied once otherwise (a view into a larger buffer would send the whole buffer); the small keys
- * are copied into buffers of their own for the same reason.
+ * The job as it is posted: content in shared memory is read where it is; otherwise its memory
+ * moves when the content owns all of it, and is copied once when not (a view into a larger buffer
+ * would send the whole buffer). The small keys are copied into buffers of their own for the same
+ * reason.
  */
 function movable(job: WalEncodeJob): { message: ToEncoder; transfer: ArrayBuffer[] } {
-  const content = ownsBuffer(job.content) ? job.content : new Uint8Array(job.content);
+  const shared = job.content.buffer instanceof SharedArrayBuffer;
+  const content = shared || ownsBuffer(job.content) ? job.content : new Uint8Array(job.content);
   return {
     message: {
       job: {
@@ -168,7 +170,7 @@ function movable(job: WalEncodeJob): { message: ToEncoder; transfer: ArrayBuffer
         signingKey: new Uint8Array(job.signingKey),
       },
     },
-    transfer: [content.buffer as ArrayBuffer],
+    transfer: shared ? [] : [content.buffer as ArrayBuffer],
   };
 }
 

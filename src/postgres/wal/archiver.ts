@@ -4,13 +4,15 @@ import { performance } from 'node:perf_hooks';
 import { SourceError } from '../../errors.ts';
 import type { WalEncoder } from '../../repository/wal-encoder.ts';
 import type { WalAcknowledgements } from './acknowledgements.ts';
+import { ReadBuffers } from './read-buffers.ts';
 import { parseWalFileName } from './segments.ts';
 
 /** What archiving needs of the repository: WAL files in, and, to restore, out. */
 export interface WalArchive {
   /**
    * Resolves once the file is durable; `stored` false when the same content was there already.
-   * With `encoder`, `content` is encoded there and must not be read after.
+   * With `encoder`, `content` is encoded there and must not be read after (unless it is shared
+   * memory, which the encoder reads where it is: then it may be reused once this settles).
    */
   push(
     name: string,
@@ -57,12 +59,14 @@ export class WalArchiver {
   private readonly inFlight = new Map<string, Promise<boolean>>();
   private readonly durable = new Set<string>();
   private readonly parallel: number;
+  private readonly buffers: ReadBuffers;
 
   constructor(
     private readonly store: WalArchive,
     private readonly options: WalArchiverOptions = {},
   ) {
     this.parallel = Math.max(1, options.parallel ?? 4);
+    this.buffers = new ReadBuffers(this.parallel);
   }
 
   /** Archives `file` as `name`; true when it was stored now, false when the repository had it. */
@@ -121,14 +125,20 @@ export class WalArchiver {
 
   private async pushOne(name: string, file: string, ahead: boolean): Promise<boolean> {
     const began = performance.now();
-    const content = await fs.readFile(file).catch((cause: unknown) => {
+    const content = await this.buffers.read(file).catch((cause: unknown) => {
       throw new SourceError(`cannot read the WAL file ${file}: ${(cause as Error).message}`, {
         hint: 'archive_command must pass %p, the file as PostgreSQL names it from its data directory.',
         cause,
       });
     });
-    const bytes = content.length;
-    const { stored } = await this.store.push(name, content, { encoder: this.options.encoder });
+    const bytes = content.bytes.length;
+    let stored: boolean;
+    try {
+      ({ stored } = await this.store.push(name, content.bytes, { encoder: this.options.encoder }));
+    } finally {
+      // The push has settled: its encoding is done, and nothing reads the buffer any more.
+      content.release();
+    }
     // Only now that the repository holds it: the mark is all archive_command will look at.
     if (ahead && this.options.acknowledgements)
       await this.options.acknowledgements.record(name).catch((error: unknown) => {

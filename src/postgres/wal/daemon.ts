@@ -48,7 +48,8 @@ export async function startWalDaemon(store: WalArchive, options: WalDaemonOption
       encoder,
       ...(acknowledgements ? { acknowledgements } : {}),
       ...(options.pgdata ? { pgdata: options.pgdata } : {}),
-      parallel: options.parallel ?? PARALLEL,
+      // One more than the threads: while each thread encodes a segment, another is read or stored.
+      parallel: Math.max(options.parallel ?? PARALLEL, encoder.size + 1),
       ...(options.onPushed ? { onPushed: options.onPushed } : {}),
       ...(options.onWarning ? { onWarning: options.onWarning } : {}),
     });
