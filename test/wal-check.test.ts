@@ -5,8 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openRepository, type CheckResult, type CopyResult } from '../src/index.ts';
 import { SigningKey } from '../src/crypto/signing.ts';
 import { decodeIdentityFile, type KeyMaterial } from '../src/repository/keys.ts';
-import { signObject, splitSigned } from '../src/repository/signed-object.ts';
-import { splitWal } from '../src/repository/wal-file.ts';
+import { splitSigned } from '../src/repository/signed-object.ts';
+import { splitWal, walSignatureTrailer } from '../src/repository/wal-file.ts';
 import { expectExit, runCli, tempRepo, type RunResult, type TempRepo } from './helpers/cli.ts';
 import { seededBytes } from './helpers/data.ts';
 import { startCluster } from './helpers/postgres.ts';
@@ -152,12 +152,11 @@ describe('check of the WAL archive', () => {
     // This file's header (name, size, mac) over the other's data key and frames, signed by a
     // current write-only key: everything a key that cannot decrypt can check holds.
     const prefix = (await readFile(file)).subarray(0, 12);
-    const spliced = signObject(
-      'wal',
-      repositoryId,
-      Buffer.concat([prefix, genuine.header, donor.stanzas, donor.frames]),
-      writerKey,
-    );
+    const unsigned = Buffer.concat([prefix, genuine.header, donor.stanzas, donor.frames]);
+    const spliced = Buffer.concat([
+      unsigned,
+      walSignatureTrailer(unsigned, { repositoryId, key: writerKey }),
+    ]);
     await withObject(file, spliced, async () => {
       expectExit(await check(source), 0);
       const result = await check(source, ['--read-data']);
@@ -190,7 +189,8 @@ describe('check of the WAL archive', () => {
     const [name] = names();
     const file = objectPath(source, name!);
     const { content } = splitSigned(await readFile(file))!;
-    await withObject(file, signObject('wal', repositoryId, content, SigningKey.generate()), async () => {
+    const foreign = { repositoryId, key: SigningKey.generate() };
+    await withObject(file, Buffer.concat([content, walSignatureTrailer(content, foreign)]), async () => {
       const result = await check(source);
       expectExit(result, 7);
       expect(result.stderr).toMatch(new RegExp(`wal/00000001/${name}: it is not trusted: .*not a writer`));

@@ -32,8 +32,18 @@ export function signObject(
   content: Uint8Array,
   key: SigningKey,
 ): Buffer {
+  return Buffer.concat([content, signatureTrailer(kind, repositoryId, content, key)]);
+}
+
+/** The trailer that signs `content` as `kind`: what follows it in a signed object. */
+export function signatureTrailer(
+  kind: SignedKind,
+  repositoryId: string,
+  content: Uint8Array,
+  key: SigningKey,
+): Buffer {
   const signature = key.sign(signedMessage(kind, repositoryId, content, key.publicRaw));
-  return Buffer.concat([content, key.publicRaw, signature, TRAILER_MAGIC]);
+  return Buffer.concat([key.publicRaw, signature, TRAILER_MAGIC]);
 }
 
 /** The parts of a signed object, or undefined when the bytes carry no signature trailer. */

@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthenticationFailure, open, seal, SEAL_OVERHEAD } from '../crypto/aead.ts';
 import { STANZA_LENGTH, unwrapKey, wrapKey, type Identity } from '../crypto/key-wrap.ts';
 import type { SigningKey } from '../crypto/signing.ts';
@@ -6,14 +6,20 @@ import { DecompressedTooLarge, zstdCompress, zstdDecompress } from '../compressi
 import { MalformedRecordError } from '../errors.ts';
 import { LIMITS, parseWalHeader, walFrameCount } from './schemas.ts';
 import { MalformedFile, openJson, sealJson } from './sealed-file.ts';
-import { SIGNATURE_TRAILER_LENGTH, signObject, splitSigned, type SignedParts } from './signed-object.ts';
+import {
+  SIGNATURE_TRAILER_LENGTH,
+  signatureTrailer,
+  splitSigned,
+  type SignedParts,
+} from './signed-object.ts';
 
 /**
  * A WAL object (`wal/<timeline>/<file name>`, docs/FORMAT.md "WAL files"): one file PostgreSQL
  * archived, stored whole rather than through packs, since WAL barely deduplicates and archiving
  * wants one request per file.
  * Layout: "SBWL" | version u8 | stanza count u8 | 0 u16 | header length u32 | header | stanzas |
- * frames | signature trailer (signed-object.ts). The header is sealed with the metadata key, so
+ * frames | signature trailer (signed-object.ts), which signs, from version 2 on, "SBWD" and the
+ * SHA-256 of everything before it rather than all of it. The header is sealed with the metadata key, so
  * write-only keys can tell whether a push repeats what is stored; the content only opens with the
  * data key the stanzas wrap to the repository's identities.
  */
@@ -33,7 +39,15 @@ export interface WalHeader {
 }
 
 const MAGIC = Buffer.from('SBWL', 'ascii');
-const VERSION = 1;
+/**
+ * Version 2 signs the object's SHA-256 (behind DIGEST_MAGIC), version 1 the whole object: Ed25519
+ * hashes its message twice with SHA-512 and needs it in one buffer, which for a segment's 5 to
+ * 8 MB object cost 15 to 30 ms and a copy, against 4 ms for SHA-256 here. Both are read.
+ */
+const VERSION = 2;
+const READABLE_VERSIONS = new Set([1, 2]);
+/** What a version 2 object's signature covers in place of its bytes: this, then their SHA-256. */
+const DIGEST_MAGIC = Buffer.from('SBWD', 'ascii');
 const PREFIX_LENGTH = 12;
 const FRAME_AAD = Buffer.from('strongbox wal frame', 'ascii');
 /** zstd's own framing and a stored block's headers, beyond a frame's plaintext, bounded generously. */
@@ -89,7 +103,23 @@ export function encodeWal(
     length.writeUInt32LE(sealed.length, 0);
     parts.push(length, sealed);
   }
-  return signObject('wal', signer.repositoryId, Buffer.concat(parts), signer.key);
+  // Assembled once, with room for the trailer: the object is megabytes.
+  const signedLength = parts.reduce((total, part) => total + part.length, 0);
+  const object = Buffer.allocUnsafe(signedLength + SIGNATURE_TRAILER_LENGTH);
+  let at = 0;
+  for (const part of parts) at += part.copy(object, at);
+  walSignatureTrailer(object.subarray(0, signedLength), signer).copy(object, signedLength);
+  return object;
+}
+
+/** The trailer that signs a version 2 WAL object whose bytes before it are `signed`. */
+export function walSignatureTrailer(signed: Uint8Array, signer: WalSigner): Buffer {
+  return signatureTrailer('wal', signer.repositoryId, signedDigest(signed), signer.key);
+}
+
+/** What a version 2 object's signature covers: DIGEST_MAGIC and the SHA-256 of what it signs. */
+function signedDigest(signed: Uint8Array): Buffer {
+  return Buffer.concat([DIGEST_MAGIC, createHash('sha256').update(signed).digest()]);
 }
 
 export interface WalParts {
@@ -97,6 +127,7 @@ export interface WalParts {
   header: Buffer;
   stanzas: Buffer;
   frames: Buffer;
+  /** The signer and signature, with what they sign as `content` (for version 2, a digest). */
   signed: SignedParts | undefined;
 }
 
@@ -104,8 +135,9 @@ export interface WalParts {
 export function splitWal(bytes: Buffer): WalParts {
   if (bytes.length < PREFIX_LENGTH || !bytes.subarray(0, 4).equals(MAGIC))
     throw new MalformedWal('it is not a WAL object');
-  if (bytes.readUInt8(4) !== VERSION)
-    throw new MalformedWal(`it is of version ${bytes.readUInt8(4)}, which this strongbox does not read`);
+  const version = bytes.readUInt8(4);
+  if (!READABLE_VERSIONS.has(version))
+    throw new MalformedWal(`it is of version ${version}, which this strongbox does not read`);
   const signed = splitSigned(bytes);
   const content = signed?.content ?? bytes;
   if (content.length < PREFIX_LENGTH) throw new MalformedWal('it is truncated');
@@ -118,7 +150,7 @@ export function splitWal(bytes: Buffer): WalParts {
     header: content.subarray(PREFIX_LENGTH, headerEnd),
     stanzas: content.subarray(headerEnd, stanzaEnd),
     frames: content.subarray(stanzaEnd),
-    signed,
+    signed: signed && version !== 1 ? { ...signed, content: signedDigest(signed.content) } : signed,
   };
 }
 

@@ -6,7 +6,7 @@ import { SigningKey } from '../../src/crypto/signing.ts';
 import { DamagedWalError, ExitCode, WalConflictError } from '../../src/errors.ts';
 import { decodeIdentityFile, type KeyMaterial } from '../../src/repository/keys.ts';
 import { signObject } from '../../src/repository/signed-object.ts';
-import { encodeWal, splitWal } from '../../src/repository/wal-file.ts';
+import { encodeWal, splitWal, walSignatureTrailer } from '../../src/repository/wal-file.ts';
 import { seededBytes } from '../helpers/data.ts';
 import { seededRandom } from '../helpers/fault-proxy.ts';
 import { createTestRepo, type TestRepo } from '../helpers/repo.ts';
@@ -54,7 +54,10 @@ function splice(headerFrom: Buffer, bodyFrom: Buffer, key: SigningKey): Buffer {
     bodyParts.stanzas,
     bodyParts.frames,
   ]);
-  return signObject('wal', repo.repository.config.id, content, key);
+  return Buffer.concat([
+    content,
+    walSignatureTrailer(content, { repositoryId: repo.repository.config.id, key }),
+  ]);
 }
 
 describe('attack: bytes of a WAL object altered in storage, with no key', () => {
@@ -217,7 +220,8 @@ describe("attack: a WAL object's header kept, its content swapped for another's"
       splitWal(genuine).stanzas,
       splitWal(donor).frames,
     ]);
-    await writeFile(objectPath(SEGMENT), signObject('wal', repo.repository.config.id, ownKey, hostSigning));
+    const signer = { repositoryId: repo.repository.config.id, key: hostSigning };
+    await writeFile(objectPath(SEGMENT), Buffer.concat([ownKey, walSignatureTrailer(ownKey, signer)]));
     await expectDamaged(SEGMENT, /frame 0 fails authentication/);
     // With no key at all, the signature gives it away first.
     const unsigned = splice(genuine, donor, hostSigning);
@@ -227,5 +231,34 @@ describe("attack: a WAL object's header kept, its content swapped for another's"
 
     await writeFile(objectPath(SEGMENT), genuine);
     expect((await repo.repository.wal.fetch(SEGMENT))?.equals(first)).toBe(true);
+  });
+});
+
+describe('attack: a WAL object relabelled with the other format version', () => {
+  it('is refused either way, while an object of version 1 (signed whole) still reads', async () => {
+    const content = seededBytes('segment 5', 1_200_000);
+    await host.wal.push(SEGMENT, content);
+    const current = await readFile(objectPath(SEGMENT));
+    expect(current[4]).toBe(2);
+    const signed = current.subarray(0, current.length - 100);
+    const hostSigning = new SigningKey(hostKey.signingKey);
+
+    // Version 2 signs a digest of the object, version 1 the object: a version byte changed on its
+    // own leaves a signature over something else.
+    const relabelled = Buffer.from(current);
+    relabelled[4] = 1;
+    await writeFile(objectPath(SEGMENT), relabelled);
+    await expectDamaged(SEGMENT, /signature does not verify/);
+
+    // What a strongbox that wrote version 1 stored: read as it was.
+    const versionOne = Buffer.from(signed);
+    versionOne[4] = 1;
+    const older = signObject('wal', repo.repository.config.id, versionOne, hostSigning);
+    await writeFile(objectPath(SEGMENT), older);
+    expect((await repo.repository.wal.fetch(SEGMENT))?.equals(content)).toBe(true);
+    const relabelledOlder = Buffer.from(older);
+    relabelledOlder[4] = 2;
+    await writeFile(objectPath(SEGMENT), relabelledOlder);
+    await expectDamaged(SEGMENT, /signature does not verify/);
   });
 });
