@@ -68,7 +68,11 @@ export function registerWal(program: Command): void {
     )
     .option('--pgdata <dir>', "the cluster's data directory (env PGDATA)")
     .option('--socket <path>', 'listen here (env STRONGBOX_WAL_SOCKET; default: one per data directory)')
-    .option('--parallel <n>', 'files pushed at once', positiveInteger('--parallel'), 4)
+    .option(
+      '--parallel <n>',
+      'files encoded at once, never more than the cores (default: the cores, at most 4)',
+      positiveInteger('--parallel'),
+    )
     .option('--prefetch <n>', 'segments fetched ahead of replay', positiveInteger('--prefetch'), 4)
     .option(
       '--acknowledge-dir <dir>',
@@ -79,7 +83,7 @@ export function registerWal(program: Command): void {
         options: {
           pgdata?: string;
           socket?: string;
-          parallel: number;
+          parallel?: number;
           prefetch: number;
           acknowledgeDir?: string;
         },
@@ -97,7 +101,7 @@ export function registerWal(program: Command): void {
           const server = await startWalDaemon(repository.wal, {
             socket,
             ...(pgdata ? { pgdata: path.resolve(pgdata) } : {}),
-            parallel: Math.max(1, options.parallel),
+            ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
             prefetch: options.prefetch,
             ...(options.acknowledgeDir ? { acknowledgements: options.acknowledgeDir } : {}),
             onPushed: (event) =>

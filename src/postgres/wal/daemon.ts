@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { WalEncoderPool } from '../../repository/wal-encoder.ts';
 import { WalAcknowledgements } from './acknowledgements.ts';
 import { WalArchiver, type PushedEvent, type WalArchive } from './archiver.ts';
@@ -9,7 +10,10 @@ export interface WalDaemonOptions {
   socket: string;
   /** The data directory whose waiting files are pushed ahead; none pushes only what is asked. */
   pgdata?: string;
-  /** Files pushed at once; also the most threads that encode them (never more than the cores). */
+  /**
+   * Threads that encode files (never more than the cores); one file more than the threads is
+   * pushed at once, so that while each thread encodes one, another is read or stored.
+   */
   parallel?: number;
   /** Where files pushed ahead are marked durable for archive_command's shell (acknowledgements.ts). */
   acknowledgements?: string;
@@ -24,8 +28,12 @@ export interface WalDaemonOptions {
   onWarning?: (message: string) => void;
 }
 
-/** The daemon's default for `parallel`. */
-const PARALLEL = 4;
+/**
+ * The daemon's default for `parallel`: a thread per core, at most 4. Each file in flight holds a
+ * 16 MiB read buffer, and a thread's encoding works on one at a time: more files in flight than
+ * threads plus one only cost memory (a full drain on 2 cores: 272 MiB at 4, 235 MiB at 3).
+ */
+const PARALLEL = Math.min(4, os.availableParallelism());
 
 /** How often pg_wal/archive_status is looked at for files to push before PostgreSQL asks. */
 const WATCH_INTERVAL_MS = 250;
@@ -48,8 +56,7 @@ export async function startWalDaemon(store: WalArchive, options: WalDaemonOption
       encoder,
       ...(acknowledgements ? { acknowledgements } : {}),
       ...(options.pgdata ? { pgdata: options.pgdata } : {}),
-      // One more than the threads: while each thread encodes a segment, another is read or stored.
-      parallel: Math.max(options.parallel ?? PARALLEL, encoder.size + 1),
+      parallel: encoder.size + 1,
       ...(options.onPushed ? { onPushed: options.onPushed } : {}),
       ...(options.onWarning ? { onWarning: options.onWarning } : {}),
     });
