@@ -454,8 +454,10 @@ class SftpBackend implements StorageBackend {
       if (auth.passphrase) config.passphrase = auth.passphrase;
     }
 
-    // Our own socket, so that an idle connection can be unref'd (see SftpSession).
-    const socket = net.connect({ host, port });
+    // Our own socket, so that an idle connection can be unref'd (see SftpSession). Without
+    // noDelay, Nagle's algorithm held each small SFTP request until the server's delayed ACK,
+    // some 40 ms a round trip: a put of a few bytes took 265 ms on loopback, 3 ms with it.
+    const socket = net.connect({ host, port, noDelay: true });
     config.sock = socket;
     const client = new SftpClient('strongbox', {
       error: () => undefined,
