@@ -134,7 +134,7 @@ export function strongboxPhysical(cli: string, dir: string): PhysicalContender {
     backup: () =>
       measure(
         strongbox(
-          ['backup', 'postgres', '--physical', '--pg-bin', PG_BIN],
+          ['backup', 'postgres', '--physical', '--method', 'files', '--pg-bin', PG_BIN],
           source!.env(DATABASE) as Record<string, string>,
         ),
       ),

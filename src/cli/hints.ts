@@ -14,7 +14,7 @@ import {
   WrongPasswordError,
   type StrongboxError,
 } from '../errors.ts';
-import { ArchivingNotConfiguredError } from '../postgres/physical/physical.ts';
+import { ArchivingNotConfiguredError, FilesUnreadableError } from '../postgres/physical/physical.ts';
 import { TablespaceInUseError } from '../postgres/pitr/restore-physical.ts';
 import type { SnapshotFilter } from '../repository/repository.ts';
 
@@ -54,6 +54,8 @@ export function hintFor(error: StrongboxError): string | undefined {
   if (error instanceof MissingToolError) return orElse(error.hint, 'point --pg-bin at them');
   if (error instanceof ArchivingNotConfiguredError)
     return "Archive its WAL (archive_mode = on, archive_command = 'strongbox wal push %p'), or pass --include-wal.";
+  if (error instanceof FilesUnreadableError)
+    return "Run it on the database host as the server's user, with a role that may run pg_backup_start (docs/CLI.md), or pass --method pg_basebackup.";
   if (error instanceof TablespaceInUseError)
     return `Restore it elsewhere with --tablespace ${error.oid}=DIR (an empty directory); to overwrite ${error.location} deliberately, name it there with --tablespace ${error.oid}=${error.location} and --force.`;
   if (error instanceof UnreadableFileError) return orElse(error.hint, 'leave it out with --exclude');

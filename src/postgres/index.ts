@@ -3,7 +3,7 @@ import { ConflictingOptionsError } from '../errors.ts';
 import { resolveConnection } from './connection.ts';
 import { clusterSource } from './logical/cluster.ts';
 import { logicalSource } from './logical/logical.ts';
-import { physicalSource } from './physical/physical.ts';
+import { physicalSource, type PhysicalMethod } from './physical/physical.ts';
 import { findBasebackup, findTools } from './tools.ts';
 
 export interface PostgresBackupOptions {
@@ -23,10 +23,12 @@ export interface PostgresBackupOptions {
    * runs (one database only). Call the source's abandon() if it is not run after all.
    */
   startNow?: boolean;
-  /** The whole cluster's files with pg_basebackup (physical/), instead of pg_dump. */
+  /** The whole cluster's files (physical/), instead of pg_dump. */
   physical?: boolean;
   /** With `physical`: the WAL the backup needs, fetched into it, so that it restores without an archive. */
   includeWal?: boolean;
+  /** With `physical`: how the files are read (physical.ts); by default the files when they can be. */
+  method?: PhysicalMethod | 'auto';
 }
 
 /**
@@ -46,9 +48,10 @@ export async function postgresSource(options: PostgresBackupOptions = {}): Promi
     return physicalSource({
       connection,
       binDir: tools.binDir,
-      pgBasebackup: await findBasebackup(tools.server, tools, options.pgBin),
+      findPgBasebackup: () => findBasebackup(tools.server, tools, options.pgBin),
       server: tools.server,
       ...(options.includeWal ? { includeWal: true } : {}),
+      ...(options.method ? { method: options.method } : {}),
     });
   }
   if (options.all) {
@@ -71,6 +74,8 @@ export async function postgresSource(options: PostgresBackupOptions = {}): Promi
 function refuseConflicts(options: PostgresBackupOptions): void {
   if (options.includeWal && !options.physical)
     throw new ConflictingOptionsError('including WAL applies to a physical backup only', ['includeWal']);
+  if (options.method && !options.physical)
+    throw new ConflictingOptionsError('how the files are read applies to a physical backup only', ['method']);
   if (!options.physical) return;
   const logical = (
     [

@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { backup, type BackupResult } from '../../ops/backup.ts';
 import { filesSource } from '../../sources/files.ts';
 import { postgresSource } from '../../postgres/index.ts';
@@ -101,7 +101,7 @@ export function registerBackup(program: Command): void {
     );
   databasePasswordOption(withCommonOptions(group.command('postgres')))
     .description(
-      'back up one PostgreSQL database with pg_dump (custom format), or the whole cluster with pg_basebackup (--physical), streamed',
+      "back up one PostgreSQL database with pg_dump (custom format), or the whole cluster's files (--physical), streamed",
     )
     .argument(
       '[url]',
@@ -114,7 +114,13 @@ export function registerBackup(program: Command): void {
     .option('--all', 'every database of the cluster, and its roles and tablespaces, as one snapshot')
     .option(
       '--physical',
-      "the whole cluster's files with pg_basebackup (a replication connection), streamed, instead of pg_dump",
+      "the whole cluster's files, read from the data directory on the database host or through pg_basebackup, instead of pg_dump",
+    )
+    .addOption(
+      new Option(
+        '--method <method>',
+        'with --physical: how the files are read: files (the data directory, on the database host), pg_basebackup (a replication connection), auto (files when they can be read here)',
+      ).choices(['auto', 'files', 'pg_basebackup']),
     )
     .option(
       '--include-wal',
@@ -131,6 +137,7 @@ export function registerBackup(program: Command): void {
             all?: boolean;
             physical?: boolean;
             includeWal?: boolean;
+            method?: 'auto' | 'files' | 'pg_basebackup';
             pgBin?: string;
             schemaOnly?: boolean;
             table: string[];
@@ -151,6 +158,7 @@ export function registerBackup(program: Command): void {
           ...(options.all ? { all: true } : {}),
           ...(options.physical ? { physical: true } : {}),
           ...(options.includeWal ? { includeWal: true } : {}),
+          ...(options.method ? { method: options.method } : {}),
           ...(options.schemaOnly ? { schemaOnly: true } : {}),
           ...(options.table.length ? { tables: options.table } : {}),
           ...(options.excludeTable.length ? { excludeTables: options.excludeTable } : {}),

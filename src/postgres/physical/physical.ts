@@ -1,4 +1,6 @@
-import { ConfigError, SourceError } from '../../errors.ts';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { ConfigError, errnoCode, SourceError } from '../../errors.ts';
 import type { Tree, TreeNode } from '../../repository/tree.ts';
 import type {
   BackupSource,
@@ -11,7 +13,17 @@ import type {
 import type { PostgresConnection } from '../connection.ts';
 import { parseClusterFacts, requireReadablePhysicalDetails } from '../record-schema.ts';
 import { psql, toolEnvironment, type ServerVersion } from '../tools.ts';
+import { parseLsn, segmentName } from '../wal/segments.ts';
+import { BackupSession, whyFilesUnreadable, type BackupStop } from './backup-session.ts';
 import { PipeRaceLostError, startBasebackup, type Archive } from './basebackup-pipes.ts';
+import {
+  fileAt,
+  readDirectory,
+  ReadPieces,
+  type DirectoryEntry,
+  type PageFailure,
+  type ReadDirectoryOptions,
+} from './data-directory.ts';
 import { CHUNK_PAGES_BYTES, isDataDirectoryRelation, isTablespaceRelation } from './page-chunks.ts';
 import { CLUSTER_FACTS } from './physical-queries.ts';
 import { MalformedArchiveError, readTar, type TarEntry } from './tar-reader.ts';
@@ -31,6 +43,12 @@ export interface ClusterFacts {
   serverVersion: number;
   dataChecksums: boolean;
   walSegmentSize: number;
+  /** catalog_version_no: a tablespace's files are in its PG_<major>_<catalog version> directory. */
+  catalogVersion: number;
+  /** null when the role may not read the setting. */
+  dataDirectory: string | null;
+  /** Whether the role may run pg_backup_start, pg_backup_stop and pg_read_binary_file. */
+  mayReadFiles: boolean;
   archiveMode: string | null;
   archiveCommand: string | null;
   archiveLibrary: string | null;
@@ -42,7 +60,10 @@ export interface PhysicalSnapshotDetails {
   cluster: string;
   systemIdentifier: string;
   serverVersion: number;
+  /** 0 when the files were read directly. */
   pgBasebackupMajor: number;
+  /** How the files were read; absent in snapshots older than the choice: pg_basebackup. */
+  method?: PhysicalMethod;
   timeline: number;
   startLsn: string;
   stopLsn: string;
@@ -74,14 +95,15 @@ export class ArchivingNotConfiguredError extends ConfigError {
   }
 }
 
-/** The server found a page whose checksum does not match: the cluster has damaged data. */
+/** A page whose checksum does not match: the cluster has damaged data. */
 export class ChecksumFailureError extends SourceError {
   constructor(
     readonly cluster: string,
-    readonly serverOutput: string,
+    /** The server's words (pg_basebackup), or the files and blocks strongbox found. */
+    readonly found: string,
   ) {
     super(
-      `pg_basebackup of ${cluster} found data pages whose checksums do not match; no snapshot was written:\n${serverOutput}`,
+      `the backup of ${cluster} found data pages whose checksums do not match; no snapshot was written:\n${found}`,
       {
         hint: 'The cluster has damaged pages: find them (pg_checksums, amcheck) and restore or repair them before backing up.',
       },
@@ -89,15 +111,36 @@ export class ChecksumFailureError extends SourceError {
   }
 }
 
+/**
+ * How the cluster's files are read: `files` from the data directory, between pg_backup_start and
+ * pg_backup_stop, on the database host; `pg_basebackup` over a replication connection, from
+ * anywhere; `auto` the files when they can be read here, else pg_basebackup.
+ */
+export type PhysicalMethod = 'files' | 'pg_basebackup';
+
+/** The files were asked for and cannot be read here. */
+export class FilesUnreadableError extends ConfigError {
+  constructor(
+    readonly cluster: string,
+    readonly reason: string,
+  ) {
+    super(`cannot read the data directory of ${cluster} here: ${reason}`, {
+      hint: "Run the backup on the database host as the server's user, with a role that may run pg_backup_start, or back up through pg_basebackup.",
+    });
+  }
+}
+
 export interface PhysicalBackupOptions {
   connection: PostgresConnection;
   /** Directory of psql. */
   binDir: string;
-  /** pg_basebackup of the server's major version. */
-  pgBasebackup: { program: string; major: number };
+  /** pg_basebackup of the server's major version, looked for when it is needed. */
+  findPgBasebackup: () => Promise<{ program: string; major: number }>;
   server: ServerVersion;
-  /** Fetch the WAL the backup needs into it (pg_basebackup --wal-method=fetch). */
+  /** Include the WAL the backup needs (pg_basebackup --wal-method=fetch, or read from pg_wal). */
   includeWal?: boolean;
+  /** By default `auto`. */
+  method?: PhysicalMethod | 'auto';
 }
 
 /** The cluster's facts, and a refusal when WAL is neither archived nor to be included. */
@@ -107,10 +150,20 @@ export async function physicalSource(options: PhysicalBackupOptions): Promise<Ba
   const facts = parseClusterFacts(JSON.parse(await psql(connection, options.binDir, CLUSTER_FACTS)), cluster);
   if (!options.includeWal && !archives(facts))
     throw new ArchivingNotConfiguredError(cluster, facts.archiveMode);
+  const asked = options.method ?? 'auto';
+  let method: PhysicalMethod = 'pg_basebackup';
+  if (asked !== 'pg_basebackup') {
+    const reason = await whyFilesUnreadable(facts);
+    if (reason === undefined) method = 'files';
+    else if (asked === 'files') throw new FilesUnreadableError(cluster, reason);
+  }
+  // Found now, so that a missing pg_basebackup fails before the repository is opened.
+  if (method === 'pg_basebackup') await options.findPgBasebackup();
   return {
     kind: PHYSICAL_KIND,
     name: cluster,
-    run: (sink, parent) => new PhysicalBackup(options, cluster, facts, sink, parent).run(),
+    run: (sink, parent) =>
+      new PhysicalBackup(options, cluster, facts, sink, parent).run(method, asked === 'auto'),
   };
 }
 
@@ -139,8 +192,10 @@ class PhysicalBackup {
   private manifestTail = '';
   private readonly roots = new Map<string, TreeNode>();
   /** tablespaces/<oid>, one per tablespace archive. */
-  private readonly tablespaceNodes: TreeNode[] = [];
+  private tablespaceNodes: TreeNode[] = [];
   private readonly previous: ParentLookup | undefined;
+  /** pg_basebackup's major version; 0 when the files were read directly. */
+  private pgBasebackupMajor = 0;
 
   constructor(
     private readonly options: PhysicalBackupOptions,
@@ -152,19 +207,27 @@ class PhysicalBackup {
     this.previous = parent ? new ParentLookup(parent) : undefined;
   }
 
-  async run(): Promise<SourceResult> {
+  async run(method: PhysicalMethod, fallBack: boolean): Promise<SourceResult> {
     const startTime = new Date().toISOString();
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.runBasebackup();
-        break;
-      } catch (error) {
-        if (!(error instanceof PipeRaceLostError) || attempt === ATTEMPTS || this.summary.archives > 0)
-          throw error;
+    let stopLsn: string | undefined;
+    if (method === 'files') {
+      stopLsn = await this.readFiles(!fallBack);
+      // The data directory here turned out not to be the server's: pg_basebackup, as if asked.
+      if (stopLsn === undefined) method = 'pg_basebackup';
+    }
+    if (method === 'pg_basebackup') {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.runBasebackup();
+          break;
+        } catch (error) {
+          if (!(error instanceof PipeRaceLostError) || attempt === ATTEMPTS || this.summary.archives > 0)
+            throw error;
+        }
       }
     }
     const stopTime = new Date().toISOString();
-    const details = this.details(startTime, stopTime);
+    const details = this.details(method, startTime, stopTime, stopLsn);
     if (this.tablespaceNodes.length > 0)
       this.roots.set(PHYSICAL_LAYOUT.tablespaces, {
         ...metadata(PHYSICAL_LAYOUT.tablespaces, 'dir', defaultEntry()),
@@ -180,8 +243,122 @@ class PhysicalBackup {
     };
   }
 
+  /**
+   * Reads the data directory and the tablespaces between pg_backup_start and pg_backup_stop, and
+   * returns the stop LSN; undefined, having read nothing, when the directory here is not the
+   * server's (`required`: refused instead).
+   */
+  private async readFiles(required: boolean): Promise<string | undefined> {
+    const { connection, binDir } = this.options;
+    const { facts, cluster } = this;
+    const dataDirectory = facts.dataDirectory!;
+    const session = await BackupSession.start(connection, binDir, cluster);
+    try {
+      if (!(await session.readsSameControlFile(dataDirectory))) {
+        if (required)
+          throw new FilesUnreadableError(
+            cluster,
+            `${dataDirectory} on this host is not the server's (its pg_control differs)`,
+          );
+        return undefined;
+      }
+      const failures: PageFailure[] = [];
+      const common = {
+        buffers: new ReadPieces(),
+        ...(facts.dataChecksums ? { checksums: { startLsn: parseLsn(session.startLsn), failures } } : {}),
+      };
+      const versionDirectory = `PG_${Math.floor(facts.serverVersion / 10000)}_${facts.catalogVersion}`;
+      for (const tablespace of facts.tablespaces) {
+        const options = {
+          ...common,
+          root: tablespace.location,
+          isRelation: isTablespaceRelation,
+          onlyTop: versionDirectory,
+        };
+        await this.storeEntries(
+          tablespace.oid,
+          withFailures(readDirectory(options), failures, tablespace.location, cluster),
+        );
+      }
+      const data: ReadDirectoryOptions = {
+        ...common,
+        root: dataDirectory,
+        isRelation: isDataDirectoryRelation,
+        dataDirectory: true,
+      };
+      const stopped: { stop?: BackupStop } = {};
+      await this.storeEntries(undefined, this.dataEntries(session, data, failures, stopped));
+      const stop = stopped.stop!;
+      const mapped = parseTablespaceMap(stop.tablespaceMap, cluster);
+      const read = new Set(facts.tablespaces.map((tablespace) => tablespace.oid));
+      const created = [...mapped.keys()].filter((oid) => !read.has(oid));
+      if (created.length > 0)
+        throw new SourceError(
+          `tablespace ${created.join(', ')} of ${cluster} was created during the backup; no snapshot was written`,
+          { hint: 'Run the backup again.' },
+        );
+      // One dropped meanwhile is not in the backup's map: its files were read for nothing.
+      this.tablespaceNodes = this.tablespaceNodes.filter((node) => mapped.has(node.name));
+      return stop.stopLsn;
+    } finally {
+      await session.close();
+    }
+  }
+
+  /**
+   * The data directory's entries, then (the files all read) the backup stopped and what its stop
+   * gives: backup_label, tablespace_map, and the WAL when it is included.
+   */
+  private async *dataEntries(
+    session: BackupSession,
+    data: ReadDirectoryOptions,
+    failures: PageFailure[],
+    stopped: { stop?: BackupStop },
+  ): AsyncGenerator<DirectoryEntry> {
+    yield* withFailures(readDirectory(data), failures, data.root, this.cluster);
+    const stop = await session.stop(this.cluster);
+    stopped.stop = stop;
+    // As the server writes them in a backup it makes: the data directory's owner, mode 0600.
+    const owner = await fs.stat(data.root);
+    yield smallFileEntry('backup_label', stop.backupLabel, owner);
+    if (stop.tablespaceMap) yield smallFileEntry('tablespace_map', stop.tablespaceMap, owner);
+    if (this.options.includeWal) yield* this.includedWal(data, session.startLsn, stop);
+  }
+
+  /** The WAL from the backup's start to its stop, read from pg_wal, and every timeline's history. */
+  private async *includedWal(
+    data: ReadDirectoryOptions,
+    startLsn: string,
+    stop: BackupStop,
+  ): AsyncGenerator<DirectoryEntry> {
+    const { walSegmentSize } = this.facts;
+    const timeline = Number(parseBackupLabel(stop.backupLabel).get('START TIMELINE'));
+    const size = BigInt(walSegmentSize);
+    const first = Number(parseLsn(startLsn) / size);
+    // The stop LSN ends the last record: a segment boundary belongs to the segment before it.
+    const last = Number((parseLsn(stop.stopLsn) - 1n) / size);
+    const names = (await readdirOrEmpty(path.join(data.root, 'pg_wal')))
+      .filter((name) => /^[0-9A-F]{8}\.history$/.test(name))
+      .sort();
+    for (let number = first; number <= last; number++)
+      names.push(segmentName(timeline, number, walSegmentSize));
+    for (const name of names) {
+      const entry = await fileAt(data, `pg_wal/${name}`);
+      if (!entry || (!name.endsWith('.history') && entry.entry.size !== walSegmentSize))
+        throw new SourceError(
+          `WAL segment ${name}, which the backup of ${this.cluster} needs, is ${entry ? 'not whole' : 'no longer'} in pg_wal; no snapshot was written`,
+          {
+            hint: 'Keep more WAL on the server (wal_keep_size), or archive it and back up without including it.',
+          },
+        );
+      yield entry;
+    }
+  }
+
   private async runBasebackup(): Promise<void> {
-    const { connection, pgBasebackup, includeWal } = this.options;
+    const { connection, includeWal } = this.options;
+    const pgBasebackup = await this.options.findPgBasebackup();
+    this.pgBasebackupMajor = pgBasebackup.major;
     const tars = ['base.tar', ...this.facts.tablespaces.map((tablespace) => `${tablespace.oid}.tar`)];
     const running = await startBasebackup({
       program: pgBasebackup.program,
@@ -261,9 +438,14 @@ class PhysicalBackup {
       return;
     }
     const oid = archive.name === 'base.tar' ? undefined : /^(\d+)\.tar$/.exec(archive.name)?.[1];
+    await this.storeEntries(oid, readTar(archive.content, archive.name));
+  }
+
+  /** The data directory's entries (`oid` undefined) or a tablespace's, as its tree. */
+  private async storeEntries(oid: string | undefined, entries: AsyncIterable<DirectoryEntry>): Promise<void> {
     const root = oid === undefined ? [PHYSICAL_LAYOUT.data] : [PHYSICAL_LAYOUT.tablespaces, oid];
     const tree = new ArchiveTree(root, oid === undefined ? isDataDirectoryRelation : isTablespaceRelation);
-    for await (const { entry, content } of readTar(archive.content, archive.name)) {
+    for await (const { entry, content } of entries) {
       const parts = entry.path.split('/');
       tree.first ??= entry;
       if (
@@ -346,18 +528,24 @@ class PhysicalBackup {
     }
   }
 
-  private details(startTime: string, stopTime: string): PhysicalSnapshotDetails {
+  private details(
+    method: PhysicalMethod,
+    startTime: string,
+    stopTime: string,
+    stoppedAt: string | undefined,
+  ): PhysicalSnapshotDetails {
+    const source = method === 'files' ? 'pg_backup_stop' : 'pg_basebackup';
     if (this.backupLabel === undefined)
-      throw new SourceError(`pg_basebackup of ${this.cluster} sent no backup_label; no snapshot was written`);
+      throw new SourceError(`${source} of ${this.cluster} gave no backup_label; no snapshot was written`);
     const label = parseBackupLabel(this.backupLabel);
-    const ranges = parseWalRanges(this.manifestTail);
-    const last = ranges.at(-1);
+    const last = parseWalRanges(this.manifestTail).at(-1);
+    const stopLsn = stoppedAt ?? last?.['End-LSN'];
     const startLsn = label.get('START WAL LOCATION')?.split(' ')[0];
     const checkpointLsn = label.get('CHECKPOINT LOCATION');
     const timeline = Number(label.get('START TIMELINE') ?? last?.Timeline);
-    if (!startLsn || !checkpointLsn || !last || !Number.isInteger(timeline))
+    if (!startLsn || !checkpointLsn || !stopLsn || !Number.isInteger(timeline))
       throw new SourceError(
-        `pg_basebackup of ${this.cluster} sent a backup_label or manifest without its WAL positions; no snapshot was written`,
+        `${source} of ${this.cluster} gave a backup_label${method === 'files' ? '' : ' or manifest'} without its WAL positions; no snapshot was written`,
       );
     const names = new Map(this.facts.tablespaces.map((tablespace) => [tablespace.oid, tablespace.name]));
     const tablespaces: PhysicalSnapshotDetails['tablespaces'] = Object.create(
@@ -369,10 +557,11 @@ class PhysicalBackup {
       cluster: this.cluster,
       systemIdentifier: this.facts.systemIdentifier,
       serverVersion: this.facts.serverVersion,
-      pgBasebackupMajor: this.options.pgBasebackup.major,
+      pgBasebackupMajor: this.pgBasebackupMajor,
+      method,
       timeline,
       startLsn,
-      stopLsn: last['End-LSN'],
+      stopLsn,
       checkpointLsn,
       backupLabel: this.backupLabel,
       tablespaces,
@@ -384,6 +573,47 @@ class PhysicalBackup {
     };
     requireReadablePhysicalDetails(details, this.cluster);
     return details;
+  }
+}
+
+/** Checksum failures found while `entries` were read end the backup when the reading does. */
+async function* withFailures(
+  entries: AsyncIterable<DirectoryEntry>,
+  failures: PageFailure[],
+  root: string,
+  cluster: string,
+): AsyncGenerator<DirectoryEntry> {
+  yield* entries;
+  if (failures.length === 0) return;
+  const lines = failures
+    .slice(0, 5)
+    .map((failure) => `${path.join(root, failure.file)}, block ${failure.block}`);
+  if (failures.length > 5) lines.push(`and ${failures.length - 5} more pages`);
+  throw new ChecksumFailureError(cluster, lines.join('\n'));
+}
+
+function smallFileEntry(name: string, text: string, owner: { uid: number; gid: number }): DirectoryEntry {
+  const bytes = Buffer.from(text);
+  return {
+    entry: {
+      path: name,
+      type: 'file',
+      mode: 0o600,
+      uid: owner.uid,
+      gid: owner.gid,
+      mtime: Math.floor(Date.now() / 1000),
+      size: bytes.length,
+    },
+    content: oneChunk(bytes),
+  };
+}
+
+async function readdirOrEmpty(directory: string): Promise<string[]> {
+  try {
+    return await fs.readdir(directory);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return [];
+    throw error;
   }
 }
 
