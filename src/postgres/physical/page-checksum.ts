@@ -71,12 +71,13 @@ export function pageChecksum(bytes: Uint8Array, offset: number, block: number): 
     words = new Uint32Array(copy.buffer);
   }
   sums.set(BASE_OFFSETS);
+  // pd_checksum counts as zero: cleared for the computation and put back, as the server does.
+  const saved = words[CHECKSUM_WORD]!;
+  words[CHECKSUM_WORD] = saved & 0xffff0000;
   for (let row = 0; row < PAGE_SIZE / 4; row += LANES) {
-    for (let lane = 0; lane < LANES; lane++) {
-      const word = row + lane === CHECKSUM_WORD ? words[CHECKSUM_WORD]! & 0xffff0000 : words[row + lane]!;
-      sums[lane] = mix(sums[lane]!, word);
-    }
+    for (let lane = 0; lane < LANES; lane++) sums[lane] = mix(sums[lane]!, words[row + lane]!);
   }
+  words[CHECKSUM_WORD] = saved;
   let result = 0;
   for (let lane = 0; lane < LANES; lane++) {
     const sum = mix(mix(sums[lane]!, 0), 0);
