@@ -8,7 +8,7 @@
 #   bash bench/wal-push-throughput.sh [CLI...]     (default: dist/bin/strongbox.js; npm run build first)
 #
 # Environment: SEGMENTS (200), PARALLEL (the daemon's --parallel, 2), PGBACKREST (1: also time
-# pgBackRest async, 0: not), WORK (a directory to work in, removed at the end; default a new one
+# pgBackRest async, 0: not), CIPHER (1: pgBackRest again, its repository encrypted), WORK (a directory to work in, removed at the end; default a new one
 # in /tmp), KEEP (a directory where the captured segments and their cluster are kept and found
 # again by the next run; by default they are removed), MODES ("calls drain", or one of them).
 # Each contender runs in each mode, each time into a fresh repository:
@@ -204,9 +204,19 @@ for cli in "${clis[@]}"; do
   done
 done
 
+# pgBackRest as the bench configures it (no encryption), and with CIPHER=1 also encrypting its
+# repository (aes-256-cbc), as strongbox always does: the same work, for comparison.
+ciphers=(none)
+[ "${CIPHER:-0}" != 1 ] || ciphers+=(aes-256-cbc)
 if [ "$PGBACKREST" = 1 ] && command -v pgbackrest >/dev/null; then
+  for cipher in "${ciphers[@]}"; do
   for mode in ${MODES:-calls drain}; do
-    dir=$work/pgbackrest-$mode
+    dir=$work/pgbackrest-$cipher-$mode
+    cipher_options=
+    [ "$cipher" = none ] || cipher_options="repo1-cipher-type=$cipher
+repo1-cipher-pass=$(head -c 32 /dev/urandom | base64)"
+    name="pgBackRest async"
+    [ "$cipher" = none ] || name="pgBackRest async, $cipher"
     as_server mkdir -p "$dir"
     as_server tee "$dir/pgbackrest.conf" >/dev/null <<EOF
 [global]
@@ -219,6 +229,7 @@ log-level-file=off
 lock-path=$dir/lock
 archive-async=y
 spool-path=$dir/spool
+$cipher_options
 
 [bench]
 pg1-path=$dir/pgdata
@@ -230,7 +241,7 @@ EOF
     as_server pgbackrest --config="$dir/pgbackrest.conf" --stanza=bench --pg1-path="$cluster" stanza-create
     as_server "$PG_BIN/pg_ctl" -D "$cluster" -m fast stop >/dev/null
     fake_pgdata "$dir/pgdata"
-    log "pgbackrest archive-push, archive-async=y, process-max=$PARALLEL, ${#segments[@]} segments, $mode"
+    log "pgbackrest archive-push, archive-async=y, process-max=$PARALLEL, cipher $cipher, ${#segments[@]} segments, $mode"
     push="pgbackrest --config=$dir/pgbackrest.conf --stanza=bench archive-push \"\$1\""
     # Its async process detaches from the first call: its CPU is not counted (n/a).
     if [ "$mode" = calls ]; then
@@ -241,8 +252,9 @@ EOF
     fi
     as_server flock -w 600 "$dir/lock/bench-archive.lock" true
     stored=$(du -sb "$dir/repo/archive" | cut -f1)
-    if [ "$mode" = calls ]; then report "pgBackRest async" "$dir/calls" "" "$stored"
-    else report_drain "pgBackRest async" "$dir/calls" "" "$stored"; fi
+    if [ "$mode" = calls ]; then report "$name" "$dir/calls" "" "$stored"
+    else report_drain "$name" "$dir/calls" "" "$stored"; fi
     rm -rf "$dir"
+  done
   done
 fi
