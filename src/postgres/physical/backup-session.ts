@@ -26,6 +26,7 @@ export async function whyFilesUnreadable(facts: {
   serverVersion: number;
   dataDirectory: string | null;
   mayReadFiles: boolean;
+  tablespaces: { location: string }[];
 }): Promise<string | undefined> {
   if (facts.serverVersion < 150000) return 'the server is older than PostgreSQL 15 (pg_backup_start)';
   // Pages are checked as little-endian words, as they are written on such hosts.
@@ -33,6 +34,9 @@ export async function whyFilesUnreadable(facts: {
   if (!facts.mayReadFiles)
     return 'the role may not run pg_backup_start, pg_backup_stop and pg_read_binary_file';
   if (facts.dataDirectory === null) return 'the role may not read data_directory (pg_read_all_settings)';
+  // An in-place tablespace (a developer setting) lies inside pg_tblspc, where links are expected.
+  if (facts.tablespaces.some((tablespace) => !path.isAbsolute(tablespace.location)))
+    return 'a tablespace lies inside the data directory';
   const control = path.join(facts.dataDirectory, CONTROL_FILE);
   let bytes: Buffer;
   try {
