@@ -99,6 +99,26 @@ describe('backup postgres --physical', () => {
     expect(await snapshots(repo)).toEqual([]);
   });
 
+  it('reads through pg_basebackup for a role that may not read the files, and refuses --method files for it (exit 3)', async () => {
+    await cluster.psql('create role plain login replication');
+    const env = { ...repo.env, ...cluster.env(), PGUSER: 'plain' };
+    const refused = await runCli(backupArgs(cluster, '--include-wal', '--method', 'files'), { env });
+    expectExit(refused, 3);
+    expect(refused.stderr.toString()).toMatch(/may not run pg_backup_start/);
+    expect(refused.stderr.toString()).toContain('--method pg_basebackup');
+
+    const before = new Set((await snapshots(repo)).map((snapshot) => snapshot.id));
+    expectExit(await runCli(backupArgs(cluster, '--include-wal'), { env }), 0);
+    const [snapshot] = (await snapshots(repo)).filter((listed) => !before.has(listed.id));
+    const repository = await openRepo(repo);
+    try {
+      const { body } = await repository.loadSnapshot(snapshot!.id);
+      expect(parsePhysicalSource(body.source, snapshot!.id).method).toBe('pg_basebackup');
+    } finally {
+      await repository.close();
+    }
+  });
+
   it.each(['files', 'pg_basebackup'] as const)(
     'backs the cluster up, tablespace and all, read with %s, and the restored files start as the same cluster',
     async (method) => {
