@@ -9,6 +9,8 @@ import { asServerUser, STRONGBOX, type PhysicalContender, type WalPushMode } fro
 import { measure, run, type CommandSpec } from './process.ts';
 
 const quote = (text: string) => `'${text.replaceAll("'", "'\\''")}'`;
+/** The shell archive_command of the WAL daemon's acknowledgements (bin/). */
+const WAL_PUSH_SCRIPT = path.resolve(import.meta.dirname, '../bin/strongbox-wal-push');
 
 /**
  * A strongbox repository set up as on a database host: created with a password, then a full key
@@ -106,8 +108,12 @@ function pushModes(cli: string): WalPushMode[] {
             acknowledged,
           ]),
         );
-        // As docs/CLI.md recommends: a file the daemon pushed ahead is answered from the shell.
-        return `rm ${quote(acknowledged)}/%f 2>/dev/null || ${walPush(cli, env)}`;
+        // As docs/CLI.md recommends: answered from the shell for a file the daemon pushed ahead,
+        // or is pushing; Node only for the others.
+        const assignments = Object.entries({ ...env, STRONGBOX_CLI: `${process.execPath} ${cli}` })
+          .map(([name, value]) => `${name}=${quote(value)}`)
+          .join(' ');
+        return `${assignments} ${quote(WAL_PUSH_SCRIPT)} ${quote(acknowledged)} %p`;
       },
       settle: (dir) => stopDaemon(dir),
     },

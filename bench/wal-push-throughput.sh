@@ -8,7 +8,8 @@
 #   bash bench/wal-push-throughput.sh [CLI...]     (default: dist/bin/strongbox.js; npm run build first)
 #
 # Environment: SEGMENTS (200), PARALLEL (the daemon's --parallel, 2), PGBACKREST (1: also time
-# pgBackRest async, 0: not), CIPHER (1: pgBackRest again, its repository encrypted), WORK (a directory to work in, removed at the end; default a new one
+# pgBackRest async, 0: not), CIPHER (1: pgBackRest again, its repository encrypted), ACK (1: the
+# daemon with --acknowledge-dir, archive_command bin/strongbox-wal-push), WORK (a directory to work in, removed at the end; default a new one
 # in /tmp), KEEP (a directory where the captured segments and their cluster are kept and found
 # again by the next run; by default they are removed), MODES ("calls drain", or one of them).
 # Each contender runs in each mode, each time into a fresh repository:
@@ -180,12 +181,17 @@ for cli in "${clis[@]}"; do
     fake_pgdata "$dir/pgdata"
     log "strongbox ($cli): wal daemon --parallel $PARALLEL, ${#segments[@]} segments, $mode"
     # exec: the process started is the daemon itself, whose CPU is read from /proc.
+    ack_options=()
+    [ "${ACK:-0}" != 1 ] || ack_options=(--acknowledge-dir "$dir/marks")
     as_server bash -c 'exec env "$@"' daemon "${env[@]}" "$node" "$cli" wal daemon \
-      --pgdata "$dir/pgdata" --parallel "$PARALLEL" 2>"$dir/daemon.log" &
+      --pgdata "$dir/pgdata" --parallel "$PARALLEL" "${ack_options[@]}" 2>"$dir/daemon.log" &
     launcher=$!
     until grep -q listening "$dir/daemon.log" 2>/dev/null; do sleep 0.1; done
     daemon=$(pgrep -f -n -- "$cli wal daemon --pgdata $dir/pgdata")
     command="$(printf '%q ' "${env[@]}") $node $cli wal push %p"
+    # ACK=1: the shell client answers from the daemon's marks, Node only when it must.
+    [ "${ACK:-0}" != 1 ] ||
+      command="$(printf '%q ' "${env[@]}" STRONGBOX_CLI="$node $cli") $here/bin/strongbox-wal-push $dir/marks %p"
     shell_command=${command//%p/\"\$1\"}
     if [ "$mode" = calls ]; then
       as_server bash -c "$push_loop" push-loop "$dir/pgdata" "$shell_command" "${segments[@]}" >"$dir/calls"
@@ -198,8 +204,10 @@ for cli in "${clis[@]}"; do
     wait "$launcher" || true
     daemon=
     stored=$(du -sb "$dir/repo/wal" | cut -f1)
-    if [ "$mode" = calls ]; then report "strongbox $run ($cli)" "$dir/calls" "$cpu" "$stored"
-    else report_drain "strongbox $run ($cli)" "$dir/calls" "$cpu" "$stored"; fi
+    label="strongbox $run ($cli)"
+    [ "${ACK:-0}" != 1 ] || label="$label, strongbox-wal-push"
+    if [ "$mode" = calls ]; then report "$label" "$dir/calls" "$cpu" "$stored"
+    else report_drain "$label" "$dir/calls" "$cpu" "$stored"; fi
     rm -rf "$dir"
   done
 done

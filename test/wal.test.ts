@@ -15,6 +15,8 @@ import { seededRandom } from './helpers/fault-proxy.ts';
 import { seed } from './helpers/soak.ts';
 import { startCluster, type TestCluster } from './helpers/postgres.ts';
 
+/** The shell archive_command that answers from the acknowledgement directory. */
+const WAL_PUSH_SCRIPT = path.resolve(import.meta.dirname, '../bin/strongbox-wal-push');
 const MB16 = 16 * 1024 * 1024;
 
 describe('WAL file names', () => {
@@ -159,8 +161,13 @@ describe('wal push, fetch and status', () => {
         (await readdir(marks).catch(() => [] as string[])).filter((n) => names.includes(n));
       await waitForAsync(async () => (await marked()).length === names.length, 120_000);
       expect(daemon.log()).toMatch(new RegExp(`archived ${names[0]} .*ahead\\)`));
-      // Only a mark can make this succeed: without one the call fails and PostgreSQL keeps the file.
-      await setup.setArchiveCommand(`rm ${marks}/%f 2>/dev/null || false`);
+      // No push ahead is left marked as running, and the daemon says who it is.
+      expect((await readdir(marks)).filter((n) => n.endsWith('.pushing'))).toEqual([]);
+      const pid = Number((await readFile(path.join(marks, 'daemon.pid'), 'utf8')).trim());
+      expect(() => process.kill(pid, 0)).not.toThrow();
+      // Only a mark can make this succeed: the script's fallback is `false`, and PostgreSQL would
+      // keep the file.
+      await setup.setArchiveCommand(`STRONGBOX_CLI=false ${WAL_PUSH_SCRIPT} ${marks} %p`);
       await setup.waitArchived(names.at(-1)!);
       expect(await marked()).toEqual([]);
       for (const name of names) expect((await fetched(name)).equals(await walFile(name)), name).toBe(true);

@@ -110,7 +110,16 @@ export class WalArchiver {
   }
 
   private start(name: string, file: string, ahead: boolean): Promise<boolean> {
-    const pushing = this.pushOne(name, file, ahead);
+    const acknowledgements = ahead ? this.options.acknowledgements : undefined;
+    const pushing = (async () => {
+      await acknowledgements?.pushing(name).catch(() => undefined);
+      try {
+        return await this.pushOne(name, file, ahead);
+      } catch (error) {
+        await acknowledgements?.abandon(name).catch(() => undefined);
+        throw error;
+      }
+    })();
     this.inFlight.set(name, pushing);
     const forget = () => {
       if (this.inFlight.get(name) === pushing) this.inFlight.delete(name);
