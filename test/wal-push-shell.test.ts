@@ -46,6 +46,21 @@ describe('strongbox-wal-push', () => {
       (text) => text.trim(),
       () => undefined,
     );
+  /**
+   * The script run while this process stands for a living daemon pushing the file: resolved once
+   * it waits in its loop (it has started a `sleep` between two looks), with its exit code to come.
+   */
+  const waitingPush = async (): Promise<{ exited: Promise<number | null> }> => {
+    await writeFile(path.join(marks, 'daemon.pid'), `${process.pid}\n`);
+    await writeFile(path.join(marks, `${SEGMENT}.pushing`), '');
+    const child = spawn(SCRIPT, [marks, `pg_wal/${SEGMENT}`], { env, stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    await waitUntil('the script waits for the mark', async () => {
+      const { stdout } = await run('pgrep', ['-P', String(child.pid), 'sleep']).catch(() => ({ stdout: '' }));
+      return stdout.trim() !== '';
+    });
+    return { exited };
+  };
 
   it('answers from a mark, removing it, without starting strongbox', async () => {
     await writeFile(path.join(marks, SEGMENT), '');
@@ -57,15 +72,7 @@ describe('strongbox-wal-push', () => {
   });
 
   it('waits while the living daemon pushes the file ahead, and answers from its mark', async () => {
-    await writeFile(path.join(marks, 'daemon.pid'), `${process.pid}\n`);
-    await writeFile(path.join(marks, `${SEGMENT}.pushing`), '');
-    const child = spawn(SCRIPT, [marks, `pg_wal/${SEGMENT}`], { env, stdio: 'ignore' });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-    // In its loop: it has started a `sleep` between two looks.
-    await waitUntil('the script waits for the mark', async () => {
-      const { stdout } = await run('pgrep', ['-P', String(child.pid), 'sleep']).catch(() => ({ stdout: '' }));
-      return stdout.trim() !== '';
-    });
+    const { exited } = await waitingPush();
     // The daemon's order: the mark, then the running marker removed.
     await writeFile(path.join(marks, SEGMENT), '');
     await rm(path.join(marks, `${SEGMENT}.pushing`));
@@ -74,14 +81,7 @@ describe('strongbox-wal-push', () => {
   });
 
   it('goes on to strongbox when the push ahead ended without a mark', async () => {
-    await writeFile(path.join(marks, 'daemon.pid'), `${process.pid}\n`);
-    await writeFile(path.join(marks, `${SEGMENT}.pushing`), '');
-    const child = spawn(SCRIPT, [marks, `pg_wal/${SEGMENT}`], { env, stdio: 'ignore' });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-    await waitUntil('the script waits for the mark', async () => {
-      const { stdout } = await run('pgrep', ['-P', String(child.pid), 'sleep']).catch(() => ({ stdout: '' }));
-      return stdout.trim() !== '';
-    });
+    const { exited } = await waitingPush();
     // The push failed: the daemon removes the running marker and leaves no mark.
     await rm(path.join(marks, `${SEGMENT}.pushing`));
     expect(await exited).toBe(3);

@@ -127,12 +127,6 @@ async function* walk(options: ReadDirectoryOptions, relative: string): AsyncGene
         `${path.join(directory, name)} has a name strongbox cannot store; no snapshot was written`,
         { hint: 'Rename or remove the file: PostgreSQL does not make such names.' },
       );
-    if (options.dataDirectory && relative === '' && child === 'pg_tblspc') {
-      // The tablespaces' links are laid out from tablespace_map; their files are read on their own.
-      const stats = await statOrMissing(path.join(directory, name));
-      if (stats) yield directoryEntry(child, stats);
-      continue;
-    }
     if (options.dataDirectory && child === CONTROL_FILE) continue;
     const stats = await statOrMissing(path.join(directory, name));
     if (!stats) continue;
@@ -146,7 +140,9 @@ async function* walk(options: ReadDirectoryOptions, relative: string): AsyncGene
     }
     if (stats.isDirectory()) {
       yield directoryEntry(child, stats);
-      if (!EMPTIED_DIRECTORIES.has(name)) yield* walk(options, child);
+      // The tablespaces' links are laid out from tablespace_map; their files are read on their own.
+      const tablespaceLinks = options.dataDirectory && child === 'pg_tblspc';
+      if (!EMPTIED_DIRECTORIES.has(name) && !tablespaceLinks) yield* walk(options, child);
     } else if (stats.isSymbolicLink()) {
       let target: string;
       try {

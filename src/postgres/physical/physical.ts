@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { ConfigError, errnoCode, SourceError } from '../../errors.ts';
+import { ConfigError, SourceError } from '../../errors.ts';
 import type { Tree, TreeNode } from '../../repository/tree.ts';
 import type {
   BackupSource,
@@ -13,7 +13,7 @@ import type {
 import type { PostgresConnection } from '../connection.ts';
 import { parseClusterFacts, requireReadablePhysicalDetails } from '../record-schema.ts';
 import { psql, toolEnvironment, type ServerVersion } from '../tools.ts';
-import { parseLsn, segmentName } from '../wal/segments.ts';
+import { parseLsn, parseWalFileName, segmentName } from '../wal/segments.ts';
 import { BackupSession, whyFilesUnreadable, type BackupStop } from './backup-session.ts';
 import { PipeRaceLostError, startBasebackup, type Archive } from './basebackup-pipes.ts';
 import {
@@ -157,13 +157,18 @@ export async function physicalSource(options: PhysicalBackupOptions): Promise<Ba
     if (reason === undefined) method = 'files';
     else if (asked === 'files') throw new FilesUnreadableError(cluster, reason);
   }
-  // Found now, so that a missing pg_basebackup fails before the repository is opened.
-  if (method === 'pg_basebackup') await options.findPgBasebackup();
+  // Looked for once; now when it will be used, so that a missing one fails before the repository opens.
+  let found: ReturnType<PhysicalBackupOptions['findPgBasebackup']> | undefined;
+  const findPgBasebackup = () => (found ??= options.findPgBasebackup());
+  if (method === 'pg_basebackup') await findPgBasebackup();
   return {
     kind: PHYSICAL_KIND,
     name: cluster,
     run: (sink, parent) =>
-      new PhysicalBackup(options, cluster, facts, sink, parent).run(method, asked === 'auto'),
+      new PhysicalBackup({ ...options, findPgBasebackup }, cluster, facts, sink, parent).run(
+        method,
+        asked === 'auto',
+      ),
   };
 }
 
@@ -337,8 +342,8 @@ class PhysicalBackup {
     const first = Number(parseLsn(startLsn) / size);
     // The stop LSN ends the last record: a segment boundary belongs to the segment before it.
     const last = Number((parseLsn(stop.stopLsn) - 1n) / size);
-    const names = (await readdirOrEmpty(path.join(data.root, 'pg_wal')))
-      .filter((name) => /^[0-9A-F]{8}\.history$/.test(name))
+    const names = (await fs.readdir(path.join(data.root, 'pg_wal')))
+      .filter((name) => parseWalFileName(name)?.kind === 'history')
       .sort();
     for (let number = first; number <= last; number++)
       names.push(segmentName(timeline, number, walSegmentSize));
@@ -606,15 +611,6 @@ function smallFileEntry(name: string, text: string, owner: { uid: number; gid: n
     },
     content: oneChunk(bytes),
   };
-}
-
-async function readdirOrEmpty(directory: string): Promise<string[]> {
-  try {
-    return await fs.readdir(directory);
-  } catch (error) {
-    if (errnoCode(error) === 'ENOENT') return [];
-    throw error;
-  }
 }
 
 function isStreamError(error: unknown): boolean {
