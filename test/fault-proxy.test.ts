@@ -149,6 +149,30 @@ describe('fault proxy over TCP', () => {
     expect(proxy.stats.byKind.cut).toBe(1);
   });
 
+  it('falls silent after exactly the bytes asked: both sides stay open, nothing more crosses', async () => {
+    const { echo, proxy } = await echoBehindProxy({ cutMidTransfer: 1, cutAtByte: 10, cutAs: 'silence' });
+    const socket = net.connect(proxy.port, proxy.host);
+    const chunks: Buffer[] = [];
+    socket.on('data', (data: Buffer) => chunks.push(data));
+    socket.on('error', () => undefined);
+    let closed = false;
+    socket.on('close', () => (closed = true));
+    socket.write('0123456789abcdef');
+    await until(() => proxy.stats.byKind.silence === 1 && echo.received === 10);
+    socket.write('more');
+    await roundTrip(echo);
+    await until(() => echo.open <= 1); // the probe's connection gone
+    expect(echo.received).toBe(10);
+    expect(echo.open).toBe(1);
+    expect(Buffer.concat(chunks).length).toBe(0);
+    expect(closed).toBe(false);
+    expect(proxy.stats.bytesForwarded).toBe(10);
+    // The client giving up takes the target's connection with it.
+    socket.destroy();
+    await until(() => echo.open === 0);
+    expect(proxy.stats.byKind.cut).toBe(0);
+  });
+
   it('holds data back for the delay, then forwards it in order', async () => {
     const held = await echoBehindProxy({ delayMs: 3_600_000 });
     const socket = net.connect(held.proxy.port, held.proxy.host);

@@ -375,6 +375,49 @@ describe('sftp through a faulty network', () => {
     });
   });
 
+  it('connects again after a login cut or fallen silent anywhere from the first byte to the SFTP channel', async () => {
+    const knownHosts = path.join(sshd.dir, `known_hosts_${proxy.port}`);
+    await fs.writeFile(knownHosts, knownHostsLine('127.0.0.1', proxy.port, sshd.hostKey.publicKey));
+    const query = new URLSearchParams({ timeout: '1', 'known-hosts': knownHosts });
+    const url = new URL(`sftp://${sshd.user}@127.0.0.1:${proxy.port}${sshd.dir}/login-faults?${query}`);
+    const env = { SSH_AUTH_SOCK: undefined, ...sshd.env() };
+
+    // A clean login and logout through the proxy: the bytes the faults are spread over.
+    const start = proxy.stats.bytesForwarded;
+    await (await openSftpBackend(url, env)).close();
+    const loginBytes = proxy.stats.bytesForwarded - start;
+    expect(loginBytes).toBeGreaterThan(1000);
+
+    const marks = (count: number) =>
+      Array.from({ length: count }, (_, index) =>
+        Math.max(1, Math.round(((index + 0.5) * loginBytes) / count)),
+      );
+    // A silent server costs the one-second timeout: fewer of those.
+    const cases = [
+      ...marks(16).map((mark) => ({ mark, cutAs: 'reset' as const })),
+      ...marks(4).map((mark) => ({ mark, cutAs: 'silence' as const })),
+    ];
+    for (const { mark, cutAs } of cases) {
+      const kind = cutAs === 'reset' ? 'cut' : 'silence';
+      const struck = proxy.stats.byKind[kind];
+      proxy.setFaults({ cutMidTransfer: 1, cutAtByte: mark, cutAs, firstConnections: 1 });
+      const backend = await openSftpBackend(url, env);
+      try {
+        const name = `${cutAs}-${mark}`;
+        await backend.put(name, Buffer.from(name));
+        expect({ mark, cutAs, read: (await backend.get(name)).toString() }).toEqual({
+          mark,
+          cutAs,
+          read: name,
+        });
+      } finally {
+        await backend.close();
+      }
+      // The fault struck the login, and the backend logged in again.
+      expect({ mark, cutAs, struck: proxy.stats.byKind[kind] - struck }).toEqual({ mark, cutAs, struck: 1 });
+    }
+  });
+
   it('gives up on a connection that never answers, after ?timeout=, and connects again', async () => {
     await withSftpRepo(async (repo) => {
       const env = await throughProxy(repo);

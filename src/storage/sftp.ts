@@ -3,8 +3,7 @@ import { access, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { ConnectConfig, FileEntryWithStats, SFTPWrapper, Stats } from 'ssh2';
-import SftpClient from 'ssh2-sftp-client';
+import ssh2, { type ConnectConfig, type FileEntryWithStats, type SFTPWrapper, type Stats } from 'ssh2';
 import { ConfigError, errnoCode, StorageError, StrongboxError } from '../errors.ts';
 import {
   AccessDeniedError,
@@ -34,10 +33,15 @@ const PIPELINE_DEPTH = 16;
 const SYNC_CONCURRENCY = 8;
 const DIRECTORIES_READ_AT_ONCE = 8;
 /**
- * A login that takes longer, or a connection that sends nothing for longer while requests wait, is
- * taken for dead (`?timeout=` seconds).
+ * A connection that sends nothing for longer while we wait for it, logging in or answering
+ * requests, is taken for dead (`?timeout=` seconds).
  */
 const DEFAULT_TIMEOUT_SECONDS = 30;
+/**
+ * A login that goes on, however slowly, for this many timeouts is given up too: a server that
+ * trickles a byte now and then must not hold a connection attempt forever.
+ */
+const LOGIN_TIMEOUTS = 4;
 const MAX_TIMEOUT_SECONDS = 3600;
 const CLOSE_TIMEOUT_MS = 5_000;
 
@@ -182,7 +186,7 @@ class SftpSession {
   private readonly pending = new Set<(error: Error) => void>();
 
   constructor(
-    readonly client: SftpClient,
+    readonly client: ssh2.Client,
     readonly sftp: SFTPWrapper,
     readonly socket: net.Socket,
     readonly extensions: ReadonlySet<string>,
@@ -251,7 +255,7 @@ class SftpSession {
         clearTimeout(timer);
         resolve();
       });
-      this.client.end().catch(() => this.socket.destroy());
+      this.client.end();
     });
     this.markLost(new Error('closed'));
   }
@@ -261,6 +265,32 @@ function timeoutError(timeoutMs: number): Error {
   return Object.assign(new Error(`the server sent nothing for ${timeoutMs / 1000} s`), {
     code: 'ETIMEDOUT',
   });
+}
+
+function lostBeforeSftp(server: string, cause: Error): ConnectionLostError {
+  return new ConnectionLostError(`${server} closed the connection before starting SFTP: ${cause.message}`, {
+    cause,
+  });
+}
+
+/**
+ * The private key at `file`, checked here: once connecting, a key ssh2 cannot use is no longer
+ * told apart from a connection that broke.
+ */
+async function readPrivateKey(file: string, passphrase: string | undefined): Promise<Buffer> {
+  const key = await readFile(file).catch((error: unknown) => {
+    throw new ConfigError(`cannot read the SSH key ${file}: ${errnoCode(error) ?? error}`, {
+      hint: 'Check STRONGBOX_SFTP_IDENTITY_FILE.',
+    });
+  });
+  const parsed = ssh2.utils.parseKey(key, passphrase);
+  if (parsed instanceof Error) {
+    throw new ConfigError(`cannot use the SSH key ${file}: ${parsed.message}`, {
+      hint: 'Give an OpenSSH private key; if it is encrypted, set STRONGBOX_SFTP_KEY_PASSPHRASE.',
+      cause: parsed,
+    });
+  }
+  return key;
 }
 
 /** A repository in a directory of an SFTP server. */
@@ -426,7 +456,7 @@ class SftpBackend implements StorageBackend {
   }
 
   private async openSession(): Promise<SftpSession> {
-    const { host, port, user, auth } = this.settings;
+    const { host, port, user, auth, timeoutMs } = this.settings;
     const knownHosts = await readKnownHosts(this.settings.knownHostsFiles);
     const hostName = knownHostsName(host, port);
     let refusal: StorageError | undefined;
@@ -439,18 +469,15 @@ class SftpBackend implements StorageBackend {
       port,
       username: user,
       hostVerifier,
-      readyTimeout: this.settings.timeoutMs,
+      // The silence timer below watches the whole login; this bounds one that trickles on.
+      readyTimeout: LOGIN_TIMEOUTS * timeoutMs,
       keepaliveInterval: 0,
     };
     const hostKeyAlgorithms = preferredHostKeyAlgorithms(knownHosts, hostName);
     if (hostKeyAlgorithms.length > 0) config.algorithms = { serverHostKey: hostKeyAlgorithms };
     if ('agent' in auth) config.agent = auth.agent;
     else {
-      config.privateKey = await readFile(auth.identityFile).catch((error: unknown) => {
-        throw new ConfigError(`cannot read the SSH key ${auth.identityFile}: ${errnoCode(error) ?? error}`, {
-          hint: 'Check STRONGBOX_SFTP_IDENTITY_FILE.',
-        });
-      });
+      config.privateKey = await readPrivateKey(auth.identityFile, auth.passphrase);
       if (auth.passphrase) config.passphrase = auth.passphrase;
     }
 
@@ -459,84 +486,113 @@ class SftpBackend implements StorageBackend {
     // some 40 ms a round trip: a put of a few bytes took 265 ms on loopback, 3 ms with it.
     const socket = net.connect({ host, port, noDelay: true });
     config.sock = socket;
-    const client = new SftpClient('strongbox', {
-      error: () => undefined,
-      end: () => undefined,
-      close: () => undefined,
+    const client = new ssh2.Client();
+    const server = `${host}:${port}`;
+    return new Promise<SftpSession>((resolve, reject) => {
+      let settled = false;
+      let stage: 'login' | 'sftp' = 'login';
+      const giveUp = (error: Error): void => {
+        if (settled) return;
+        settled = true;
+        socket.destroy();
+        reject(error);
+      };
+      // From the first byte to the SFTP channel, a server that falls silent is taken for dead: a
+      // stall after the login, where ssh2's readyTimeout no longer runs, would otherwise wait forever.
+      socket.setTimeout(timeoutMs, () =>
+        giveUp(
+          new ConnectionLostError(
+            `${server} sent nothing for ${timeoutMs / 1000} s ${stage === 'login' ? 'during login' : 'before starting SFTP'}`,
+            { cause: timeoutError(timeoutMs) },
+          ),
+        ),
+      );
+      client.on('error', (error: Error & { level?: string }) =>
+        giveUp(this.connectFailure(error, stage, refusal)),
+      );
+      client.on('close', () =>
+        giveUp(
+          new ConnectionLostError(
+            `${server} closed the connection ${stage === 'login' ? 'during login' : 'before starting SFTP'}`,
+          ),
+        ),
+      );
+      client.on('ready', () => {
+        stage = 'sftp';
+        client.sftp((error, sftp) => {
+          if (settled) return;
+          if (error) {
+            // A channel refused while the connection lives: the server has no SFTP for us. One
+            // refused because the connection went is the close handler's to report.
+            setImmediate(() => {
+              if (socket.destroyed || socket.readyState !== 'open')
+                return giveUp(lostBeforeSftp(server, error));
+              giveUp(
+                new StorageError(`${server} accepted the login but offers no SFTP: ${error.message}`, {
+                  hint: 'Enable the sftp subsystem in the server’s sshd_config.',
+                  cause: error,
+                }),
+              );
+            });
+            return;
+          }
+          settled = true;
+          socket.setTimeout(0);
+          // The extensions the server announced; ssh2 keeps them only in this field.
+          const offered = (sftp as unknown as { _extensions?: Record<string, string> })._extensions ?? {};
+          resolve(new SftpSession(client, sftp, socket, new Set(Object.keys(offered)), timeoutMs));
+        });
+      });
+      try {
+        client.connect(config);
+      } catch (error) {
+        giveUp(error instanceof Error ? error : new Error(String(error)));
+      }
     });
-    const seen: { error?: Error & { level?: string }; closed: boolean; ready: boolean } = {
-      closed: false,
-      ready: false,
-    };
-    client.on('error', (error: Error) => (seen.error ??= error));
-    client.on('close', () => (seen.closed = true));
-    client.on('ready', () => (seen.ready = true));
-    let sftp: SFTPWrapper;
-    try {
-      sftp = await client.connect(config);
-    } catch (error) {
-      socket.destroy();
-      throw this.connectFailure(error, seen, refusal);
-    }
-    // The extensions the server announced; ssh2 keeps them only in this field.
-    const offered = (sftp as unknown as { _extensions?: Record<string, string> })._extensions ?? {};
-    return new SftpSession(client, sftp, socket, new Set(Object.keys(offered)), this.settings.timeoutMs);
   }
 
+  /** Why a login failed, once the server or the network answered: a lost connection may be retried. */
   private connectFailure(
-    error: unknown,
-    seen: { error?: Error & { level?: string }; closed: boolean; ready: boolean },
+    error: Error & { level?: string },
+    stage: 'login' | 'sftp',
     refusal: StorageError | undefined,
   ): Error {
     const { host, port, user, auth } = this.settings;
     const server = `${host}:${port}`;
     if (refusal) return refusal;
-    const cause = seen.error ?? error;
-    const level = seen.error?.level;
+    const level = error.level;
     if (level === 'agent' && 'agent' in auth) {
-      return new StorageError(`cannot use ssh-agent at ${auth.agent}: ${(cause as Error).message}`, {
+      return new StorageError(`cannot use ssh-agent at ${auth.agent}: ${error.message}`, {
         hint: 'Check that the agent runs and SSH_AUTH_SOCK points at it, or set STRONGBOX_SFTP_IDENTITY_FILE.',
-        cause,
+        cause: error,
       });
     }
     if (level === 'client-authentication') {
       const key = 'agent' in auth ? `the keys of ssh-agent (${auth.agent})` : `the key ${auth.identityFile}`;
       return new StorageError(`${server} refused ${key} for user ${user}`, {
         hint: `Add its public key to ~${user}/.ssh/authorized_keys on the server, or set STRONGBOX_SFTP_IDENTITY_FILE to the right key.`,
-        cause,
+        cause: error,
       });
     }
-    if (errnoCode(cause) === 'ENOTFOUND') {
+    if (errnoCode(error) === 'ENOTFOUND') {
       return new StorageError(`cannot find the host ${host}`, {
         hint: 'Check the host name in the sftp:// URL.',
-        cause,
+        cause: error,
       });
     }
-    if (isTransientNetworkError(cause) || level === 'client-timeout' || level === 'protocol') {
-      return new ConnectionLostError(`cannot connect to ${server}: ${(cause as Error).message}`, { cause });
+    if (
+      isTransientNetworkError(error) ||
+      level === 'client-socket' ||
+      level === 'client-timeout' ||
+      level === 'protocol'
+    ) {
+      return stage === 'sftp'
+        ? lostBeforeSftp(server, error)
+        : new ConnectionLostError(`cannot connect to ${server}: ${error.message}`, { cause: error });
     }
-    if (level === undefined && seen.closed) {
-      return new ConnectionLostError(`${server} closed the connection during login`, { cause });
-    }
-    if (level === undefined && !seen.ready && 'identityFile' in auth) {
-      // ssh2 parses the key before connecting, and throws when it cannot.
-      return new ConfigError(`cannot use the SSH key ${auth.identityFile}: ${(cause as Error).message}`, {
-        hint: 'Give an OpenSSH private key; if it is encrypted, set STRONGBOX_SFTP_KEY_PASSPHRASE.',
-        cause,
-      });
-    }
-    if (seen.ready) {
-      return new StorageError(
-        `${server} accepted the login but offers no SFTP: ${(cause as Error).message}`,
-        {
-          hint: 'Enable the sftp subsystem in the server’s sshd_config.',
-          cause,
-        },
-      );
-    }
-    return new StorageError(`cannot connect to ${server}: ${(cause as Error).message}`, {
+    return new StorageError(`cannot connect to ${server}: ${error.message}`, {
       hint: 'Check the host, port and the server’s SSH settings.',
-      cause,
+      cause: error,
     });
   }
 

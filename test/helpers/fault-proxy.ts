@@ -15,6 +15,13 @@ export interface Faults {
   cutDirection?: 'both' | 'upstream' | 'downstream';
   /** The cut happens after 1..cutAfterMaxBytes bytes (uniform); default 65536. */
   cutAfterMaxBytes?: number;
+  /** The cut happens after exactly this many bytes, instead of a drawn number. */
+  cutAtByte?: number;
+  /**
+   * What a cut does: `reset` (the default) resets both sides; `silence` forwards nothing more in
+   * either direction and keeps both connections open, as a hung server or a dead route does.
+   */
+  cutAs?: 'reset' | 'silence';
   /** Delay added before forwarding each piece of data, in either direction; order is kept. */
   delayMs?: number;
   /** Probability that a connection is accepted but nothing is ever forwarded (the client must time out). */
@@ -30,7 +37,7 @@ export interface Faults {
   firstConnections?: number;
 }
 
-export type FaultKind = 'reset' | 'cut' | 'delay' | 'stall' | 'httpError';
+export type FaultKind = 'reset' | 'cut' | 'silence' | 'delay' | 'stall' | 'httpError';
 
 export interface FaultProxyStats {
   /** Connections accepted since the start. */
@@ -38,6 +45,8 @@ export interface FaultProxyStats {
   /** Faults that really happened: a cut counts once the mark is crossed, a delay once per connection. */
   faultsInjected: number;
   byKind: Record<FaultKind, number>;
+  /** Bytes forwarded, both directions and every connection together. */
+  bytesForwarded: number;
 }
 
 export interface FaultProxy {
@@ -90,7 +99,8 @@ export function startFaultProxy(
   const stats: FaultProxyStats = {
     connections: 0,
     faultsInjected: 0,
-    byKind: { reset: 0, cut: 0, delay: 0, stall: 0, httpError: 0 },
+    byKind: { reset: 0, cut: 0, silence: 0, delay: 0, stall: 0, httpError: 0 },
+    bytesForwarded: 0,
   };
   const open = new Set<net.Socket>();
   const timers = new Set<NodeJS.Timeout>();
@@ -129,13 +139,28 @@ export function startFaultProxy(
     const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
     track(upstream);
     const cutDirection = faults.cutDirection ?? 'both';
-    let bytesUntilCut = cut ? 1 + Math.floor(random() * (faults.cutAfterMaxBytes ?? 65536)) : Infinity;
+    let bytesUntilCut = !cut
+      ? Infinity
+      : (faults.cutAtByte ?? 1 + Math.floor(random() * (faults.cutAfterMaxBytes ?? 65536)));
     const delayMs = faults.delayMs ?? 0;
     let delayCounted = false;
     // Set when the mark is crossed: nothing more is forwarded, not even an end.
     let cutStarted = false;
 
     const cutNow = (): void => {
+      if (faults.cutAs === 'silence') {
+        count('silence');
+        // Nothing more is forwarded; both connections go when the client gives up (an end comes
+        // alone: the server socket allows half-open connections).
+        const giveUp = () => {
+          client.destroy();
+          upstream.destroy();
+        };
+        if (client.readableEnded || client.destroyed) giveUp();
+        client.once('end', giveUp);
+        client.once('close', giveUp);
+        return;
+      }
       count('cut');
       reset(client);
       reset(upstream);
@@ -151,11 +176,13 @@ export function startFaultProxy(
           if (counts && data.length >= bytesUntilCut) {
             const part = data.subarray(0, bytesUntilCut);
             cutStarted = true;
+            stats.bytesForwarded += part.length;
             if (part.length === 0) cutNow();
             else to.write(part, () => cutNow());
             return resolve();
           }
           if (counts) bytesUntilCut -= data.length;
+          stats.bytesForwarded += data.length;
           if (to.write(data)) resolve();
           else {
             from.pause();
