@@ -1,13 +1,6 @@
-import {
-  createHash,
-  createPrivateKey,
-  createPublicKey,
-  diffieHellman,
-  generateKeyPairSync,
-  hkdfSync,
-  type KeyObject,
-} from 'node:crypto';
+import { createHash, diffieHellman, hkdfSync, type KeyObject } from 'node:crypto';
 import { AuthenticationFailure, open, seal } from './aead.ts';
+import { newPrivateKey, privateKeyFromRaw, publicKeyFromRaw, rawPrivate, rawPublic } from './okp.ts';
 
 /**
  * A data key wrapped to one X25519 recipient, as age does it: an ephemeral key agreement per
@@ -23,19 +16,13 @@ export interface Identity {
 }
 
 export function generateIdentity(): { identity: Identity; privateRaw: Buffer } {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  return {
-    identity: { privateKey, publicKey: rawX25519Public(publicKey) },
-    privateRaw: rawPrivate(privateKey),
-  };
+  const privateRaw = newPrivateKey('X25519');
+  return { identity: identityFromRaw(privateRaw), privateRaw };
 }
 
 export function identityFromRaw(privateRaw: Uint8Array): Identity {
-  const privateKey = createPrivateKey({
-    key: { kty: 'OKP', crv: 'X25519', d: Buffer.from(privateRaw).toString('base64url'), x: '' },
-    format: 'jwk',
-  });
-  return { privateKey, publicKey: rawX25519Public(createPublicKey(privateKey)) };
+  const privateKey = privateKeyFromRaw('X25519', privateRaw);
+  return { privateKey, publicKey: rawPublic(privateKey) };
 }
 
 /** A short, stable name for a recipient public key, stored in stanzas so readers try the right identity. */
@@ -45,10 +32,10 @@ export function recipientTag(publicKey: Uint8Array): Buffer {
 
 export function wrapKey(dataKey: Uint8Array, recipients: readonly Uint8Array[]): Buffer {
   const stanzas = recipients.map((recipient) => {
-    const ephemeral = generateKeyPairSync('x25519');
-    const ephemeralPublic = rawX25519Public(ephemeral.publicKey);
+    const ephemeral = privateKeyFromRaw('X25519', newPrivateKey('X25519'));
+    const ephemeralPublic = rawPublic(ephemeral);
     const wrapping = wrappingKey(
-      diffieHellman({ privateKey: ephemeral.privateKey, publicKey: x25519Public(recipient) }),
+      diffieHellman({ privateKey: ephemeral, publicKey: publicKeyFromRaw('X25519', recipient) }),
       ephemeralPublic,
       recipient,
     );
@@ -66,7 +53,7 @@ export function unwrapKey(stanzas: Uint8Array, identities: readonly Identity[]):
     const ephemeralPublic = stanzas.subarray(at + 8, at + 40);
     const shared = diffieHellman({
       privateKey: identity.privateKey,
-      publicKey: x25519Public(ephemeralPublic),
+      publicKey: publicKeyFromRaw('X25519', ephemeralPublic),
     });
     return open(
       wrappingKey(shared, ephemeralPublic, identity.publicKey),
@@ -81,22 +68,7 @@ function wrappingKey(shared: Buffer, ephemeralPublic: Uint8Array, recipient: Uin
   return Buffer.from(hkdfSync('sha256', shared, salt, WRAP_INFO, 32));
 }
 
-function x25519Public(raw: Uint8Array): KeyObject {
-  return createPublicKey({
-    key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(raw).toString('base64url') },
-    format: 'jwk',
-  });
-}
-
-function rawX25519Public(key: KeyObject): Buffer {
-  return Buffer.from(key.export({ format: 'jwk' }).x as string, 'base64url');
-}
-
 /** An identity's raw private key, to seal it into a bundle or a key. */
 export function rawIdentity(identity: Identity): Buffer {
   return rawPrivate(identity.privateKey);
-}
-
-function rawPrivate(key: KeyObject): Buffer {
-  return Buffer.from(key.export({ format: 'jwk' }).d as string, 'base64url');
 }
