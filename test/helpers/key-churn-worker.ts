@@ -21,7 +21,8 @@ function batch(): void {
     if (!unwrapKey(wrapKey(dataKey, [identity.publicKey]), [identity]).equals(dataKey))
       throw new Error('a wrapped key unwraps otherwise');
     const signer = SigningKey.generate();
-    if (!verifySignature(signer.publicRaw, message, signer.sign(message))) throw new Error('a signature fails');
+    if (!verifySignature(signer.publicRaw, message, signer.sign(message)))
+      throw new Error('a signature fails');
   }
   port.postMessage(done);
   // Between batches the thread takes its messages, and the collector its weak callbacks.
