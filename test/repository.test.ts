@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, KeyError, VerificationError, openRepository } from '../src/index.ts';
 import { Repository } from '../src/repository/repository.ts';
 import { decodeIdentityFile } from '../src/repository/keys.ts';
-import { generateSigningKey, signMessage } from '../src/crypto/signing.ts';
+import { signMessage, SigningKey } from '../src/crypto/signing.ts';
 import { seededBytes } from './helpers/data.ts';
 import { PASSWORD, backupBuffer, createTestRepo, readAll, type TestRepo } from './helpers/repo.ts';
 import { LocalBackend } from '../src/storage/local.ts';
@@ -170,7 +170,7 @@ describe('keys', () => {
     await repo.repository.addKey('writer password', 'write-only');
     const backend = new LocalBackend(repo.location);
     const config = JSON.parse((await backend.get('config')).toString());
-    const attacker = generateSigningKey();
+    const attacker = SigningKey.generate();
     config.recipients = [Buffer.alloc(32, 7).toString('base64')];
     config.adminPublicKey = attacker.publicRaw.toString('base64');
     config.signature = signMessage(attacker.privateRaw, Buffer.from('anything')).toString('base64');

@@ -1,12 +1,6 @@
 import { sign, verify, type KeyObject } from 'node:crypto';
 import { newPrivateKey, privateKeyFromRaw, publicKeyFromRaw, rawPublic } from './okp.ts';
 
-/** Ed25519, for the repository administrator's signature over the config that writers trust. */
-export function generateSigningKey(): { privateRaw: Buffer; publicRaw: Buffer } {
-  const privateRaw = newPrivateKey('Ed25519');
-  return { privateRaw, publicRaw: publicFromPrivate(privateRaw) };
-}
-
 export function publicFromPrivate(privateRaw: Uint8Array): Buffer {
   return rawPublic(privateKeyFromRaw('Ed25519', privateRaw));
 }
@@ -19,7 +13,10 @@ export function verifySignature(publicRaw: Uint8Array, message: Uint8Array, sign
   return verify(null, message, publicKeyFromRaw('Ed25519', publicRaw), signature);
 }
 
-/** An Ed25519 private key made ready once, for a writer that signs every object it writes. */
+/**
+ * An Ed25519 private key made ready once, for a writer that signs every object it writes, and for
+ * the repository administrator's signature over the config that writers trust.
+ */
 export class SigningKey {
   readonly publicRaw: Buffer;
   private readonly key: KeyObject;
@@ -30,7 +27,7 @@ export class SigningKey {
   }
 
   static generate(): SigningKey {
-    return new SigningKey(generateSigningKey().privateRaw);
+    return new SigningKey(newPrivateKey('Ed25519'));
   }
 
   sign(message: Uint8Array): Buffer {
